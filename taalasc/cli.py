@@ -1,0 +1,96 @@
+"""The command line: a thin click layer over the library.
+
+Commands are registered by module path and imported only when run, so ``taalasc --help``
+stays fast and a broken optional command cannot break the others.
+
+Exit codes: 0 ok, 1 bad input or internal error, 2 a check failed. Errors are printed as
+one line (``error: ...``) without a traceback; set TAALASC_DEBUG=1 to see one.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+
+import click
+
+from taalasc import __version__
+from taalasc.errors import EXIT_ERROR, TaalascError
+
+# name -> (module, attribute, one-line help shown in `taalasc --help`)
+COMMANDS: dict[str, tuple[str, str, str]] = {
+}
+
+
+class LazyGroup(click.Group):
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(COMMANDS)
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name not in COMMANDS:
+            return None
+        module, attr, _ = COMMANDS[name]
+        return getattr(importlib.import_module(module), attr)
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        rows = [(name, COMMANDS[name][2]) for name in self.list_commands(ctx)]
+        if rows:
+            with formatter.section("Commands"):
+                formatter.write_dl(rows)
+
+
+EPILOG = """\b
+Exit codes: 0 ok, 1 bad input or internal error, 2 a check failed.
+Set TAALASC_DEBUG=1 to see a traceback for an unexpected error."""
+
+
+@click.group(cls=LazyGroup, epilog=EPILOG, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="taalasc")
+def cli() -> None:
+    """taalasc prints a neural network onto a structured ASIC: it quantizes the weights, places
+    them on a fixed base array, and draws only the two custom masks (top via and top metal)."""
+
+
+def _fail(message: str, code: int) -> int:
+    click.echo(f"error: {message}", err=True)
+    return code
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Console entry point: run the CLI, turn every failure into one line and an exit code."""
+    debug = bool(os.environ.get("TAALASC_DEBUG"))
+    try:
+        cli.main(args=argv, prog_name="taalasc", standalone_mode=False)
+    except click.exceptions.Abort:
+        return _fail("interrupted", 130)
+    except click.ClickException as exc:
+        exc.show()
+        return exc.exit_code
+    except click.exceptions.Exit as exc:
+        return exc.exit_code
+    except TaalascError as exc:
+        if debug:
+            raise
+        return _fail(str(exc), exc.exit_code)
+    except KeyboardInterrupt:
+        return _fail("interrupted; outputs left as they were", 130)
+    except MemoryError:
+        return _fail("out of memory", EXIT_ERROR)
+    except OSError as exc:
+        if debug:
+            raise
+        where = f" ({exc.filename})" if exc.filename else ""
+        return _fail(f"{exc.strerror or exc}{where}", EXIT_ERROR)
+    except Exception as exc:  # noqa: BLE001 - last line of defence: one line, no traceback
+        if debug:
+            raise
+        return _fail(f"internal error: {type(exc).__name__}: {exc} "
+                     "(please report it; TAALASC_DEBUG=1 shows the traceback)", EXIT_ERROR)
+    return 0
+
+
+def run() -> None:
+    sys.exit(main())
+
+

@@ -1,0 +1,301 @@
+"""Base chip descriptions (base_array/*.yaml): the prefabricated grid every model shares.
+
+Geometry is in integer nanometres (one database unit = 1 nm in the mask files). The default
+weight-tile encoding is DESIGN.md's: each bit site owns two via slots under two top-metal
+straps, tie-high and tie-low, and a programmed bit is exactly one via.
+
+Site layout inside a weight tile (tile origin at its lower-left corner):
+  site (i, j), i < sites_x along x, j < sites_y along y, at
+  (i * site_pitch_x_nm, j * site_pitch_y_nm) from the tile origin.
+  The high strap of site row j is centred at y = j*site_pitch_y_nm + site_pitch_y_nm/4,
+  the low strap at y = j*site_pitch_y_nm + 3*site_pitch_y_nm/4; both run the tile's width.
+  A via is centred at x = i*site_pitch_x_nm + site_pitch_x_nm/2 on the strap of its value.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from taalasc.config.pdk import Pdk
+from taalasc.config.records import build
+from taalasc.config.schema import INT32_MAX, Field, validate
+from taalasc.config.yamlio import load_yaml_file
+from taalasc.errors import ConfigError
+
+
+def _pos(kind: str = "int", doc: str = "", required: bool = True, default=None) -> Field:
+    return Field(kind, min=0, min_exclusive=True, doc=doc, required=required, default=default)
+
+
+BASE_ARRAY_SCHEMA: dict[str, Field] = {
+    "name": Field("str"),
+    "description": Field("str"),
+    "pdk": Field("str", doc="a name from pdk_configs/ or a path to a PDK YAML"),
+    "max_dies": _pos(doc="how many dies a model may spill onto"),
+    "die": Field("map", schema={
+        "width_nm": _pos(),
+        "height_nm": _pos(),
+    }),
+    "tile_grid": Field("map", schema={
+        "origin_nm": Field("list", items=Field("int", min=0), doc="[x, y] of tile (0, 0)"),
+        "columns": _pos(),
+        "rows": _pos(),
+        "pitch_x_nm": _pos(),
+        "pitch_y_nm": _pos(),
+    }),
+    "weight_tile": Field("map", schema={
+        "encoding": Field("str", choices=("tie-high-low",)),
+        "sites_x": _pos(),
+        "sites_y": _pos(),
+        "site_pitch_x_nm": _pos(),
+        "site_pitch_y_nm": _pos(),
+        "slots_per_bit": Field("int", choices=(2,)),
+        "bits_per_site": Field("int", choices=(1,)),
+        "strap_width_nm": _pos(),
+        "input_lanes": _pos(doc="activations entering the tile per cycle (adder-tree inputs)"),
+        "max_weight_bits": Field("int", min=2, max=8),
+    }),
+    "datapath": Field("map", schema={
+        "activation_bits": Field("int", min=2, max=16),
+        "accumulator_bits": Field("int", min=8, max=64),
+        "activity_factor": Field("float", min=0, max=1, min_exclusive=True,
+                                 doc="average toggle probability of datapath nodes"),
+        "route_width_nm": _pos(doc="top-metal dataflow route width"),
+        "route_bus_bits": _pos(doc="wires per inter-tile dataflow bus"),
+    }),
+    "clock": Field("map", schema={
+        "target_period_ps": _pos(),
+        "pipeline_stages_per_layer": _pos(),
+    }),
+    "sram": Field("list", items=Field("map", schema={
+        "name": Field("str"),
+        "purpose": Field("str", choices=("kv_cache", "lora", "scratch")),
+        "capacity_bytes": _pos(),
+    })),
+}
+
+
+@dataclass(frozen=True)
+class Die:
+    width_nm: int
+    height_nm: int
+
+    @property
+    def area_mm2(self) -> float:
+        return self.width_nm * self.height_nm * 1e-12
+
+
+@dataclass(frozen=True)
+class TileGrid:
+    origin_nm: tuple[int, int]
+    columns: int
+    rows: int
+    pitch_x_nm: int
+    pitch_y_nm: int
+
+    @property
+    def tiles(self) -> int:
+        return self.columns * self.rows
+
+    def tile_origin_nm(self, column: int, row: int) -> tuple[int, int]:
+        return (self.origin_nm[0] + column * self.pitch_x_nm,
+                self.origin_nm[1] + row * self.pitch_y_nm)
+
+
+@dataclass(frozen=True)
+class WeightTile:
+    encoding: str
+    sites_x: int
+    sites_y: int
+    site_pitch_x_nm: int
+    site_pitch_y_nm: int
+    slots_per_bit: int
+    bits_per_site: int
+    strap_width_nm: int
+    input_lanes: int
+    max_weight_bits: int
+
+    @property
+    def sites(self) -> int:
+        return self.sites_x * self.sites_y
+
+    @property
+    def capacity_bits(self) -> int:
+        return self.sites * self.bits_per_site
+
+    @property
+    def width_nm(self) -> int:
+        return self.sites_x * self.site_pitch_x_nm
+
+    @property
+    def height_nm(self) -> int:
+        return self.sites_y * self.site_pitch_y_nm
+
+    def strap_y_nm(self, site_row: int, high: bool) -> int:
+        """Centre line of the high (bit 1) or low (bit 0) strap of a site row, tile-relative."""
+        quarter = self.site_pitch_y_nm // 4
+        return site_row * self.site_pitch_y_nm + (quarter if high else 3 * quarter)
+
+    def slot_x_nm(self, site_column: int) -> int:
+        return site_column * self.site_pitch_x_nm + self.site_pitch_x_nm // 2
+
+
+@dataclass(frozen=True)
+class Datapath:
+    activation_bits: int
+    accumulator_bits: int
+    activity_factor: float
+    route_width_nm: int
+    route_bus_bits: int
+
+
+@dataclass(frozen=True)
+class Clock:
+    target_period_ps: int
+    pipeline_stages_per_layer: int
+
+
+@dataclass(frozen=True)
+class SramBlock:
+    name: str
+    purpose: str
+    capacity_bytes: int
+
+
+@dataclass(frozen=True)
+class BaseArray:
+    name: str
+    description: str
+    pdk: Pdk
+    max_dies: int
+    die: Die
+    tile_grid: TileGrid
+    weight_tile: WeightTile
+    datapath: Datapath
+    clock: Clock
+    sram: tuple[SramBlock, ...]
+    path: str = ""
+    sources: dict[str, str] = field(default_factory=dict, compare=False, repr=False)
+
+    def sram_bytes(self, purpose: str) -> int:
+        return sum(b.capacity_bytes for b in self.sram if b.purpose == purpose)
+
+
+def base_array_from_mapping(data: object, source: str, resolve_pdk) -> BaseArray:
+    """Validate a base-array mapping. ``resolve_pdk(name_or_path, key_path)`` loads its PDK."""
+    values, problems = validate(data, BASE_ARRAY_SCHEMA)
+    if values is None:
+        raise ConfigError(source, problems)
+    grid = values["tile_grid"]
+    if len(grid["origin_nm"]) != 2:
+        raise ConfigError(source, ["tile_grid.origin_nm: must be [x, y], "
+                                   f"not a list of {len(grid['origin_nm'])}"])
+    pdk = resolve_pdk(values["pdk"], "pdk")
+    base = BaseArray(
+        name=values["name"], description=values["description"], pdk=pdk,
+        max_dies=values["max_dies"], die=Die(**values["die"]),
+        tile_grid=TileGrid(origin_nm=(grid["origin_nm"][0], grid["origin_nm"][1]),
+                           columns=grid["columns"], rows=grid["rows"],
+                           pitch_x_nm=grid["pitch_x_nm"], pitch_y_nm=grid["pitch_y_nm"]),
+        weight_tile=build(WeightTile, values["weight_tile"]),
+        datapath=build(Datapath, values["datapath"]),
+        clock=build(Clock, values["clock"]),
+        sram=tuple(SramBlock(**b) for b in values["sram"]),
+        path=source,
+    )
+    problems = physical_problems(base)
+    if problems:
+        raise ConfigError(source, problems)
+    return base
+
+
+def physical_problems(base: BaseArray) -> list[str]:
+    """Derive the geometry and check it against the PDK rules and the die. All problems."""
+    pdk, rules, tile, grid, die = base.pdk, base.pdk.rules, base.weight_tile, base.tile_grid, base.die
+    problems: list[str] = []
+
+    def on_grid(key: str, value: int) -> None:
+        if value % pdk.grid_nm:
+            problems.append(f"{key}: {value} nm is not on the {pdk.name} manufacturing grid "
+                            f"({pdk.grid_nm} nm)")
+
+    for key, value in (("die.width_nm", die.width_nm), ("die.height_nm", die.height_nm),
+                       ("tile_grid.origin_nm[0]", grid.origin_nm[0]),
+                       ("tile_grid.origin_nm[1]", grid.origin_nm[1]),
+                       ("tile_grid.pitch_x_nm", grid.pitch_x_nm),
+                       ("tile_grid.pitch_y_nm", grid.pitch_y_nm),
+                       ("weight_tile.site_pitch_x_nm", tile.site_pitch_x_nm),
+                       ("weight_tile.site_pitch_y_nm", tile.site_pitch_y_nm),
+                       ("weight_tile.strap_width_nm", tile.strap_width_nm),
+                       ("datapath.route_width_nm", base.datapath.route_width_nm)):
+        on_grid(key, value)
+    # Slot centres sit at pitch/2 and straps at pitch/4: keep them on the grid too.
+    if tile.site_pitch_x_nm % (2 * pdk.grid_nm):
+        problems.append(f"weight_tile.site_pitch_x_nm: {tile.site_pitch_x_nm} nm must be a multiple "
+                        f"of 2 × grid ({2 * pdk.grid_nm} nm) so via centres fall on the grid")
+    if tile.site_pitch_y_nm % (4 * pdk.grid_nm):
+        problems.append(f"weight_tile.site_pitch_y_nm: {tile.site_pitch_y_nm} nm must be a multiple "
+                        f"of 4 × grid ({4 * pdk.grid_nm} nm) so strap centres fall on the grid")
+
+    via_pitch = rules.via_size_nm + max(rules.via_space_nm, rules.via_array_space_nm or 0)
+    if tile.site_pitch_x_nm < via_pitch:
+        problems.append(f"weight_tile.site_pitch_x_nm: {tile.site_pitch_x_nm} nm is below the via "
+                        f"pitch {via_pitch} nm (via size {rules.via_size_nm} + spacing "
+                        f"{via_pitch - rules.via_size_nm}, {pdk.name} rules)")
+    min_strap = max(rules.top_metal_width_nm, rules.via_size_nm + 2 * rules.via_enclosure_top_nm)
+    if tile.strap_width_nm < min_strap:
+        problems.append(f"weight_tile.strap_width_nm: {tile.strap_width_nm} nm is below "
+                        f"{min_strap} nm (top-metal width, or via {rules.via_size_nm} nm + 2 × "
+                        f"enclosure {rules.via_enclosure_top_nm} nm)")
+    strap_pitch = tile.site_pitch_y_nm // 2
+    if strap_pitch - tile.strap_width_nm < rules.top_metal_space_nm:
+        problems.append(f"weight_tile.site_pitch_y_nm: {tile.site_pitch_y_nm} nm leaves "
+                        f"{strap_pitch - tile.strap_width_nm} nm between straps; top-metal "
+                        f"spacing needs {rules.top_metal_space_nm} nm")
+    if strap_pitch < via_pitch:
+        problems.append(f"weight_tile.site_pitch_y_nm: {tile.site_pitch_y_nm} nm puts the two via "
+                        f"slots of a site closer than the via pitch {via_pitch} nm")
+    channel_x = grid.pitch_x_nm - tile.width_nm
+    channel_y = grid.pitch_y_nm - tile.height_nm
+    route_pitch = base.datapath.route_width_nm + rules.top_metal_space_nm
+    for key, channel in (("tile_grid.pitch_x_nm", channel_x), ("tile_grid.pitch_y_nm", channel_y)):
+        if channel < rules.top_metal_space_nm + route_pitch:
+            problems.append(f"{key}: leaves a {channel} nm routing channel between weight tiles "
+                            f"({tile.width_nm} × {tile.height_nm} nm); at least "
+                            f"{rules.top_metal_space_nm + route_pitch} nm is needed for one route")
+    if base.datapath.route_width_nm < rules.top_metal_width_nm:
+        problems.append(f"datapath.route_width_nm: {base.datapath.route_width_nm} nm is below the "
+                        f"top-metal minimum width {rules.top_metal_width_nm} nm")
+    right = grid.origin_nm[0] + grid.columns * grid.pitch_x_nm
+    top = grid.origin_nm[1] + grid.rows * grid.pitch_y_nm
+    if right > die.width_nm:
+        problems.append(f"tile_grid.columns: {grid.columns} columns at {grid.pitch_x_nm} nm end at "
+                        f"x = {right} nm, beyond the die width {die.width_nm} nm")
+    if top > die.height_nm:
+        problems.append(f"tile_grid.rows: {grid.rows} rows at {grid.pitch_y_nm} nm end at "
+                        f"y = {top} nm, beyond the die height {die.height_nm} nm")
+    for key, value in (("die.width_nm", die.width_nm), ("die.height_nm", die.height_nm),
+                       ("tile_grid", max(right, top))):
+        if value > INT32_MAX:
+            problems.append(f"{key}: {value} nm does not fit a 32-bit GDS coordinate "
+                            f"(max {INT32_MAX} at 1 nm per database unit)")
+    if tile.max_weight_bits * tile.input_lanes > tile.capacity_bits:
+        problems.append(f"weight_tile: {tile.capacity_bits} bit sites cannot hold one row of "
+                        f"{tile.input_lanes} weights at {tile.max_weight_bits} bits")
+    if base.datapath.accumulator_bits < base.datapath.activation_bits + tile.max_weight_bits:
+        problems.append(f"datapath.accumulator_bits: {base.datapath.accumulator_bits} is narrower "
+                        f"than one product ({base.datapath.activation_bits} + "
+                        f"{tile.max_weight_bits} bits)")
+    names = [b.name for b in base.sram]
+    for name in sorted({n for n in names if names.count(n) > 1}):
+        problems.append(f"sram: block name {name!r} is used more than once")
+    # SRAM macros share the die with the tile grid: check the area budget.
+    sram_area_nm2 = sum(b.capacity_bytes * 8 for b in base.sram) * \
+        base.pdk.sram.bitcell_area_um2 / base.pdk.sram.array_efficiency * 1e6
+    grid_area_nm2 = grid.columns * grid.pitch_x_nm * grid.rows * grid.pitch_y_nm
+    if grid_area_nm2 + sram_area_nm2 > die.width_nm * die.height_nm:
+        problems.append(f"sram: {sram_area_nm2 * 1e-12:.3f} mm² of SRAM and "
+                        f"{grid_area_nm2 * 1e-12:.3f} mm² of tiles exceed the die "
+                        f"({die.area_mm2:.3f} mm²)")
+    return problems

@@ -1,0 +1,70 @@
+"""Safe YAML reading: no code execution, no aliases (no "billion laughs"), no duplicate keys,
+a size cap, and every error reported as ``file:line: message``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from taalasc.errors import ConfigError
+
+MAX_YAML_BYTES = 1 << 20  # configs are a few KiB; anything this big is not a config
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """SafeLoader that refuses aliases and duplicate keys."""
+
+    def compose_node(self, parent, index):  # type: ignore[override]
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            raise yaml.MarkedYAMLError(
+                None, None, "YAML aliases (*name) are not allowed in taalasc configs",
+                event.start_mark)
+        return super().compose_node(parent, index)
+
+    def construct_mapping(self, node, deep=False):  # type: ignore[override]
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            try:
+                duplicate = key in seen
+            except TypeError:
+                raise yaml.MarkedYAMLError(None, None, "mapping keys must be plain scalars",
+                                           key_node.start_mark)
+            if duplicate:
+                raise yaml.MarkedYAMLError(None, None, f"duplicate key {key!r}",
+                                           key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
+def load_yaml_text(text: str, source: str) -> Any:
+    try:
+        return yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - _StrictLoader is a SafeLoader
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        where = f"line {mark.line + 1}" if mark is not None else "?"
+        raise ConfigError(source, [f"{where}: {exc.problem or exc.context}"]) from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(source, [f"not valid YAML: {exc}"]) from None
+
+
+def load_yaml_file(path: Path) -> Any:
+    source = str(path)
+    try:
+        size = path.stat().st_size
+    except OSError as exc:
+        raise ConfigError(source, [f"cannot read: {exc.strerror}"]) from None
+    if size > MAX_YAML_BYTES:
+        raise ConfigError(source, [f"file is {size} bytes; configs are limited to {MAX_YAML_BYTES}"])
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise ConfigError(source, [f"cannot read: {exc.strerror}"]) from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(source, [f"not UTF-8 text (byte {exc.start})"]) from None
+    return load_yaml_text(text, source)
