@@ -20,6 +20,7 @@ from taalasc.errors import EXIT_ERROR, TaalascError
 
 # name -> (module, attribute, one-line help shown in `taalasc --help`)
 COMMANDS: dict[str, tuple[str, str, str]] = {
+    "inspect": ("taalasc.commands.inspect", "inspect_cmd", "Show a checkpoint's tensors, parameter count and config (headers only)."),
 }
 
 
@@ -64,9 +65,9 @@ def main(argv: list[str] | None = None) -> int:
         cli.main(args=argv, prog_name="taalasc", standalone_mode=False)
     except click.exceptions.Abort:
         return _fail("interrupted", 130)
-    except click.ClickException as exc:
+    except click.ClickException as exc:  # usage errors are bad input: 1, not click's 2
         exc.show()
-        return exc.exit_code
+        return EXIT_ERROR
     except click.exceptions.Exit as exc:
         return exc.exit_code
     except TaalascError as exc:

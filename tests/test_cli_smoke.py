@@ -8,5 +8,5 @@ def test_help_lists_commands(capsys):
 
 
 def test_unknown_command_is_a_usage_error(capsys):
-    assert main(["no-such-command"]) == 2
+    assert main(["no-such-command"]) == 1
     assert "No such command" in capsys.readouterr().err

@@ -1,0 +1,85 @@
+"""`taalasc inspect MODEL`: what a checkpoint holds, from its headers alone."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import click
+
+
+def inspect_data(model: str) -> dict:
+    """The inspect report as plain data (what --json prints)."""
+    from taalasc.model import open_checkpoint
+
+    ckpt = open_checkpoint(model)
+    root = Path(os.path.commonpath([f.parent for f in ckpt.files]))
+    return {
+        "path": str(ckpt.path),
+        "architecture": ckpt.architecture,
+        "files": [str(f.relative_to(root)) for f in ckpt.files],
+        "param_count": ckpt.param_count,
+        "nbytes": ckpt.nbytes,
+        "config": ckpt.summary(),
+        "has_config_json": ckpt.config is not None,
+        "tensors": [
+            {"name": t.name, "dtype": t.dtype, "shape": list(t.shape), "params": t.numel,
+             "file": str(Path(t.file).relative_to(root)),
+             "layer": ckpt.layer_of(t.name)}
+            for t in ckpt.tensors.values()
+        ],
+    }
+
+
+def _human(n: int) -> str:
+    for unit, scale in (("B", 10**9), ("M", 10**6), ("k", 10**3)):
+        if n >= scale:
+            return f"{n / scale:.2f}{unit}"
+    return str(n)
+
+
+@click.command("inspect")
+@click.argument("model", type=click.Path(exists=True, dir_okay=True, file_okay=True))
+@click.option("--json", "as_json", is_flag=True, default=False, show_default=True,
+              help="Print machine-readable JSON instead of a table.")
+def inspect_cmd(model: str, as_json: bool) -> None:
+    """Show the tensors, parameter count, architecture and config of MODEL.
+
+    MODEL is a .safetensors file, a model.safetensors.index.json, or a folder holding
+    either (with config.json next to it when available). Only the headers are read.
+    """
+    import json
+
+    data = inspect_data(model)
+    if as_json:
+        click.echo(json.dumps(data, indent=2))
+        return
+
+    from rich.console import Console
+    from rich.table import Table
+
+    many_files = len(data["files"]) > 1
+    table = Table(title=f"{data['path']} ({data['architecture']})")
+    longest = max(len(t["name"]) for t in data["tensors"])
+    table.add_column("tensor", no_wrap=True, min_width=longest)
+    table.add_column("dtype")
+    table.add_column("shape", justify="right")
+    table.add_column("params", justify="right")
+    if many_files:
+        table.add_column("shard")
+    for t in data["tensors"]:
+        row = [t["name"], t["dtype"], " x ".join(map(str, t["shape"])) or "scalar",
+               f"{t['params']:,}"]
+        if many_files:
+            row.append(t["file"])
+        table.add_row(*row)
+    console = Console()
+    if not console.is_terminal:  # piped or captured: never fold tensor names
+        console = Console(width=max(console.width, longest + 80))
+    console.print(table)
+    cfg = data["config"]
+    source = "config.json" if data["has_config_json"] else "tensor shapes (no config.json)"
+    console.print(f"parameters: {data['param_count']:,} ({_human(data['param_count'])}), "
+                  f"{data['nbytes']:,} bytes in {len(data['files'])} file(s)")
+    console.print(f"architecture: {data['architecture']}; from {source}: "
+                  + ", ".join(f"{k} {v}" for k, v in cfg.items()))
