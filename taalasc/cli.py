@@ -20,6 +20,7 @@ from taalasc.errors import EXIT_ERROR, TaalascError
 
 # name -> (module, attribute, one-line help shown in `taalasc --help`)
 COMMANDS: dict[str, tuple[str, str, str]] = {
+    "quantize": ("taalasc.commands.quantize", "quantize", "Quantize a model in memory; print bits, group size and SQNR per tensor."),
     "inspect": ("taalasc.commands.inspect", "inspect_cmd", "Show a checkpoint's tensors, parameter count and config (headers only)."),
 }
 

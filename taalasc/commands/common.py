@@ -1,0 +1,76 @@
+"""Options and output helpers shared by several commands."""
+
+from __future__ import annotations
+
+import sys
+from contextlib import contextmanager
+from typing import Iterator
+
+import click
+
+from taalasc.config import DEFAULT_BASE
+
+
+def base_option(default: str = DEFAULT_BASE):
+    return click.option("--base", "base", default=default, show_default=True,
+                        help="Base array: a built-in name (see `taalasc configs list`) or a YAML path.")
+
+
+def quant_options(func):
+    """--bits/--rule/--group-size/--auto/--budget, shared by compile, simulate and estimate."""
+    func = click.option("--budget", type=float, default=3.5, show_default=True,
+                        help="Average bits per weight allowed by --auto.")(func)
+    func = click.option("--auto", is_flag=True,
+                        help="HC1-style mixed precision: 3 bits, 6 bits for the most "
+                             "error-sensitive tensors within --budget.")(func)
+    func = click.option("--group-size", default="32", show_default=True,
+                        help="Weights per scale along the input dimension, or 'per-channel'.")(func)
+    func = click.option("--rule", "rules", multiple=True, metavar="GLOB=BITS",
+                        help="Bits for tensors matching a glob, e.g. '*.v_proj.*=6' (repeatable).")(func)
+    func = click.option("--bits", type=click.IntRange(2, 8), default=4, show_default=True,
+                        help="Default bits per weight.")(func)
+    return func
+
+
+def parse_group_size(text: str) -> int | None:
+    if text in ("per-channel", "channel", "0"):
+        return None
+    try:
+        value = int(text)
+    except ValueError:
+        raise click.BadParameter(f"must be a positive integer or 'per-channel', not {text!r}",
+                                 param_hint="--group-size") from None
+    if value <= 0:
+        raise click.BadParameter(f"must be positive, not {value}", param_hint="--group-size")
+    return value
+
+
+@contextmanager
+def progress_bar(enabled: bool) -> Iterator:
+    """A rich progress bar on a terminal; a no-op callback otherwise."""
+    if not enabled or not sys.stderr.isatty():
+        yield lambda stage, done, total: None
+        return
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    tasks: dict[str, int] = {}
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                  TimeElapsedColumn(), console=Console(stderr=True), transient=True) as bar:
+        def tick(stage: str, done: int, total: int) -> None:
+            if stage not in tasks:
+                tasks[stage] = bar.add_task(stage, total=total)
+            bar.update(tasks[stage], completed=done)
+        yield tick
+
+
+def print_table(title: str, rows: list[tuple[str, str]]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=title, show_header=False)
+    table.add_column(style="bold")
+    table.add_column(justify="right")
+    for key, value in rows:
+        table.add_row(key, value)
+    Console().print(table)

@@ -1,0 +1,182 @@
+"""Symmetric integer quantization of one 2-D weight matrix, with per-group fp16 scales.
+
+The scheme (one scale per group of ``group_size`` consecutive inputs of one output row):
+
+    scale  = ±absmax / 2**(bits-1), rounded *up* in magnitude to the next IEEE fp16 value
+    code   = clip(rint(w / scale), -2**(bits-1), 2**(bits-1) - 1)      # round half to even
+    w_hat  = code * scale
+
+Why the sign of the scale: a b-bit two's-complement code has one more negative value than
+positive ones. We give the scale the sign that maps the group's largest-magnitude weight onto
+the most negative code -2**(bits-1), so that weight is represented exactly (up to the fp16
+rounding of the scale) and the whole code range is used. The scale is negative when the
+largest magnitude is a positive weight (``max(w) > -min(w)``), positive otherwise (a tie
+keeps the positive scale). Consumers must treat scales as *signed* fp16 values; dequantizing
+is always the plain product ``code * scale``.
+
+Why round the scale up: then |w / scale| <= 2**(bits-1) for every weight of the group, so the
+negative end never clips, and the chip's fp16 scale is exactly the one used for the codes.
+
+Error bound, with s = |stored fp16 scale| and q = 2**(bits-1):
+  * an element is *clipped* when w / scale > q - 1/2 (it would need the code +q, which
+    does not exist); only weights of the opposite sign to the group's extreme can be;
+  * unclipped elements: |w - w_hat| <= s / 2 (rounding to nearest);
+  * clipped elements:   |w - w_hat| <= s      (since |w| <= q*s and w_hat = (q-1)*s in magnitude).
+  The property tests check both bounds.
+
+All-zero groups get scale 0 and codes 0: exact, no NaN. Scales smaller than the smallest fp16
+subnormal (~6e-8) are rounded up to it, so tiny groups lose relative precision but stay
+inside the bound (it is stated in terms of the stored scale). A scale above the largest fp16
+(65504) is an error: the chip could not store it.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from taalasc.errors import QuantizationError
+
+MIN_BITS = 2
+MAX_BITS = 8
+FP16_MAX = 65504.0
+# Rows are processed in blocks of about this many elements so that the float64 temporaries
+# stay small (a 128k x 4k embedding would otherwise need several GB of scratch).
+_BLOCK_ELEMENTS = 1 << 21
+
+
+@dataclass(frozen=True)
+class QuantSpec:
+    """How to quantize one tensor: bits per code and group size along the input dimension."""
+
+    bits: int
+    group_size: int | None  # None = one group per output channel (the whole row)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.bits, bool) or not isinstance(self.bits, int) \
+                or not MIN_BITS <= self.bits <= MAX_BITS:
+            raise QuantizationError(
+                f"bits must be an integer from {MIN_BITS} to {MAX_BITS}, not {self.bits!r}")
+        if self.group_size is not None and (
+                isinstance(self.group_size, bool) or not isinstance(self.group_size, int)
+                or self.group_size < 1):
+            raise QuantizationError(
+                f"group_size must be a positive integer or None (per-channel), "
+                f"not {self.group_size!r}")
+
+
+@dataclass(frozen=True, eq=False)
+class QuantizedTensor:
+    """Integer codes and fp16 scales of one 2-D weight matrix ([out_features, in_features])."""
+
+    name: str
+    shape: tuple[int, int]
+    bits: int
+    group_size: int          # resolved: in_features when per-channel
+    codes: np.ndarray        # int8 [out, in], two's complement in [-2**(bits-1), 2**(bits-1)-1]
+    scales: np.ndarray       # float16 [out, n_groups], signed
+    sqnr_db: float           # 10*log10(sum(w^2) / sum((w - w_hat)^2)); inf when exact
+
+    @property
+    def n_groups(self) -> int:
+        return self.shape[1] // self.group_size
+
+    @property
+    def numel(self) -> int:
+        return self.shape[0] * self.shape[1]
+
+    def dequantize(self) -> np.ndarray:
+        """float32 weights ``codes * scales``; exact in float32 (8-bit x 11-bit mantissas)."""
+        out, inp = self.shape
+        s = self.scales.astype(np.float32)[:, :, None]
+        c = self.codes.reshape(out, self.n_groups, self.group_size).astype(np.float32)
+        return (c * s).reshape(out, inp)
+
+
+def resolve_group_size(name: str, in_features: int, group_size: int | None) -> int:
+    """The group size actually used for a row of ``in_features`` inputs.
+
+    None (per-channel) gives the whole row. A group never spans rows, so a group size at
+    least as large as the row also gives the whole row. Otherwise it must divide the row:
+    we do not silently pick another size, the user chooses.
+    """
+    if group_size is None or group_size >= in_features:
+        return in_features
+    if in_features % group_size:
+        valid = [d for d in range(2, in_features + 1) if in_features % d == 0]
+        hint = ", ".join(str(d) for d in valid[:12]) + (", ..." if len(valid) > 12 else "")
+        raise QuantizationError(
+            f"tensor {name!r}: group size {group_size} does not divide in_features "
+            f"{in_features}; use --group-size per-channel or one of: {hint}")
+    return group_size
+
+
+def _first_bad_index(block: np.ndarray, row0: int) -> tuple[int, int]:
+    r, c = np.argwhere(~np.isfinite(block))[0]
+    return int(r) + row0, int(c)
+
+
+def _group_scales(name: str, groups: np.ndarray, bits: int, row0: int) -> np.ndarray:
+    """Signed fp16 scales for ``groups`` [rows, n_groups, group_size] (float64)."""
+    qmax = 2 ** (bits - 1)
+    gmax = groups.max(axis=2)
+    gmin = groups.min(axis=2)
+    absmax = np.maximum(np.abs(gmax), np.abs(gmin))  # abs: an all -0.0 group gets +0.0
+    ideal = absmax / qmax
+    if (ideal > FP16_MAX).any():
+        r, g = np.argwhere(ideal > FP16_MAX)[0]
+        raise QuantizationError(
+            f"tensor {name!r}: row {int(r) + row0} group {int(g)} has |w| = {absmax[r, g]:.6g}; "
+            f"its {bits}-bit scale exceeds the fp16 maximum {FP16_MAX:g} "
+            f"(|w| must be <= {FP16_MAX * qmax:g})")
+    mag = ideal.astype(np.float16)
+    short = mag.astype(np.float64) < ideal  # rounded down: step up one fp16 ulp
+    if short.any():
+        mag[short] = np.nextafter(mag[short], np.float16(np.inf))
+    return np.where(gmax > -gmin, -mag, mag)
+
+
+def quantize_tensor(name: str, weights: np.ndarray, spec: QuantSpec) -> QuantizedTensor:
+    """Quantize a 2-D weight matrix ([out_features, in_features]) to ``spec``.
+
+    Raises QuantizationError for a non-2-D tensor, NaN/Inf weights (naming the first bad
+    index), a group size that does not divide in_features, or a scale beyond fp16 range.
+    """
+    w = np.asarray(weights)
+    if w.ndim != 2:
+        raise QuantizationError(
+            f"tensor {name!r}: only 2-D tensors are quantized, not shape {tuple(w.shape)}")
+    out_f, in_f = (int(n) for n in w.shape)
+    if out_f == 0 or in_f == 0:
+        raise QuantizationError(f"tensor {name!r}: cannot quantize an empty tensor {w.shape}")
+    bits = spec.bits
+    qmax = 2 ** (bits - 1)
+    gs = resolve_group_size(name, in_f, spec.group_size)
+    ng = in_f // gs
+    codes = np.empty((out_f, in_f), dtype=np.int8)
+    scales = np.empty((out_f, ng), dtype=np.float16)
+    err = 0.0
+    sig = 0.0
+    rows = max(1, _BLOCK_ELEMENTS // in_f)
+    for r0 in range(0, out_f, rows):
+        block = np.asarray(w[r0:r0 + rows], dtype=np.float64)
+        if not np.isfinite(block).all():
+            r, c = _first_bad_index(block, r0)
+            raise QuantizationError(
+                f"tensor {name!r}: weight [{r}, {c}] is {float(w[r, c])!r}; "
+                "NaN/Inf weights cannot be quantized")
+        groups = block.reshape(block.shape[0], ng, gs)
+        s16 = _group_scales(name, groups, bits, r0)
+        s = s16.astype(np.float64)[:, :, None]
+        safe = np.where(s == 0.0, 1.0, s)  # all-zero groups: 0/1 = 0 -> code 0
+        q = np.clip(np.rint(groups / safe), -qmax, qmax - 1)
+        deq = q * s
+        err += float(np.square(groups - deq).sum())
+        sig += float(np.square(groups).sum())
+        codes[r0:r0 + rows] = q.reshape(block.shape).astype(np.int8)
+        scales[r0:r0 + rows] = s16
+    sqnr = math.inf if err == 0.0 else 10.0 * math.log10(sig / err)
+    return QuantizedTensor(name=name, shape=(out_f, in_f), bits=bits, group_size=gs,
+                           codes=codes, scales=scales, sqnr_db=sqnr)
