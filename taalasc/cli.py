@@ -21,6 +21,11 @@ from taalasc.errors import EXIT_ERROR, TaalascError
 # name -> (module, attribute, one-line help shown in `taalasc --help`)
 COMMANDS: dict[str, tuple[str, str, str]] = {
     "quantize": ("taalasc.commands.quantize", "quantize", "Quantize a model in memory; print bits, group size and SQNR per tensor."),
+    "estimate": ("taalasc.commands.estimate", "estimate_cmd", "Area, timing, power, SRAM and cost of printing a model, without reading weights."),
+    "report": ("taalasc.commands.report", "report_cmd", "Print the report a compile wrote (OUTDIR/report.json)."),
+    "compile": ("taalasc.commands.compile", "compile_cmd", "Quantize, place and draw the two custom mask layers (GDSII/OASIS)."),
+    "demo": ("taalasc.commands.demo", "demo", "Write the embedded demo model and compile it (the README's first command)."),
+    "configs": ("taalasc.commands.configs", "configs", "List, show and check PDK and base-array YAML files."),
     "inspect": ("taalasc.commands.inspect", "inspect_cmd", "Show a checkpoint's tensors, parameter count and config (headers only)."),
 }
 
@@ -63,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     """Console entry point: run the CLI, turn every failure into one line and an exit code."""
     debug = bool(os.environ.get("TAALASC_DEBUG"))
     try:
-        cli.main(args=argv, prog_name="taalasc", standalone_mode=False)
+        code = cli.main(args=argv, prog_name="taalasc", standalone_mode=False)
     except click.exceptions.Abort:
         return _fail("interrupted", 130)
     except click.ClickException as exc:  # usage errors are bad input: 1, not click's 2
@@ -89,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
             raise
         return _fail(f"internal error: {type(exc).__name__}: {exc} "
                      "(please report it; TAALASC_DEBUG=1 shows the traceback)", EXIT_ERROR)
-    return 0
+    return code if isinstance(code, int) else 0
 
 
 def run() -> None:

@@ -53,6 +53,8 @@ def load_base_array(name_or_path: str | Path = DEFAULT_BASE) -> BaseArray:
     path = _resolve("base", name_or_path)
 
     def resolve_pdk(name: str, key_path: str) -> Pdk:
+        if (name.endswith((".yaml", ".yml")) or "/" in name) and not Path(name).is_absolute():
+            name = str(path.parent / name)  # relative to the base-array YAML, not the cwd
         try:
             pdk_path = _resolve("pdk", name)
         except ConfigError as exc:  # report it against the base array's key, where it is fixed

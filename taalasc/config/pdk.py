@@ -30,6 +30,7 @@ LAYER_SCHEMA = {
     "gds_layer": Field("int", min=0, max=65535),
     "gds_datatype": Field("int", min=0, max=65535),
     "source": Field("str"),
+    "note": Field("str", required=False),
 }
 
 PDK_SCHEMA: dict[str, Field] = {
@@ -107,6 +108,7 @@ class Layer:
     gds_layer: int
     gds_datatype: int
     source: str
+    note: str | None = None
 
 
 @dataclass(frozen=True)

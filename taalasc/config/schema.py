@@ -19,10 +19,11 @@ INT32_MAX = 2**31 - 1
 
 @dataclass(frozen=True)
 class Sourced:
-    """A number with the public source it was taken from."""
+    """A number with the public source it was taken from (and an optional note)."""
 
     value: float | int
     source: str
+    note: str = ""
 
 
 @dataclass(frozen=True)
@@ -58,10 +59,13 @@ class Validator:
         self.problems: list[str] = []
 
     def problem(self, path: str, message: str) -> None:
-        self.problems.append(f"{path or '<top>'}: {message}" if path else message)
+        self.problems.append(f"{path or '<top>'}: {message}")
 
     # -- scalars ---------------------------------------------------------------------------
     def _number(self, value: Any, f: Field, path: str) -> Any:
+        if isinstance(value, int) and not isinstance(value, bool) and abs(value) > 2**62:
+            self.problem(path, f"must be at most 2**62 in size, not {_fmt(value)}")
+            return None
         if f.kind == "int":
             if isinstance(value, bool) or not isinstance(value, int):
                 if isinstance(value, float) and value.is_integer():
@@ -99,7 +103,7 @@ class Validator:
             }, path)
             if inner is None or inner.get("value") is None or inner.get("source") is None:
                 return None
-            return Sourced(inner["value"], inner["source"])
+            return Sourced(inner["value"], inner["source"], inner.get("note") or "")
         if f.kind in ("int", "float"):
             out = self._number(value, f, path)
         elif f.kind == "str":

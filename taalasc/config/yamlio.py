@@ -49,6 +49,8 @@ def load_yaml_text(text: str, source: str) -> Any:
         raise ConfigError(source, [f"{where}: {exc.problem or exc.context}"]) from None
     except yaml.YAMLError as exc:
         raise ConfigError(source, [f"not valid YAML: {exc}"]) from None
+    except RecursionError:
+        raise ConfigError(source, ["YAML nesting is too deep for a config"]) from None
 
 
 def load_yaml_file(path: Path) -> Any:
