@@ -1,0 +1,126 @@
+"""`taalasc estimate`: area, timing, power, SRAM and cost of printing a model, without weights."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from taalasc.commands.common import base_option, parse_group_size, quant_options
+
+
+def _parse_rules(rules: tuple[str, ...]) -> list[tuple[str, int]]:
+    out = []
+    for text in rules:
+        glob, sep, bits = text.rpartition("=")
+        if not sep or not glob or not bits.strip().isdigit():
+            raise click.BadParameter(f"must be GLOB=BITS, not {text!r}", param_hint="--rule")
+        out.append((glob, int(bits)))
+    return out
+
+
+def _parse_list(text: str | None, what: str, cast=str) -> list:
+    if not text:
+        return []
+    items = [t.strip() for t in text.split(",") if t.strip()]
+    try:
+        return [cast(t) for t in items]
+    except ValueError:
+        raise click.BadParameter(f"must be a comma-separated list, not {text!r}",
+                                 param_hint=what) from None
+
+
+@click.command("estimate")
+@click.argument("model", required=False, type=click.Path(path_type=Path))
+@click.option("--config", "config_path", type=click.Path(path_type=Path), default=None,
+              help="A Hugging Face config.json instead of a checkpoint.")
+@click.option("--preset", default=None,
+              help="A published model: llama-3.1-8b, llama-3.1-70b, llama-3.1-405b, "
+                   "llama-3.2-1b, qwen2.5-7b, mistral-7b(-v0.1|-v0.3), bert-base-uncased.")
+@base_option()
+@quant_options
+@click.option("--users", type=click.IntRange(1), default=1, show_default=True,
+              help="Concurrent streams (users) sharing the chip.")
+@click.option("--context", type=click.IntRange(1), default=2048, show_default=True,
+              help="Context length per user, in tokens, for the KV-cache figures.")
+@click.option("--lora-rank", type=click.IntRange(1), default=None,
+              help="Check that a LoRA adapter of this rank (on q_proj, v_proj) fits the SRAM.")
+@click.option("--lora", "lora_dir", type=click.Path(path_type=Path), default=None,
+              help="A PEFT adapter folder (adapter_config.json + adapter_model.safetensors).")
+@click.option("--utilisation", type=click.FloatRange(0, 1, min_open=True), default=0.5,
+              show_default=True, help="Fraction of the time the chip serves tokens (cost/token).")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@click.option("--markdown", "as_md", is_flag=True, help="Print the report as Markdown.")
+@click.option("--sweep-bits", default=None, metavar="B1,B2,...",
+              help="Sweep the default bits, e.g. 3,4,6 (prints a comparison table).")
+@click.option("--sweep-base", default=None, metavar="BASE1,BASE2,...",
+              help="Sweep base arrays (built-in names or YAML paths).")
+@click.option("--plot", type=click.Path(path_type=Path), default=None,
+              help="With a sweep: write a bar chart (PNG) of area, tokens/s, power and cost.")
+def estimate_cmd(model, config_path, preset, base, bits, rules, group_size, auto, budget,
+                 users, context, lora_rank, lora_dir, utilisation, as_json, as_md,
+                 sweep_bits, sweep_base, plot):
+    """Estimate what printing a model on a base array takes — tiles, dies, area, Fmax,
+    tokens/s, watts, SRAM for the KV cache and LoRA, and cost — from a checkpoint's header,
+    a config.json or a preset. No weight is read, so even 405B takes well under a second.
+    Every figure lists its formula and its sourced inputs (--json, --markdown)."""
+    from taalasc.config import load_base_array
+    from taalasc.errors import ModelError
+    from taalasc.report import estimate, lora_from_adapter, lora_from_rank
+    from taalasc.report import shape as shp
+
+    given = [x for x in (model, config_path, preset) if x is not None]
+    if len(given) != 1:
+        raise ModelError("estimate: give exactly one of MODEL, --config or --preset, "
+                         f"not {len(given)}")
+    if as_json and as_md:
+        raise click.UsageError("--json and --markdown are exclusive")
+    if preset:
+        shape = shp.shape_from_preset(preset)
+    elif config_path:
+        shape = shp.shape_from_config_file(config_path)
+    else:
+        shape = shp.shape_from_checkpoint(model)
+    lora = None
+    if lora_dir is not None:
+        lora = lora_from_adapter(lora_dir)
+    elif lora_rank is not None:
+        lora = lora_from_rank(shape, lora_rank)
+    common = dict(rules=_parse_rules(rules), group_size=parse_group_size(group_size),
+                  users=users, context=context, lora=lora, utilisation=utilisation)
+    auto_t = (3, 6, budget) if auto else None
+    bits_list = _parse_list(sweep_bits, "--sweep-bits", int)
+    bases = _parse_list(sweep_base, "--sweep-base") or [base]
+    if not bits_list and len(bases) == 1:
+        if plot is not None:
+            raise click.UsageError("--plot needs --sweep-bits or --sweep-base")
+        report = estimate(shape, load_base_array(bases[0]), default_bits=bits, auto=auto_t,
+                          **common)
+        _emit(report, as_json, as_md)
+        return
+    from taalasc.report.sweep import sweep, sweep_plot, sweep_table
+
+    points = sweep(shape, [load_base_array(b) for b in bases], bits_list or [bits],
+                   auto=auto_t, **common)
+    if as_json:
+        import json
+
+        click.echo(json.dumps([p.to_dict() for _, p in points], indent=2, sort_keys=True))
+    elif as_md:
+        click.echo(sweep_table(points, markdown=True))
+    else:
+        from rich.console import Console
+
+        Console(width=200).print(sweep_table(points, markdown=False))
+    if plot is not None:
+        sweep_plot(points, plot)
+        click.echo(f"wrote {plot}", err=True)
+
+
+def _emit(report, as_json: bool, as_md: bool) -> None:
+    if as_json:
+        click.echo(report.to_json(), nl=False)
+    elif as_md:
+        click.echo(report.to_markdown(), nl=False)
+    else:
+        report.print()

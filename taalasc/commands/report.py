@@ -1,0 +1,28 @@
+"""`taalasc report OUTDIR`: print the report compile wrote beside the masks."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+
+@click.command("report")
+@click.argument("out_dir", type=click.Path(path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@click.option("--markdown", "as_md", is_flag=True, help="Print the report as Markdown.")
+def report_cmd(out_dir, as_json, as_md):
+    """Print OUT_DIR/report.json (written by `taalasc compile`): area, timing, power, SRAM and
+    cost, each with its formula and sourced inputs."""
+    from taalasc.report import REPORT_FILE, Report
+
+    if as_json and as_md:
+        raise click.UsageError("--json and --markdown are exclusive")
+    path = out_dir / REPORT_FILE if out_dir.is_dir() or not out_dir.suffix else out_dir
+    report = Report.read(path)
+    if as_json:
+        click.echo(report.to_json(), nl=False)
+    elif as_md:
+        click.echo(report.to_markdown(), nl=False)
+    else:
+        report.print()

@@ -1,0 +1,190 @@
+"""Published model configurations, and the tensor names and shapes they imply.
+
+``taalasc estimate --preset NAME`` needs no checkpoint: the Hugging Face ``config.json`` of a
+published model fixes every weight shape. The dicts below copy the published config.json
+values (huggingface.co/<repo>/blob/main/config.json); ``tensor_shapes`` rebuilds the
+checkpoint's tensor names and shapes, and its parameter count reproduces the published count
+exactly (see PUBLISHED_PARAMS, checked by tests/test_report_presets.py).
+"""
+
+from __future__ import annotations
+
+import copy
+import difflib
+
+from taalasc.errors import ModelError
+
+_LLAMA3_ROPE = {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0,
+                "high_freq_factor": 4.0, "original_max_position_embeddings": 8192}
+
+
+def _llama(hidden: int, inter: int, layers: int, heads: int, kv: int, repo: str, **extra) -> dict:
+    config = {
+        "_name_or_path": repo, "architectures": ["LlamaForCausalLM"], "model_type": "llama",
+        "hidden_size": hidden, "intermediate_size": inter, "num_hidden_layers": layers,
+        "num_attention_heads": heads, "num_key_value_heads": kv, "vocab_size": 128256,
+        "hidden_act": "silu", "rms_norm_eps": 1e-5, "rope_theta": 500000.0,
+        "rope_scaling": dict(_LLAMA3_ROPE), "max_position_embeddings": 131072,
+        "tie_word_embeddings": False, "attention_bias": False, "mlp_bias": False,
+        "bos_token_id": 128000, "eos_token_id": 128001, "torch_dtype": "bfloat16",
+    }
+    config.update(extra)
+    return config
+
+
+PRESETS: dict[str, dict] = {
+    "llama-3.1-8b": _llama(4096, 14336, 32, 32, 8, "meta-llama/Llama-3.1-8B"),
+    "llama-3.1-70b": _llama(8192, 28672, 80, 64, 8, "meta-llama/Llama-3.1-70B"),
+    "llama-3.1-405b": _llama(16384, 53248, 126, 128, 8, "meta-llama/Llama-3.1-405B"),
+    "llama-3.2-1b": _llama(2048, 8192, 16, 32, 8, "meta-llama/Llama-3.2-1B", head_dim=64,
+                           tie_word_embeddings=True,
+                           rope_scaling={**_LLAMA3_ROPE, "factor": 32.0}),
+    "qwen2.5-7b": {
+        "_name_or_path": "Qwen/Qwen2.5-7B", "architectures": ["Qwen2ForCausalLM"],
+        "model_type": "qwen2", "hidden_size": 3584, "intermediate_size": 18944,
+        "num_hidden_layers": 28, "num_attention_heads": 28, "num_key_value_heads": 4,
+        "vocab_size": 152064, "hidden_act": "silu", "rms_norm_eps": 1e-6,
+        "rope_theta": 1000000.0, "max_position_embeddings": 131072,
+        "sliding_window": 131072, "use_sliding_window": False, "max_window_layers": 28,
+        "tie_word_embeddings": False, "bos_token_id": 151643, "eos_token_id": 151643,
+        "torch_dtype": "bfloat16",
+    },
+    "mistral-7b-v0.1": {
+        "_name_or_path": "mistralai/Mistral-7B-v0.1", "architectures": ["MistralForCausalLM"],
+        "model_type": "mistral", "hidden_size": 4096, "intermediate_size": 14336,
+        "num_hidden_layers": 32, "num_attention_heads": 32, "num_key_value_heads": 8,
+        "vocab_size": 32000, "hidden_act": "silu", "rms_norm_eps": 1e-5, "rope_theta": 10000.0,
+        "max_position_embeddings": 32768, "sliding_window": 4096,
+        "tie_word_embeddings": False, "bos_token_id": 1, "eos_token_id": 2,
+        "torch_dtype": "bfloat16",
+    },
+    "mistral-7b-v0.3": {
+        "_name_or_path": "mistralai/Mistral-7B-v0.3", "architectures": ["MistralForCausalLM"],
+        "model_type": "mistral", "hidden_size": 4096, "intermediate_size": 14336,
+        "num_hidden_layers": 32, "num_attention_heads": 32, "num_key_value_heads": 8,
+        "vocab_size": 32768, "hidden_act": "silu", "rms_norm_eps": 1e-5, "rope_theta": 1000000.0,
+        "max_position_embeddings": 32768, "sliding_window": None,
+        "tie_word_embeddings": False, "bos_token_id": 1, "eos_token_id": 2,
+        "torch_dtype": "bfloat16",
+    },
+    "bert-base-uncased": {
+        "_name_or_path": "google-bert/bert-base-uncased", "architectures": ["BertForMaskedLM"],
+        "model_type": "bert", "hidden_size": 768, "intermediate_size": 3072,
+        "num_hidden_layers": 12, "num_attention_heads": 12, "vocab_size": 30522,
+        "max_position_embeddings": 512, "type_vocab_size": 2, "hidden_act": "gelu",
+        "layer_norm_eps": 1e-12,
+    },
+}
+PRESETS["mistral-7b"] = PRESETS["mistral-7b-v0.1"]
+
+# Published parameter counts (model cards / safetensors metadata on the Hub).
+PUBLISHED_PARAMS: dict[str, int] = {
+    "llama-3.1-8b": 8_030_261_248,
+    "llama-3.1-70b": 70_553_706_496,
+    "llama-3.1-405b": 405_853_388_800,
+    "llama-3.2-1b": 1_235_814_400,
+    "qwen2.5-7b": 7_615_616_512,
+    "mistral-7b-v0.1": 7_241_732_096,
+    "bert-base-uncased": 109_482_240,  # BertModel incl. pooler, without the MLM head
+}
+
+
+def preset_names() -> list[str]:
+    return sorted(PRESETS)
+
+
+def preset_config(name: str) -> dict:
+    """A copy of a preset's config.json dict. Names are case-insensitive."""
+    key = name.lower()
+    if key not in PRESETS:
+        hint = difflib.get_close_matches(key, PRESETS, n=1)
+        extra = f" (did you mean {hint[0]!r}?)" if hint else ""
+        raise ModelError(f"--preset: unknown model {name!r}{extra}; "
+                         f"known: {', '.join(preset_names())}")
+    return copy.deepcopy(PRESETS[key])
+
+
+def _need(config: dict, key: str) -> int:
+    value = config.get(key)
+    if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+        raise ModelError(f"config.json: {key} must be a positive integer, not {value!r}")
+    return value
+
+
+def tensor_shapes(config: dict) -> dict[str, tuple[int, ...]]:
+    """HF tensor name -> shape for a Llama-family (llama, mistral, qwen2) or BERT config."""
+    kind = config.get("model_type")
+    if kind in ("llama", "mistral", "qwen2"):
+        return _llama_shapes(config, qkv_bias=kind == "qwen2" or bool(config.get("attention_bias")))
+    if kind == "bert":
+        return _bert_shapes(config)
+    raise ModelError(f"config.json: model_type must be one of llama, mistral, qwen2, bert, "
+                     f"not {kind!r}")
+
+
+def _llama_shapes(config: dict, qkv_bias: bool) -> dict[str, tuple[int, ...]]:
+    hidden, inter = _need(config, "hidden_size"), _need(config, "intermediate_size")
+    layers, heads = _need(config, "num_hidden_layers"), _need(config, "num_attention_heads")
+    kv_heads = config.get("num_key_value_heads") or heads
+    head_dim = config.get("head_dim") or hidden // heads
+    vocab = _need(config, "vocab_size")
+    q_out, kv_out = heads * head_dim, kv_heads * head_dim
+    shapes: dict[str, tuple[int, ...]] = {"model.embed_tokens.weight": (vocab, hidden)}
+    for i in range(layers):
+        p = f"model.layers.{i}."
+        shapes[p + "input_layernorm.weight"] = (hidden,)
+        shapes[p + "self_attn.q_proj.weight"] = (q_out, hidden)
+        shapes[p + "self_attn.k_proj.weight"] = (kv_out, hidden)
+        shapes[p + "self_attn.v_proj.weight"] = (kv_out, hidden)
+        if qkv_bias:
+            shapes[p + "self_attn.q_proj.bias"] = (q_out,)
+            shapes[p + "self_attn.k_proj.bias"] = (kv_out,)
+            shapes[p + "self_attn.v_proj.bias"] = (kv_out,)
+        shapes[p + "self_attn.o_proj.weight"] = (hidden, q_out)
+        shapes[p + "post_attention_layernorm.weight"] = (hidden,)
+        shapes[p + "mlp.gate_proj.weight"] = (inter, hidden)
+        shapes[p + "mlp.up_proj.weight"] = (inter, hidden)
+        shapes[p + "mlp.down_proj.weight"] = (hidden, inter)
+    shapes["model.norm.weight"] = (hidden,)
+    if not config.get("tie_word_embeddings", False):
+        shapes["lm_head.weight"] = (vocab, hidden)
+    return shapes
+
+
+def _bert_shapes(config: dict) -> dict[str, tuple[int, ...]]:
+    hidden, inter = _need(config, "hidden_size"), _need(config, "intermediate_size")
+    layers, vocab = _need(config, "num_hidden_layers"), _need(config, "vocab_size")
+    positions = _need(config, "max_position_embeddings")
+    types = config.get("type_vocab_size", 2)
+    shapes: dict[str, tuple[int, ...]] = {
+        "embeddings.word_embeddings.weight": (vocab, hidden),
+        "embeddings.position_embeddings.weight": (positions, hidden),
+        "embeddings.token_type_embeddings.weight": (types, hidden),
+        "embeddings.LayerNorm.weight": (hidden,), "embeddings.LayerNorm.bias": (hidden,),
+    }
+    for i in range(layers):
+        p = f"encoder.layer.{i}."
+        for part in ("attention.self.query", "attention.self.key", "attention.self.value",
+                     "attention.output.dense"):
+            shapes[p + part + ".weight"] = (hidden, hidden)
+            shapes[p + part + ".bias"] = (hidden,)
+        shapes[p + "intermediate.dense.weight"] = (inter, hidden)
+        shapes[p + "intermediate.dense.bias"] = (inter,)
+        shapes[p + "output.dense.weight"] = (hidden, inter)
+        shapes[p + "output.dense.bias"] = (hidden,)
+        for norm in ("attention.output.LayerNorm", "output.LayerNorm"):
+            shapes[p + norm + ".weight"] = (hidden,)
+            shapes[p + norm + ".bias"] = (hidden,)
+    shapes["pooler.dense.weight"] = (hidden, hidden)
+    shapes["pooler.dense.bias"] = (hidden,)
+    return shapes
+
+
+def param_count(shapes: dict[str, tuple[int, ...]]) -> int:
+    total = 0
+    for shape in shapes.values():
+        n = 1
+        for d in shape:
+            n *= d
+        total += n
+    return total

@@ -1,0 +1,132 @@
+"""SRAM: KV-cache size per token and per user, context that fits, LoRA adapter fit.
+
+KV bytes per token = 2 (K and V) × layers × kv_width × kv_bits / 8, with kv_width =
+num_key_value_heads × head_dim (k_proj's output rows) and kv_bits = the datapath's
+activation_bits. Capacity is the base array's kv_cache SRAM on every die the model uses.
+LoRA: rank r on a module [out, in] adds r·(in + out) parameters, stored at 16 bits.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from taalasc.errors import ModelError
+from taalasc.report.metrics import Metric, assumed, from_base, from_metric, from_model
+from taalasc.report.shape import ModelShape, _numel
+
+LORA_BITS = 16
+DEFAULT_LORA_TARGETS = ("q_proj", "v_proj")  # PEFT's default for Llama-family models
+
+
+@dataclass(frozen=True)
+class Lora:
+    """A LoRA adapter: exact parameter count (from its file) or rank + target modules."""
+
+    params: int
+    source: str
+
+
+def lora_from_rank(model: ModelShape, rank: int,
+                   targets: tuple[str, ...] = DEFAULT_LORA_TARGETS) -> Lora:
+    if rank <= 0:
+        raise ModelError(f"--lora-rank must be a positive integer, not {rank!r}")
+    params = 0
+    for name, shape in model.tensors.items():
+        if len(shape) == 2 and any(f".{t}." in name for t in targets):
+            params += rank * (shape[0] + shape[1])
+    if params == 0:
+        raise ModelError(f"--lora-rank: no tensor of {model.name} matches the LoRA target "
+                         f"modules {', '.join(targets)}")
+    return Lora(params, f"rank {rank} on {', '.join(targets)}")
+
+
+def lora_from_adapter(path: Path) -> Lora:
+    """A PEFT adapter folder: adapter_config.json + adapter_model.safetensors (header only)."""
+    path = Path(path)
+    cfg_path = path / "adapter_config.json"
+    tensors = path / "adapter_model.safetensors"
+    if not cfg_path.is_file() or not tensors.is_file():
+        raise ModelError(f"{path}: a LoRA adapter folder needs adapter_config.json and "
+                         "adapter_model.safetensors")
+    try:
+        cfg = json.loads(cfg_path.read_text(encoding="utf-8"))
+    except ValueError as exc:
+        raise ModelError(f"{cfg_path}: not valid JSON ({exc})") from None
+    if not isinstance(cfg, dict):
+        raise ModelError(f"{cfg_path}: must hold a JSON object")
+    with tensors.open("rb") as f:
+        head = f.read(8)
+        if len(head) != 8:
+            raise ModelError(f"{tensors}: too short for a safetensors header")
+        size = int.from_bytes(head, "little")
+        if size > 100_000_000:
+            raise ModelError(f"{tensors}: header length {size} exceeds 100 MB")
+        try:
+            header = json.loads(f.read(size))
+        except ValueError as exc:
+            raise ModelError(f"{tensors}: header is not valid JSON ({exc})") from None
+    params = sum(_numel(tuple(v["shape"])) for k, v in header.items() if k != "__metadata__")
+    return Lora(params, f"{path} (r={cfg.get('r')}, targets={cfg.get('target_modules')})")
+
+
+def sram_metrics(model: ModelShape, base, got: dict[str, Metric], users: int, context: int,
+                 lora: Lora | None) -> list[Metric]:
+    M: list[Metric] = []
+
+    def add(*args, **kw) -> Metric:
+        M.append(Metric(*args, **kw))
+        return M[-1]
+
+    dies = got["design__die__count"]
+    a_bits = from_base(base, "datapath.activation_bits")
+    try:
+        kv_width = model.kv_width()
+    except ModelError:
+        kv_width = 0  # encoder models (BERT) keep no KV cache between tokens
+    bpt = add("sram__kv_cache__bytes_per_token", 2 * model.layers * kv_width * a_bits[0] / 8,
+              "B", "2 × layers × kv_heads·head_dim × kv_bits / 8",
+              {"layers": from_model(model.layers, "num_hidden_layers"),
+               "kv_heads·head_dim": from_model(kv_width, "k_proj output rows"),
+               "kv_bits": assumed(a_bits[0], "KV stored at datapath.activation_bits")},
+              higher_is_better=False)
+    per_die = sum(b.capacity_bytes for b in base.sram if b.purpose == "kv_cache")
+    cap = add("sram__kv_cache__capacity_bytes", per_die * dies.value, "B",
+              "kv_cache SRAM per die × design__die__count",
+              {"kv_cache_bytes_per_die": (per_die, f"base array {base.name}: sram[purpose="
+                                          "kv_cache].capacity_bytes"),
+               "design__die__count": from_metric(dies)}, higher_is_better=True)
+    users_in = from_model(users, "--users")
+    add("sram__kv_cache__user_bytes", bpt.value * context, "B",
+        "sram__kv_cache__bytes_per_token × context",
+        {"sram__kv_cache__bytes_per_token": from_metric(bpt),
+         "context": from_model(context, "--context")}, higher_is_better=False)
+    add("sram__kv_cache__max_context_per_user",
+        int(cap.value // (users * bpt.value)) if bpt.value else 0, "tokens",
+        "floor(capacity / (users × bytes per token))",
+        {"sram__kv_cache__capacity_bytes": from_metric(cap), "users": users_in,
+         "sram__kv_cache__bytes_per_token": from_metric(bpt)}, higher_is_better=True)
+    add("sram__kv_cache__users_at_context",
+        int(cap.value // (context * bpt.value)) if bpt.value else 0, "users",
+        "floor(capacity / (context × bytes per token))",
+        {"sram__kv_cache__capacity_bytes": from_metric(cap),
+         "context": from_model(context, "--context"),
+         "sram__kv_cache__bytes_per_token": from_metric(bpt)}, higher_is_better=True)
+    lora_cap = sum(b.capacity_bytes for b in base.sram if b.purpose == "lora") * dies.value
+    lcap = add("sram__lora__capacity_bytes", lora_cap, "B",
+               "lora SRAM per die × design__die__count",
+               {"lora_bytes_per_die": (lora_cap // dies.value, f"base array {base.name}: "
+                                       "sram[purpose=lora].capacity_bytes"),
+                "design__die__count": from_metric(dies)}, higher_is_better=True)
+    if lora is not None:
+        need = add("sram__lora__adapter_bytes", lora.params * LORA_BITS // 8, "B",
+                   f"adapter parameters × {LORA_BITS} / 8",
+                   {"adapter_params": from_model(lora.params, lora.source),
+                    "lora_bits": assumed(LORA_BITS, "adapters kept at 16 bits in SRAM")},
+                   higher_is_better=False)
+        add("sram__lora__fits", need.value <= lcap.value, "",
+            "sram__lora__adapter_bytes ≤ sram__lora__capacity_bytes",
+            {"sram__lora__adapter_bytes": from_metric(need),
+             "sram__lora__capacity_bytes": from_metric(lcap)}, higher_is_better=True)
+    return M
