@@ -26,6 +26,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "compile": ("taalasc.commands.compile", "compile_cmd", "Quantize, place and draw the two custom mask layers (GDSII/OASIS)."),
     "demo": ("taalasc.commands.demo", "demo", "Write the embedded demo model and compile it (the README's first command)."),
     "configs": ("taalasc.commands.configs", "configs", "List, show and check PDK and base-array YAML files."),
+    "simulate": ("taalasc.commands.simulate", "simulate", "Run the float reference and the bit-accurate chip model on token ids; print predictions and quality."),
     "inspect": ("taalasc.commands.inspect", "inspect_cmd", "Show a checkpoint's tensors, parameter count and config (headers only)."),
 }
 

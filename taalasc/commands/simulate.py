@@ -1,0 +1,98 @@
+"""`taalasc simulate`: the float reference and the bit-accurate chip model, side by side."""
+
+from __future__ import annotations
+
+import click
+
+from taalasc.commands.common import base_option, parse_group_size, print_table, quant_options
+
+
+def parse_tokens(text: str) -> list[int]:
+    """Token ids separated by spaces or commas: "1 2 3" or "1,2,3"."""
+    parts = text.replace(",", " ").split()
+    if not parts:
+        raise click.BadParameter("must hold at least one token id", param_hint="--tokens")
+    try:
+        return [int(p) for p in parts]
+    except ValueError:
+        raise click.BadParameter(f"must be integer token ids separated by spaces, not {text!r}",
+                                 param_hint="--tokens") from None
+
+
+@click.command("simulate")
+@click.argument("model", type=click.Path())
+@click.option("--tokens", required=True, metavar="'ID ID ...'",
+              help="Input token ids, separated by spaces or commas, e.g. '1 2 3'.")
+@quant_options
+@base_option()
+@click.option("--overflow", type=click.Choice(["saturate", "raise"]), default="saturate",
+              show_default=True,
+              help="Accumulator overflow: saturate and count, or stop with exit code 2.")
+@click.option("--top", type=click.IntRange(1, 100), default=5, show_default=True,
+              help="How many of the most likely next tokens to list.")
+@click.option("--save-logits", "save_dir", type=click.Path(file_okay=False), default=None,
+              help="Write float.npy and chip.npy ([sequence, vocab]; [sequence, hidden] for "
+                   "BERT) into this folder.")
+@click.option("--json", "as_json", is_flag=True, default=False,
+              help="Print the result as JSON.")
+@click.pass_context
+def simulate(ctx: click.Context, model: str, tokens: str, bits: int, rules: tuple[str, ...],
+             group_size: str, auto: bool, budget: float, base: str, overflow: str, top: int,
+             save_dir: str | None, as_json: bool) -> None:
+    """Run MODEL on --tokens twice: the float32 reference of the checkpoint, and the chip
+    model (integer weight codes, activation_bits activations, accumulator_bits accumulators
+    from the base array), then print the next-token predictions and the quality figures
+    (top-1 agreement, logit cosine, KL divergence; embedding cosine for BERT)."""
+    import json
+
+    from click.core import ParameterSource
+
+    from taalasc.config import load_base_array
+    from taalasc.model import open_checkpoint
+    from taalasc.quant import AutoMixed, BitPolicy, parse_rule
+    from taalasc.sim.chip import chip_weights
+    from taalasc.sim.graph import check_tokens, vocab_size
+    from taalasc.sim.run import save_outputs, simulate as run_simulation
+
+    ids = parse_tokens(tokens)
+    parsed = tuple(parse_rule(r) for r in rules)
+    gs = parse_group_size(group_size)
+    if auto:  # as in `taalasc quantize`: 3 bits low unless --bits was given
+        given = ctx.get_parameter_source("bits") == ParameterSource.COMMANDLINE
+        low = bits if given else AutoMixed().low_bits
+        policy = BitPolicy(default_bits=low, rules=parsed, group_size=gs,
+                           auto=AutoMixed(low_bits=low, budget_bits_per_weight=budget))
+    else:
+        policy = BitPolicy(default_bits=bits, rules=parsed, group_size=gs)
+    base_array = load_base_array(base)
+    ckpt = open_checkpoint(model)
+    # check the ids before the (slow) quantization, so a typo fails at once
+    check_tokens(ids, vocab_size(ckpt.config, ckpt.architecture, str(ckpt.path)), str(ckpt.path))
+    weights = chip_weights(ckpt, policy)
+    sim = run_simulation(ckpt, weights, ids, base_array.datapath, overflow)
+    if save_dir is not None:
+        save_outputs(sim, save_dir)
+    if as_json:
+        click.echo(json.dumps(sim.to_dict(), indent=2, sort_keys=True))
+        return
+    _print(sim, top)
+
+
+def _print(sim, top: int) -> None:
+    import numpy as np
+
+    ref, chip = sim.reference, sim.chip
+    click.echo(f"tokens: {' '.join(str(t) for t in ref.tokens)}")
+    if ref.logits is not None:
+        for label, logits in (("float", ref.logits[-1]), ("chip ", chip.logits[-1])):
+            order = np.argsort(-logits.astype(np.float64), kind="stable")[:top]
+            listed = ", ".join(f"{int(i)} ({float(logits[i]):.4f})" for i in order)
+            click.echo(f"next token {label}: {int(order[0])}   top {top}: {listed}")
+    rows = [(name, f"{value:.6g}") for name, value in sim.quality.items()]
+    rows += [(f"{name} (datapath only)", f"{value:.6g}")
+             for name, value in sim.datapath_quality.items()]
+    rows += [("activation bits", str(sim.activation_bits)),
+             ("accumulator bits", str(sim.accumulator_bits)),
+             ("accumulator bits needed", str(chip.accumulator_bits_needed)),
+             ("accumulator overflows", str(chip.overflow_count))]
+    print_table("chip vs float reference", rows)

@@ -1,0 +1,240 @@
+"""The bit-accurate model of the printed datapath.
+
+What the model assumes the chip does (the datapath contract; change it here and in the docs):
+
+* **Weights** are the integer codes and signed fp16 group scales of ``taalasc.quant`` (the
+  vias of the weight tiles and the scale constants). 1-D tensors (norm weights, biases) are
+  fp16 constants, used as float32.
+* **Linear / lm_head** (``chip_linear``). Each token's input vector x is quantized to
+  ``activation_bits`` signed integers with one symmetric absmax scale per vector:
+  ``s_a = float32(max|x|) / (2**(a-1) - 1)`` (float32 division),
+  ``x_q = clip(np.rint(x / s_a), -(2**(a-1) - 1), 2**(a-1) - 1)`` (round half to even, the
+  most negative code is unused so the range is symmetric). A zero vector gets s_a = 0, x_q = 0.
+  Per weight group g the tile forms the exact integer dot product
+  ``acc_g = sum_k x_q[k] * code[k]`` (its adder tree is wide enough inside), held in a signed
+  ``accumulator_bits`` register: a sum outside [-2**(A-1), 2**(A-1) - 1] saturates to the
+  nearest end and is counted per tensor (or raises CheckFailed with overflow="raise").
+  Worst case |acc_g| = (2**(a-1) - 1) * 2**(b-1) * group_size: 8-bit activations, 8-bit codes
+  and group 128 need 22 bits (``accumulator_bits_needed``).
+  Then ``y = tree_sum_g(float32(acc_g) * float32(scale_g)) * s_a + float32(bias)``, all in
+  float32 (acc_g is exact in float32 while |acc_g| < 2**24).
+* **Embedding lookup**: the dequantized row ``float32(code) * float32(scale)`` (exact).
+* **Vector unit**: norms, RoPE, attention (q.k and p.v are activation x activation products),
+  softmax, SiLU, GELU and tanh run in float32. This is the model's assumption about the
+  non-weight part of the chip, not a property of the masks.
+* **Fixed order**: every float32 reduction (norm sums, q.k, softmax sum, p.v, the sum over
+  groups) is a balanced binary adder tree over the reduced axis (``tree_sum``) built from
+  elementwise numpy adds, never BLAS, so the result does not depend on thread count or
+  library. Transcendentals (exp, sqrt, cos, sin, tanh, erf) are evaluated in float64 and
+  rounded once to float32, so a 1-ulp difference between CPUs' float64 libraries almost
+  never shows. The integer part is exact on every machine.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Mapping, Sequence, Union
+
+import numpy as np
+
+from taalasc.errors import CheckFailed, ModelError
+from taalasc.quant import QuantizedTensor
+from taalasc.sim.float_ref import erf
+from taalasc.sim.graph import SimResult, run_graph
+
+F32 = np.float32
+ChipWeights = Mapping[str, Union[QuantizedTensor, np.ndarray]]
+OVERFLOW_MODES = ("saturate", "raise")
+
+
+def accumulator_bits_needed(activation_bits: int, weight_bits: int, group_size: int) -> int:
+    """Signed accumulator width that holds the worst-case group sum without overflow."""
+    worst = (2 ** (activation_bits - 1) - 1) * 2 ** (weight_bits - 1) * group_size
+    return worst.bit_length() + 1
+
+
+def tree_sum(x: np.ndarray) -> np.ndarray:
+    """Sum over the last axis as a balanced binary tree: pairs (0,1), (2,3), ...; an odd last
+    element is carried up unchanged. Fixed order, elementwise adds only."""
+    x = np.asarray(x)
+    while x.shape[-1] > 1:
+        n = x.shape[-1]
+        paired = x[..., 0:n - 1:2] + x[..., 1:n:2]
+        x = np.concatenate([paired, x[..., n - 1:]], axis=-1) if n % 2 else paired
+    return x[..., 0]
+
+
+def _f64(fn, x: np.ndarray) -> np.ndarray:
+    """A transcendental evaluated in float64 and rounded once to float32."""
+    with np.errstate(over="ignore", divide="ignore", invalid="ignore"):
+        return fn(np.asarray(x, dtype=np.float64)).astype(F32)
+
+
+def quantize_activations(x: np.ndarray, bits: int) -> tuple[np.ndarray, np.ndarray]:
+    """(int64 codes [..., n], float32 scale [...]) per vector along the last axis."""
+    qmax = 2 ** (bits - 1) - 1
+    absmax = np.max(np.abs(x), axis=-1).astype(F32)
+    scale = (absmax / F32(qmax)).astype(F32)
+    safe = np.where(scale == 0, F32(1), scale)
+    codes = np.clip(np.rint(x / safe[..., None]), -qmax, qmax).astype(np.int64)
+    return codes, scale
+
+
+def group_dot(x_q: np.ndarray, codes: np.ndarray, group_size: int) -> np.ndarray:
+    """Exact integer group sums: int64 [seq, out, groups] for x_q [seq, in], codes [out, in].
+
+    int64 matmul is exact here (|product| < 2**15, at most 2**20 terms per group)."""
+    seq, n_in = x_q.shape
+    n_out = codes.shape[0]
+    g = n_in // group_size
+    a = x_q.astype(np.int64).reshape(seq, g, group_size).transpose(1, 0, 2)       # [G, S, gs]
+    w = codes.astype(np.int64).reshape(n_out, g, group_size).transpose(1, 2, 0)   # [G, gs, O]
+    return np.matmul(a, w).transpose(1, 2, 0)
+
+
+class ChipOps:
+    """The graph operators as the printed chip computes them (see the module docstring)."""
+
+    def __init__(self, weights: ChipWeights, activation_bits: int, accumulator_bits: int,
+                 overflow: str = "saturate"):
+        if overflow not in OVERFLOW_MODES:
+            raise ModelError(f"overflow must be one of {', '.join(OVERFLOW_MODES)}, "
+                             f"not {overflow!r}")
+        self.weights = weights
+        self.a_bits = int(activation_bits)
+        self.acc_bits = int(accumulator_bits)
+        self.overflow = overflow
+        self.overflows: dict[str, int] = {}
+        self.peak: dict[str, int] = {}
+
+    def names(self) -> list[str]:
+        return sorted(self.weights)
+
+    def _matrix(self, name: str) -> QuantizedTensor:
+        qt = self.weights.get(name)
+        if qt is None:
+            raise ModelError(f"chip weights have no tensor {name!r}")
+        if not isinstance(qt, QuantizedTensor):
+            raise ModelError(f"chip tensor {name!r} must be quantized codes + scales, "
+                             f"not {type(qt).__name__}")
+        return qt
+
+    def linear(self, x, weight, bias):
+        qt = self._matrix(weight)
+        if qt.shape[1] != x.shape[-1]:
+            raise ModelError(f"tensor {weight!r}: shape {qt.shape} does not take an input of "
+                             f"{x.shape[-1]} features")
+        if not np.isfinite(x).all():
+            raise ModelError(f"tensor {weight!r}: its input activations are not finite")
+        x_q, s_a = quantize_activations(x, self.a_bits)
+        acc = group_dot(x_q, qt.codes, qt.group_size)
+        lo, hi = -(1 << (self.acc_bits - 1)), (1 << (self.acc_bits - 1)) - 1
+        peak = int(np.abs(acc).max(initial=0))
+        self.peak[weight] = max(self.peak.get(weight, 0), peak)
+        bad = int(np.count_nonzero((acc < lo) | (acc > hi)))
+        if bad:
+            if self.overflow == "raise":
+                raise CheckFailed(
+                    f"tensor {weight!r}: {bad} group sums overflow the {self.acc_bits}-bit "
+                    f"accumulator (largest |sum| {peak} needs {peak.bit_length() + 1} bits)")
+            self.overflows[weight] = self.overflows.get(weight, 0) + bad
+            acc = np.clip(acc, lo, hi)
+        partial = acc.astype(F32) * qt.scales.astype(F32)[None, :, :]
+        y = (tree_sum(partial) * s_a[:, None]).astype(F32)
+        return (y + self.vector(bias)).astype(F32) if bias else y
+
+    def embed(self, weight, ids):
+        qt = self._matrix(weight)
+        rows = qt.codes[ids].astype(F32).reshape(len(ids), qt.n_groups, qt.group_size)
+        return (rows * qt.scales[ids].astype(F32)[:, :, None]).reshape(len(ids), -1)
+
+    def vector(self, name):
+        v = self.weights.get(name)
+        if v is None:
+            raise ModelError(f"chip weights have no tensor {name!r}")
+        if isinstance(v, QuantizedTensor) or np.asarray(v).ndim != 1:
+            raise ModelError(f"chip tensor {name!r} must be a 1-D fp16 constant")
+        return np.asarray(v, dtype=np.float16).astype(F32)
+
+    def _rsqrt(self, v: np.ndarray) -> np.ndarray:
+        return _f64(lambda t: 1.0 / np.sqrt(t), v)
+
+    def rmsnorm(self, x, weight, eps):
+        ms = (tree_sum(x * x) / F32(x.shape[-1])).astype(F32)
+        return (weight * (x * self._rsqrt(ms + F32(eps))[:, None])).astype(F32)
+
+    def layernorm(self, x, weight, bias, eps):
+        n = F32(x.shape[-1])
+        d = (x - (tree_sum(x) / n)[:, None]).astype(F32)
+        var = (tree_sum(d * d) / n).astype(F32)
+        return (d * self._rsqrt(var + F32(eps))[:, None] * weight + bias).astype(F32)
+
+    def attention(self, q, k, v, allowed, scale):
+        # q.k: [H, Sq, Sk, D] products, tree over D; p.v: products tree over Sk.
+        scores = (tree_sum(q[:, :, None, :] * k[:, None, :, :]) * F32(scale)).astype(F32)
+        scores = np.where(allowed[None], scores, F32(-np.inf))
+        e = _f64(np.exp, scores - scores.max(axis=-1, keepdims=True))
+        probs = (e / tree_sum(e)[..., None]).astype(F32)
+        prod = probs[:, :, :, None] * v[:, None, :, :]              # [H, Sq, Sk, D]
+        return tree_sum(np.moveaxis(prod, 2, -1)).astype(F32)
+
+    def cos_sin(self, angles):
+        return _f64(np.cos, angles), _f64(np.sin, angles)
+
+    def silu(self, x):
+        return (x * _f64(lambda t: 1.0 / (1.0 + np.exp(-t)), x)).astype(F32)
+
+    def gelu(self, x):
+        return _f64(lambda t: 0.5 * t * (1.0 + erf(t / math.sqrt(2.0))), x)
+
+    def tanh(self, x):
+        return _f64(np.tanh, x)
+
+
+def run_chip(weights: ChipWeights, config: dict | None, architecture: str,
+             tokens: Sequence[int], datapath, overflow: str = "saturate") -> SimResult:
+    """Run the network on the chip model.
+
+    ``weights``: name -> QuantizedTensor (every 2-D tensor) or fp16 array (1-D constants).
+    ``datapath``: anything with ``activation_bits`` and ``accumulator_bits`` (a base array's
+    ``.datapath``). ``overflow``: "saturate" (count per tensor in the result) or "raise".
+    """
+    ops = ChipOps(weights, datapath.activation_bits, datapath.accumulator_bits, overflow)
+    result = run_graph(ops, config, architecture, tokens)
+    result.overflows = dict(sorted(ops.overflows.items()))
+    result.peak_accumulator = dict(sorted(ops.peak.items()))
+    return result
+
+
+def chip_weights(ckpt, policy, progress=None) -> dict[str, QuantizedTensor | np.ndarray]:
+    """ChipWeights from a checkpoint quantized with ``policy`` (a taalasc.quant.BitPolicy):
+    every 2-D tensor as codes + scales, every 1-D tensor as an fp16 constant."""
+    from taalasc.quant import quantize_model
+
+    out: dict[str, QuantizedTensor | np.ndarray] = {
+        qt.name: qt for qt in quantize_model(ckpt, policy, progress)}
+    for name, info in ckpt.tensors.items():
+        if len(info.shape) <= 1:
+            out[name] = ckpt.read(name).reshape(-1).astype(np.float16)
+    return out
+
+
+class DequantizedSource:
+    """A float WeightSource over ChipWeights: codes * scales, fp16 constants as float32.
+
+    Running the float reference on it separates weight-quantization error from datapath
+    (activation and accumulator) error."""
+
+    def __init__(self, weights: ChipWeights):
+        self._weights = weights
+
+    def names(self) -> list[str]:
+        return sorted(self._weights)
+
+    def get(self, name: str) -> np.ndarray:
+        v = self._weights.get(name)
+        if v is None:
+            raise ModelError(f"chip weights have no tensor {name!r}")
+        if isinstance(v, QuantizedTensor):
+            return v.dequantize()
+        return np.asarray(v, dtype=np.float16).astype(F32)
