@@ -1,0 +1,40 @@
+"""`taalasc compile`: quantize, place and draw the two custom mask layers."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from taalasc.commands.common import base_option, parse_group_size, print_table, progress_bar, quant_options
+
+
+@click.command("compile")
+@click.argument("model", type=click.Path(path_type=Path))
+@base_option()
+@click.option("-o", "--out", "out_dir", type=click.Path(path_type=Path), default=None,
+              help="Output folder (default: <model name>.taalasc beside the current folder).")
+@quant_options
+@click.option("--format", "fmt", type=click.Choice(["gds", "oas", "both"]), default="both",
+              show_default=True, help="Mask file format(s).")
+@click.option("--max-dies", type=click.IntRange(1), default=None,
+              help="Dies the model may spill onto (default: the base array's max_dies).")
+@click.option("--force", is_flag=True, help="Replace an output folder holding a different compile.")
+@click.option("--quiet", is_flag=True, help="No progress bar and no summary table.")
+def compile_cmd(model, base, out_dir, bits, rules, group_size, auto, budget, fmt, max_dies, force, quiet):
+    """Compile MODEL (a .safetensors file, a sharded index, or a Hugging Face-style folder) onto
+    a base array: quantize, place, write the top-via and top-metal masks (GDSII/OASIS), a
+    manifest, a KLayout layer-properties file and a PNG overview into the output folder."""
+    from taalasc.compile import CompileOptions, compile_model
+
+    options = CompileOptions(base=base, default_bits=bits, rules=tuple(rules),
+                             group_size=parse_group_size(group_size), auto=auto,
+                             budget_bits_per_weight=budget,
+                             formats=("gds", "oas") if fmt == "both" else (fmt,),
+                             max_dies=max_dies, force=force)
+    if out_dir is None:
+        out_dir = Path(f"{model.name.removesuffix('.safetensors')}.taalasc")
+    with progress_bar(not quiet) as tick:
+        result = compile_model(model, out_dir, options, progress=tick)
+    if not quiet:
+        print_table(f"taalasc compile → {result.out_dir}", result.summary)

@@ -1,0 +1,26 @@
+"""`taalasc demo`: write the embedded demo model and compile it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+
+@click.command("demo")
+@click.option("-o", "--out", "out_dir", type=click.Path(path_type=Path), default=Path("taalasc-demo"),
+              show_default=True, help="Folder for the demo model and its mask set.")
+@click.option("--force", is_flag=True, help="Replace a previous demo compile of other inputs.")
+def demo(out_dir: Path, force: bool):
+    """Write the embedded demo model (a small deterministic Llama-architecture checkpoint,
+    BF16) to OUT/model and compile it onto the sky130 demo base array into OUT/masks."""
+    from taalasc.commands.common import print_table
+    from taalasc.compile import CompileOptions, compile_model
+    from taalasc.model.synth import write_demo
+
+    model_dir = out_dir / "model"
+    model_dir.mkdir(parents=True, exist_ok=True)
+    write_demo(model_dir)
+    result = compile_model(model_dir, out_dir / "masks", CompileOptions(force=force))
+    print_table(f"taalasc demo → {result.out_dir}", result.summary)
+    click.echo(f"open in KLayout: klayout {result.out_dir}/die0.gds -l {result.out_dir}/sky130.lyp")

@@ -1,0 +1,188 @@
+"""Top-metal density: exact window densities over rectangles, and the fill that fixes them.
+
+Density windows are ``density_window_um`` squares stepped by ``density_step_um`` from the die's
+lower-left corner, plus one window flush with the right / top die edge when the steps do not
+land on it (a die smaller than the window is one window, the die itself).
+
+Exactness: with A(X, Y) the metal area inside [0, X] x [0, Y], a window's area is four
+look-ups of A. For disjoint rectangles A is separable per rectangle,
+A(X, Y) = sum_r clip(X - x0_r, 0, w_r) * clip(Y - y0_r, 0, h_r), i.e. one matrix product.
+Values are integers in grid units squared and stay below 2**53, so float64 is exact.
+Rectangles must not overlap (the writer's never do: straps, fill and routes are spaced, and
+a route's own overlapping corner pieces are counted once by ``route_area_rects``).
+
+Fill (drawn on the top-metal layer itself, never on a separate datatype):
+* unused tiles and the die margin get arrays of ``f x f`` squares at pitch ``f + space``,
+  ``f`` chosen so the pattern density is the middle of the allowed range;
+* the channel strips beside and above every tile (less the port rows / columns in their
+  middle) get one long bar per free interval: the channel less its routes grown by the
+  spacing rule.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from taalasc.config.base_array import BaseArray
+
+
+@dataclass(frozen=True)
+class FillArray:
+    """``columns x rows`` squares of side ``size_nm`` at ``pitch_nm``, lower-left at x, y."""
+    x_nm: int
+    y_nm: int
+    columns: int
+    rows: int
+    size_nm: int
+    pitch_nm: int
+
+    def rects(self) -> np.ndarray:
+        i = np.arange(self.columns, dtype=np.int64) * self.pitch_nm + self.x_nm
+        j = np.arange(self.rows, dtype=np.int64) * self.pitch_nm + self.y_nm
+        xx, yy = np.meshgrid(i, j, indexing="ij")
+        x0, y0 = xx.ravel(), yy.ravel()
+        return np.stack([x0, y0, x0 + self.size_nm, y0 + self.size_nm], axis=1)
+
+
+def _window_starts(extent_nm: int, window_nm: int, step_nm: int) -> tuple[np.ndarray, int]:
+    if extent_nm <= window_nm:
+        return np.array([0], dtype=np.int64), extent_nm
+    starts = list(range(0, extent_nm - window_nm + 1, step_nm))
+    if starts[-1] != extent_nm - window_nm:
+        starts.append(extent_nm - window_nm)
+    return np.array(starts, dtype=np.int64), window_nm
+
+
+def window_density_pct(rects: np.ndarray, die_nm: tuple[int, int], window_nm: int, step_nm: int,
+                       grid_nm: int) -> np.ndarray:
+    """Metal density (percent) of every window: array [n_x_windows, n_y_windows]."""
+    xs, wx = _window_starts(die_nm[0], window_nm, step_nm)
+    ys, wy = _window_starts(die_nm[1], window_nm, step_nm)
+    X = np.unique(np.concatenate([xs, xs + wx])) / grid_nm
+    Y = np.unique(np.concatenate([ys, ys + wy])) / grid_nm
+    A = np.zeros((len(X), len(Y)))
+    r = np.asarray(rects, dtype=np.int64).reshape(-1, 4) / grid_nm
+    for start in range(0, len(r), 8192):  # bounded memory for big rectangle sets
+        part = r[start:start + 8192]
+        ox = np.clip(X[None, :] - part[:, :1], 0, (part[:, 2] - part[:, 0])[:, None])
+        oy = np.clip(Y[None, :] - part[:, 1:2], 0, (part[:, 3] - part[:, 1])[:, None])
+        A += ox.T @ oy
+    ix0, ix1 = np.searchsorted(X, xs / grid_nm), np.searchsorted(X, (xs + wx) / grid_nm)
+    iy0, iy1 = np.searchsorted(Y, ys / grid_nm), np.searchsorted(Y, (ys + wy) / grid_nm)
+    area = (A[np.ix_(ix1, iy1)] - A[np.ix_(ix0, iy1)] - A[np.ix_(ix1, iy0)]
+            + A[np.ix_(ix0, iy0)])
+    return 100.0 * area / (wx / grid_nm * wy / grid_nm)
+
+
+def route_area_rects(wires: np.ndarray) -> np.ndarray:
+    """A route's wire rectangles made disjoint (a later piece loses what earlier ones cover).
+
+    Consecutive pieces of one route overlap in a ``w x w`` corner square; trimming the later
+    piece's end that lies inside the earlier one is enough for the L-shaped joins we draw.
+    """
+    out = []
+    for k, (x0, y0, x1, y1) in enumerate(np.asarray(wires).tolist()):
+        for px0, py0, px1, py1 in out:
+            if px0 < x1 and x0 < px1 and py0 < y1 and y0 < py1:
+                if px0 <= x0 and x1 <= px1:      # same x span: trim in y
+                    y0, y1 = (max(y0, py1), y1) if y0 >= py0 else (y0, min(y1, py0))
+                elif py0 <= y0 and y1 <= py1:    # same y span: trim in x
+                    x0, x1 = (max(x0, px1), x1) if x0 >= px0 else (x0, min(x1, px0))
+        if x1 > x0 and y1 > y0:
+            out.append((x0, y0, x1, y1))
+    return np.array(out, dtype=np.int64).reshape(-1, 4)
+
+
+def fill_square_nm(base: BaseArray) -> int:
+    """Side of the fill square whose pattern density is mid-range, on grid, >= width and area."""
+    rules, g = base.pdk.rules, base.pdk.grid_nm
+    target = (rules.top_metal_density_min_pct + rules.top_metal_density_max_pct) / 200.0
+    root = math.sqrt(target)
+    side = rules.top_metal_space_nm * root / (1 - root)
+    min_area_side = math.sqrt(rules.top_metal_min_area_um2) * 1000
+    side = max(side, rules.top_metal_width_nm, min_area_side)
+    return int(math.ceil(side / g)) * g
+
+
+def array_in(x0: int, y0: int, x1: int, y1: int, size: int, pitch: int, grid: int) -> FillArray | None:
+    """The largest square array inside [x0, x1] x [y0, y1], centred to the grid."""
+    cols = (x1 - x0 + pitch - size) // pitch
+    rows = (y1 - y0 + pitch - size) // pitch
+    if cols <= 0 or rows <= 0:
+        return None
+    span_x, span_y = cols * pitch - (pitch - size), rows * pitch - (pitch - size)
+    ox = x0 + ((x1 - x0 - span_x) // 2 // grid) * grid
+    oy = y0 + ((y1 - y0 - span_y) // 2 // grid) * grid
+    return FillArray(ox, oy, cols, rows, size, pitch)
+
+
+def free_intervals(lo: int, hi: int, blocked: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """[lo, hi] less the blocked intervals (each already grown by the spacing rule)."""
+    out, cur = [], lo
+    for b0, b1 in sorted(blocked):
+        if b0 > cur:
+            out.append((cur, min(b0, hi)))
+        cur = max(cur, b1)
+        if cur >= hi:
+            break
+    if cur < hi:
+        out.append((cur, hi))
+    return [(a, b) for a, b in out if b > a]
+
+
+def plan_fill(base: BaseArray, used: set[tuple[int, int]], router, route_wires: np.ndarray,
+              die_nm: tuple[int, int]) -> tuple[list[FillArray], np.ndarray]:
+    """Fill for one die: square arrays (unused tiles, margin) and channel bars [n, 4]."""
+    rules, g, grid, tile = base.pdk.rules, base.pdk.grid_nm, base.tile_grid, base.weight_tile
+    s, W, H = rules.top_metal_space_nm, tile.width_nm, tile.height_nm
+    size = fill_square_nm(base)
+    pitch = size + s
+    arrays: list[FillArray] = []
+    for c in range(grid.columns):
+        for r in range(grid.rows):
+            if (c, r) not in used:
+                ox, oy = grid.tile_origin_nm(c, r)
+                arrays.append(array_in(ox, oy, ox + W, oy + H, size, pitch, g))
+    bx0 = min([grid.origin_nm[0]] + [x0 for x0, _ in router.vchannels.values()]) - s
+    by0 = min([grid.origin_nm[1]] + [y0 for y0, _ in router.hchannels.values()]) - s
+    bx1 = grid.origin_nm[0] + grid.columns * grid.pitch_x_nm + s
+    by1 = grid.origin_nm[1] + grid.rows * grid.pitch_y_nm + s
+    dw, dh = die_nm
+    for x0, y0, x1, y1 in ((s, s, dw - s, by0), (s, by1, dw - s, dh - s),
+                           (s, by0 + s, bx0, by1 - s), (bx1, by0 + s, dw - s, by1 - s)):
+        if x1 > x0 and y1 > y0:
+            arrays.append(array_in(x0, y0, x1, y1, size, pitch, g))
+    arrays = [a for a in arrays if a is not None]
+
+    wires = np.asarray(route_wires, dtype=np.int64).reshape(-1, 4)
+    min_area_nm2 = rules.top_metal_min_area_um2 * 1e6
+    bars: list[tuple[int, int, int, int]] = []
+
+    def blocked(x0, y0, x1, y1, axis):
+        hit = wires[(wires[:, 0] < x1 + s) & (wires[:, 2] > x0 - s)
+                    & (wires[:, 1] < y1 + s) & (wires[:, 3] > y0 - s)]
+        return [(int(a) - s, int(b) + s) for a, b in zip(hit[:, axis], hit[:, axis + 2])]
+
+    def keep(x0, y0, x1, y1):
+        if min(x1 - x0, y1 - y0) >= rules.top_metal_width_nm and \
+                (x1 - x0) * (y1 - y0) >= min_area_nm2:
+            bars.append((x0, y0, x1, y1))
+
+    for c, (cx0, cx1) in sorted(router.vchannels.items()):
+        for r in range(grid.rows):
+            oy = grid.tile_origin_nm(0, r)[1]
+            b_y, a_y = router.port_y[r]
+            for y0, y1 in ((oy, b_y - s), (a_y + router.w + s, oy + H)):
+                for a, b in free_intervals(cx0 + s, cx1 - s, blocked(cx0, y0, cx1, y1, 0)):
+                    keep(a, y0, b, y1)
+    for r, (hy0, hy1) in sorted(router.hchannels.items()):
+        for c in range(grid.columns):
+            ox = grid.tile_origin_nm(c, 0)[0]
+            b_x, a_x = router.port_x[c]
+            for x0, x1 in ((ox, b_x - s), (a_x + router.w + s, ox + W)):
+                for a, b in free_intervals(hy0 + s, hy1 - s, blocked(x0, hy0, x1, hy1, 1)):
+                    keep(x0, a, x1, b)
+    return arrays, np.array(bars, dtype=np.int64).reshape(-1, 4)

@@ -1,0 +1,185 @@
+"""Read a mask file back and decode weight bits from via positions alone.
+
+This is the core of extraction: nothing but the GDS/OASIS geometry, the base array and the
+tile position is used. Files are flattened hierarchically with numpy (one array of
+rectangles per cell, memoised), so a die of ~1e6 vias reads in about a second.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import gdstk
+import numpy as np
+
+from taalasc.config.base_array import BaseArray
+from taalasc.config.pdk import Pdk
+from taalasc.errors import MaskError
+
+Layer = tuple[int, int]
+_EMPTY = np.zeros((0, 4), np.int64)
+
+
+def _load(path: Path) -> gdstk.Library:
+    path = Path(path)
+    if not path.is_file():
+        raise MaskError(f"{path}: no such mask file")
+    try:
+        if path.suffix.lower() == ".oas":
+            return gdstk.read_oas(str(path), unit=1e-9)
+        return gdstk.read_gds(str(path), unit=1e-9)
+    except Exception as exc:  # gdstk raises plain RuntimeError/OSError on bad files
+        raise MaskError(f"{path}: cannot read mask file ({exc})") from None
+
+
+def _transform(rects: np.ndarray, ref: gdstk.Reference, path: Path) -> np.ndarray:
+    quarter = ref.rotation / (np.pi / 2)
+    if abs(quarter - round(quarter)) > 1e-9 or ref.magnification != 1:
+        raise MaskError(f"{path}: reference to {ref.cell_name!r} has rotation {ref.rotation} / "
+                        f"magnification {ref.magnification}; only 90° steps at 1x are supported")
+    pts = rects.reshape(-1, 2).astype(np.float64)
+    if ref.x_reflection:
+        pts[:, 1] = -pts[:, 1]
+    for _ in range(int(round(quarter)) % 4):
+        pts = np.stack([-pts[:, 1], pts[:, 0]], axis=1)
+    pts = np.rint(pts).astype(np.int64).reshape(-1, 4)
+    out = np.stack([np.minimum(pts[:, 0], pts[:, 2]), np.minimum(pts[:, 1], pts[:, 3]),
+                    np.maximum(pts[:, 0], pts[:, 2]), np.maximum(pts[:, 1], pts[:, 3])], axis=1)
+    offsets = np.rint(np.asarray(ref.origin, dtype=np.float64)).astype(np.int64)[None, :]
+    if ref.repetition.size > 1:
+        offsets = offsets + np.rint(ref.repetition.get_offsets()).astype(np.int64)
+    return (out[None, :, :] + np.tile(offsets, 2)[:, None, :]).reshape(-1, 4)
+
+
+def read_rects(path: Path, allowed: set[Layer] | None = None) -> dict[Layer, np.ndarray]:
+    """Every shape of the file's single top cell, flattened, as int64 [n, 4] nm per layer.
+
+    Raises MaskError for non-rectangular shapes, paths, several top cells or (when
+    ``allowed`` is given) a layer outside it.
+    """
+    path = Path(path)
+    lib = _load(path)
+    tops = lib.top_level()
+    if len(tops) != 1:
+        raise MaskError(f"{path}: expected one top cell, found {len(tops)}")
+    memo: dict[str, dict[Layer, np.ndarray]] = {}
+
+    def flat(cell: gdstk.Cell) -> dict[Layer, np.ndarray]:
+        if cell.name in memo:
+            return memo[cell.name]
+        if cell.paths:
+            raise MaskError(f"{path}: cell {cell.name!r} holds paths; taalasc masks use rectangles")
+        parts: dict[Layer, list[np.ndarray]] = {}
+        polys = cell.polygons
+        for poly in polys:
+            if len(poly.points) != 4:
+                raise MaskError(f"{path}: cell {cell.name!r} has a {len(poly.points)}-point "
+                                f"polygon on {poly.layer}/{poly.datatype}; only rectangles allowed")
+        if polys:
+            pts = np.rint(np.array([p.points for p in polys])).astype(np.int64)  # [n, 4, 2]
+            lo, hi = pts.min(axis=1), pts.max(axis=1)
+            on_box = ((pts[..., 0] == lo[:, None, 0]) | (pts[..., 0] == hi[:, None, 0])) & \
+                     ((pts[..., 1] == lo[:, None, 1]) | (pts[..., 1] == hi[:, None, 1]))
+            bad = ~on_box.all(axis=1) | np.any(hi == lo, axis=1)
+            if bad.any():
+                k = int(np.flatnonzero(bad)[0])
+                raise MaskError(f"{path}: cell {cell.name!r} has a non-rectangular shape on "
+                                f"{polys[k].layer}/{polys[k].datatype} near {lo[k].tolist()} nm")
+            rects = np.concatenate([lo, hi], axis=1)
+            for k, poly in enumerate(polys):
+                layer = (poly.layer, poly.datatype)
+                if allowed is not None and layer not in allowed:
+                    raise MaskError(f"{path}: cell {cell.name!r} has a shape on layer "
+                                    f"{layer[0]}/{layer[1]}; only {sorted(allowed)} may appear")
+                rect = rects[k:k + 1]
+                if poly.repetition.size > 1:
+                    off = np.rint(poly.repetition.get_offsets()).astype(np.int64)
+                    rect = rect + np.tile(off, 2)
+                parts.setdefault(layer, []).append(rect)
+        # Plain placements (no rotation, reflection or scaling) are gathered into one
+        # broadcast per layer: a tile cell has hundreds of them.
+        plain: list[tuple[dict, tuple]] = []
+        for ref in cell.references:
+            if isinstance(ref.cell, str):
+                raise MaskError(f"{path}: cell {cell.name!r} references missing cell {ref.cell!r}")
+            if ref.rotation == 0 and not ref.x_reflection and ref.magnification == 1 \
+                    and ref.repetition.size <= 1:
+                plain.append((flat(ref.cell), ref.origin))
+                continue
+            for layer, child in flat(ref.cell).items():
+                parts.setdefault(layer, []).append(_transform(child, ref, path))
+        if plain:
+            origins = np.rint(np.array([o for _, o in plain], dtype=np.float64)).astype(np.int64)
+            for layer in sorted({k for f, _ in plain for k in f}):
+                arrs = [f.get(layer, _EMPTY) for f, _ in plain]
+                counts = np.array([len(x) for x in arrs])
+                off = np.tile(np.repeat(origins, counts, axis=0), 2)
+                parts.setdefault(layer, []).append(np.concatenate(arrs) + off)
+        memo[cell.name] = {k: np.concatenate(v) for k, v in parts.items()}
+        return memo[cell.name]
+
+    return flat(tops[0])
+
+
+def custom_layers(pdk: Pdk) -> tuple[Layer, Layer]:
+    """(via, top_metal) GDS layer/datatype pairs of a mask-capable PDK."""
+    if pdk.layers is None:
+        raise MaskError(f"PDK {pdk.name!r} has no mask layers")
+    v, m = pdk.layers.via, pdk.layers.top_metal
+    return (v.gds_layer, v.gds_datatype), (m.gds_layer, m.gds_datatype)
+
+
+def read_vias(path: Path, pdk: Pdk) -> np.ndarray:
+    """Via centres (int64 [n, 2] nm, sorted by x then y) of a mask file.
+
+    Layer-checked: only the PDK's two custom layers may appear, and every via must be a
+    ``via_size_nm`` square.
+    """
+    via, metal = custom_layers(pdk)
+    rects = read_rects(path, {via, metal}).get(via, np.zeros((0, 4), np.int64))
+    size = pdk.rules.via_size_nm
+    bad = np.flatnonzero((rects[:, 2] - rects[:, 0] != size) | (rects[:, 3] - rects[:, 1] != size))
+    if bad.size:
+        x0, y0, x1, y1 = rects[bad[0]].tolist()
+        raise MaskError(f"{path}: via at ({x0}, {y0}) nm is {x1 - x0} x {y1 - y0} nm; "
+                        f"{pdk.name} vias are {size} x {size} nm ({bad.size} such vias)")
+    centres = np.stack([(rects[:, 0] + rects[:, 2]) // 2, (rects[:, 1] + rects[:, 3]) // 2], axis=1)
+    return centres[np.lexsort((centres[:, 1], centres[:, 0]))]
+
+
+def decode_tile_bits(via_centres: np.ndarray, base: BaseArray, column: int, row: int
+                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Bits of every site of tile (column, row) from via centres (sorted by x, as read_vias).
+
+    Returns ``(bits, opens, shorts)``: bits uint8 [sites] (0 where undecidable), and the site
+    indices with no via (open) and with both vias (short). A via inside the tile that sits on
+    no slot raises MaskError.
+    """
+    tile = base.weight_tile
+    ox, oy = base.tile_grid.tile_origin_nm(column, row)
+    c = np.asarray(via_centres, dtype=np.int64).reshape(-1, 2)
+    lo, hi = np.searchsorted(c[:, 0], [ox, ox + tile.width_nm])
+    inside = c[lo:hi]
+    inside = inside[(inside[:, 1] >= oy) & (inside[:, 1] < oy + tile.height_nm)]
+    x, y = inside[:, 0] - ox, inside[:, 1] - oy
+    px, py = tile.site_pitch_x_nm, tile.site_pitch_y_nm
+    i = x // px
+    j = y // py
+    # Slot centres are floored to the grid by at most half a grid step; allow a grid step.
+    tol = base.pdk.grid_nm
+    on_x = np.abs(x - np.array([tile.slot_x_nm(0)])[0] - i * px) <= tol
+    high = np.abs(y - j * py - tile.strap_y_nm(0, True)) <= tol
+    low = np.abs(y - j * py - tile.strap_y_nm(0, False)) <= tol
+    stray = ~(on_x & (high | low))
+    if stray.any():
+        k = int(np.flatnonzero(stray)[0])
+        raise MaskError(f"tile ({column}, {row}): via at ({inside[k, 0]}, {inside[k, 1]}) nm is "
+                        f"on no bit slot ({int(stray.sum())} such vias)")
+    site = j * tile.sites_x + i
+    n = tile.sites
+    n_high = np.bincount(site[high], minlength=n)
+    n_low = np.bincount(site[low], minlength=n)
+    bits = ((n_high > 0) & (n_low == 0)).astype(np.uint8)
+    opens = np.flatnonzero((n_high == 0) & (n_low == 0))
+    shorts = np.flatnonzero((n_high > 0) & (n_low > 0))
+    return bits, opens, shorts

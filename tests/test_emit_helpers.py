@@ -1,0 +1,47 @@
+"""Shared fixtures for the emit tests: a small SKY130 base array (3 x 2 tiles of 16 x 8 sites)."""
+
+from __future__ import annotations
+
+from collections import namedtuple
+from dataclasses import replace
+
+import numpy as np
+
+from taalasc.config import load_base_array
+from taalasc.config.base_array import Die
+
+# The placement helper's TileSlot(die, column, row); a local stand-in until it exists.
+TileSlot = namedtuple("TileSlot", "die column row")
+
+
+def small_base():
+    """sky130-demo shrunk: 3 x 2 tiles of 16 x 8 sites on a 380 x 320 um die (one window)."""
+    base = load_base_array("sky130-demo")
+    tile = replace(base.weight_tile, sites_x=16, sites_y=8)
+    grid = replace(base.tile_grid, columns=3, rows=2, pitch_x_nm=35_200, pitch_y_nm=62_400)
+    return replace(base, weight_tile=tile, tile_grid=grid,
+                   die=Die(width_nm=100_000 * 2 + 3 * 35_200, height_nm=100_000 * 2 + 2 * 62_400))
+
+
+def random_bits(seed: int, n: int) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 2, n).astype(np.uint8)
+
+
+def write_small(out_dir, formats=("gds", "oas"), seed=0, routes=True):
+    """Program 4 of the 6 tiles (one partially, 37 sites) and route them; return (result, bits)."""
+    from taalasc.emit.writer import DieMaskWriter
+
+    base = small_base()
+    writer = DieMaskWriter(base, 0, out_dir, "die0", formats=formats)
+    plan = {TileSlot(0, 0, 0): 128, TileSlot(0, 1, 0): 128, TileSlot(0, 1, 1): 37,
+            TileSlot(0, 2, 1): 100}
+    bits = {}
+    for k, (slot, n) in enumerate(plan.items()):
+        bits[(slot.column, slot.row)] = random_bits(seed + k, n)
+        writer.add_tile(slot.column, slot.row, bits[(slot.column, slot.row)])
+    if routes:
+        writer.add_route((0, 0), (1, 0))   # east neighbour: one rung
+        writer.add_route((1, 0), (1, 1))   # north neighbour
+        writer.add_route((1, 1), (2, 1))
+        writer.add_route((2, 1), (0, 0))   # far away: a real search through the channels
+    return base, writer.close(), bits

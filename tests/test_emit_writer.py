@@ -1,0 +1,205 @@
+"""Mask writer: layers, counts, geometry rules and decoding, checked by gdstk AND KLayout."""
+
+from __future__ import annotations
+
+import hashlib
+import xml.etree.ElementTree as ET
+
+import klayout.db as kdb
+import numpy as np
+import pytest
+
+from taalasc.emit.drc import check_file
+from taalasc.emit.fill import window_density_pct
+from taalasc.emit.readback import decode_tile_bits, read_vias
+from taalasc.emit.writer import DieMaskWriter, layer_properties_lyp
+from taalasc.errors import MaskError
+from test_emit_helpers import random_bits, small_base, write_small
+
+
+@pytest.fixture(scope="module")
+def written(tmp_path_factory):
+    out = tmp_path_factory.mktemp("masks")
+    return write_small(out)
+
+
+def _layout(path):
+    layout = kdb.Layout()
+    layout.read(str(path))
+    return layout
+
+
+def _region(layout, layer):
+    li = layout.find_layer(*layer)
+    assert li is not None, f"layer {layer} missing"
+    return kdb.Region(layout.top_cell().begin_shapes_rec(li))
+
+
+def _layers(base):
+    v, m = base.pdk.layers.via, base.pdk.layers.top_metal
+    return (v.gds_layer, v.gds_datatype), (m.gds_layer, m.gds_datatype)
+
+
+@pytest.mark.parametrize("fmt", ["gds", "oas"])
+def test_only_the_two_custom_layers_exist_with_nm_dbu(written, fmt):
+    base, result, _ = written
+    layout = _layout(result.files[fmt])
+    found = {(layout.get_info(i).layer, layout.get_info(i).datatype) for i in layout.layer_indexes()}
+    assert found == set(_layers(base))
+    assert layout.dbu == pytest.approx(0.001)
+    assert len(list(layout.top_cells())) == 1
+
+
+def test_via_counts_agree_between_gdstk_klayout_and_formats(written):
+    base, result, bits = written
+    via, _ = _layers(base)
+    assert result.bit_vias == sum(len(b) for b in bits.values())
+    assert result.route_vias == 8 and result.via_count == result.bit_vias + 8
+    centres = {}
+    for fmt in ("gds", "oas"):
+        centres[fmt] = read_vias(result.files[fmt], base.pdk)
+        layout = _layout(result.files[fmt])  # keep alive: the region reads it lazily
+        region = _region(layout, via)
+        assert region.count() == result.via_count == len(centres[fmt])
+        kl = sorted((p.bbox().center().x, p.bbox().center().y) for p in region.each())
+        assert kl == sorted(map(tuple, centres[fmt].tolist()))
+    np.testing.assert_array_equal(centres["gds"], centres["oas"])
+
+
+@pytest.mark.parametrize("fmt", ["gds", "oas"])
+def test_klayout_rule_checks_are_clean(written, fmt):
+    base, result, _ = written
+    rules = base.pdk.rules
+    via, metal = _layers(base)
+    layout = _layout(result.files[fmt])
+    to_dbu = lambda nm: int(round(nm / 1000 / layout.dbu))  # noqa: E731
+    vias = _region(layout, via)
+    assert {(p.bbox().width(), p.bbox().height()) for p in vias.each()} == \
+        {(to_dbu(rules.via_size_nm), to_dbu(rules.via_size_nm))}
+    assert vias.space_check(to_dbu(rules.via_space_nm)).count() == 0
+    top = _region(layout, metal).merged()
+    assert top.width_check(to_dbu(rules.top_metal_width_nm)).count() == 0
+    assert top.space_check(to_dbu(rules.top_metal_space_nm)).count() == 0
+    min_area = rules.top_metal_min_area_um2 / layout.dbu ** 2
+    assert all(p.area() >= min_area for p in top.each())
+    # Every via sits inside top metal with the enclosure rule on all sides.
+    grown = vias.sized(to_dbu(rules.via_enclosure_top_nm))
+    assert (grown - top).is_empty()
+
+
+def test_density_is_within_limits_and_matches_klayout_area(written):
+    base, result, _ = written
+    rules = base.pdk.rules
+    assert rules.top_metal_density_min_pct <= result.density_min_pct
+    assert result.density_max_pct <= rules.top_metal_density_max_pct
+    # The small die is smaller than one window: density = merged metal area / die area.
+    layout = _layout(result.files["oas"])
+    area_um2 = _region(layout, _layers(base)[1]).merged().area() * layout.dbu ** 2
+    die_um2 = base.die.width_nm * base.die.height_nm * 1e-6
+    assert result.density_min_pct == pytest.approx(100 * area_um2 / die_um2, abs=0.05)
+    assert result.fill_shapes > 0
+
+
+def test_window_density_is_exact_on_known_rectangles():
+    rects = np.array([[0, 0, 500, 1000], [1500, 0, 2000, 500]])
+    dens = window_density_pct(rects, (2000, 1000), window_nm=1000, step_nm=500, grid_nm=5)
+    # Windows at x = 0, 500, 1000 (the last flush with the die edge), one row.
+    np.testing.assert_allclose(dens[:, 0], [50.0, 0.0, 25.0])
+
+
+def test_decode_recovers_every_written_bit(written):
+    base, result, bits = written
+    centres = read_vias(result.files["oas"], base.pdk)
+    for (column, row), want in bits.items():
+        got, opens, shorts = decode_tile_bits(centres, base, column, row)
+        np.testing.assert_array_equal(got[:len(want)], want)
+        np.testing.assert_array_equal(opens, np.arange(len(want), base.weight_tile.sites))
+        assert shorts.size == 0
+    got, opens, _ = decode_tile_bits(centres, base, 0, 1)  # never programmed
+    assert opens.size == base.weight_tile.sites and not got.any()
+
+
+def test_decode_reports_open_and_short():
+    base = small_base()
+    tile = base.weight_tile
+    ox, oy = base.tile_grid.tile_origin_nm(0, 0)
+    centres = np.array([[ox + tile.slot_x_nm(0), oy + tile.strap_y_nm(0, True)],
+                        [ox + tile.slot_x_nm(1), oy + tile.strap_y_nm(0, True)],
+                        [ox + tile.slot_x_nm(1), oy + tile.strap_y_nm(0, False)]])
+    bits, opens, shorts = decode_tile_bits(centres, base, 0, 0)
+    assert bits[0] == 1 and shorts.tolist() == [1] and opens[0] == 2
+    with pytest.raises(MaskError, match=r"^tile \(0, 0\): via at .* is on no bit slot"):
+        decode_tile_bits(centres + [[0, 700], [0, 0], [0, 0]], base, 0, 0)
+
+
+def test_our_drc_is_clean_on_written_files(written):
+    base, result, _ = written
+    die = (base.die.width_nm, base.die.height_nm)
+    assert check_file(result.files["gds"], base.pdk, die) == []
+    assert check_file(result.files["oas"], base.pdk, die) == []
+
+
+def test_compiling_twice_gives_identical_bytes(tmp_path, written):
+    _, first, _ = written
+    for name in ("a", "b"):
+        (tmp_path / name).mkdir()
+        _, again, _ = write_small(tmp_path / name)
+        for fmt, path in again.files.items():
+            assert hashlib.sha256(path.read_bytes()).hexdigest() == first.sha256[fmt] \
+                == again.sha256[fmt]
+    (tmp_path / "c").mkdir()
+    _, other, _ = write_small(tmp_path / "c", seed=99)
+    assert other.sha256 != first.sha256
+
+
+def test_identical_tiles_share_one_cell(tmp_path):
+    base = small_base()
+    writer = DieMaskWriter(base, 0, tmp_path, "die0", formats=("oas",))
+    bits = random_bits(5, 128)
+    writer.add_tile(0, 0, bits)
+    writer.add_tile(2, 1, bits)
+    result = writer.close()
+    layout = _layout(result.files["oas"])
+    names = [layout.cell(i).name for i in range(layout.cells())]
+    assert sum(n.startswith("T_") for n in names) == 1
+    assert result.bit_vias == 256 and not list(tmp_path.glob("*.tmp"))
+
+
+def test_bad_calls_raise_mask_errors(tmp_path):
+    base = small_base()
+    writer = DieMaskWriter(base, 0, tmp_path, "die0", formats=("gds",))
+    writer.add_tile(0, 0, random_bits(1, 10))
+    with pytest.raises(MaskError, match=r"^die 0: tile \(0, 0\) is programmed twice$"):
+        writer.add_tile(0, 0, random_bits(1, 10))
+    with pytest.raises(MaskError, match=r"outside the 3 x 2 tile grid"):
+        writer.add_tile(3, 0, random_bits(1, 10))
+    with pytest.raises(MaskError, match=r"site 1 must be 0 or 1, not 2$"):
+        writer.add_tile(1, 0, np.array([0, 2], np.uint8))
+    with pytest.raises(MaskError, match=r"bits must be a 1-D array of 1\.\.128 sites"):
+        writer.add_tile(1, 0, np.zeros(129, np.uint8))
+    with pytest.raises(MaskError, match=r"ends at tile \(1, 1\), which has not been programmed"):
+        writer.add_route((0, 0), (1, 1))
+    writer.close()
+    with pytest.raises(MaskError, match=r"already closed"):
+        writer.add_tile(1, 1, random_bits(1, 10))
+    with pytest.raises(MaskError, match=r"^formats must be a non-empty subset of gds, oas"):
+        DieMaskWriter(base, 0, tmp_path, "x", formats=("svg",))
+
+
+def test_a_port_is_used_once_then_other_sides(tmp_path):
+    base = small_base()
+    writer = DieMaskWriter(base, 0, tmp_path, "die0", formats=("gds",))
+    for c in range(3):
+        writer.add_tile(c, 0, random_bits(c, 16))
+    writer.add_route((0, 0), (1, 0))
+    writer.add_route((0, 0), (2, 0))  # east OUT is taken: another side's port is used
+    result = writer.close()
+    assert result.route_vias == 4
+    assert check_file(result.files["gds"], base.pdk) == []
+
+
+def test_layer_properties_name_both_layers():
+    base = small_base()
+    root = ET.fromstring(layer_properties_lyp(base.pdk))
+    sources = sorted(p.findtext("source") for p in root.iter("properties"))
+    assert sources == ["71/44@1", "72/20@1"]
