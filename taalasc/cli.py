@@ -27,6 +27,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "demo": ("taalasc.commands.demo", "demo", "Write the embedded demo model and compile it (the README's first command)."),
     "configs": ("taalasc.commands.configs", "configs", "List, show and check PDK and base-array YAML files."),
     "simulate": ("taalasc.commands.simulate", "simulate", "Run the float reference and the bit-accurate chip model on token ids; print predictions and quality."),
+    "verify": ("taalasc.commands.verify", "verify_cmd", "Extract the weights from the masks and prove the chip computes the model."),
     "inspect": ("taalasc.commands.inspect", "inspect_cmd", "Show a checkpoint's tensors, parameter count and config (headers only)."),
 }
 

@@ -34,13 +34,14 @@ class CompileOptions:
     budget_bits_per_weight: float = 3.5
     formats: tuple[str, ...] = FORMATS
     max_dies: int | None = None
+    curve: str = "gilbert-runs"           # tile visiting order, see taalasc.place.curve
     force: bool = False
 
     def to_json(self) -> dict:
         return {"base": self.base, "default_bits": self.default_bits, "rules": list(self.rules),
                 "group_size": self.group_size, "auto": self.auto,
                 "budget_bits_per_weight": self.budget_bits_per_weight,
-                "formats": list(self.formats), "max_dies": self.max_dies}
+                "formats": list(self.formats), "max_dies": self.max_dies, "curve": self.curve}
 
 
 @dataclass
@@ -105,20 +106,20 @@ def plan(model: Path, options: CompileOptions):
                                   bits=spec.bits if spec else None,
                                   group_size=spec.group_size if spec else None,
                                   layer=ckpt.layer_of(name)))
-    placement = plan_placement(tensors, base, max_dies=options.max_dies)
-    return base, ckpt, specs, placement
+    placement = plan_placement(tensors, base, max_dies=options.max_dies, curve=options.curve)
+    return base, ckpt, specs, tensors, placement
 
 
 def compile_model(model: Path, out_dir: Path, options: CompileOptions,
                   progress: Progress | None = None) -> CompileResult:
     """Compile ``model`` onto ``options.base`` and install the mask set in ``out_dir``."""
     from taalasc.emit.writer import DieMaskWriter, layer_properties_lyp
-    from taalasc.place.metrics import placement_stats
+    from taalasc.place.metrics import placement_stats, rowmajor_wirelength_nm
     from taalasc.place.overview import overview_png
     from taalasc.place.pack import pack_segment
     from taalasc.quant import quantize_tensor
 
-    base, ckpt, specs, placement = plan(Path(model), options)
+    base, ckpt, specs, tensors, placement = plan(Path(model), options)
     inputs = _inputs(ckpt, base, options)
     digest = _digest(inputs)
     tick = progress or (lambda stage, done, total: None)
@@ -151,7 +152,9 @@ def compile_model(model: Path, out_dir: Path, options: CompileOptions,
         report.write(stage / "report.json")
         (stage / "report.md").write_text(report.to_markdown())
         manifest = _manifest(inputs, digest, placement, quant_stats, dies, legend, stage)
-        manifest["placement_stats"] = placement_stats(placement, base)
+        manifest["placement_stats"] = placement_stats(placement, base) | {
+            "place__wirelength_rowmajor_nm": rowmajor_wirelength_nm(
+                tensors, base, max_dies=options.max_dies)}
         (stage / MANIFEST).write_text(json.dumps(manifest, indent=1, sort_keys=True) + "\n")
     return CompileResult(out_dir=Path(out_dir), manifest=manifest, summary=_summary(manifest))
 

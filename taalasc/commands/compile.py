@@ -19,9 +19,14 @@ from taalasc.commands.common import base_option, parse_group_size, print_table, 
               show_default=True, help="Mask file format(s).")
 @click.option("--max-dies", type=click.IntRange(1), default=None,
               help="Dies the model may spill onto (default: the base array's max_dies).")
+@click.option("--curve", type=click.Choice(["gilbert-runs", "gilbert", "serpentine", "rowmajor"]),
+              default="gilbert-runs", show_default=True,
+              help="Order in which tiles are filled: a generalized Hilbert curve over runs of "
+                   "roughly square extent (gilbert-runs), plain gilbert, or the baselines.")
 @click.option("--force", is_flag=True, help="Replace an output folder holding a different compile.")
 @click.option("--quiet", is_flag=True, help="No progress bar and no summary table.")
-def compile_cmd(model, base, out_dir, bits, rules, group_size, auto, budget, fmt, max_dies, force, quiet):
+def compile_cmd(model, base, out_dir, bits, rules, group_size, auto, budget, fmt, max_dies, curve,
+                force, quiet):
     """Compile MODEL (a .safetensors file, a sharded index, or a Hugging Face-style folder) onto
     a base array: quantize, place, write the top-via and top-metal masks (GDSII/OASIS), a
     manifest, a KLayout layer-properties file and a PNG overview into the output folder."""
@@ -31,7 +36,7 @@ def compile_cmd(model, base, out_dir, bits, rules, group_size, auto, budget, fmt
                              group_size=parse_group_size(group_size), auto=auto,
                              budget_bits_per_weight=budget,
                              formats=("gds", "oas") if fmt == "both" else (fmt,),
-                             max_dies=max_dies, force=force)
+                             max_dies=max_dies, curve=curve, force=force)
     if out_dir is None:
         out_dir = Path(f"{model.name.removesuffix('.safetensors')}.taalasc")
     with progress_bar(not quiet) as tick:

@@ -96,7 +96,7 @@ class ChipOps:
     """The graph operators as the printed chip computes them (see the module docstring)."""
 
     def __init__(self, weights: ChipWeights, activation_bits: int, accumulator_bits: int,
-                 overflow: str = "saturate"):
+                 overflow: str = "saturate", lora=None):
         if overflow not in OVERFLOW_MODES:
             raise ModelError(f"overflow must be one of {', '.join(OVERFLOW_MODES)}, "
                              f"not {overflow!r}")
@@ -106,6 +106,7 @@ class ChipOps:
         self.overflow = overflow
         self.overflows: dict[str, int] = {}
         self.peak: dict[str, int] = {}
+        self.lora = lora  # a taalasc.lora.LoraAdapter held in SRAM, applied at run time
 
     def names(self) -> list[str]:
         return sorted(self.weights)
@@ -141,7 +142,11 @@ class ChipOps:
             acc = np.clip(acc, lo, hi)
         partial = acc.astype(F32) * qt.scales.astype(F32)[None, :, :]
         y = (tree_sum(partial) * s_a[:, None]).astype(F32)
-        return (y + self.vector(bias)).astype(F32) if bias else y
+        y = (y + self.vector(bias)).astype(F32) if bias else y
+        if self.lora is not None:  # PEFT order: base layer (with bias), then + s·B·A·x
+            from taalasc.lora import apply_lora
+            y = apply_lora(x, weight, y, self.lora)
+        return y
 
     def embed(self, weight, ids):
         qt = self._matrix(weight)
@@ -192,14 +197,16 @@ class ChipOps:
 
 
 def run_chip(weights: ChipWeights, config: dict | None, architecture: str,
-             tokens: Sequence[int], datapath, overflow: str = "saturate") -> SimResult:
+             tokens: Sequence[int], datapath, overflow: str = "saturate", lora=None) -> SimResult:
     """Run the network on the chip model.
 
     ``weights``: name -> QuantizedTensor (every 2-D tensor) or fp16 array (1-D constants).
     ``datapath``: anything with ``activation_bits`` and ``accumulator_bits`` (a base array's
     ``.datapath``). ``overflow``: "saturate" (count per tensor in the result) or "raise".
+    ``lora``: an optional LoRA adapter applied after each adapted Linear, as the chip does
+    with the copy in its SRAM.
     """
-    ops = ChipOps(weights, datapath.activation_bits, datapath.accumulator_bits, overflow)
+    ops = ChipOps(weights, datapath.activation_bits, datapath.accumulator_bits, overflow, lora)
     result = run_graph(ops, config, architecture, tokens)
     result.overflows = dict(sorted(ops.overflows.items()))
     result.peak_accumulator = dict(sorted(ops.peak.items()))

@@ -1,0 +1,64 @@
+"""`taalasc verify`: prove that a compiled mask set computes the model."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+
+@click.command("verify")
+@click.argument("out_dir", type=click.Path(path_type=Path))
+@click.argument("model", type=click.Path(path_type=Path))
+@click.option("--format", "fmt", type=click.Choice(["gds", "oas"]), default="gds", show_default=True,
+              help="Which mask files to extract the weights from.")
+@click.option("--tokens", default=None, help="Token ids, e.g. \"1 2 3\" (default: 16 seeded ids).")
+@click.option("--lora", "lora_dir", type=click.Path(path_type=Path), default=None,
+              help="A PEFT LoRA adapter folder, applied at run time as the chip's SRAM holds it.")
+@click.option("--min-top1", type=float, default=0.5, show_default=True,
+              help="Decoders: least top-1 agreement of chip and float reference.")
+@click.option("--min-cosine", type=float, default=0.9, show_default=True,
+              help="Least mean cosine of logits (decoders) or hidden states (encoders).")
+@click.option("--max-kl", type=float, default=0.1, show_default=True,
+              help="Decoders: largest mean KL divergence, nats.")
+@click.option("--json", "json_path", type=click.Path(path_type=Path), default=None,
+              help="Also write the result as JSON to this file.")
+def verify_cmd(out_dir, model, fmt, tokens, lora_dir, min_top1, min_cosine, max_kl, json_path):
+    """Extract every weight of the compile in OUT_DIR from its via geometry, compare it bit for
+    bit with the quantizer's codes for MODEL, run the bit-accurate chip model on both, and
+    check quality against the float reference. Exit 0 pass, 2 fail, 1 bad input."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from taalasc.errors import CheckFailed, ModelError
+    from taalasc.verify import Thresholds, verify
+
+    token_ids = None
+    if tokens is not None:
+        try:
+            token_ids = [int(t) for t in tokens.replace(",", " ").split()]
+        except ValueError:
+            raise ModelError(f"--tokens must be integers separated by spaces, not {tokens!r}") from None
+        if not token_ids:
+            raise ModelError("--tokens is empty")
+    result = verify(out_dir, model, fmt=fmt, tokens=token_ids, lora_dir=lora_dir,
+                    thresholds=Thresholds(min_top1, min_cosine, max_kl))
+    table = Table(title=f"taalasc verify {out_dir}")
+    table.add_column("check")
+    table.add_column("result")
+    table.add_column("detail")
+    for check in result.checks:
+        table.add_row(check.name, "[green]pass[/]" if check.passed else "[red]FAIL[/]", check.detail)
+    console = Console()
+    console.print(table)
+    for line in result.mismatches[:20]:
+        console.print(f"  differs: {line}", highlight=False)
+    for line in result.defects[:20]:
+        console.print(f"  defect: {line}", highlight=False)
+    if json_path is not None:
+        json_path.write_text(json.dumps(result.to_dict(), indent=1, sort_keys=True) + "\n")
+    if not result.passed:
+        failed = [c.name for c in result.checks if not c.passed]
+        first = (result.mismatches or result.defects or [""])[0]
+        raise CheckFailed(f"verify failed: {', '.join(failed)}" + (f"; {first}" if first else ""))

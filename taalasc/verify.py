@@ -1,0 +1,223 @@
+"""Verify that a compiled mask set computes the model.
+
+Three checks, each a plain step:
+  1. codes   — values extracted from the via geometry equal the quantizer's, bit for bit
+               (codes, fp16 scales, fp16 vectors), and the masks have no opens or shorts;
+  2. datapath — the bit-accurate chip model on the extracted weights equals the chip model
+               on the quantizer's weights, bit for bit;
+  3. quality — the chip model against the float reference of the original checkpoint, with
+               thresholds (top-1 agreement, logit cosine, KL for decoders; hidden and pooled
+               cosine for encoders).
+All checks run and are reported together; any failure makes the command exit 2.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from taalasc.errors import ModelError
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    min_top1: float = 0.5
+    min_cosine: float = 0.9
+    max_kl_nats: float = 0.1
+
+
+@dataclass
+class Check:
+    name: str
+    passed: bool
+    detail: str
+
+
+@dataclass
+class VerifyResult:
+    checks: list[Check] = field(default_factory=list)
+    figures: dict[str, float] = field(default_factory=dict)
+    mismatches: list[str] = field(default_factory=list)
+    defects: list[str] = field(default_factory=list)
+    defect_count: int = 0
+
+    @property
+    def passed(self) -> bool:
+        return all(c.passed for c in self.checks)
+
+    def to_dict(self) -> dict:
+        return {"passed": self.passed,
+                "checks": [{"name": c.name, "passed": c.passed, "detail": c.detail}
+                           for c in self.checks],
+                "figures": self.figures, "mismatches": self.mismatches,
+                "defect_count": self.defect_count, "defects": self.defects}
+
+
+def default_tokens(vocab: int, count: int = 16) -> list[int]:
+    """A fixed, seeded token sequence inside the vocabulary."""
+    return np.random.default_rng(20261124).integers(0, vocab, size=count).tolist()
+
+
+def _bits_equal(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Element-wise equality of raw bit patterns (so -0.0 != +0.0 and NaNs compare)."""
+    if a.dtype == np.float16:
+        return a.view(np.uint16) == b.view(np.uint16)
+    return a == b
+
+
+def _first_difference(name: str, kind: str, expected: np.ndarray, got: np.ndarray) -> str | None:
+    if expected.shape != got.shape:
+        return f"{name} {kind}: shape {list(got.shape)} in the masks, {list(expected.shape)} expected"
+    same = _bits_equal(expected, got)
+    if same.all():
+        return None
+    index = tuple(int(i) for i in np.argwhere(~same)[0])
+    return (f"{name} {kind}: {int((~same).sum())} elements differ, first at {list(index)}: "
+            f"masks hold {got[index].item()!r}, quantizer gives {expected[index].item()!r}")
+
+
+def verify(out_dir: Path, model: Path, *, fmt: str = "gds", tokens: Sequence[int] | None = None,
+           thresholds: Thresholds = Thresholds(), lora_dir: Path | None = None,
+           progress=None) -> VerifyResult:
+    from taalasc.extract.extract import base_of, extract, read_manifest
+    from taalasc.model import open_checkpoint
+    from taalasc.outdir import sha256_file
+    from taalasc.quant import QuantizedTensor, QuantSpec, quantize_tensor
+    from taalasc.sim import CheckpointSource, compare, run_chip, run_float
+    from taalasc.sim.graph import check_tokens, vocab_size
+
+    tick = progress or (lambda stage, done, total: None)
+    out_dir, result = Path(out_dir), VerifyResult()
+    manifest = read_manifest(out_dir)
+    base = base_of(manifest, out_dir)
+    ckpt = open_checkpoint(model)
+    where = str(ckpt.path)
+    vocab = vocab_size(ckpt.config, ckpt.architecture, where)
+    tokens = list(tokens) if tokens is not None else default_tokens(vocab)
+    check_tokens(tokens, vocab, where)
+
+    compiled = {f["name"]: f["sha256"] for f in manifest["inputs"]["model"]["files"]}
+    given = {Path(f).name: sha256_file(Path(f)) for f in ckpt.files}
+    same_model = compiled == given
+    result.checks.append(Check("model", same_model,
+                               "the checkpoint the masks were compiled from" if same_model else
+                               "MODEL differs from the checkpoint in the manifest "
+                               f"(files {sorted(given)} vs {sorted(compiled)}); values will differ"))
+
+    # 1. codes from geometry against the quantizer
+    extraction = extract(out_dir, fmt)
+    tick("extract", 1, 1)
+    result.defect_count = extraction.defect_count
+    result.defects = [d.describe() for d in extraction.defects[:50]]
+    expected: dict[str, QuantizedTensor | np.ndarray] = {}
+    extracted: dict[str, QuantizedTensor | np.ndarray] = {}
+    quant = manifest["quantization"]
+    names = list(ckpt.tensors)
+    for done, name in enumerate(names):
+        values = ckpt.read(name)
+        if name in quant:
+            spec = QuantSpec(quant[name]["bits"], quant[name]["group_size"])
+            qt = quantize_tensor(name, values, spec)
+            expected[name] = qt
+            codes, scales = extraction.codes.get(name), extraction.scales.get(name)
+            if codes is None or scales is None:
+                result.mismatches.append(f"{name}: not found in the masks")
+                continue
+            for kind, want, got in (("codes", qt.codes, codes), ("scales", qt.scales, scales)):
+                message = _first_difference(name, kind, want, got)
+                if message:
+                    result.mismatches.append(message)
+            extracted[name] = QuantizedTensor(name=name, shape=qt.shape, bits=qt.bits,
+                                              group_size=qt.group_size, codes=codes,
+                                              scales=scales, sqnr_db=float("nan"))
+        else:
+            vector = values.reshape(-1).astype(np.float16)
+            expected[name] = vector
+            got = extraction.vectors.get(name)
+            if got is None:
+                result.mismatches.append(f"{name}: not found in the masks")
+                continue
+            message = _first_difference(name, "vector", vector, got)
+            if message:
+                result.mismatches.append(message)
+            extracted[name] = got
+        tick("compare codes", done + 1, len(names))
+    codes_ok = not result.mismatches and extraction.defect_count == 0
+    result.checks.append(Check(
+        "codes", codes_ok,
+        f"{len(names)} tensors, {extraction.vias_read:,} vias read from {fmt.upper()}: "
+        + ("bit-identical to the quantizer, no opens or shorts" if codes_ok else
+           f"{len(result.mismatches)} tensors differ, {extraction.defect_count} via defects")))
+
+    # 2. the chip model on extracted weights against the chip model on quantizer weights
+    lora = None
+    if lora_dir is not None:
+        from taalasc.lora import load_lora
+        lora = load_lora(Path(lora_dir), ckpt)
+    if any(n not in extracted for n in names):
+        result.checks.append(Check("datapath", False, "skipped: tensors missing from the masks"))
+        return result
+    datapath = base.datapath
+    chip = run_chip(extracted, ckpt.config, ckpt.architecture, tokens, datapath, lora=lora)
+    chip_q = run_chip(expected, ckpt.config, ckpt.architecture, tokens, datapath, lora=lora)
+    tick("simulate", 1, 1)
+    main_out = (chip.logits, chip_q.logits) if chip.logits is not None else (chip.hidden, chip_q.hidden)
+    same = np.array_equal(main_out[0], main_out[1])
+    result.checks.append(Check(
+        "datapath", same,
+        f"chip model on mask weights {'==' if same else '!='} chip model on quantizer weights "
+        f"({len(tokens)} tokens, {datapath.activation_bits}-bit activations, "
+        f"{datapath.accumulator_bits}-bit accumulator, {chip.overflow_count} overflows)"))
+
+    # 3. quality against the float reference of the original checkpoint (+ merged LoRA)
+    source = CheckpointSource(ckpt) if lora is None else _MergedSource(ckpt, lora)
+    reference = run_float(source, ckpt.config, ckpt.architecture, tokens)
+    figures = compare(reference, chip)
+    result.figures = {k: float(v) for k, v in figures.items()}
+    result.checks.append(_quality_check(result.figures, thresholds))
+    return result
+
+
+def _quality_check(figures: dict[str, float], t: Thresholds) -> Check:
+    failures = []
+    if "top1_agreement" in figures:
+        if figures["top1_agreement"] < t.min_top1:
+            failures.append(f"top-1 agreement {figures['top1_agreement']:.3f} < {t.min_top1}")
+        if figures["logit_cosine_mean"] < t.min_cosine:
+            failures.append(f"logit cosine {figures['logit_cosine_mean']:.4f} < {t.min_cosine}")
+        if figures["kl_mean_nats"] > t.max_kl_nats:
+            failures.append(f"KL {figures['kl_mean_nats']:.4g} nats > {t.max_kl_nats}")
+        summary = (f"top-1 {figures['top1_agreement']:.3f}, logit cosine "
+                   f"{figures['logit_cosine_mean']:.4f}, KL {figures['kl_mean_nats']:.3g} nats")
+    else:
+        if figures["hidden_cosine_mean"] < t.min_cosine:
+            failures.append(f"hidden cosine {figures['hidden_cosine_mean']:.4f} < {t.min_cosine}")
+        pooled = figures.get("pooled_cosine")
+        if pooled is not None and np.isfinite(pooled) and pooled < t.min_cosine:
+            failures.append(f"pooled cosine {pooled:.4f} < {t.min_cosine}")
+        summary = f"hidden cosine {figures['hidden_cosine_mean']:.4f}" + (
+            f", pooled cosine {pooled:.4f}" if pooled is not None else "")
+    return Check("quality", not failures,
+                 summary + (": " + "; ".join(failures) if failures else " (chip vs float reference)"))
+
+
+class _MergedSource:
+    """Float reference weights with a LoRA adapter merged in (W + s·B·A)."""
+
+    def __init__(self, ckpt, lora):
+        from taalasc.lora import merged_weights
+
+        self._ckpt, self._merged = ckpt, merged_weights(ckpt, lora)
+
+    def names(self) -> list[str]:
+        return list(self._ckpt.tensors)
+
+    def get(self, name: str) -> np.ndarray:
+        if name in self._merged:
+            return self._merged[name]
+        if name not in self._ckpt.tensors:
+            raise ModelError(f"no tensor {name!r}")
+        return self._ckpt.read(name)

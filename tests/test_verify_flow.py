@@ -1,0 +1,156 @@
+"""verify: extraction from geometry, a moved via caught and located, BERT and LoRA paths."""
+
+import json
+import re
+import shutil
+
+import gdstk
+import numpy as np
+import pytest
+
+from taalasc.cli import main
+from taalasc.config import load_base_array
+from taalasc.extract.extract import extract
+from taalasc.model.synth import bert_config, llama_config, write_bert, write_llama
+from taalasc.place.plan import Placement
+
+
+@pytest.fixture(scope="module")
+def llama(tmp_path_factory):
+    root = tmp_path_factory.mktemp("llama")
+    model = write_llama(root / "model", llama_config(hidden=64, layers=2, intermediate=128,
+                                                     vocab=256), dtype="BF16")
+    out = root / "masks"
+    assert main(["compile", str(model), "-o", str(out), "--quiet"]) == 0
+    return model, out
+
+
+def _tile_of(out, tensor, kind="codes"):
+    manifest = json.loads((out / "manifest.json").read_text())
+    placement = Placement.from_json(manifest["placement"])
+    return next((slot, seg) for slot, seg in placement.assignments
+                if seg.tensor == tensor and seg.kind == kind)
+
+
+def _move_one_via(src, dst, slot, site, base):
+    """Flatten the tile at ``slot`` and move the via of ``site`` to its other slot."""
+    lib = gdstk.read_gds(str(src))
+    top = lib.top_level()[0]
+    ox, oy = base.tile_grid.tile_origin_nm(slot.column, slot.row)
+    ref = next(r for r in top.references
+               if tuple(np.rint(r.origin).astype(int)) == (ox, oy) and r.cell_name.startswith("T_"))
+    flat = ref.cell.copy("T_EDITED", deep_copy=True).flatten()
+    tile = base.weight_tile
+    i, j = site % tile.sites_x, site // tile.sites_x
+    x = tile.slot_x_nm(i)
+    y_high, y_low = tile.strap_y_nm(j, True), tile.strap_y_nm(j, False)
+    via_layer = (base.pdk.layers.via.gds_layer, base.pdk.layers.via.gds_datatype)
+    moved = 0
+    for poly in flat.polygons:
+        if (poly.layer, poly.datatype) != via_layer:
+            continue
+        (x0, y0), (x1, y1) = poly.bounding_box()
+        cx, cy = round((x0 + x1) / 2), round((y0 + y1) / 2)
+        if abs(cx - x) <= 5 and (abs(cy - y_high) <= 5 or abs(cy - y_low) <= 5):
+            poly.translate(0, (y_low - y_high) if abs(cy - y_high) <= 5 else (y_high - y_low))
+            moved += 1
+    assert moved == 1
+    top.remove(ref)
+    top.add(gdstk.Reference(flat, ref.origin))
+    edited = gdstk.Library(unit=lib.unit, precision=lib.precision)
+    edited.add(top, *top.dependencies(True))
+    edited.write_gds(str(dst))
+
+
+def test_extraction_recovers_every_value(llama):
+    model, out = llama
+    for fmt in ("gds", "oas"):
+        ex = extract(out, fmt)
+        assert ex.defect_count == 0
+        assert ex.vias_read == json.loads((out / "manifest.json").read_text())["dies"][0]["via_count"]
+    assert main(["verify", str(out), str(model)]) == 0
+
+
+def test_a_single_moved_via_is_caught_and_located(llama, tmp_path, capsys):
+    model, out = llama
+    bad = tmp_path / "masks"
+    shutil.copytree(out, bad)
+    base = load_base_array("sky130-demo")
+    tensor = "model.layers.1.mlp.down_proj.weight"
+    slot, seg = _tile_of(out, tensor)
+    site = 5 * seg.bits + 2  # element 5 of the block, bit 2
+    _move_one_via(out / "die0.gds", bad / "die0.gds", slot, site, base)
+    row, col = seg.rows[0] + 5 // seg.shape[1], seg.cols[0] + 5 % seg.shape[1]
+    assert main(["verify", str(bad), str(model), "--json", str(tmp_path / "v.json")]) == 2
+    err = capsys.readouterr().err
+    assert re.search(rf"^error: verify failed: codes, datapath.*{re.escape(tensor)} codes: 1 "
+                     rf"elements differ, first at \[{row}, {col}\]", err, re.M), err
+    result = json.loads((tmp_path / "v.json").read_text())
+    assert result["mismatches"] == [m for m in result["mismatches"] if tensor in m]
+    # OASIS files are untouched: the same compile verifies from them.
+    assert main(["verify", str(bad), str(model), "--format", "oas"]) == 0
+
+
+def test_a_short_is_reported_with_tensor_and_element(llama, tmp_path, capsys):
+    model, out = llama
+    bad = tmp_path / "masks"
+    shutil.copytree(out, bad)
+    base = load_base_array("sky130-demo")
+    tensor = "model.layers.0.self_attn.q_proj.weight"
+    slot, seg = _tile_of(out, tensor)
+    lib = gdstk.read_gds(str(out / "die0.gds"))
+    top = lib.top_level()[0]
+    ox, oy = base.tile_grid.tile_origin_nm(slot.column, slot.row)
+    tile, size = base.weight_tile, base.pdk.rules.via_size_nm
+    layer = (base.pdk.layers.via.gds_layer, base.pdk.layers.via.gds_datatype)
+    site = 3 * seg.bits  # element 3, bit 0: add the via it does not have -> both slots
+    ex = extract(out, "gds")
+    code = int(ex.codes[tensor][seg.rows[0], seg.cols[0] + 3])
+    high = not (code & 1)
+    cx = ox + tile.slot_x_nm(site % tile.sites_x)
+    cy = oy + tile.strap_y_nm(site // tile.sites_x, high)
+    top.add(gdstk.rectangle((cx - size // 2, cy - size // 2), (cx + size // 2, cy + size // 2),
+                            layer=layer[0], datatype=layer[1]))
+    lib.write_gds(str(bad / "die0.gds"))
+    assert main(["verify", str(bad), str(model), "--json", str(tmp_path / "v.json")]) == 2
+    result = json.loads((tmp_path / "v.json").read_text())
+    assert result["defect_count"] == 1
+    assert result["defects"] == [f"short at die 0 tile ({slot.column}, {slot.row}): {tensor} "
+                                 f"codes [{seg.rows[0]}, {seg.cols[0] + 3}] bit 0"]
+
+
+def test_verify_against_another_checkpoint_fails(llama, tmp_path, capsys):
+    _, out = llama
+    other = write_llama(tmp_path / "other", llama_config(hidden=64, layers=2, intermediate=128,
+                                                         vocab=256), dtype="BF16", seed=1)
+    assert main(["verify", str(out), str(other)]) == 2
+    assert "verify failed: model, codes" in capsys.readouterr().err
+
+
+def test_bert_compiles_and_verifies(tmp_path):
+    model = write_bert(tmp_path / "bert", bert_config(hidden=64, layers=2, intermediate=128,
+                                                     vocab=256))
+    out = tmp_path / "masks"
+    assert main(["compile", str(model), "-o", str(out), "--bits", "6", "--quiet"]) == 0
+    assert main(["verify", str(out), str(model), "--json", str(tmp_path / "v.json")]) == 0
+    figures = json.loads((tmp_path / "v.json").read_text())["figures"]
+    assert figures["hidden_cosine_mean"] > 0.99
+
+
+def test_lora_adapter_runs_from_sram_on_top_of_the_printed_weights(llama, tmp_path):
+    from taalasc.lora import write_peft_adapter
+    from taalasc.model import open_checkpoint
+
+    model, out = llama
+    adapter = write_peft_adapter(tmp_path / "lora", open_checkpoint(model), rank=4, alpha=8)
+    assert main(["verify", str(out), str(model), "--lora", str(adapter),
+                 "--json", str(tmp_path / "v.json")]) == 0
+    result = json.loads((tmp_path / "v.json").read_text())
+    assert result["passed"] and result["figures"]["logit_cosine_mean"] > 0.95
+
+
+def test_bad_tokens_are_an_input_error(llama, capsys):
+    model, out = llama
+    assert main(["verify", str(out), str(model), "--tokens", "1 2 99999"]) == 1
+    assert capsys.readouterr().err.startswith("error: ")
+    assert main(["verify", str(out), str(model), "--tokens", "a b"]) == 1
