@@ -64,13 +64,13 @@ def progress_bar(enabled: bool) -> Iterator:
         yield tick
 
 
-def print_table(title: str, rows: list[tuple[str, str]]) -> None:
+def print_table(title: str, rows: list[tuple[str, str]], justify: str = "right") -> None:
     from rich.console import Console
     from rich.table import Table
 
     table = Table(title=title, show_header=False)
     table.add_column(style="bold")
-    table.add_column(justify="right")
+    table.add_column(justify=justify)
     for key, value in rows:
         table.add_row(key, value)
     Console().print(table)

@@ -13,14 +13,24 @@ import click
 @click.option("--force", is_flag=True, help="Replace a previous demo compile of other inputs.")
 def demo(out_dir: Path, force: bool):
     """Write the embedded demo model (a small deterministic Llama-architecture checkpoint,
-    BF16) to OUT/model and compile it onto the sky130 demo base array into OUT/masks."""
+    BF16) to OUT/model, compile it onto the sky130 demo base array into OUT/masks, and verify
+    the masks: weights extracted from the via geometry, run through the chip model."""
     from taalasc.commands.common import print_table
     from taalasc.compile import CompileOptions, compile_model
+    from taalasc.errors import CheckFailed
     from taalasc.model.synth import write_demo
+    from taalasc.verify import verify
 
     model_dir = out_dir / "model"
     model_dir.mkdir(parents=True, exist_ok=True)
     write_demo(model_dir)
     result = compile_model(model_dir, out_dir / "masks", CompileOptions(force=force))
     print_table(f"taalasc demo → {result.out_dir}", result.summary)
-    click.echo(f"open in KLayout: klayout {result.out_dir}/die0.gds -l {result.out_dir}/sky130.lyp")
+    checked = verify(result.out_dir, model_dir)
+    print_table("verify (weights read back from the via mask)",
+                [(c.name, ("pass: " if c.passed else "FAIL: ") + c.detail) for c in checked.checks],
+                justify="left")
+    if not checked.passed:
+        raise CheckFailed("the demo's masks do not verify; please report it")
+    click.echo(f"next: taalasc report {result.out_dir}   |   "
+               f"klayout {result.out_dir}/die0.gds -l {result.out_dir}/sky130.lyp")
