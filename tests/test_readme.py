@@ -1,0 +1,39 @@
+"""The README's first lines are the two commands a new user runs; CI runs the second one."""
+
+import re
+import shlex
+from pathlib import Path
+
+from taalasc.cli import COMMANDS, main
+
+ROOT = Path(__file__).resolve().parents[1]
+README = (ROOT / "README.md").read_text(encoding="utf-8")
+
+
+def _first_block() -> list[str]:
+    block = re.search(r"```sh\n(.*?)```", README, re.S).group(1)
+    return [line.split("#")[0].strip() for line in block.strip().splitlines()]
+
+
+def test_first_lines_install_and_run_demo_then_tests():
+    install_demo, tests = _first_block()
+    assert README.index("```sh") < 20
+    assert install_demo == "python -m pip install -e . && taalasc demo"
+    assert tests == "python -m pip install -e '.[test]' && python -m pytest -q"
+
+
+def test_ci_runs_exactly_the_readme_test_command():
+    ci = (ROOT / ".ci" / "run").read_text()
+    assert _first_block()[1] in ci.splitlines()
+
+
+def test_every_command_in_the_table_exists():
+    named = set(re.findall(r"^\| `taalasc (\w+)", README, re.M))
+    assert named and named <= set(COMMANDS)
+
+
+def test_header_only_examples_run(capsys):
+    for line in re.findall(r"^\| `(taalasc (?:estimate|configs list)[^`|]*)`", README, re.M):
+        argv = shlex.split(line)[1:]
+        assert main(argv) == 0, line
+    assert "design__die__area" in capsys.readouterr().out
