@@ -19,7 +19,7 @@ from pathlib import Path
 
 from taalasc.config.pdk import Pdk
 from taalasc.config.records import build
-from taalasc.config.schema import INT32_MAX, Field, validate
+from taalasc.config.schema import INT32_MAX, Field, check_identifier, validate
 from taalasc.config.yamlio import load_yaml_file
 from taalasc.errors import ConfigError
 
@@ -29,7 +29,7 @@ def _pos(kind: str = "int", doc: str = "", required: bool = True, default=None) 
 
 
 BASE_ARRAY_SCHEMA: dict[str, Field] = {
-    "name": Field("str"),
+    "name": Field("str", check=check_identifier),
     "description": Field("str"),
     "pdk": Field("str", doc="a name from pdk_configs/ or a path to a PDK YAML"),
     "max_dies": _pos(doc="how many dies a model may spill onto"),

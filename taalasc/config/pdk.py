@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from taalasc.config.records import build
-from taalasc.config.schema import Field, validate
+from taalasc.config.schema import Field, check_identifier, validate
 from taalasc.config.yamlio import load_yaml_file
 from taalasc.errors import ConfigError
 
@@ -34,7 +34,7 @@ LAYER_SCHEMA = {
 }
 
 PDK_SCHEMA: dict[str, Field] = {
-    "name": Field("str", doc="short identifier, e.g. sky130"),
+    "name": Field("str", doc="short identifier, e.g. sky130", check=check_identifier),
     "title": Field("str"),
     "mask_capable": Field("bool", doc="true when public layer numbers and rules allow drawing masks"),
     "node_nm": _num("int"),

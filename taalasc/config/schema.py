@@ -11,10 +11,19 @@ from __future__ import annotations
 
 import difflib
 import math
+import re
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
 INT32_MAX = 2**31 - 1
+_IDENTIFIER = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+
+
+def check_identifier(text: str) -> str | None:
+    """Names end up in file names and cell names: letters, digits, '.', '_' and '-' only."""
+    if _IDENTIFIER.fullmatch(text):
+        return None
+    return f"must be 1-64 letters, digits, '.', '_' or '-' (starting with a letter or digit), not {text!r}"
 
 
 @dataclass(frozen=True)

@@ -24,6 +24,13 @@ class _StrictLoader(yaml.SafeLoader):
                 event.start_mark)
         return super().compose_node(parent, index)
 
+    def construct_yaml_int(self, node):  # type: ignore[override]
+        digits = len(str(node.value).lstrip("+-"))
+        if digits > 100:  # Python refuses beyond 4300 digits; no config number needs 100
+            raise yaml.MarkedYAMLError(None, None, f"integer of {digits} digits is too long",
+                                       node.start_mark)
+        return super().construct_yaml_int(node)
+
     def construct_mapping(self, node, deep=False):  # type: ignore[override]
         seen: set[Any] = set()
         for key_node, _ in node.value:
@@ -40,9 +47,16 @@ class _StrictLoader(yaml.SafeLoader):
         return super().construct_mapping(node, deep=deep)
 
 
+_StrictLoader.add_constructor("tag:yaml.org,2002:int", _StrictLoader.construct_yaml_int)
+
+
 def load_yaml_text(text: str, source: str) -> Any:
     try:
         return yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - _StrictLoader is a SafeLoader
+    except yaml.reader.ReaderError as exc:  # e.g. a NUL byte: one line, with the position
+        code = ord(exc.character) if isinstance(exc.character, str) else int(exc.character)
+        char = f"unacceptable character #x{code:04x}"
+        raise ConfigError(source, [f"character {exc.position}: {char} ({exc.reason})"]) from None
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         where = f"line {mark.line + 1}" if mark is not None else "?"
@@ -51,6 +65,8 @@ def load_yaml_text(text: str, source: str) -> Any:
         raise ConfigError(source, [f"not valid YAML: {exc}"]) from None
     except RecursionError:
         raise ConfigError(source, ["YAML nesting is too deep for a config"]) from None
+    except ValueError as exc:  # e.g. an integer beyond Python's digit limit
+        raise ConfigError(source, [f"not a valid value: {str(exc).splitlines()[0]}"]) from None
 
 
 def load_yaml_file(path: Path) -> Any:
