@@ -53,6 +53,13 @@ def test_full_die_counts_density_and_decoding(die):
     assert result.files["oas"].stat().st_size < result.bit_vias
 
 
+def test_full_die_structural_check_is_clean(die):
+    from taalasc.emit.check import check_die
+
+    base, result, _ = die
+    assert check_die(result, base) == []
+
+
 def test_full_die_klayout_counts(die):
     base, result, _ = die
     via = base.pdk.layers.via

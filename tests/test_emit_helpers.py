@@ -45,3 +45,14 @@ def write_small(out_dir, formats=("gds", "oas"), seed=0, routes=True):
         writer.add_route((1, 1), (2, 1))
         writer.add_route((2, 1), (0, 0))   # far away: a real search through the channels
     return base, writer.close(), bits
+
+
+def test_oasis_rectangles_leave_out_modal_fields():
+    """Layer on the first record only; width / height only when they change."""
+    from taalasc.emit.oasis import rectangles
+
+    rects = np.array([[0, 0, 800, 800], [1600, 0, 2400, 800], [3200, 1600, 4000, 3000]])
+    assert rectangles(rects, (71, 44)).hex(" ") == (
+        "14 7b 47 2c a0 06 a0 06 00 00 "   # id, info WHXYDL, layer, datatype, w, h, x, y
+        "14 18 80 19 00 "                  # info XY: x = 1600, y = 0
+        "14 38 f8 0a 80 32 80 19")         # info HXY: h = 1400, x = 3200, y = 1600

@@ -21,6 +21,7 @@ Fill (drawn on the top-metal layer itself, never on a separate datatype):
 
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import dataclass
 
@@ -58,23 +59,62 @@ def _window_starts(extent_nm: int, window_nm: int, step_nm: int) -> tuple[np.nda
 
 def window_density_pct(rects: np.ndarray, die_nm: tuple[int, int], window_nm: int, step_nm: int,
                        grid_nm: int) -> np.ndarray:
-    """Metal density (percent) of every window: array [n_x_windows, n_y_windows]."""
+    """Metal density (percent) of every window: array [n_x_windows, n_y_windows].
+
+    ``rects`` is one [n, 4] array or an iterable of them (streamed: memory stays bounded).
+    """
     xs, wx = _window_starts(die_nm[0], window_nm, step_nm)
     ys, wy = _window_starts(die_nm[1], window_nm, step_nm)
-    X = np.unique(np.concatenate([xs, xs + wx])) / grid_nm
-    Y = np.unique(np.concatenate([ys, ys + wy])) / grid_nm
-    A = np.zeros((len(X), len(Y)))
-    r = np.asarray(rects, dtype=np.int64).reshape(-1, 4) / grid_nm
-    for start in range(0, len(r), 8192):  # bounded memory for big rectangle sets
-        part = r[start:start + 8192]
-        ox = np.clip(X[None, :] - part[:, :1], 0, (part[:, 2] - part[:, 0])[:, None])
-        oy = np.clip(Y[None, :] - part[:, 1:2], 0, (part[:, 3] - part[:, 1])[:, None])
-        A += ox.T @ oy
+    X = np.unique(np.concatenate([xs, xs + wx])) // grid_nm
+    Y = np.unique(np.concatenate([ys, ys + wy])) // grid_nm
+    parts = [rects] if isinstance(rects, np.ndarray) else rects
+    H = np.zeros((len(X) + 1) * (len(Y) + 1))
+    pending: list[np.ndarray] = []
+    size = 0
+    for part in itertools.chain(parts, [None]):  # gather small parts (one route each) into batches
+        if part is not None:
+            part = np.asarray(part, dtype=np.int64).reshape(-1, 4)
+            pending.append(part)
+            size += len(part)
+        if pending and (part is None or size >= 1 << 15):
+            H += _cell_areas(np.concatenate(pending) // grid_nm, X, Y)
+            pending, size = [], 0
+    # A[i, j] = metal inside [0, X[i]] x [0, Y[j]]: the 2-D running sum of the cell areas.
+    A = np.cumsum(np.cumsum(H.reshape(len(X) + 1, len(Y) + 1), axis=0), axis=1)[:-1, :-1]
     ix0, ix1 = np.searchsorted(X, xs / grid_nm), np.searchsorted(X, (xs + wx) / grid_nm)
     iy0, iy1 = np.searchsorted(Y, ys / grid_nm), np.searchsorted(Y, (ys + wy) / grid_nm)
     area = (A[np.ix_(ix1, iy1)] - A[np.ix_(ix0, iy1)] - A[np.ix_(ix1, iy0)]
             + A[np.ix_(ix0, iy0)])
     return 100.0 * area / (wx / grid_nm * wy / grid_nm)
+
+
+def _cell_areas(r: np.ndarray, X: np.ndarray, Y: np.ndarray) -> np.ndarray:
+    """Metal area of the rectangles in every cell of the X / Y lines (flat, grid units).
+
+    Every rectangle is cut at the X and Y lines into pieces that each lie in one cell and the
+    piece areas are summed per cell (bincount; exact: integers < 2**53). Cell (i, j) spans
+    X[i-1]..X[i] (X[-1] = -inf). Linear in the pieces and no BLAS (whose threads spin on a
+    busy machine).
+    """
+    nx, ny = len(X), len(Y)
+    out = np.zeros((nx + 1) * (ny + 1))
+    Xe = np.concatenate([[np.iinfo(np.int64).min // 2], X, [np.iinfo(np.int64).max // 2]])
+    Ye = np.concatenate([[np.iinfo(np.int64).min // 2], Y, [np.iinfo(np.int64).max // 2]])
+    for start in range(0, len(r), 1 << 16):  # bounded memory for big rectangle sets
+        x0, y0, x1, y1 = r[start:start + (1 << 16)].T
+        kx0, kx1 = np.searchsorted(X, x0, "right"), np.searchsorted(X, x1, "left")
+        ky0, ky1 = np.searchsorted(Y, y0, "right"), np.searchsorted(Y, y1, "left")
+        npx, npy = kx1 - kx0 + 1, ky1 - ky0 + 1
+        count = npx * npy
+        idx = np.repeat(np.arange(len(x0)), count)
+        k = np.arange(count.sum()) - np.repeat(np.cumsum(count) - count, count)
+        kx = kx0[idx] + k // npy[idx]
+        ky = ky0[idx] + k % npy[idx]
+        w = np.minimum(x1[idx], Xe[kx + 1]) - np.maximum(x0[idx], Xe[kx])
+        h = np.minimum(y1[idx], Ye[ky + 1]) - np.maximum(y0[idx], Ye[ky])
+        out += np.bincount(kx * (ny + 1) + ky, weights=(w * h).astype(np.float64),
+                           minlength=(nx + 1) * (ny + 1))
+    return out
 
 
 def route_area_rects(wires: np.ndarray) -> np.ndarray:
@@ -161,9 +201,13 @@ def plan_fill(base: BaseArray, used: set[tuple[int, int]], router, route_wires: 
     min_area_nm2 = rules.top_metal_min_area_um2 * 1e6
     bars: list[tuple[int, int, int, int]] = []
 
-    def blocked(x0, y0, x1, y1, axis):
-        hit = wires[(wires[:, 0] < x1 + s) & (wires[:, 2] > x0 - s)
-                    & (wires[:, 1] < y1 + s) & (wires[:, 3] > y0 - s)]
+    def near(lo, hi, axis):
+        """The wires within spacing of the band [lo, hi] along ``axis`` (0: x, 1: y)."""
+        return wires[(wires[:, axis] < hi + s) & (wires[:, axis + 2] > lo - s)]
+
+    def blocked(group, x0, y0, x1, y1, axis):
+        hit = group[(group[:, 0] < x1 + s) & (group[:, 2] > x0 - s)
+                    & (group[:, 1] < y1 + s) & (group[:, 3] > y0 - s)]
         return [(int(a) - s, int(b) + s) for a, b in zip(hit[:, axis], hit[:, axis + 2])]
 
     def keep(x0, y0, x1, y1):
@@ -172,17 +216,19 @@ def plan_fill(base: BaseArray, used: set[tuple[int, int]], router, route_wires: 
             bars.append((x0, y0, x1, y1))
 
     for c, (cx0, cx1) in sorted(router.vchannels.items()):
+        group = near(cx0, cx1, 0)  # only this channel's wires: linear, not wires x channels
         for r in range(grid.rows):
             oy = grid.tile_origin_nm(0, r)[1]
             b_y, a_y = router.port_y[r]
             for y0, y1 in ((oy, b_y - s), (a_y + router.w + s, oy + H)):
-                for a, b in free_intervals(cx0 + s, cx1 - s, blocked(cx0, y0, cx1, y1, 0)):
+                for a, b in free_intervals(cx0 + s, cx1 - s, blocked(group, cx0, y0, cx1, y1, 0)):
                     keep(a, y0, b, y1)
     for r, (hy0, hy1) in sorted(router.hchannels.items()):
+        group = near(hy0, hy1, 1)
         for c in range(grid.columns):
             ox = grid.tile_origin_nm(c, 0)[0]
             b_x, a_x = router.port_x[c]
             for x0, x1 in ((ox, b_x - s), (a_x + router.w + s, ox + W)):
-                for a, b in free_intervals(hy0 + s, hy1 - s, blocked(x0, hy0, x1, hy1, 1)):
+                for a, b in free_intervals(hy0 + s, hy1 - s, blocked(group, x0, hy0, x1, hy1, 1)):
                     keep(x0, a, x1, b)
     return arrays, np.array(bars, dtype=np.int64).reshape(-1, 4)

@@ -9,7 +9,7 @@ Hierarchy used by the writer: a tile's vias are grouped in *chunks* of up to ``C
 consecutive sites of one site row. A chunk cell holds the vias of one bit pattern (for 8 sites
 there are only 256 patterns, shared by every tile of the die), and a tile cell is one strap
 reference plus one chunk reference per chunk. This keeps GDS near 4 bytes per weight bit and
-OASIS (deflate-compressed cells) near 0.6.
+OASIS (deflate-compressed tile cells) near 0.4.
 """
 
 from __future__ import annotations

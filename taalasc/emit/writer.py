@@ -9,36 +9,49 @@ depend on call order):
 * ``FILLSQ``      one fill square; ``FILL`` holds the fill arrays and channel bars;
 * ``DIE{die}``    the top cell: tiles (sorted by row, column), routes with their vias, FILL.
 
-GDS is streamed with gdstk.GdsWriter: chunk and tile cells are written when a tile is added,
-the top cell last, so GDS memory is bounded by one tile. OASIS needs gdstk's whole Library
-(``Library.write_oas``), so with "oas" the small cells are also kept until close(). Units:
-1 database unit = 1 nm (user unit 1 nm, precision 1 nm), which KLayout reads as dbu 0.001 um.
-Files are written to a temporary name and moved into place by close().
+Both formats are written by our own record writers (gdsii.py, oasis.py) straight to the
+files: a tile's cell is rendered to bytes (tiles.render_tile, possibly in a worker process)
+and appended by ``add_rendered``; chunk cells are written on first use and the top cell last.
+So memory is bounded by one tile plus per-tile bookkeeping, and the bytes depend only on the
+order of ``add_rendered`` / ``add_route`` calls. Units: 1 database unit = 1 nm (KLayout dbu
+0.001 um). Files are written to a temporary name and moved into place by close().
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
-from datetime import datetime
+from dataclasses import dataclass, field
 from pathlib import Path
 
-import gdstk
 import numpy as np
 
 from taalasc.config.base_array import BaseArray
 from taalasc.config.pdk import Pdk
-from taalasc.emit.fill import plan_fill, route_area_rects, window_density_pct
-from taalasc.emit.geometry import (chunk_name, chunk_via_rects, strap_rects, tile_cell_name,
-                                   tile_chunks)
+from taalasc.emit import gdsii, oasis
+from taalasc.emit.fill import FillArray, plan_fill, route_area_rects, window_density_pct
+from taalasc.emit.geometry import chunk_name, chunk_via_rects, strap_rects
 from taalasc.emit.routing import ChannelRouter
+from taalasc.emit.tiles import (DIE_REFNUM, FILL_REFNUM, FILLSQ_REFNUM, FIRST_TILE_REFNUM,
+                                STRAPS_REFNUM, RenderedTile, chunk_of_refnum, render_tile)
 from taalasc.errors import MaskError
 
 FORMATS = ("gds", "oas")
-TIMESTAMP = datetime(2000, 1, 1)  # fixed, so the same inputs give the same bytes
-UNIT_M = 1e-9
+_BUFFER = 1 << 20
+
+
+@dataclass(frozen=True)
+class DieLayout:
+    """What a die's masks are made of, for the structural rule check (check.check_die)."""
+    tiles: dict[tuple[int, int], str]   # (column, row) -> tile cell name
+    chunks: tuple[int, ...]             # chunk reference numbers used (tiles.chunk_of_refnum)
+    wires: np.ndarray                   # route wires [n, 4], die nm
+    route_vias: np.ndarray              # [n, 4]
+    arrays: tuple[FillArray, ...]       # fill square arrays
+    bars: np.ndarray                    # fill bars [n, 4]
+    density_pct: np.ndarray             # every density window [nx, ny]
 
 
 @dataclass(frozen=True)
@@ -53,11 +66,7 @@ class DieMaskResult:
     fill_shapes: int         # fill squares + bars, flattened
     density_min_pct: float
     density_max_pct: float
-
-
-def _rect(r, layer) -> gdstk.Polygon:
-    x0, y0, x1, y1 = (int(v) for v in r)
-    return gdstk.rectangle((x0, y0), (x1, y1), layer=layer[0], datatype=layer[1])
+    layout: DieLayout | None = field(default=None, compare=False, repr=False)
 
 
 class DieMaskWriter:
@@ -76,91 +85,75 @@ class DieMaskWriter:
         self.via_layer = (pdk.layers.via.gds_layer, pdk.layers.via.gds_datatype)
         self.metal_layer = (pdk.layers.top_metal.gds_layer, pdk.layers.top_metal.gds_datatype)
         self.grid_nm = pdk.grid_nm
+        self.formats = tuple(sorted(set(formats)))
         out_dir = Path(out_dir)
-        self.paths = {f: out_dir / f"{stem}.{f}" for f in sorted(set(formats))}
+        self.paths = {f: out_dir / f"{stem}.{f}" for f in self.formats}
         self._tmp = {f: p.with_name(p.name + ".tmp") for f, p in self.paths.items()}
-        self._gds = None
+        self._fh: dict[str, object] = {}
         try:
-            if "gds" in self.paths:
-                self._gds = gdstk.GdsWriter(self._tmp["gds"], name=f"DIE{die}", unit=UNIT_M,
-                                            precision=UNIT_M, timestamp=TIMESTAMP)
-        except Exception as exc:  # gdstk raises plain OSError/RuntimeError
-            raise MaskError(f"{self._tmp['gds']}: cannot open for writing ({exc})") from None
-        self._lib = gdstk.Library(f"DIE{die}", unit=UNIT_M, precision=UNIT_M) \
-            if "oas" in self.paths else None
-        self._written: dict[str, gdstk.Cell] = {}
+            for fmt, tmp in self._tmp.items():
+                self._fh[fmt] = open(tmp, "wb", buffering=_BUFFER)
+        except OSError as exc:
+            self.abort()
+            raise MaskError(f"{tmp}: cannot open for writing ({exc})") from None
+        self._out("gds", gdsii.header(f"DIE{die}"))
+        self._out("oas", oasis.start())
+        self._tile_cells: dict[str, int] = {}      # tile cell name -> OASIS refnum
+        self._chunks: set[int] = set()             # chunk cells written
         self._tiles: dict[tuple[int, int], tuple[str, int]] = {}  # (col,row) -> (cell, bits)
         self._strap_rects = strap_rects(base.weight_tile, self.grid_nm)
-        self._router: ChannelRouter | None = None
-        self._wires: list[np.ndarray] = []
-        self._route_vias: list[np.ndarray] = []
+        self._routes: list[tuple[tuple[int, int], tuple[int, int]]] = []
         self._closed = False
 
-    # -- cells -------------------------------------------------------------------------------
-    def _emit(self, cell: gdstk.Cell) -> gdstk.Cell:
-        if self._gds is not None:
-            self._gds.write(cell)
-        if self._lib is not None:
-            self._lib.add(cell)
-        self._written[cell.name] = cell
-        return cell
+    # -- output ------------------------------------------------------------------------------
+    def _out(self, fmt: str, data: bytes) -> None:
+        fh = self._fh.get(fmt)
+        if fh is not None:
+            fh.write(data)
 
-    def _cell(self, name: str, build) -> gdstk.Cell:
-        cell = self._written.get(name)
-        return cell if cell is not None else self._emit(build(gdstk.Cell(name)))
-
-    def _straps(self) -> gdstk.Cell:
-        def build(cell):
-            cell.add(*[_rect(r, self.metal_layer) for r in self._strap_rects])
-            return cell
-        return self._cell("STRAPS", build)
-
-    def _chunk(self, n: int, value: int) -> gdstk.Cell:
-        def build(cell):
-            rects = chunk_via_rects(self.base.weight_tile, self.base.pdk.rules.via_size_nm,
-                                    self.grid_nm, n, value)
-            cell.add(*[_rect(r, self.via_layer) for r in rects])
-            return cell
-        return self._cell(chunk_name(n, value), build)
+    def _leaf(self, name: str, refnum: int, rects: np.ndarray, layer) -> None:
+        gds, oas = _leaf_bytes(name, refnum, rects, layer)
+        self._out("gds", gds)
+        self._out("oas", oas)
 
     # -- public API --------------------------------------------------------------------------
     def add_tile(self, column: int, row: int, bits: np.ndarray) -> None:
         """Program tile (column, row): one via per used site, bit 1 high strap, 0 low strap."""
-        self._check_open()
-        grid, tile = self.base.tile_grid, self.base.weight_tile
-        if not (0 <= column < grid.columns and 0 <= row < grid.rows):
-            raise MaskError(f"die {self.die}: tile ({column}, {row}) is outside the "
-                            f"{grid.columns} x {grid.rows} tile grid")
-        if (column, row) in self._tiles:
-            raise MaskError(f"die {self.die}: tile ({column}, {row}) is programmed twice")
-        bits = np.asarray(bits)
-        if bits.ndim != 1 or not 0 < bits.size <= tile.capacity_bits:
-            raise MaskError(f"die {self.die}: tile ({column}, {row}) bits must be a 1-D array of "
-                            f"1..{tile.capacity_bits} sites, not shape {list(bits.shape)}")
-        if bits.dtype != np.uint8:
-            if bits.dtype.kind not in "biu":
-                raise MaskError(f"die {self.die}: tile ({column}, {row}) bits must be integers "
-                                f"0/1, not dtype {bits.dtype}")
-            bits = bits.astype(np.uint8)
-        if bits.max(initial=0) > 1:
-            bad = int(np.flatnonzero(bits > 1)[0])
-            raise MaskError(f"die {self.die}: tile ({column}, {row}) site {bad} must be 0 or 1, "
-                            f"not {int(bits[bad])}")
-        name = tile_cell_name(bits)
-        if name not in self._written:
-            straps = self._straps()
-            refs = [gdstk.Reference(straps)]
-            for x_site, y_site, n, value in tile_chunks(bits, tile):
-                refs.append(gdstk.Reference(self._chunk(n, value),
-                                            (x_site * tile.site_pitch_x_nm,
-                                             y_site * tile.site_pitch_y_nm)))
-            cell = gdstk.Cell(name)
-            cell.add(*refs)
-            self._emit(cell)
-        self._tiles[(column, row)] = (name, int(bits.size))
+        self._check_slot(column, row)
+        self.add_rendered(column, row, render_tile(
+            self.base, bits, self.formats, where=f"die {self.die}: tile ({column}, {row})"))
+
+    def add_rendered(self, column: int, row: int, rendered: RenderedTile) -> None:
+        """Place a tile rendered by :func:`taalasc.emit.tiles.render_tile` (same formats)."""
+        self._check_slot(column, row)
+        if set(rendered.data) != set(self.formats):
+            raise MaskError(f"die {self.die}: tile ({column}, {row}) was rendered for "
+                            f"{sorted(rendered.data)}, the writer writes {list(self.formats)}")
+        name = rendered.name
+        if name not in self._tile_cells:
+            if not self._tile_cells:
+                self._leaf("STRAPS", STRAPS_REFNUM, self._strap_rects, self.metal_layer)
+            tile, via = self.base.weight_tile, self.base.pdk.rules.via_size_nm
+            new = () if self._chunks.issuperset(rendered.chunks) else \
+                sorted(set(rendered.chunks) - self._chunks)
+            for ref in new:
+                self._chunks.add(ref)
+                gds, oas = _chunk_bytes(tile, via, self.grid_nm, self.via_layer, ref)
+                self._out("gds", gds)
+                self._out("oas", oas)
+            refnum = FIRST_TILE_REFNUM + len(self._tile_cells)
+            self._tile_cells[name] = refnum
+            self._out("gds", rendered.data.get("gds", b""))
+            self._out("oas", oasis.cellname(name, refnum) + oasis.cell(refnum)
+                      + rendered.data.get("oas", b""))
+        self._tiles[(column, row)] = (name, rendered.via_count)
 
     def add_route(self, a: tuple[int, int], b: tuple[int, int]) -> None:
-        """Draw the dataflow route from tile a's OUT port to tile b's IN port (see routing.py)."""
+        """Draw the dataflow route from tile a's OUT port to tile b's IN port (see routing.py).
+
+        Routes are drawn by close() in the order added (a route that cannot be drawn raises
+        MaskError there): dies with the same used tiles and routes share one plan.
+        """
         self._check_open()
         a, b = (int(a[0]), int(a[1])), (int(b[0]), int(b[1]))
         for t in (a, b):
@@ -169,18 +162,14 @@ class DieMaskWriter:
                                 "has not been programmed")
         if a == b:
             raise MaskError(f"die {self.die}: route {a} -> {b} must join two different tiles")
-        if self._router is None:
-            self._router = ChannelRouter(self.base)
-        net = self._router.route(a, b)
-        self._wires.append(net.wires)
-        self._route_vias.append(net.vias)
+        self._routes.append((a, b))  # drawn by close(), in this order
 
     def abort(self) -> None:
         """Drop the temporary files (after an error); the writer cannot be used again."""
         self._closed = True
-        if self._gds is not None:
-            self._gds.close()
-            self._gds = None
+        for fh in self._fh.values():
+            fh.close()
+        self._fh = {}
         for tmp in self._tmp.values():
             tmp.unlink(missing_ok=True)
 
@@ -199,62 +188,134 @@ class DieMaskWriter:
         if self._closed:
             raise MaskError(f"die {self.die}: the mask writer is already closed")
 
+    def _check_slot(self, column: int, row: int) -> None:
+        self._check_open()
+        grid = self.base.tile_grid
+        if not (0 <= column < grid.columns and 0 <= row < grid.rows):
+            raise MaskError(f"die {self.die}: tile ({column}, {row}) is outside the "
+                            f"{grid.columns} x {grid.rows} tile grid")
+        if (column, row) in self._tiles:
+            raise MaskError(f"die {self.die}: tile ({column}, {row}) is programmed twice")
+
     def _finish(self) -> DieMaskResult:
         base, grid = self.base, self.base.tile_grid
-        die_nm = (base.die.width_nm, base.die.height_nm)
-        router = self._router or ChannelRouter(base)
-        wires = np.concatenate(self._wires) if self._wires else np.zeros((0, 4), np.int64)
-        vias = np.concatenate(self._route_vias) if self._route_vias else np.zeros((0, 4), np.int64)
-        arrays, bars = plan_fill(base, set(self._tiles), router, wires, die_nm)
+        wires, vias, arrays, bars, density = _die_plan(base, tuple(sorted(self._tiles)),
+                                                       tuple(self._routes))
+        metal, via = self.metal_layer, self.via_layer
 
-        fill = gdstk.Cell("FILL")
-        fill_shapes = len(bars)
+        fill_shapes = len(bars) + sum(a.columns * a.rows for a in arrays)
+        gds_fill, oas_fill = [], [oasis.cellname("FILL", FILL_REFNUM), oasis.cell(FILL_REFNUM)]
         if arrays:
             size = arrays[0].size_nm
-            square = self._emit(gdstk.Cell("FILLSQ").add(
-                _rect((0, 0, size, size), self.metal_layer)))
+            self._leaf("FILLSQ", FILLSQ_REFNUM, np.array([[0, 0, size, size]]), metal)
             for a in arrays:
-                spacing = (a.pitch_nm, a.pitch_nm) if a.columns * a.rows > 1 else None
-                fill.add(gdstk.Reference(square, (a.x_nm, a.y_nm), columns=a.columns,
-                                         rows=a.rows, spacing=spacing))
-                fill_shapes += a.columns * a.rows
-        fill.add(*[_rect(r, self.metal_layer) for r in bars])
-        self._emit(fill)
+                if a.columns * a.rows > 1:
+                    gds_fill.append(gdsii.aref("FILLSQ", a.x_nm, a.y_nm, a.columns, a.rows,
+                                               a.pitch_nm, a.pitch_nm))
+                else:
+                    gds_fill.append(gdsii.sref("FILLSQ", a.x_nm, a.y_nm))
+                oas_fill.append(oasis.placement(FILLSQ_REFNUM, a.x_nm, a.y_nm, a.columns,
+                                                a.rows, a.pitch_nm, a.pitch_nm))
+        self._out("gds", gdsii.begin_cell("FILL") + b"".join(gds_fill)
+                  + gdsii.boundaries(bars, metal) + gdsii.end_cell())
+        self._out("oas", b"".join(oas_fill) + oasis.rectangles(bars, metal))
 
-        top = gdstk.Cell(f"DIE{self.die}")
-        for (column, row), (name, _) in sorted(self._tiles.items(), key=lambda t: (t[0][1], t[0][0])):
-            top.add(gdstk.Reference(self._written[name], grid.tile_origin_nm(column, row)))
-        top.add(*[_rect(r, self.metal_layer) for r in wires])
-        top.add(*[_rect(r, self.via_layer) for r in vias])
-        top.add(gdstk.Reference(fill))
-        self._emit(top)
+        top = f"DIE{self.die}"
+        placed = sorted(self._tiles.items(), key=lambda t: (t[0][1], t[0][0]))
+        if "gds" in self._fh:
+            names = sorted(self._tile_cells)
+            index = {n: k for k, n in enumerate(names)}
+            xy = np.array([grid.tile_origin_nm(c, r) for (c, r), _ in placed],
+                          np.int64).reshape(-1, 2)
+            body = b""
+            if names:
+                table, lengths = gdsii.name_table(names, gdsii.SREF_HEAD)
+                body = gdsii.srefs(table, lengths,
+                                   np.array([index[n] for _, (n, _) in placed]), xy).tobytes()
+            self._out("gds", gdsii.begin_cell(top) + body + gdsii.boundaries(wires, metal)
+                      + gdsii.boundaries(vias, via) + gdsii.sref("FILL", 0, 0)
+                      + gdsii.end_cell() + gdsii.footer())
+        if "oas" in self._fh:
+            body = b"".join(oasis.placement(self._tile_cells[n], *grid.tile_origin_nm(c, r))
+                            for (c, r), (n, _) in placed)
+            self._out("oas", oasis.cellname(top, DIE_REFNUM) + oasis.cell(DIE_REFNUM)
+                      + body + oasis.rectangles(wires, metal) + oasis.rectangles(vias, via)
+                      + oasis.placement(FILL_REFNUM, 0, 0) + oasis.end())
 
-        metal = [route_area_rects(w) for w in self._wires]
-        origins = np.array([grid.tile_origin_nm(c, r) for c, r in sorted(self._tiles)],
-                           dtype=np.int64).reshape(-1, 2)
-        straps = (self._strap_rects[None, :, :] + np.tile(origins, 2)[:, None, :]).reshape(-1, 4)
-        metal += [straps, bars] + [a.rects() for a in arrays]
-        density = window_density_pct(np.concatenate(metal), die_nm,
-                                     int(round(base.pdk.rules.density_window_um * 1000)),
-                                     int(round(base.pdk.rules.density_step_um * 1000)),
-                                     self.grid_nm)
-
-        if self._gds is not None:
-            self._gds.close()
-            self._gds = None
-        if self._lib is not None:
-            self._lib.write_oas(self._tmp["oas"], compression_level=6)
+        for fh in self._fh.values():
+            fh.close()
+        self._fh = {}
         files, digests = {}, {}
         for fmt, path in self.paths.items():
             os.replace(self._tmp[fmt], path)
             files[fmt] = path
             digests[fmt] = _sha256(path)
         bit_vias = sum(n for _, n in self._tiles.values())
+        layout = DieLayout(tiles={k: n for k, (n, _) in self._tiles.items()},
+                           chunks=tuple(sorted(self._chunks)), wires=wires, route_vias=vias,
+                           arrays=tuple(arrays), bars=bars, density_pct=density)
         return DieMaskResult(
             die=self.die, files=files, sha256=digests, via_count=bit_vias + len(vias),
             bit_vias=bit_vias, route_vias=len(vias),
-            top_metal_shapes=len(straps) + len(wires), fill_shapes=fill_shapes,
-            density_min_pct=float(density.min()), density_max_pct=float(density.max()))
+            top_metal_shapes=len(self._tiles) * len(self._strap_rects) + len(wires),
+            fill_shapes=fill_shapes,
+            density_min_pct=float(density.min()), density_max_pct=float(density.max()),
+            layout=layout)
+
+
+_PLANS: dict[tuple, tuple] = {}
+
+
+def _die_plan(base: BaseArray, used: tuple, routes: tuple) -> tuple:
+    """Routes, fill and density of a die: (wires, vias, fill arrays, bars, density [nx, ny]).
+
+    Depends only on the base array, the used tiles and the routes in order, so dies that agree
+    on those (most full dies of a model) share one plan: a few recent plans are kept.
+    """
+    key = (repr(base), used, routes)
+    if key in _PLANS:
+        return _PLANS[key]
+    grid, rules, g = base.tile_grid, base.pdk.rules, base.pdk.grid_nm
+    die_nm = (base.die.width_nm, base.die.height_nm)
+    router = ChannelRouter(base)
+    nets = [router.route(a, b) for a, b in routes]
+    empty = np.zeros((0, 4), np.int64)
+    wires = np.concatenate([n.wires for n in nets]) if nets else empty
+    vias = np.concatenate([n.vias for n in nets]) if nets else empty
+    arrays, bars = plan_fill(base, set(used), router, wires, die_nm)
+    straps = strap_rects(base.weight_tile, g)
+
+    def metal_rects():  # streamed, so memory does not grow with the tiles of the die
+        yield from (route_area_rects(n.wires) for n in nets)
+        yield bars
+        for k in range(0, len(used), 256):
+            origins = np.array([grid.tile_origin_nm(c, r) for c, r in used[k:k + 256]], np.int64)
+            yield (straps[None, :, :] + np.tile(origins, 2)[:, None, :]).reshape(-1, 4)
+        yield from (a.rects() for a in arrays)
+
+    density = window_density_pct(metal_rects(), die_nm,
+                                 int(round(rules.density_window_um * 1000)),
+                                 int(round(rules.density_step_um * 1000)), g)
+    for arr in (wires, vias, bars, density):
+        arr.setflags(write=False)  # shared between dies
+    if len(_PLANS) >= 4:
+        _PLANS.pop(next(iter(_PLANS)))
+    _PLANS[key] = (wires, vias, tuple(arrays), bars, density)
+    return _PLANS[key]
+
+
+def _leaf_bytes(name: str, refnum: int, rects: np.ndarray, layer) -> tuple[bytes, bytes]:
+    """A cell of rectangles on one layer: (GDS structure, OASIS CELLNAME + CELL records)."""
+    return (gdsii.begin_cell(name) + gdsii.boundaries(rects, layer) + gdsii.end_cell(),
+            oasis.cellname(name, refnum) + oasis.cell(refnum) + oasis.rectangles(rects, layer))
+
+
+@functools.lru_cache(maxsize=4096)
+def _chunk_bytes(tile, via_nm: int, grid_nm: int, layer, refnum: int) -> tuple[bytes, bytes]:
+    """Chunk cell bytes, the same for every die of a base array (cached per process)."""
+    n, value = chunk_of_refnum(refnum)
+    return _leaf_bytes(chunk_name(n, value), refnum,
+                       chunk_via_rects(tile, via_nm, grid_nm, n, value), layer)
 
 
 def _sha256(path: Path) -> str:

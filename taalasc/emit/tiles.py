@@ -1,0 +1,244 @@
+"""Render one programmed tile to the bytes of its cell, per format (pure and picklable).
+
+``render_tile`` is what worker processes run; ``DieMaskWriter.add_rendered`` merges the result
+in the parent. A tile cell is one ``STRAPS`` reference plus one chunk reference per chunk of
+up to ``CHUNK_SITES`` sites (see geometry.py); the chunk cells themselves are written by the
+die writer on first use. Chunk and fixed cells have fixed OASIS reference numbers, so a tile's
+bytes do not depend on which other tiles came before it.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+
+import numpy as np
+
+from taalasc.config.base_array import BaseArray, WeightTile
+from taalasc.emit import gdsii, oasis
+from taalasc.emit.geometry import CHUNK_SITES, chunk_name, tile_cell_name
+from taalasc.errors import MaskError
+
+# OASIS reference numbers, all two-byte varints (128..16383) so a tile's records have a fixed
+# layout: full chunks are 128 + value, shorter ones follow, then the fixed cells; tile cells
+# are numbered by the die writer from FIRST_TILE_REFNUM in order of arrival.
+FULL_BASE = 128
+SHORT_BASE = FULL_BASE + (1 << CHUNK_SITES)
+STRAPS_REFNUM = SHORT_BASE + (1 << CHUNK_SITES) - 2
+FILLSQ_REFNUM, FILL_REFNUM, DIE_REFNUM = STRAPS_REFNUM + 1, STRAPS_REFNUM + 2, STRAPS_REFNUM + 3
+FIRST_TILE_REFNUM = STRAPS_REFNUM + 4
+
+
+def chunk_refnum(n, value):
+    """Fixed reference number of chunk cell (n sites, bit pattern value); numpy-friendly."""
+    if isinstance(n, np.ndarray):
+        return np.where(n == CHUNK_SITES, FULL_BASE + value, SHORT_BASE + (1 << n) - 2 + value)
+    return FULL_BASE + value if n == CHUNK_SITES else SHORT_BASE + (1 << n) - 2 + value
+
+
+def chunk_of_refnum(refnum: int) -> tuple[int, int]:
+    """(n, value) of a chunk reference number."""
+    if refnum < SHORT_BASE:
+        return CHUNK_SITES, refnum - FULL_BASE
+    k = refnum - SHORT_BASE + 2
+    n = k.bit_length() - 1
+    return n, k - (1 << n)
+
+
+@dataclass(frozen=True)
+class RenderedTile:
+    """A tile cell's bytes per format; ``chunks`` are the chunk reference numbers it uses."""
+    name: str
+    via_count: int
+    data: dict[str, bytes]
+    chunks: tuple[int, ...]
+
+
+def check_bits(bits, tile: WeightTile, where: str = "tile") -> np.ndarray:
+    """The bits as uint8 0/1, or MaskError saying what is wrong (``where`` prefixes it)."""
+    bits = np.asarray(bits)
+    if bits.ndim != 1 or not 0 < bits.size <= tile.capacity_bits:
+        raise MaskError(f"{where} bits must be a 1-D array of 1..{tile.capacity_bits} sites, "
+                        f"not shape {list(bits.shape)}")
+    if bits.dtype != np.uint8:
+        if bits.dtype.kind not in "biu":
+            raise MaskError(f"{where} bits must be integers 0/1, not dtype {bits.dtype}")
+        bits = bits.astype(np.uint8)
+    if bits.max(initial=0) > 1:
+        bad = int(np.flatnonzero(bits > 1)[0])
+        raise MaskError(f"{where} site {bad} must be 0 or 1, not {int(bits[bad])}")
+    return bits
+
+
+def tile_chunk_array(bits: np.ndarray, tile: WeightTile) -> np.ndarray:
+    """Chunks of a tile as int64 [k, 4]: site column, site row, n sites, value (row-major)."""
+    sx, used = tile.sites_x, len(bits)
+    rows = -(-used // sx)
+    per_row = -(-sx // CHUNK_SITES)
+    grid = np.zeros((rows, per_row * CHUNK_SITES), np.uint8)
+    padded = np.zeros(rows * sx, np.uint8)
+    padded[:used] = bits
+    grid[:, :sx] = padded.reshape(rows, sx)
+    values = np.packbits(grid.reshape(rows, per_row, CHUNK_SITES), axis=2,
+                         bitorder="little")[..., 0].astype(np.int64)
+    row_len = np.full(rows, sx, np.int64)
+    row_len[-1] = used - (rows - 1) * sx
+    start = np.arange(per_row, dtype=np.int64) * CHUNK_SITES
+    n = np.minimum(CHUNK_SITES, row_len[:, None] - start[None, :])
+    keep = n > 0
+    j, c = np.nonzero(keep)
+    return np.stack([start[c], j, n[keep], values[keep]], axis=1)
+
+
+@dataclass(frozen=True)
+class _Template:
+    """A tile cell's bytes for a given number of used sites, all chunk values zero, and where
+    the value-dependent bytes go: GDS name hex digits, OASIS reference-number varints."""
+    gds: np.ndarray
+    digit_pos: np.ndarray    # byte offsets of the hex digits of the chunk names
+    digit_chunk: np.ndarray  # ... which chunk each digit belongs to
+    digit_shift: np.ndarray  # ... and which 4 bits of its value it shows
+    oas: np.ndarray
+    oas_ref: np.ndarray      # [k] byte offset of each placement's 2-byte reference number
+    ref_base: np.ndarray     # [k] chunk reference number = ref_base + value
+    packed: bool             # chunks are consecutive runs of 8 sites (sites_x % 8 == 0)
+
+
+_GDS_NAME = 32  # BGNSTR (28 bytes) + STRNAME header (4); tile names are 18 characters
+_HEX = np.frombuffer(b"0123456789abcdef", np.uint8)
+
+
+@functools.lru_cache(maxsize=16)
+def _template(tile: WeightTile, used: int) -> _Template:
+    chunks = tile_chunk_array(np.zeros(used, np.uint8), tile)
+    n = chunks[:, 2]
+    x = chunks[:, 0] * tile.site_pitch_x_nm
+    y = chunks[:, 1] * tile.site_pitch_y_nm
+    k = len(n)
+    # GDS: SREF(4) SNAME(4 + name padded to even) XY(12) ENDEL(4), after BGNSTR+STRNAME+STRAPS.
+    names = [chunk_name(int(m), 0) for m in n]
+    table, lengths = gdsii.name_table(names, gdsii.SREF_HEAD)
+    idx = np.arange(k)
+    body = gdsii.srefs(table, lengths, idx, np.stack([x, y], axis=1))
+    head = gdsii.begin_cell("T_" + "0" * 16) + gdsii.sref("STRAPS", 0, 0)
+    gds = np.concatenate([np.frombuffer(head, np.uint8), body,
+                          np.frombuffer(gdsii.end_cell(), np.uint8)])
+    starts = len(head) + np.cumsum(lengths + 16) - (lengths + 16)
+    ndig = (n + 3) // 4
+    digit_chunk = np.repeat(idx, ndig)
+    rank = np.arange(len(digit_chunk)) - np.repeat(np.cumsum(ndig) - ndig, ndig)
+    digit_pos = starts[digit_chunk] + 8 + 3 + rank  # "V{n}_" is 3 characters for n < 10
+    digit_shift = 4 * (ndig[digit_chunk] - 1 - rank)
+    # OASIS: XYRELATIVE, STRAPS placement, then one placement per chunk (relative steps).
+    prefix = oasis.XY_RELATIVE + b"\x11\xc0" + oasis.uint(STRAPS_REFNUM)
+    recs = _oas_placements(chunk_refnum(n, np.zeros(k, np.int64)), x, y)
+    rec_len = _oas_record_lengths(x, y)
+    oas = np.concatenate([np.frombuffer(prefix, np.uint8), recs])
+    oas_ref = len(prefix) + np.cumsum(rec_len) - rec_len + 2
+    return _Template(gds, digit_pos, digit_chunk, digit_shift, oas, oas_ref,
+                     chunk_refnum(n, np.zeros(k, np.int64)), tile.sites_x % CHUNK_SITES == 0)
+
+
+def render_tile(base: BaseArray, bits, formats=("gds", "oas"), where: str = "tile"
+                ) -> RenderedTile:
+    """Render one tile's cell (named from its bits) for each format; no file access.
+
+    Pure and picklable, so worker processes can run it; the bytes depend only on ``bits``,
+    the base array and ``formats``. ``where`` prefixes error messages.
+    """
+    tile = base.weight_tile
+    bits = check_bits(bits, tile, where)
+    name = tile_cell_name(bits)
+    t = _template(tile, int(bits.size))
+    if t.packed:  # chunk k is sites 8k .. 8k+7: one packbits
+        values = np.packbits(bits, bitorder="little").astype(np.int64)
+    else:
+        values = tile_chunk_array(bits, tile)[:, 3]
+    refnums = t.ref_base + values
+    data: dict[str, bytes] = {}
+    for fmt in formats:
+        if fmt == "gds":
+            buf = t.gds.copy()
+            buf[_GDS_NAME:_GDS_NAME + len(name)] = np.frombuffer(name.encode(), np.uint8)
+            buf[t.digit_pos] = _HEX[(values[t.digit_chunk] >> t.digit_shift) & 15]
+            data[fmt] = buf.tobytes()
+        elif fmt == "oas":
+            buf = t.oas.copy()
+            buf[t.oas_ref] = (refnums & 0x7F) | 0x80
+            buf[t.oas_ref + 1] = refnums >> 7
+            data[fmt] = oasis.cblock(buf.tobytes())
+        else:
+            raise MaskError(f"formats must be a subset of gds, oas, not {list(formats)!r}")
+    return RenderedTile(name=name, via_count=int(bits.size), data=data,
+                        chunks=tuple(np.flatnonzero(np.bincount(refnums)).tolist()))
+
+
+def render_tiles(base: BaseArray, bits_list, formats=("gds", "oas"), where=None
+                 ) -> list[RenderedTile]:
+    """:func:`render_tile` for many tiles at once: the same results, in about half the time
+    per tile (tiles with the same number of used sites are filled in as one array). This is
+    what a worker process should run on a batch of tiles."""
+    tile = base.weight_tile
+    for fmt in formats:
+        if fmt not in ("gds", "oas"):
+            raise MaskError(f"formats must be a subset of gds, oas, not {list(formats)!r}")
+    where = where or [f"tile {k}" for k in range(len(bits_list))]
+    checked = [check_bits(b, tile, w) for b, w in zip(bits_list, where)]
+    out: list[RenderedTile | None] = [None] * len(checked)
+    groups: dict[int, list[int]] = {}
+    for k, b in enumerate(checked):
+        groups.setdefault(b.size, []).append(k)
+    for used, members in groups.items():
+        t = _template(tile, used)
+        stack = np.stack([checked[k] for k in members])
+        if t.packed:  # chunk k is sites 8k .. 8k+7: one packbits
+            values = np.packbits(stack, axis=1, bitorder="little").astype(np.int64)
+        else:
+            values = np.stack([tile_chunk_array(b, tile)[:, 3] for b in stack])
+        refnums = t.ref_base[None, :] + values
+        data: dict[str, np.ndarray] = {}
+        if "gds" in formats:
+            buf = np.repeat(t.gds[None, :], len(members), axis=0)
+            buf[:, t.digit_pos] = _HEX[(values[:, t.digit_chunk] >> t.digit_shift) & 15]
+            data["gds"] = buf
+        if "oas" in formats:
+            buf = np.repeat(t.oas[None, :], len(members), axis=0)
+            buf[:, t.oas_ref] = (refnums & 0x7F) | 0x80
+            buf[:, t.oas_ref + 1] = refnums >> 7
+            data["oas"] = buf
+        used_refs = np.zeros((len(members), STRAPS_REFNUM), bool)
+        used_refs[np.arange(len(members))[:, None], refnums] = True
+        for row, k in enumerate(members):
+            name = tile_cell_name(checked[k])
+            rendered = {}
+            for fmt in formats:
+                if fmt == "gds":
+                    rec = data["gds"][row]
+                    rec[_GDS_NAME:_GDS_NAME + len(name)] = np.frombuffer(name.encode(), np.uint8)
+                    rendered[fmt] = rec.tobytes()
+                else:
+                    rendered[fmt] = oasis.cblock(data["oas"][row].tobytes())
+            out[k] = RenderedTile(name=name, via_count=used, data=rendered,
+                                  chunks=tuple(np.flatnonzero(used_refs[row]).tolist()))
+    return out
+
+
+def _oas_record_lengths(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    dx, dy = np.diff(x, prepend=0), np.diff(y, prepend=0)
+    return 4 + oasis.svarints(dx)[1] * (dx != 0) + oasis.svarints(dy)[1] * (dy != 0)
+
+
+def _oas_placements(refnums: np.ndarray, x: np.ndarray, y: np.ndarray) -> bytes:
+    """Relative-mode PLACEMENTs by reference number; a zero step leaves X or Y out."""
+    k = len(refnums)
+    dx = np.diff(x, prepend=0)
+    dy = np.diff(y, prepend=0)
+    head = np.empty((k, 2), np.uint8)
+    head[:, 0] = 0x11
+    head[:, 1] = 0xC0 | ((dx != 0) * 0x20) | ((dy != 0) * 0x10)
+    ref_t, ref_l = oasis.uvarints(refnums)
+    dx_t, dx_l = oasis.svarints(dx)
+    dy_t, dy_l = oasis.svarints(dy)
+    idx = np.arange(k)
+    return gdsii.concat_rows([head, (ref_t, ref_l, idx), (dx_t, dx_l * (dx != 0), idx),
+                              (dy_t, dy_l * (dy != 0), idx)], k)
