@@ -1,9 +1,15 @@
 """The compile flow: load → quantize → place → emit masks → report, as plain steps.
 
 Each step takes typed input and returns typed output; this module only joins them and owns
-the output folder (staged, then installed atomically). Weights stream tensor by tensor: the
-placement is planned from the checkpoint header alone, then each tensor is read, quantized,
-packed into its tiles and drawn, and dropped before the next one is read.
+the output folder (staged, then installed atomically). The placement is planned from the
+checkpoint header alone; then every die is an independent work unit (taalasc.dieworker) that
+reads, quantizes and draws only the tensors with a tile on it, one tensor at a time, so
+memory is bounded by one tensor plus one die, not by the model. Units run serially, on local
+processes (``jobs``) or on a Dask cluster (``scheduler``), with the same output bytes.
+
+Selections: ``layers`` compiles a sub-model (only those blocks, placed from die 0, with the
+bits the whole model would give them); ``dies`` writes only some dies of the full placement,
+byte-identical to the same files of the full compile.
 """
 
 from __future__ import annotations
@@ -12,13 +18,11 @@ import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
-
-import numpy as np
+from typing import Any, Callable
 
 from taalasc import __version__
 from taalasc.config import BaseArray, load_base_array
-from taalasc.errors import CheckFailed, ModelError, PlacementError
+from taalasc.errors import ModelError, PlacementError
 from taalasc.outdir import MANIFEST, sha256_file, staged_output
 
 FORMATS = ("gds", "oas")
@@ -36,12 +40,20 @@ class CompileOptions:
     max_dies: int | None = None
     curve: str = "gilbert-runs"           # tile visiting order, see taalasc.place.curve
     force: bool = False
+    layers: str | None = None             # --layers: only these blocks ('embed,0-3,head')
+    dies: tuple[int, ...] | None = None   # --die: only these dies of the full placement
 
     def to_json(self) -> dict:
-        return {"base": self.base, "default_bits": self.default_bits, "rules": list(self.rules),
-                "group_size": self.group_size, "auto": self.auto,
-                "budget_bits_per_weight": self.budget_bits_per_weight,
-                "formats": list(self.formats), "max_dies": self.max_dies, "curve": self.curve}
+        out = {"base": self.base, "default_bits": self.default_bits, "rules": list(self.rules),
+               "group_size": self.group_size, "auto": self.auto,
+               "budget_bits_per_weight": self.budget_bits_per_weight,
+               "formats": list(self.formats), "max_dies": self.max_dies, "curve": self.curve}
+        # Only when set, so full compiles keep the inputs digest they had before selections.
+        if self.layers is not None:
+            out["layers"] = self.layers
+        if self.dies is not None:
+            out["dies"] = sorted(set(self.dies))
+        return out
 
 
 @dataclass
@@ -70,7 +82,10 @@ def _inputs(ckpt, base: BaseArray, options: CompileOptions) -> dict:
         json.dumps(ckpt.config, sort_keys=True).encode()).hexdigest()
     return {
         "model": {"files": files, "config_sha256": config, "architecture": ckpt.architecture},
-        "base_array": {"name": base.name, "sha256": sha256_file(Path(base.path))},
+        "base_array": {"name": base.name, "sha256": sha256_file(Path(base.path)),
+                       # a YAML given by path (not a built-in) is found again by its path
+                       **({"path": str(Path(base.path).resolve())}
+                          if str(options.base).endswith((".yaml", ".yml")) else {})},
         "pdk": {"name": base.pdk.name, "sha256": sha256_file(Path(base.pdk.path))},
         "options": options.to_json(),
         "tool": {"name": "taalasc", "version": __version__},
@@ -85,6 +100,7 @@ def plan(model: Path, options: CompileOptions):
     """Header-only steps: base array, checkpoint, bits per tensor, placement. Writes nothing."""
     from taalasc.model import open_checkpoint
     from taalasc.place.plan import TensorSpec, plan_placement
+    from taalasc.dieworker import select_layers
     from taalasc.quant import assign_bits
 
     base = load_base_array(options.base)
@@ -95,9 +111,14 @@ def plan(model: Path, options: CompileOptions):
         if fmt not in FORMATS:
             raise PlacementError(f"format must be one of {', '.join(FORMATS)}, not {fmt!r}")
     ckpt = open_checkpoint(model)
+    # Bits are chosen on the whole model, so a --layers compile quantizes its tensors exactly
+    # as the full compile does (the auto policy's budget is a whole-model budget).
     specs = assign_bits(ckpt, _policy(options))
+    names = list(ckpt.tensors) if options.layers is None else select_layers(ckpt, options.layers)
+    specs = {n: s for n, s in specs.items() if n in set(names)}
     tensors = []
-    for name, info in ckpt.tensors.items():
+    for name in names:
+        info = ckpt.tensors[name]
         if len(info.shape) not in (1, 2) or info.numel == 0:
             raise ModelError(f"{name}: shape {list(info.shape)} cannot be placed; taalasc places "
                              "non-empty 1-D vectors and 2-D weight matrices")
@@ -111,47 +132,57 @@ def plan(model: Path, options: CompileOptions):
 
 
 def compile_model(model: Path, out_dir: Path, options: CompileOptions,
-                  progress: Progress | None = None) -> CompileResult:
-    """Compile ``model`` onto ``options.base`` and install the mask set in ``out_dir``."""
-    from taalasc.emit.writer import DieMaskWriter, layer_properties_lyp
+                  progress: Progress | None = None, *, jobs: int = 1,
+                  scheduler: Any = None) -> CompileResult:
+    """Compile ``model`` onto ``options.base`` and install the mask set in ``out_dir``.
+
+    Dies are independent work units (see taalasc.dieworker), run serially (``jobs`` 1), on
+    ``jobs`` local processes, or on a Dask cluster (``scheduler``: a ``tcp://`` address or a
+    Client/LocalCluster). The output bytes do not depend on ``jobs`` or ``scheduler``.
+    """
+    from taalasc.dieworker import DieJob, compile_die
+    from taalasc.emit.writer import layer_properties_lyp
+    from taalasc.parallel import run_ordered
     from taalasc.place.metrics import placement_stats, rowmajor_wirelength_nm
     from taalasc.place.overview import overview_png
-    from taalasc.place.pack import pack_segment
-    from taalasc.quant import quantize_tensor
 
     base, ckpt, specs, tensors, placement = plan(Path(model), options)
+    dies_wanted = _dies_wanted(placement, options.dies)
     inputs = _inputs(ckpt, base, options)
     digest = _digest(inputs)
     tick = progress or (lambda stage, done, total: None)
+    on_die: dict[int, list] = {}
+    for slot, segment in placement.assignments:
+        on_die.setdefault(slot.die, []).append((slot, segment))
+    links: dict[int, list] = {}
+    for a, b in placement.links:
+        links.setdefault(a.die, []).append((a, b))
 
     with staged_output(Path(out_dir), inputs_digest=digest, force=options.force) as stage:
-        writers = {die: DieMaskWriter(base, die, stage, stem=f"die{die}", formats=options.formats)
-                   for die in range(placement.dies)}
+        work = [DieJob(ckpt=ckpt, base=base, die=d, assignments=tuple(on_die[d]),
+                       links=tuple(links.get(d, ())),
+                       specs={seg.tensor: specs[seg.tensor] for _, seg in on_die[d]
+                              if seg.tensor in specs},
+                       stage=str(stage), formats=tuple(options.formats))
+                for d in dies_wanted]
         quant_stats: dict[str, dict] = {}
-        names = list(ckpt.tensors)
-        for done, name in enumerate(names):
-            values = ckpt.read(name)
-            spec = specs.get(name)
-            if spec is not None:
-                source = quantize_tensor(name, values, spec)
-                quant_stats[name] = {"bits": source.bits, "group_size": source.group_size,
-                                     "sqnr_db": _json_float(source.sqnr_db)}
-            else:
-                source = _as_fp16_vector(name, values)
-            del values
-            for slot, segment in placement.tiles_of(name):
-                writers[slot.die].add_tile(slot.column, slot.row, pack_segment(segment, source))
-            tick("tensors", done + 1, len(names))
-        for a, b in placement.links:
-            writers[a.die].add_route((a.column, a.row), (b.column, b.row))
-        dies = [writers[d].close() for d in sorted(writers)]
-        _rule_check(base, dies, tick)
+        dies = []
+        for done, outcome in enumerate(run_ordered(compile_die, work, jobs=jobs,
+                                                   scheduler=scheduler)):
+            dies.append(outcome.result)
+            quant_stats.update(outcome.quant_stats)
+            tick("dies", done + 1, len(work))
         (stage / f"{base.pdk.name}.lyp").write_text(layer_properties_lyp(base.pdk))
         legend = overview_png(placement, base, stage / "overview.png")
-        report = _report(base, ckpt, specs, placement, dies)
+        report = _report(base, ckpt, specs, placement, dies, tensors)
         report.write(stage / "report.json")
         (stage / "report.md").write_text(report.to_markdown())
-        manifest = _manifest(inputs, digest, placement, quant_stats, dies, legend, stage)
+        manifest = _manifest(inputs, digest, placement, dict(sorted(quant_stats.items())),
+                             dies, legend, stage)
+        manifest["selection"] = {"layers": options.layers,
+                                 "dies": None if options.dies is None else list(dies_wanted),
+                                 "partial": options.dies is not None
+                                 and len(dies_wanted) < placement.dies}
         manifest["placement_stats"] = placement_stats(placement, base) | {
             "place__wirelength_rowmajor_nm": rowmajor_wirelength_nm(
                 tensors, base, max_dies=options.max_dies)}
@@ -159,20 +190,14 @@ def compile_model(model: Path, out_dir: Path, options: CompileOptions,
     return CompileResult(out_dir=Path(out_dir), manifest=manifest, summary=_summary(manifest))
 
 
-def _rule_check(base: BaseArray, dies, tick: Progress) -> None:
-    """Read every written die back and check it against the PDK rules; any violation fails."""
-    from taalasc.emit.drc import check_file
-
-    die_nm = (base.die.width_nm, base.die.height_nm)
-    for done, die in enumerate(dies):
-        path = die.files.get("oas", die.files.get("gds"))
-        violations = check_file(path, base.pdk, die_nm)
-        if violations:
-            first = violations[0]
-            raise CheckFailed(f"die {die.die}: {len(violations)} rule violations in the emitted "
-                              f"masks, first: {first.rule} at ({first.x_nm}, {first.y_nm}) nm: "
-                              f"{first.message}")
-        tick("rule check", done + 1, len(dies))
+def _dies_wanted(placement, dies: tuple[int, ...] | None) -> list[int]:
+    if dies is None:
+        return list(range(placement.dies))
+    bad = [d for d in dies if not 0 <= d < placement.dies]
+    if bad:
+        raise PlacementError(f"--die {bad[0]} must be a die of this placement, 0-"
+                             f"{placement.dies - 1}, not {bad[0]}")
+    return sorted(set(dies))
 
 
 def longest_link_nm(placement, base: BaseArray) -> int:
@@ -182,7 +207,7 @@ def longest_link_nm(placement, base: BaseArray) -> int:
                 for a, b in placement.links), default=0)
 
 
-def _report(base: BaseArray, ckpt, specs, placement, dies):
+def _report(base: BaseArray, ckpt, specs, placement, dies, tensors):
     from taalasc.report import PlacementFacts, report_for_compile
 
     facts = PlacementFacts(
@@ -190,25 +215,9 @@ def _report(base: BaseArray, ckpt, specs, placement, dies):
         longest_route_nm=longest_link_nm(placement, base),
         via_count=sum(d.via_count for d in dies),
         top_metal_shape_count=sum(d.top_metal_shapes + d.fill_shapes for d in dies))
-    shapes = {name: tuple(info.shape) for name, info in ckpt.tensors.items()}
+    shapes = {t.name: tuple(t.shape) for t in tensors}
     return report_for_compile(base, shapes, specs, facts, config=ckpt.config,
                               name=Path(ckpt.path).name)
-
-
-def _as_fp16_vector(name: str, values: np.ndarray) -> np.ndarray:
-    if not np.all(np.isfinite(values)):
-        bad = int(np.flatnonzero(~np.isfinite(values.ravel()))[0])
-        raise ModelError(f"{name}: element {bad} is {values.ravel()[bad]}; weights must be finite")
-    vector = values.astype(np.float16)
-    if not np.all(np.isfinite(vector)):
-        bad = int(np.flatnonzero(~np.isfinite(vector.ravel()))[0])
-        raise ModelError(f"{name}: element {bad} = {values.ravel()[bad]:g} overflows fp16, "
-                         "the format the chip stores vectors in")
-    return vector.reshape(1, -1)
-
-
-def _json_float(value: float):
-    return None if not np.isfinite(value) else round(float(value), 4)
 
 
 def _manifest(inputs, digest, placement, quant_stats, dies, legend, stage: Path) -> dict:
@@ -221,22 +230,35 @@ def _manifest(inputs, digest, placement, quant_stats, dies, legend, stage: Path)
         "inputs_digest": digest,
         "placement": placement.to_json(),
         "quantization": quant_stats,
-        "dies": [{"die": d.die, "via_count": d.via_count, "bit_vias": d.bit_vias,
-                  "route_vias": d.route_vias, "top_metal_shapes": d.top_metal_shapes,
-                  "fill_shapes": d.fill_shapes,
-                  "density_min_pct": round(d.density_min_pct, 3),
-                  "density_max_pct": round(d.density_max_pct, 3),
-                  "files": {fmt: Path(p).name for fmt, p in sorted(d.files.items())}}
-                 for d in dies],
+        "dies": _die_entries(placement, dies),
         "overview_legend": [[list(map(int, colour)), label] for colour, label in legend],
         "outputs": files,
     }
 
 
+def _die_entries(placement, dies) -> list[dict]:
+    """One entry per die of the placement, in order; dies not written (--die) say so."""
+    written = {d.die: d for d in dies}
+    absent = {"present": False, "files": {}, "via_count": 0, "bit_vias": 0, "route_vias": 0,
+              "top_metal_shapes": 0, "fill_shapes": 0}
+    return [_die_entry(written[n]) if n in written else {"die": n, **absent}
+            for n in range(placement.dies)]
+
+
+def _die_entry(d) -> dict:
+    return {"die": d.die, "present": True, "via_count": d.via_count, "bit_vias": d.bit_vias,
+            "route_vias": d.route_vias, "top_metal_shapes": d.top_metal_shapes,
+            "fill_shapes": d.fill_shapes,
+            "density_min_pct": round(d.density_min_pct, 3),
+            "density_max_pct": round(d.density_max_pct, 3),
+            "files": {fmt: Path(p).name for fmt, p in sorted(d.files.items())}}
+
+
 def _summary(manifest: dict) -> list[tuple[str, str]]:
     dies = manifest["dies"]
     bits = sum(d["bit_vias"] for d in dies)
-    rows = [("dies", str(len(dies))),
+    rows = [("dies", str(len(dies)) if all(d.get("present", True) for d in dies) else
+             f"{sum(d.get('present', True) for d in dies)} of {len(dies)} (--die)"),
             ("tiles used", str(len(manifest["placement"]["assignments"]))),
             ("programmed bits (vias)", f"{bits:,}"),
             ("route vias", f"{sum(d['route_vias'] for d in dies):,}")]

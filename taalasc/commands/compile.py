@@ -23,23 +23,39 @@ from taalasc.commands.common import base_option, parse_group_size, print_table, 
               default="gilbert-runs", show_default=True,
               help="Order in which tiles are filled: a generalized Hilbert curve over runs of "
                    "roughly square extent (gilbert-runs), plain gilbert, or the baselines.")
+@click.option("--layers", default=None, metavar="SPEC",
+              help="Compile only these transformer blocks, as a sub-model placed from die 0: "
+                   "comma-separated N, A-B, 'embed' (embeddings) and 'head' (final norm, "
+                   "lm_head), e.g. 'embed,0-3'. Bits are those of the whole model.")
+@click.option("--die", "dies", default=None, metavar="SPEC",
+              help="Write only these dies of the full placement, e.g. '3' or '0-1,5'; each "
+                   "file is byte-identical to the same die of the full compile.")
+@click.option("-j", "--jobs", type=click.IntRange(1), default=1, show_default=True,
+              help="Worker processes on this machine (one die per work unit). Output bytes "
+                   "do not depend on it.")
+@click.option("--scheduler", default=None, metavar="ADDRESS",
+              help="Run on a Dask distributed cluster (e.g. tcp://host:8786) instead of local "
+                   "processes; workers must share this filesystem. Needs taalasc[cluster].")
 @click.option("--force", is_flag=True, help="Replace an output folder holding a different compile.")
 @click.option("--quiet", is_flag=True, help="No progress bar and no summary table.")
 def compile_cmd(model, base, out_dir, bits, rules, group_size, auto, budget, fmt, max_dies, curve,
-                force, quiet):
+                layers, dies, jobs, scheduler, force, quiet):
     """Compile MODEL (a .safetensors file, a sharded index, or a Hugging Face-style folder) onto
     a base array: quantize, place, write the top-via and top-metal masks (GDSII/OASIS), a
     manifest, a KLayout layer-properties file and a PNG overview into the output folder."""
     from taalasc.compile import CompileOptions, compile_model
+    from taalasc.dieworker import parse_index_set
 
     options = CompileOptions(base=base, default_bits=bits, rules=tuple(rules),
                              group_size=parse_group_size(group_size), auto=auto,
                              budget_bits_per_weight=budget,
                              formats=("gds", "oas") if fmt == "both" else (fmt,),
-                             max_dies=max_dies, curve=curve, force=force)
+                             max_dies=max_dies, curve=curve, force=force, layers=layers,
+                             dies=None if dies is None else parse_index_set(dies, "--die"))
     if out_dir is None:
         out_dir = Path(f"{model.name.removesuffix('.safetensors')}.taalasc")
     with progress_bar(not quiet) as tick:
-        result = compile_model(model, out_dir, options, progress=tick)
+        result = compile_model(model, out_dir, options, progress=tick, jobs=jobs,
+                               scheduler=scheduler)
     if not quiet:
         print_table(f"taalasc compile → {result.out_dir}", result.summary)

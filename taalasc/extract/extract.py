@@ -68,7 +68,8 @@ def read_manifest(out_dir: Path) -> dict:
 def base_of(manifest: dict, out_dir: Path) -> BaseArray:
     """The manifest's base array, refused if its YAML changed since the compile."""
     info = manifest["inputs"]["base_array"]
-    base = load_base_array(info["name"])
+    # A base given as a YAML path at compile time is found again by that path.
+    base = load_base_array(info.get("path") or info["name"])
     if sha256_file(Path(base.path)) != info["sha256"]:
         raise MaskError(f"{out_dir}: compiled for base array {info['name']!r} with another "
                         f"YAML (sha256 {info['sha256'][:12]}…); the installed one differs")
@@ -76,7 +77,11 @@ def base_of(manifest: dict, out_dir: Path) -> BaseArray:
 
 
 def mask_path(out_dir: Path, manifest: dict, die: int, fmt: str) -> Path:
-    files = manifest["dies"][die]["files"]
+    entry = manifest["dies"][die]
+    if not entry.get("present", True):
+        raise MaskError(f"{out_dir}: die {die} was not written (a --die compile); "
+                        "extraction needs every die of the placement")
+    files = entry["files"]
     if fmt not in files:
         raise MaskError(f"{out_dir}: die {die} has no {fmt} file (compiled with "
                         f"{', '.join(sorted(files))})")

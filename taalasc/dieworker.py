@@ -1,0 +1,178 @@
+"""One die of a compile, as a self-contained work unit, and the --layers / --die selections.
+
+A die is the natural shard of a compile: its mask files depend only on the tiles placed on
+it and the routes between them. ``compile_die`` reads just the tensors that have a tile on
+its die (one tensor at a time: memory is one tensor plus one die's cells), quantizes them,
+draws the die, runs the rule check on it and returns counts. A tensor spanning two dies is
+read and quantized by both units; quantization is deterministic, so both agree.
+
+The same function runs in this process, in a spawned process or on a Dask worker, and
+writes the same bytes everywhere: the tiles of a die are always added in placement order.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from taalasc.errors import CheckFailed, ModelError
+
+
+RENDER_BATCH = 64  # tiles rendered together: numpy work amortised over a batch
+
+
+@dataclass(frozen=True)
+class DieJob:
+    """Everything a worker needs to draw one die (picklable, no open files)."""
+
+    ckpt: object                  # taalasc.model.Checkpoint (headers only)
+    base: object                  # BaseArray
+    die: int
+    assignments: tuple            # ((TileSlot, Segment), ...) on this die, placement order
+    links: tuple                  # ((TileSlot, TileSlot), ...) on this die
+    specs: dict                   # tensor -> QuantSpec (only tensors on this die)
+    stage: str                    # folder the die files are written into
+    formats: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class DieOutcome:
+    result: object                # DieMaskResult
+    quant_stats: dict             # tensor -> {"bits", "group_size", "sqnr_db"}
+
+
+def compile_die(job: DieJob) -> DieOutcome:
+    """Read, quantize, pack and draw every tile of ``job.die``; rule-check the die files."""
+    from taalasc.emit.tiles import render_tiles
+    from taalasc.emit.writer import DieMaskWriter
+    from taalasc.place.pack import pack_segment
+    from taalasc.quant import quantize_tensor
+
+    writer = DieMaskWriter(job.base, job.die, Path(job.stage), stem=f"die{job.die}",
+                           formats=job.formats)
+    stats: dict[str, dict] = {}
+    try:
+        for name, pairs in _by_tensor(job.assignments):
+            values = job.ckpt.read(name)
+            spec = job.specs.get(name)
+            if spec is not None:
+                source = quantize_tensor(name, values, spec)
+                stats[name] = {"bits": source.bits, "group_size": source.group_size,
+                               "sqnr_db": json_float(source.sqnr_db)}
+            else:
+                source = as_fp16_vector(name, values)
+            del values
+            for start in range(0, len(pairs), RENDER_BATCH):
+                batch = pairs[start:start + RENDER_BATCH]
+                rendered = render_tiles(job.base, [pack_segment(seg, source) for _, seg in batch],
+                                        job.formats,
+                                        where=[f"die {job.die} tile ({slot.column}, {slot.row})"
+                                               for slot, _ in batch])
+                for (slot, _), tile in zip(batch, rendered):
+                    writer.add_rendered(slot.column, slot.row, tile)
+            del source
+        for a, b in job.links:
+            writer.add_route((a.column, a.row), (b.column, b.row))
+    except BaseException:
+        writer.abort()
+        raise
+    result = writer.close()
+    rule_check_die(job.base, result)
+    return DieOutcome(result=result, quant_stats=stats)
+
+
+def rule_check_die(base, die) -> None:
+    """Check one written die against the PDK rules; CheckFailed on any violation."""
+    from taalasc.emit.check import check_die
+
+    violations = check_die(die, base)
+    if violations:
+        first = violations[0]
+        raise CheckFailed(f"die {die.die}: {len(violations)} rule violations in the emitted "
+                          f"masks, first: {first.rule} at ({first.x_nm}, {first.y_nm}) nm: "
+                          f"{first.message}")
+
+
+def _by_tensor(assignments):
+    """Group consecutive (slot, segment) pairs by tensor, keeping placement order."""
+    group: list = []
+    for slot, segment in assignments:
+        if group and group[-1][1].tensor != segment.tensor:
+            yield group[0][1].tensor, group
+            group = []
+        group.append((slot, segment))
+    if group:
+        yield group[0][1].tensor, group
+
+
+def as_fp16_vector(name: str, values: np.ndarray) -> np.ndarray:
+    """A 1-D tensor as the fp16 row the chip stores; ModelError on non-finite values."""
+    if not np.all(np.isfinite(values)):
+        bad = int(np.flatnonzero(~np.isfinite(values.ravel()))[0])
+        raise ModelError(f"{name}: element {bad} is {values.ravel()[bad]}; weights must be finite")
+    with np.errstate(over="ignore"):
+        vector = values.astype(np.float16)
+    if not np.all(np.isfinite(vector)):
+        bad = int(np.flatnonzero(~np.isfinite(vector.ravel()))[0])
+        raise ModelError(f"{name}: element {bad} = {values.ravel()[bad]:g} overflows fp16, "
+                         "the format the chip stores vectors in")
+    return vector.reshape(1, -1)
+
+
+def json_float(value: float):
+    return None if not np.isfinite(value) else round(float(value), 4)
+
+
+# -- selections -------------------------------------------------------------------------------
+_RANGE = re.compile(r"^(\d+)(?:-(\d+))?$")
+LAYER_WORDS = ("embed", "head")
+
+
+def parse_index_set(text: str, what: str) -> tuple[int, ...]:
+    """'0-3,7' -> (0, 1, 2, 3, 7); ModelError naming ``what`` on bad syntax."""
+    out: set[int] = set()
+    for part in (p.strip() for p in str(text).split(",")):
+        m = _RANGE.match(part)
+        if not m:
+            raise ModelError(f"{what}: each item must be N or A-B, not {part!r} in {text!r}")
+        lo, hi = int(m[1]), int(m[2] if m[2] is not None else m[1])
+        if hi < lo:
+            raise ModelError(f"{what}: range {part!r} must run upwards (A-B with A <= B)")
+        out.update(range(lo, hi + 1))
+    return tuple(sorted(out))
+
+
+def select_layers(ckpt, spec: str) -> list[str]:
+    """Tensor names (dataflow order) chosen by a --layers spec.
+
+    Syntax: comma-separated items, each a block index ``N``, a range ``A-B`` (inclusive), or
+    ``embed`` (tensors before the first block: embeddings) or ``head`` (tensors after the last
+    block: final norm, lm_head, pooler). Example: ``embed,0-3``.
+    """
+    names = list(ckpt.tensors)
+    layers = {n: ckpt.layer_of(n) for n in names}
+    present = sorted({v for v in layers.values() if v is not None})
+    first = next((i for i, n in enumerate(names) if layers[n] is not None), len(names))
+    words = {w.strip() for w in str(spec).split(",")} & set(LAYER_WORDS)
+    numeric = ",".join(w.strip() for w in str(spec).split(",") if w.strip() not in LAYER_WORDS)
+    wanted = set(parse_index_set(numeric, "--layers")) if numeric else set()
+    missing = sorted(wanted - set(present))
+    if missing:
+        have = f"0-{present[-1]}" if present else "none"
+        raise ModelError(f"--layers: layer {missing[0]} must be one of the model's blocks "
+                         f"({have}), not {missing[0]}")
+    chosen = []
+    for i, name in enumerate(names):
+        layer = layers[name]
+        if layer is not None:
+            keep = layer in wanted
+        else:
+            keep = ("embed" if i < first else "head") in words
+        if keep:
+            chosen.append(name)
+    if not chosen:
+        raise ModelError(f"--layers {spec!r} selects no tensor")
+    return chosen
