@@ -28,6 +28,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "configs": ("taalasc.commands.configs", "configs", "List, show and check PDK and base-array YAML files."),
     "simulate": ("taalasc.commands.simulate", "simulate", "Run the float reference and the bit-accurate chip model on token ids; print predictions and quality."),
     "verify": ("taalasc.commands.verify", "verify_cmd", "Extract the weights from the masks and prove the chip computes the model."),
+    "diff": ("taalasc.commands.diff", "diff_cmd", "Compare two mask sets: shapes, tiles, tensors, masks to re-make, re-spin cost; exit 0/2/1 for CI."),
     "faults": ("taalasc.commands.faults", "faults_cmd", "Inject via opens, shorts and flips at given rates and measure the quality they cost."),
     "inspect": ("taalasc.commands.inspect", "inspect_cmd", "Show a checkpoint's tensors, parameter count and config (headers only)."),
 }

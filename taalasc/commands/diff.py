@@ -1,0 +1,65 @@
+"""`taalasc diff A B`: what changed between two mask sets, with exit codes a CI job can gate on."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+
+@click.command("diff")
+@click.argument("a", type=click.Path(path_type=Path))
+@click.argument("b", type=click.Path(path_type=Path))
+@click.option("--max-changed", default="0", show_default=True, metavar="N|F%",
+              help="Exit 2 when more shapes than this changed: a count (120) or a percentage "
+                   "of A's shapes (0.5%). Changes within the limit are reported and exit 0.")
+@click.option("--json", "json_path", type=click.Path(path_type=Path), default=None,
+              help="Write the full diff as JSON (schema taalasc-diff/1).")
+@click.option("--markdown", "md_path", type=click.Path(path_type=Path), default=None,
+              help="Write a Markdown summary ready for a pull-request comment.")
+@click.option("--heatmap", "png_path", type=click.Path(path_type=Path), default=None,
+              help="Write a PNG heat map of where the dies changed.")
+@click.option("--xor", "xor_path", type=click.Path(path_type=Path), default=None,
+              help="Write the XOR region (FILE.gds or FILE.oas) to open in KLayout.")
+@click.option("--format", "fmt", type=click.Choice(["gds", "oas"]), default="gds",
+              show_default=True, help="Which die files of compile folders to read.")
+@click.option("--flat", is_flag=True,
+              help="Compare fully flattened geometry instead of skipping identical "
+                   "content-named tiles (slower; same counts).")
+@click.option("--quiet", "-q", is_flag=True, help="No terminal summary.")
+def diff_cmd(a, b, max_changed, json_path, md_path, png_path, xor_path, fmt, flat, quiet):
+    """Compare mask sets A and B: compile output folders, or two GDS/OASIS files.
+
+    Reports shapes added and removed per layer, per tile and (with manifests) per model
+    tensor and element, whether a re-spin needs the via mask only or both masks, and its
+    cost. Counts equal KLayout's (Region(A) ^ Region(B)).merged().count().
+
+    \b
+    Exit codes: 0 identical or within --max-changed, 2 more changed than --max-changed,
+    1 error (unreadable file, different base array or PDK).
+    """
+    from taalasc.diff.core import diff_masks, over_threshold, parse_max_changed
+    from taalasc.diff.report import (print_summary, write_heatmap, write_json, write_markdown,
+                                     write_xor)
+    from taalasc.errors import CheckFailed
+
+    limit = parse_max_changed(max_changed)
+    if xor_path is not None and xor_path.suffix.lower() not in (".gds", ".oas"):
+        raise click.BadParameter(f"must end in .gds or .oas, not {xor_path.name!r}",
+                                 param_hint="--xor")
+    diff = diff_masks(a, b, fmt=fmt, trust_cell_names=not flat,
+                      count_total=limit[0] == "fraction")
+    exceeded, detail = over_threshold(diff, limit)
+    threshold = {"max_changed": max_changed, "exceeded": exceeded, "detail": detail}
+    if json_path:
+        write_json(diff, json_path, threshold)
+    if md_path:
+        write_markdown(diff, md_path, threshold)
+    if png_path:
+        write_heatmap(diff, png_path)
+    if xor_path:
+        write_xor(diff, xor_path)
+    if not quiet:
+        print_summary(diff, threshold)
+    if exceeded:
+        raise CheckFailed(f"masks differ beyond --max-changed {max_changed}: {detail}")

@@ -1,0 +1,207 @@
+"""Name what changed: tiles, model tensors and elements, the masks a re-spin needs, its cost.
+
+A changed via inside a weight tile is decoded like extraction does: its site from the
+position in the tile, its slot (high strap = 1, low strap = 0) from the y offset; the
+manifest's placement maps the site to (tensor, kind, element, bit) with
+``element = site // bits``, ``bit = site % bits``, element (r0 + e // width, c0 + e % width).
+One flipped bit is one via removed and one added at the same site. A tensor whose tiles or
+segments differ between the two placements is reported as re-placed, with via counts only.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+MAX_ELEMENTS_KEPT = 1000   # per tensor; the counts stay exact
+
+
+@dataclass
+class TileDiff:
+    """Shapes changed in one top-level instance (a weight tile, or FILL, or the top cell)."""
+
+    die: int
+    label: str                         # "tile (c, r)", "FILL @ (x, y)", "top cell (routes)"
+    column: int | None
+    row: int | None
+    origin_nm: tuple[int, int] | None
+    added: dict[str, int] = field(default_factory=dict)     # layer name -> shapes
+    removed: dict[str, int] = field(default_factory=dict)
+    tensor_a: str | None = None
+    tensor_b: str | None = None
+
+    def to_json(self) -> dict:
+        return {"die": self.die, "label": self.label, "column": self.column, "row": self.row,
+                "origin_nm": list(self.origin_nm) if self.origin_nm else None,
+                "added": dict(sorted(self.added.items())),
+                "removed": dict(sorted(self.removed.items())),
+                "tensor_a": self.tensor_a, "tensor_b": self.tensor_b}
+
+
+@dataclass
+class TensorDiff:
+    """What changed in one model tensor."""
+
+    tensor: str
+    placement_changed: bool = False
+    vias_added: int = 0
+    vias_removed: int = 0
+    bits_changed: int = 0
+    changed: dict[str, int] = field(default_factory=dict)      # kind -> elements changed
+    elements: list[tuple[str, int, int, tuple[int, ...]]] = field(default_factory=list)
+    tiles: set[tuple[int, int, int]] = field(default_factory=set)
+
+    @property
+    def values_changed(self) -> int:
+        return sum(self.changed.values())
+
+    def to_json(self) -> dict:
+        return {"tensor": self.tensor, "placement_changed": self.placement_changed,
+                "values_changed": self.values_changed,
+                "changed": dict(sorted(self.changed.items())),
+                "bits_changed": self.bits_changed, "vias_added": self.vias_added,
+                "vias_removed": self.vias_removed,
+                "tiles": [list(t) for t in sorted(self.tiles)],
+                "elements": [{"kind": k, "index": [r, c], "bits": list(b)}
+                             for k, r, c, b in self.elements],
+                "elements_truncated": len(self.elements) < self.values_changed}
+
+
+def tile_of(base, origin: tuple[int, int]) -> tuple[int, int] | None:
+    """Grid (column, row) of a tile instance placed at ``origin`` (None: not a tile origin)."""
+    if base is None:
+        return None
+    g = base.tile_grid
+    dx, dy = origin[0] - g.origin_nm[0], origin[1] - g.origin_nm[1]
+    if dx % g.pitch_x_nm or dy % g.pitch_y_nm:
+        return None
+    c, r = dx // g.pitch_x_nm, dy // g.pitch_y_nm
+    return (c, r) if 0 <= c < g.columns and 0 <= r < g.rows else None
+
+
+def _segments(placement) -> dict[tuple[int, int, int], object]:
+    if placement is None:
+        return {}
+    return {(s.die, s.column, s.row): seg for s, seg in placement.assignments}
+
+
+def replaced_tensors(pa, pb) -> set[str]:
+    """Tensors whose (tile, segment) lists differ between two placements."""
+    if pa is None or pb is None:
+        return set()
+    names = {seg.tensor for _, seg in pa.assignments} | {seg.tensor for _, seg in pb.assignments}
+    return {n for n in names if pa.tiles_of(n) != pb.tiles_of(n)}
+
+
+def decode_sites(centres: np.ndarray, origin: tuple[int, int], base
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    """(site index, is-high-slot) of via centres inside a tile at ``origin`` (-1: on no slot)."""
+    tile, tol = base.weight_tile, base.pdk.grid_nm
+    x, y = centres[:, 0] - origin[0], centres[:, 1] - origin[1]
+    i, j = x // tile.site_pitch_x_nm, y // tile.site_pitch_y_nm
+    on_x = np.abs(x - i * tile.site_pitch_x_nm - tile.slot_x_nm(0)) <= tol
+    high = np.abs(y - j * tile.site_pitch_y_nm - tile.strap_y_nm(0, True)) <= tol
+    low = np.abs(y - j * tile.site_pitch_y_nm - tile.strap_y_nm(0, False)) <= tol
+    inside = (i >= 0) & (i < tile.sites_x) & (j >= 0) & (j < tile.sites_y)
+    site = np.where(on_x & (high | low) & inside, j * tile.sites_x + i, -1)
+    return site, high
+
+
+class Attribution:
+    """Accumulates tile and tensor changes over the dies of a diff."""
+
+    def __init__(self, base, placement_a, placement_b, via_layer, layer_names):
+        self.base = base
+        self.seg_a, self.seg_b = _segments(placement_a), _segments(placement_b)
+        self.replaced = replaced_tensors(placement_a, placement_b)
+        self.via_layer = via_layer
+        self.names = layer_names
+        self.tiles: list[TileDiff] = []
+        self.tensors: dict[str, TensorDiff] = {}
+        self._bits: dict[tuple[str, str, int, int], set[int]] = {}
+
+    def add_die(self, change) -> None:
+        per: dict[int, TileDiff] = {}
+        for layer, lc in sorted(change.layers.items()):
+            for rects, src, side in ((lc.removed, lc.removed_src, "removed"),
+                                     (lc.added, lc.added_src, "added")):
+                for s in np.unique(src).tolist():
+                    if s not in per:
+                        per[s] = self._tile(change, s)
+                    d = getattr(per[s], side)
+                    d[self.names[layer]] = d.get(self.names[layer], 0) + int((src == s).sum())
+                if layer == self.via_layer:
+                    self._vias(change, rects, src, side)
+        self.tiles += [per[s] for s in sorted(per, key=lambda k: (per[k].column is None, per[k].row
+                                                                   or 0, per[k].column or 0, k))]
+
+    def _tile(self, change, src: int) -> TileDiff:
+        if src < 0:
+            return TileDiff(change.die, "top cell (routes)", None, None, None)
+        name, x, y = change.instances[src]
+        cr = tile_of(self.base, (x, y))
+        if cr is None:
+            return TileDiff(change.die, f"{name} @ ({x}, {y})", None, None, (x, y))
+        key = (change.die, *cr)
+        sa, sb = self.seg_a.get(key), self.seg_b.get(key)
+        return TileDiff(change.die, f"tile ({cr[0]}, {cr[1]})", cr[0], cr[1], (x, y),
+                        tensor_a=sa.tensor if sa else None, tensor_b=sb.tensor if sb else None)
+
+    def _vias(self, change, rects: np.ndarray, src: np.ndarray, side: str) -> None:
+        if self.base is None or not len(rects):
+            return
+        centres = np.stack([(rects[:, 0] + rects[:, 2]) // 2, (rects[:, 1] + rects[:, 3]) // 2], 1)
+        segs = self.seg_a if side == "removed" else self.seg_b
+        for s in np.unique(src[src >= 0]).tolist():
+            name, x, y = change.instances[s]
+            cr = tile_of(self.base, (x, y))
+            seg = segs.get((change.die, *cr)) if cr else None
+            if seg is None:
+                continue
+            mine = src == s
+            site, _ = decode_sites(centres[mine], (x, y), self.base)
+            t = self.tensors.setdefault(seg.tensor, TensorDiff(seg.tensor))
+            t.tiles.add((change.die, *cr))
+            if side == "removed":
+                t.vias_removed += int(mine.sum())
+            else:
+                t.vias_added += int(mine.sum())
+            if seg.tensor in self.replaced:
+                t.placement_changed = True
+                continue
+            site = site[(site >= 0) & (site < seg.used_sites)]
+            width = seg.cols[1] - seg.cols[0]
+            element, bit = np.divmod(site, seg.bits)
+            rows, cols = seg.rows[0] + element // width, seg.cols[0] + element % width
+            for r, c, b in zip(rows.tolist(), cols.tolist(), bit.tolist()):
+                self._bits.setdefault((seg.tensor, seg.kind, r, c), set()).add(b)
+
+    def finish(self) -> list[TensorDiff]:
+        for (tensor, kind, r, c), bits in sorted(self._bits.items()):
+            t = self.tensors[tensor]
+            t.changed[kind] = t.changed.get(kind, 0) + 1
+            t.bits_changed += len(bits)
+            if len(t.elements) < MAX_ELEMENTS_KEPT:
+                t.elements.append((kind, r, c, tuple(sorted(bits))))
+        for name in self.replaced:
+            self.tensors.setdefault(name, TensorDiff(name)).placement_changed = True
+        return [self.tensors[n] for n in sorted(self.tensors)]
+
+
+def respin_cost(pdk, masks_per_die: list[set[str]]) -> dict | None:
+    """Cost of the new custom masks: per changed die, the via and/or top-metal mask."""
+    if pdk is None or getattr(pdk, "cost", None) is None:
+        return None
+    from taalasc.report.metrics import from_pdk
+
+    via = from_pdk(pdk, "cost.via_mask_cost_usd")
+    top = from_pdk(pdk, "cost.top_metal_mask_cost_usd")
+    n_via = sum("via" in m for m in masks_per_die)
+    n_top = sum("top_metal" in m for m in masks_per_die)
+    return {"usd": n_via * via[0] + n_top * top[0],
+            "formula": "via_mask_cost_usd × dies with via changes + top_metal_mask_cost_usd × "
+                       "dies with top-metal changes",
+            "inputs": {"via_mask_cost_usd": {"value": via[0], "source": via[1]},
+                       "top_metal_mask_cost_usd": {"value": top[0], "source": top[1]},
+                       "dies_with_via_changes": n_via, "dies_with_top_metal_changes": n_top}}

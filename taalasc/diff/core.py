@@ -1,0 +1,219 @@
+"""``diff_masks(A, B)``: the whole diff as one typed record, formatted elsewhere (report.py).
+
+Steps: open both sides and refuse different base chips → per die, the shapes present on one
+side only and the exact XOR polygon count (hier.py, geom.py) → attribution to tiles, tensors
+and masks (attribute.py) → the re-spin cost from the PDK's cost model.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from taalasc.diff.attribute import Attribution, TensorDiff, TileDiff, respin_cost
+from taalasc.diff.hier import DieChange, diff_layouts
+from taalasc.diff.inputs import (MaskSet, check_compatible, load_base, load_library, open_mask_set,
+                                 recognise_pdk)
+from taalasc.errors import MaskError
+
+Layer = tuple[int, int]
+FORMATS = ("gds", "oas")
+
+
+@dataclass
+class LayerTotals:
+    layer: Layer
+    name: str
+    added: int = 0
+    removed: int = 0
+    xor_polygons: int = 0
+
+    @property
+    def changed(self) -> int:
+        return self.added + self.removed
+
+    def to_json(self) -> dict:
+        return {"layer": f"{self.layer[0]}/{self.layer[1]}", "name": self.name,
+                "added": self.added, "removed": self.removed, "changed": self.changed,
+                "xor_polygons": self.xor_polygons}
+
+
+@dataclass
+class MaskDiff:
+    """Everything ``taalasc diff`` reports."""
+
+    a: MaskSet
+    b: MaskSet
+    dies: list[DieChange]
+    layers: list[LayerTotals]
+    tiles: list[TileDiff]
+    tensors: list[TensorDiff]
+    masks_per_die: list[set[str]]          # per die: subset of {"via", "top_metal", "other"}
+    respin: dict | None
+    shapes_a: int | None = None            # flattened shape count of A (for --max-changed F%)
+    seconds: float = 0.0
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def identical(self) -> bool:
+        return self.changed_shapes == 0
+
+    @property
+    def changed_shapes(self) -> int:
+        return sum(t.changed for t in self.layers)
+
+    @property
+    def xor_polygons(self) -> int:
+        return sum(t.xor_polygons for t in self.layers)
+
+    @property
+    def masks(self) -> str:
+        """'none', 'via mask only', 'top-metal mask only' or 'both masks'."""
+        got = set().union(*self.masks_per_die) if self.masks_per_die else set()
+        if not got:
+            return "none"
+        if got == {"via"}:
+            return "via mask only"
+        if got == {"top_metal"}:
+            return "top-metal mask only"
+        return "both masks"
+
+
+def _layer_names(pdk) -> dict[Layer, str]:
+    if pdk is None or pdk.layers is None:
+        return {}
+    v, m = pdk.layers.via, pdk.layers.top_metal
+    return {(v.gds_layer, v.gds_datatype): "via", (m.gds_layer, m.gds_datatype): "top_metal"}
+
+
+def count_shapes(lib) -> int:
+    """Flattened shape count of a library's top cell, counted hierarchically (not flattened)."""
+    memo: dict[str, int] = {}
+
+    def count(cell) -> int:
+        if cell.name not in memo:
+            n = sum(max(1, p.repetition.size) for p in cell.polygons)
+            for ref in cell.references:
+                if not isinstance(ref.cell, str):
+                    n += count(ref.cell) * max(1, ref.repetition.size)
+            memo[cell.name] = n
+        return memo[cell.name]
+
+    tops = lib.top_level()
+    return sum(count(t) for t in tops)
+
+
+def _only_custom_layers(side, lib, die: int) -> None:
+    if lib is None or side.pdk is None or side.pdk.layers is None:
+        return
+    allowed = {(side.pdk.layers.via.gds_layer, side.pdk.layers.via.gds_datatype),
+               (side.pdk.layers.top_metal.gds_layer, side.pdk.layers.top_metal.gds_datatype)}
+    foreign = sorted(set(lib.layers_and_datatypes()) - allowed)
+    if foreign:
+        layer, datatype = foreign[0]
+        raise MaskError(f"{side.files[die]}: shapes on layer {layer}/{datatype}, which is not one "
+                        f"of {side.pdk.name}'s two custom layers {sorted(allowed)}")
+
+
+def diff_masks(a: str | Path, b: str | Path, fmt: str = "gds", trust_cell_names: bool = True,
+               count_total: bool = False) -> MaskDiff:
+    """Compare two mask sets (compile folders or GDS/OASIS files).
+
+    ``fmt`` picks the die files of compile folders. ``trust_cell_names=False`` compares the
+    fully flattened geometry (slow; the default skips identical content-named tiles).
+    ``count_total`` also counts A's shapes, needed for a fractional threshold.
+    Raises MaskError when a side cannot be read or the base chips differ.
+    """
+    from taalasc.place.plan import Placement
+
+    start = time.perf_counter()
+    if fmt not in FORMATS:
+        raise MaskError(f"format must be one of {', '.join(FORMATS)}, not {fmt!r}")
+    sa, sb = open_mask_set(Path(a), fmt), open_mask_set(Path(b), fmt)
+    check_compatible(sa, sb)
+    load_base(sa)
+    load_base(sb)
+    pa = Placement.from_json(sa.manifest["placement"]) if sa.manifest else None
+    pb = Placement.from_json(sb.manifest["placement"]) if sb.manifest else None
+
+    dies: list[DieChange] = []
+    shapes_a = 0
+    for die in range(max(len(sa.files), len(sb.files))):
+        lib_a = load_library(sa.files[die]) if die < len(sa.files) else None
+        lib_b = load_library(sb.files[die]) if die < len(sb.files) else None
+        if not sa.is_folder:
+            la = lib_a.layers_and_datatypes() if lib_a else set()
+            lb = lib_b.layers_and_datatypes() if lib_b else set()
+            recognise_pdk(sa, sb, set(la), set(lb))
+        else:  # a compile folder's die files hold its PDK's two custom layers and nothing else
+            for side, lib in ((sa, lib_a), (sb, lib_b)):
+                _only_custom_layers(side, lib, die)
+        dies.append(diff_layouts(lib_a, lib_b, die, f"die {die}", trust=trust_cell_names))
+        if count_total and lib_a is not None:
+            shapes_a += count_shapes(lib_a)
+        del lib_a, lib_b
+    if count_total and sa.manifest:
+        shapes_a = sum(d["via_count"] + d["top_metal_shapes"] + d["fill_shapes"]
+                       for d in sa.manifest["dies"])
+
+    pdk = sa.pdk or sb.pdk
+    names = _layer_names(pdk)
+    for d in dies:
+        for layer in d.layers:
+            names.setdefault(layer, f"{layer[0]}/{layer[1]}")
+    via_layer = next((k for k, v in names.items() if v == "via"), None)
+    totals = {k: LayerTotals(k, v) for k, v in sorted(names.items())}
+    masks_per_die: list[set[str]] = []
+    attribution = Attribution(sa.base or sb.base, pa, pb, via_layer, names)
+    for d in dies:
+        changed: set[str] = set()
+        for layer, lc in d.layers.items():
+            t = totals[layer]
+            t.added += len(lc.added)
+            t.removed += len(lc.removed)
+            t.xor_polygons += lc.xor_count
+            if len(lc.added) or len(lc.removed):
+                changed.add(names[layer] if names[layer] in ("via", "top_metal") else "other")
+        masks_per_die.append(changed)
+        attribution.add_die(d)
+    tensors = attribution.finish()
+    notes = []
+    if pa is None:
+        notes.append("bare mask files: no manifest, so no tensor attribution")
+    return MaskDiff(a=sa, b=sb, dies=dies, layers=[t for t in totals.values()
+                                                   if t.changed or t.name in ("via", "top_metal")],
+                    tiles=attribution.tiles, tensors=tensors, masks_per_die=masks_per_die,
+                    respin=respin_cost(pdk, masks_per_die) if any(masks_per_die) else None,
+                    shapes_a=shapes_a if count_total else None,
+                    seconds=time.perf_counter() - start, notes=notes)
+
+
+def parse_max_changed(text: str) -> tuple[str, float]:
+    """``'120'`` → ('count', 120); ``'0.5%'`` → ('fraction', 0.005). MaskError otherwise."""
+    raw = str(text).strip()
+    try:
+        if raw.endswith("%"):
+            value = float(raw[:-1]) / 100
+            if not 0 <= value <= 1:
+                raise ValueError
+            return "fraction", value
+        value = int(raw)
+        if value < 0:
+            raise ValueError
+        return "count", value
+    except ValueError:
+        raise MaskError(f"--max-changed must be a shape count (e.g. 100) or a percentage "
+                        f"(e.g. 0.5%), not {text!r}") from None
+
+
+def over_threshold(diff: MaskDiff, limit: tuple[str, float]) -> tuple[bool, str]:
+    """(exceeded, one line saying why) for a parsed --max-changed."""
+    kind, value = limit
+    n = diff.changed_shapes
+    if kind == "count":
+        return n > value, f"{n:,} shapes changed, limit {int(value):,}"
+    total = diff.shapes_a or 0
+    frac = n / total if total else (0.0 if n == 0 else 1.0)
+    return frac > value, (f"{n:,} of {total:,} shapes changed ({frac:.4%}), "
+                          f"limit {value:.4%}")

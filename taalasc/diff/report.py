@@ -1,0 +1,262 @@
+"""Format a MaskDiff: JSON, Markdown (a pull-request comment), a rich table, a PNG heat map
+and a GDS/OASIS of the XOR region for KLayout. Data first (core.py), formatting here."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from pathlib import Path
+
+import numpy as np
+
+from taalasc.diff.core import MaskDiff
+from taalasc.errors import OutputError
+
+SCHEMA = "taalasc-diff/1"
+MD_TENSORS = 30          # tensors listed in Markdown (all are in JSON)
+MD_ELEMENTS = 8          # elements listed per tensor in Markdown
+MD_TILES = 12            # tiles listed in Markdown
+
+
+def _counts(by_layer: dict[str, int]) -> str:
+    return ", ".join(f"{n:,} {layer}" for layer, n in sorted(by_layer.items())) or "–"
+
+
+def to_json(diff: MaskDiff, threshold: dict | None = None) -> dict:
+    """A JSON-ready dict of the whole diff (schema ``taalasc-diff/1``)."""
+    from taalasc.diff.inputs import manifest_json
+
+    return {
+        "format": SCHEMA,
+        "a": manifest_json(diff.a), "b": manifest_json(diff.b),
+        "identical": diff.identical,
+        "changed_shapes": diff.changed_shapes,
+        "xor_polygons": diff.xor_polygons,
+        "shapes_a": diff.shapes_a,
+        "masks": diff.masks,
+        "masks_per_die": [sorted(m) for m in diff.masks_per_die],
+        "respin": diff.respin,
+        "layers": [t.to_json() for t in diff.layers],
+        "dies": [{"die": d.die, "refs_skipped_identical": d.refs_skipped,
+                  "refs_compared": d.refs_compared,
+                  "layers": {f"{k[0]}/{k[1]}": {"added": len(v.added), "removed": len(v.removed),
+                                                "xor_polygons": v.xor_count}
+                             for k, v in sorted(d.layers.items())}} for d in diff.dies],
+        "tiles": [t.to_json() for t in diff.tiles],
+        "tensors": [t.to_json() for t in diff.tensors],
+        "threshold": threshold,
+        "notes": diff.notes,
+    }
+
+
+def write_json(diff: MaskDiff, path: Path, threshold: dict | None = None) -> None:
+    _write_text(path, json.dumps(to_json(diff, threshold), indent=1, sort_keys=True) + "\n")
+
+
+def _write_text(path: Path, text: str) -> None:
+    try:
+        Path(path).write_text(text)
+    except OSError as exc:
+        raise OutputError(f"{path}: cannot write ({exc.strerror or exc})") from None
+
+
+def element_text(kind: str, row: int, col: int) -> str:
+    """``codes[40, 100]``; fp16 vectors are 1-D: ``vector[7]``."""
+    return f"{kind}[{col}]" if kind == "vector" else f"{kind}[{row}, {col}]"
+
+
+def _verdict(diff: MaskDiff) -> str:
+    if diff.identical:
+        return "identical: no mask changes"
+    cost = f", re-spin ≈ ${diff.respin['usd']:,.0f}" if diff.respin else ""
+    return f"{diff.changed_shapes:,} shapes changed — {diff.masks}{cost}"
+
+
+def to_markdown(diff: MaskDiff, threshold: dict | None = None) -> str:
+    """A pull-request comment: verdict, per layer, per tensor, re-spin cost."""
+    lines = [f"### taalasc mask diff: {_verdict(diff)}", "",
+             f"`{diff.a.path}` → `{diff.b.path}`", ""]
+    if threshold:
+        mark = "❌ above" if threshold["exceeded"] else "✅ within"
+        lines += [f"{mark} threshold: {threshold['detail']}", ""]
+    lines += ["| layer | added | removed | XOR polygons |", "|---|---:|---:|---:|"]
+    for t in diff.layers:
+        lines.append(f"| {t.name} ({t.layer[0]}/{t.layer[1]}) | {t.added:,} | {t.removed:,} | "
+                     f"{t.xor_polygons:,} |")
+    lines.append("")
+    if diff.respin:
+        inp = diff.respin["inputs"]
+        lines += [f"**Masks to re-make:** {diff.masks} — **${diff.respin['usd']:,.0f}** "
+                  f"({inp['dies_with_via_changes']} × via mask "
+                  f"${inp['via_mask_cost_usd']['value']:,.0f} + "
+                  f"{inp['dies_with_top_metal_changes']} × top-metal mask "
+                  f"${inp['top_metal_mask_cost_usd']['value']:,.0f})", ""]
+    tiles = [t for t in diff.tiles if t.column is not None]
+    if diff.tiles:
+        lines += [f"Changed: {len(tiles)} weight tile(s), {len(diff.tiles) - len(tiles)} other "
+                  "instance(s).", "", "| die | where | added | removed | tensor |",
+                  "|---:|---|---|---|---|"]
+        for t in diff.tiles[:MD_TILES]:
+            names = sorted({n for n in (t.tensor_a, t.tensor_b) if n})
+            lines.append(f"| {t.die} | {t.label} | {_counts(t.added)} | {_counts(t.removed)} | "
+                         f"{', '.join(f'`{n}`' for n in names)} |")
+        if len(diff.tiles) > MD_TILES:
+            lines.append(f"| | … {len(diff.tiles) - MD_TILES} more (see the JSON) | | | |")
+        lines.append("")
+    if diff.tensors:
+        lines += ["| tensor | values changed | bits | where |", "|---|---:|---:|---|"]
+        for t in diff.tensors[:MD_TENSORS]:
+            if t.placement_changed:
+                where = f"re-placed ({t.vias_added:,} vias added, {t.vias_removed:,} removed)"
+                lines.append(f"| `{t.tensor}` | – | – | {where} |")
+                continue
+            shown = ", ".join(element_text(k, r, c) for k, r, c, _ in t.elements[:MD_ELEMENTS])
+            more = t.values_changed - min(len(t.elements), MD_ELEMENTS)
+            shown += f" … (+{more:,})" if more > 0 else ""
+            kinds = ", ".join(f"{n:,} {k}" for k, n in sorted(t.changed.items()))
+            lines.append(f"| `{t.tensor}` | {kinds} | {t.bits_changed:,} | {shown} |")
+        if len(diff.tensors) > MD_TENSORS:
+            more = len(diff.tensors) - MD_TENSORS
+            lines.append(f"| … {more} more tensors (see the JSON) | | | |")
+        lines.append("")
+    for note in diff.notes:
+        lines += [f"_{note}_", ""]
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def write_markdown(diff: MaskDiff, path: Path, threshold: dict | None = None) -> None:
+    _write_text(path, to_markdown(diff, threshold))
+
+
+def print_summary(diff: MaskDiff, threshold: dict | None = None, console=None) -> None:
+    """The terminal summary (rich)."""
+    from rich.console import Console
+    from rich.table import Table
+
+    console = console or Console()
+    style = "green" if diff.identical else "yellow"
+    console.print(f"[bold {style}]{_verdict(diff)}[/]  ({diff.seconds:.2f} s)")
+    table = Table(title="Shapes per layer")
+    for col in ("layer", "added", "removed", "XOR polygons"):
+        table.add_column(col, justify="left" if col == "layer" else "right")
+    for t in diff.layers:
+        table.add_row(f"{t.name} {t.layer[0]}/{t.layer[1]}", f"{t.added:,}", f"{t.removed:,}",
+                      f"{t.xor_polygons:,}")
+    console.print(table)
+    if diff.tensors:
+        tt = Table(title="Per tensor")
+        for col in ("tensor", "values", "bits", "first elements"):
+            tt.add_column(col)
+        for t in diff.tensors[:MD_TENSORS]:
+            if t.placement_changed:
+                tt.add_row(t.tensor, "re-placed", "", f"{t.vias_added + t.vias_removed:,} vias")
+                continue
+            first = ", ".join(element_text(k, r, c) for k, r, c, _ in t.elements[:4])
+            tt.add_row(t.tensor, f"{t.values_changed:,}", f"{t.bits_changed:,}", first)
+        console.print(tt)
+    if diff.respin:
+        console.print(f"re-spin: {diff.masks}, ${diff.respin['usd']:,.0f} "
+                      f"({diff.respin['formula']})")
+    if threshold:
+        colour = "red" if threshold["exceeded"] else "green"
+        word = "above" if threshold["exceeded"] else "within"
+        console.print(f"[{colour}]{word} --max-changed: {threshold['detail']}[/]")
+    for note in diff.notes:
+        console.print(f"[dim]{note}[/]")
+
+
+# -- pictures and geometry -------------------------------------------------------------------
+HEATMAP_SIDE_PX = 512
+XOR_TIMESTAMP = datetime(2000, 1, 1)   # fixed, like the mask writer: same diff, same bytes
+UNIT_M = 1e-9
+_GAP_PX = 8
+
+
+def heatmap_rgb(diff: MaskDiff, side_px: int = HEATMAP_SIDE_PX) -> np.ndarray:
+    """The dies side by side, longer side ``side_px``; changed shapes per pixel, log-scaled
+    from yellow to red over a grey die (weight tiles lighter when the base array is known)."""
+    base = diff.a.base or diff.b.base
+    extents = []
+    for d in diff.dies:
+        if base is not None:
+            extents.append((0, 0, base.die.width_nm, base.die.height_nm))
+        else:
+            x0, y0, x1, y1 = d.extent_nm
+            extents.append((min(x0, 0), min(y0, 0), max(x1, 1), max(y1, 1)))
+    w_nm = max(e[2] - e[0] for e in extents)
+    h_nm = max(e[3] - e[1] for e in extents)
+    scale = side_px / max(w_nm, h_nm)
+    dw, dh = max(1, int(round(w_nm * scale))), max(1, int(round(h_nm * scale)))
+    n = len(diff.dies)
+    img = np.full((dh, n * dw + (n - 1) * _GAP_PX, 3), 255, np.uint8)
+    for k, (d, (x0, y0, _, _)) in enumerate(zip(diff.dies, extents)):
+        left = k * (dw + _GAP_PX)
+        die = img[:, left:left + dw]
+        die[:] = (70, 70, 70)
+        if base is not None:
+            g, t = base.tile_grid, base.weight_tile
+            for c in range(g.columns):
+                for r in range(g.rows):
+                    ox, oy = g.tile_origin_nm(c, r)
+                    px0 = int(ox * scale)
+                    px1 = max(px0 + 1, int((ox + t.width_nm) * scale))
+                    py1 = dh - int(oy * scale)
+                    py0 = min(py1 - 1, dh - int((oy + t.height_nm) * scale))
+                    die[max(py0, 0):py1, px0:px1] = (110, 110, 110)
+        counts = np.zeros((dh, dw), np.int64)
+        for lc in d.layers.values():
+            for rects in (lc.added, lc.removed):
+                if len(rects):
+                    cx = ((rects[:, 0] + rects[:, 2]) / 2 - x0) * scale
+                    cy = ((rects[:, 1] + rects[:, 3]) / 2 - y0) * scale
+                    ix = np.clip(cx.astype(np.int64), 0, dw - 1)
+                    iy = np.clip(dh - 1 - cy.astype(np.int64), 0, dh - 1)
+                    np.add.at(counts, (iy, ix), 1)
+        # Grow each changed pixel to a small square so that one flipped bit stays visible.
+        reach = max(1, side_px // 160)
+        padded = np.pad(counts, reach)
+        grown = counts.copy()
+        for dy in range(2 * reach + 1):
+            for dx in range(2 * reach + 1):
+                grown = np.maximum(grown, padded[dy:dy + dh, dx:dx + dw])
+        counts = grown
+        hot = counts > 0
+        if hot.any():
+            level = np.log1p(counts[hot]) / np.log1p(counts.max())
+            colour = np.stack([np.full_like(level, 255), 230 * (1 - level), 40 * (1 - level)], 1)
+            die[hot] = colour.astype(np.uint8)
+    return img
+
+
+def write_heatmap(diff: MaskDiff, path: Path, side_px: int = HEATMAP_SIDE_PX) -> tuple[int, int]:
+    """Write the heat map PNG; returns (width, height) in pixels."""
+    from taalasc.png import write_png
+
+    img = heatmap_rgb(diff, side_px)
+    write_png(path, img)
+    return img.shape[1], img.shape[0]
+
+
+def write_xor(diff: MaskDiff, path: Path) -> None:
+    """The XOR region of every layer, one top cell ``XOR_DIE{n}`` per die, for KLayout.
+
+    Layers keep their numbers; the region equals KLayout's ``Region(A) ^ Region(B)``.
+    """
+    import gdstk
+
+    path = Path(path)
+    if path.suffix.lower() not in (".gds", ".oas"):
+        raise OutputError(f"{path}: the XOR file must end in .gds or .oas")
+    lib = gdstk.Library("XOR", unit=UNIT_M, precision=UNIT_M)
+    for d in diff.dies:
+        cell = lib.new_cell(f"XOR_DIE{d.die}")
+        for (layer, dtype), lc in sorted(d.layers.items()):
+            for x0, y0, x1, y1 in lc.xor_rects.tolist():
+                cell.add(gdstk.rectangle((x0, y0), (x1, y1), layer=layer, datatype=dtype))
+    try:
+        if path.suffix.lower() == ".oas":
+            lib.write_oas(str(path))
+        else:
+            lib.write_gds(str(path), timestamp=XOR_TIMESTAMP)
+    except Exception as exc:  # gdstk raises plain OSError/RuntimeError
+        raise OutputError(f"{path}: cannot write ({exc})") from None

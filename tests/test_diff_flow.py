@@ -1,0 +1,248 @@
+"""`taalasc diff` end to end: a model against a copy with a handful of changed weights."""
+
+import json
+import re
+import shutil
+import struct
+from pathlib import Path
+
+import gdstk
+import klayout.db as kdb
+import numpy as np
+import pytest
+
+from taalasc import cli
+from taalasc.cli import main
+from taalasc.compile import CompileOptions, compile_model
+from taalasc.config import load_base_array
+from taalasc.diff import diff_masks, to_json, to_markdown
+from taalasc.model import open_checkpoint
+from taalasc.model.synth import llama_config, write_demo, write_llama, write_safetensors
+from taalasc.quant import BitPolicy, assign_bits, quantize_tensor
+
+DOWN = "model.layers.1.mlp.down_proj.weight"
+NORM = "model.layers.0.input_layernorm.weight"
+
+
+@pytest.fixture(autouse=True)
+def _wired(monkeypatch):
+    # Until the lead wires `diff` into taalasc.cli.COMMANDS; harmless afterwards.
+    monkeypatch.setitem(cli.COMMANDS, "diff", ("taalasc.commands.diff", "diff_cmd", "diff"))
+
+
+def _changed_model(src: Path, dst: Path) -> None:
+    shutil.copytree(src, dst)
+    ckpt = open_checkpoint(src)
+    tensors = {name: ckpt.read(name) for name in ckpt.tensors}
+    down = tensors[DOWN]
+    for r, c in ((3, 5), (40, 100), (63, 17)):
+        down[r, c] = -down[r, c]          # moves the code, keeps the group's scale
+    tensors[NORM][7] += 0.5                # an fp16 vector element
+    write_safetensors(dst / "model.safetensors", tensors, "BF16")
+
+
+def _expected(model_a: Path, model_b: Path) -> dict[str, set]:
+    """Elements whose quantized code, scale or fp16 value differ: the ground truth."""
+    options = CompileOptions()
+    ca, cb = open_checkpoint(model_a), open_checkpoint(model_b)
+    specs = assign_bits(ca, BitPolicy(default_bits=options.default_bits,
+                                      group_size=options.group_size))
+    want: dict[str, set] = {}
+    for name in ca.tensors:
+        wa, wb = ca.read(name), cb.read(name)
+        if name in specs:
+            qa, qb = quantize_tensor(name, wa, specs[name]), quantize_tensor(name, wb, specs[name])
+            got = {("codes", int(r), int(c)) for r, c in np.argwhere(qa.codes != qb.codes)}
+            got |= {("scales", int(r), int(c)) for r, c in np.argwhere(
+                qa.scales.view(np.uint16) != qb.scales.view(np.uint16))}
+        else:
+            diff = wa.astype(np.float16).view(np.uint16) != wb.astype(np.float16).view(np.uint16)
+            got = {("vector", 0, int(c)) for c in np.flatnonzero(diff)}
+        if got:
+            want[name] = got
+    return want
+
+
+@pytest.fixture(scope="module")
+def pair(tmp_path_factory):
+    root = tmp_path_factory.mktemp("diff")
+    write_demo(root / "a")
+    _changed_model(root / "a", root / "b")
+    for name in ("a", "b"):
+        compile_model(root / name, root / f"masks_{name}", CompileOptions())
+    return root
+
+
+@pytest.fixture(scope="module")
+def folder_diff(pair):
+    return diff_masks(pair / "masks_a", pair / "masks_b")
+
+
+def _klayout_xor(a: Path, b: Path, layer) -> int:
+    la, lb = kdb.Layout(), kdb.Layout()
+    la.read(str(a))
+    lb.read(str(b))
+    ra = kdb.Region(la.top_cell().begin_shapes_rec(la.layer(*layer)))
+    rb = kdb.Region(lb.top_cell().begin_shapes_rec(lb.layer(*layer)))
+    return (ra ^ rb).merged().count()
+
+
+def test_names_exactly_the_changed_tensors_and_elements(pair, folder_diff):
+    want = _expected(pair / "a", pair / "b")
+    assert set(want) == {DOWN, NORM}          # the test pair really changes what we think
+    d = folder_diff
+    got = {t.tensor: {(k, r, c) for k, r, c, _ in t.elements} for t in d.tensors}
+    assert got == want
+    assert all(not t.placement_changed for t in d.tensors)
+    assert d.masks == "via mask only"
+    pdk = load_base_array("sky130-demo").pdk
+    assert d.respin["usd"] == pdk.cost.via_mask_cost_usd
+
+
+def test_counts_equal_klayout_xor_and_flat_diff(pair, folder_diff):
+    d = folder_diff
+    flat = diff_masks(pair / "masks_a", pair / "masks_b", trust_cell_names=False)
+    pdk = load_base_array("sky130-demo").pdk
+    via = (pdk.layers.via.gds_layer, pdk.layers.via.gds_datatype)
+    totals = {t.layer: t for t in d.layers}
+    k = _klayout_xor(pair / "masks_a" / "die0.gds", pair / "masks_b" / "die0.gds", via)
+    assert totals[via].xor_polygons == k == totals[via].added + totals[via].removed > 0
+    assert totals[via].added == totals[via].removed   # flipped bits move vias, none vanish
+    assert [t.to_json() for t in flat.layers] == [t.to_json() for t in d.layers]
+    assert d.dies[0].refs_skipped > 200               # identical tiles were not flattened
+
+
+def test_placement_change_needs_both_masks_and_matches_klayout(tmp_path):
+    small = dict(hidden=32, layers=1, heads=2, kv_heads=1, vocab=64)
+    write_llama(tmp_path / "m1", llama_config(intermediate=64, **small))
+    write_llama(tmp_path / "m2", llama_config(intermediate=96, **small))
+    for name in ("m1", "m2"):
+        compile_model(tmp_path / name, tmp_path / f"c{name}", CompileOptions(formats=("gds",)))
+    d = diff_masks(tmp_path / "cm1", tmp_path / "cm2")
+    assert d.masks == "both masks"
+    assert any(t.placement_changed for t in d.tensors)
+    for t in d.layers:
+        assert t.xor_polygons == _klayout_xor(tmp_path / "cm1" / "die0.gds",
+                                              tmp_path / "cm2" / "die0.gds", t.layer), t.name
+
+
+def test_identical_folders_exit_0(pair, tmp_path, capsys):
+    copy = tmp_path / "copy"
+    shutil.copytree(pair / "masks_a", copy)
+    assert main(["diff", str(pair / "masks_a"), str(copy), "--json", str(tmp_path / "d.json")]) == 0
+    assert "identical" in capsys.readouterr().out
+    data = json.loads((tmp_path / "d.json").read_text())
+    assert data["identical"] is True and data["changed_shapes"] == 0 and data["masks"] == "none"
+
+
+def test_threshold_exit_codes(pair, folder_diff, capsys):
+    a, b = str(pair / "masks_a"), str(pair / "masks_b")
+    n = folder_diff.changed_shapes
+    assert main(["diff", a, b, "-q"]) == 2
+    assert "masks differ beyond --max-changed 0" in capsys.readouterr().err
+    assert main(["diff", a, b, "-q", "--max-changed", str(n)]) == 0
+    assert main(["diff", a, b, "-q", "--max-changed", str(n - 1)]) == 2
+    assert main(["diff", a, b, "-q", "--max-changed", "1%"]) == 0
+    assert main(["diff", a, b, "-q", "--max-changed", "0.0001%"]) == 2
+
+
+def test_different_base_array_exit_1(pair, tmp_path, capsys):
+    other = tmp_path / "other"
+    shutil.copytree(pair / "masks_b", other)
+    manifest = json.loads((other / "manifest.json").read_text())
+    manifest["inputs"]["base_array"]["name"] = "ihp-sg13g2-chip"
+    (other / "manifest.json").write_text(json.dumps(manifest))
+    assert main(["diff", str(pair / "masks_a"), str(other), "-q"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0
+    assert "uses base array 'sky130-demo' but" in err and "'ihp-sg13g2-chip'" in err
+
+
+def test_bare_files_of_different_pdks_exit_1(pair, tmp_path, capsys):
+    lib = gdstk.Library(unit=1e-9, precision=1e-9)
+    cell = lib.new_cell("DIE0")
+    cell.add(gdstk.rectangle((0, 0), (260, 260), layer=41, datatype=0),   # gf180mcu via4
+             gdstk.rectangle((0, 0), (1000, 440), layer=81, datatype=0))  # gf180mcu met5
+    lib.write_gds(str(tmp_path / "gf.gds"))
+    assert main(["diff", str(pair / "masks_a" / "die0.gds"), str(tmp_path / "gf.gds"), "-q"]) == 1
+    assert "holds sky130 layers but" in capsys.readouterr().err
+
+
+def test_unreadable_file_exit_1(pair, tmp_path, capsys):
+    data = (pair / "masks_a" / "die0.gds").read_bytes()
+    (tmp_path / "cut.gds").write_bytes(data[: len(data) // 3])
+    (tmp_path / "junk.gds").write_bytes(b"this is not a mask file\n" * 10)
+    for bad in ("cut.gds", "junk.gds", "missing.gds"):
+        assert main(["diff", str(pair / "masks_a" / "die0.gds"), str(tmp_path / bad), "-q"]) == 1
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("error: ") and bad in err and "\n" not in err
+
+
+def test_bare_gds_and_oasis_files_geometry_only(pair, folder_diff):
+    folder = folder_diff
+    bare = diff_masks(pair / "masks_a" / "die0.gds", pair / "masks_b" / "die0.oas")
+    assert [t.to_json() for t in bare.layers] == [t.to_json() for t in folder.layers]
+    assert bare.tensors == [] and any("no tensor attribution" in n for n in bare.notes)
+    assert bare.masks == "via mask only"          # sky130 recognised from the layers
+
+
+def test_json_markdown_heatmap_xor_outputs(pair, folder_diff, tmp_path):
+    a, b = str(pair / "masks_a"), str(pair / "masks_b")
+    out = {k: tmp_path / f"d.{k}" for k in ("json", "md", "png", "gds")}
+    assert main(["diff", a, b, "-q", "--max-changed", "100", "--json", str(out["json"]),
+                 "--markdown", str(out["md"]), "--heatmap", str(out["png"]),
+                 "--xor", str(out["gds"])]) == 0
+    data = json.loads(out["json"].read_text())
+    assert data["format"] == "taalasc-diff/1" and data["masks"] == "via mask only"
+    assert data["threshold"]["exceeded"] is False
+    names = {t["tensor"]: t for t in data["tensors"]}
+    assert set(names) == {DOWN, NORM}
+    assert names[DOWN]["changed"] == {"codes": 3}
+    assert {tuple(e["index"]) for e in names[DOWN]["elements"]} == {(3, 5), (40, 100), (63, 17)}
+    assert all(t["column"] is not None for t in data["tiles"])
+    md = out["md"].read_text()
+    assert md.startswith("### taalasc mask diff:") and f"`{DOWN}`" in md
+    assert "via mask only" in md and "codes[40, 100]" in md and "vector[7]" in md
+    assert "| 0 | tile (" in md
+    # PNG: the die scaled so its longer side is 512 px (sky130-demo: 2 x 7.2 mm).
+    w, h = struct.unpack(">II", out["png"].read_bytes()[16:24])
+    assert (w, h) == (round(2.0 / 7.2 * 512), 512)
+    # The XOR file holds exactly the changed vias, as KLayout sees them.
+    layout = kdb.Layout()
+    layout.read(str(out["gds"]))
+    region = kdb.Region(layout.top_cell().begin_shapes_rec(layout.layer(71, 44)))
+    assert region.count() == data["xor_polygons"]
+    assert "within threshold" in md and "threshold" not in to_markdown(folder_diff)
+    assert to_json(folder_diff)["changed_shapes"] == data["changed_shapes"]
+
+
+def _doc() -> str:
+    return (Path(__file__).resolve().parents[1] / "docs" / "ci-diff.md").read_text()
+
+
+def test_docs_diff_commands_use_real_options(pair, tmp_path, monkeypatch):
+    from taalasc.commands.diff import diff_cmd
+
+    known = {opt for p in diff_cmd.params for opt in p.opts}
+    commands = re.findall(r"taalasc diff (masks-old (?:[^\n]*\\\n)*[^\n]*)", _doc())
+    assert len(commands) >= 2
+    for command in sorted({" ".join(c.replace("\\\n", " ").split()) for c in commands}):
+        args = command.replace("\\\n", " ").split()
+        assert {a for a in args if a.startswith("--")} <= known, command
+        # And it runs: on the test pair, in a folder laid out like the workflow's.
+        monkeypatch.chdir(tmp_path)
+        for name, src in (("masks-old", "masks_a"), ("masks-new", "masks_b")):
+            if not (tmp_path / name).exists():
+                (tmp_path / name).symlink_to(pair / src)
+        assert main(["diff", *args, "-q"]) == 0        # 14 of ~700k shapes: within 0.5 %
+        assert (tmp_path / "diff.md").is_file() and (tmp_path / "diff-xor.oas").is_file()
+
+
+def test_docs_python_example_runs(pair, tmp_path, monkeypatch, capsys):
+    code = re.search(r"## From Python\n\n```python\n(.*?)```", _doc(), re.S).group(1)
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "masks-old").symlink_to(pair / "masks_a")
+    (tmp_path / "masks-new").symlink_to(pair / "masks_b")
+    exec(compile(code, "ci-diff.md", "exec"), {})
+    out = capsys.readouterr().out
+    assert "via mask only" in out and DOWN in out
