@@ -200,12 +200,7 @@ def _fuzz_one(worker, seeds, tmp_path_factory, ext, edits, raw=None):
 _CRASHING_GDS = [p.read_bytes() for p in GDSTK_CRASHERS if p.suffix == ".gds"]
 _CRASHING_OAS = [p.read_bytes() for p in GDSTK_CRASHERS if p.suffix == ".oas"]
 
-_XFAIL_CRASH = pytest.mark.xfail(strict=True, reason="gdstk 1.0.2 aborts/segfaults on mutated "
-                                 "files (see test_badinput_masks.py::"
-                                 "test_files_that_crash_gdstk_give_a_mask_error for the fix)")
 
-
-@_XFAIL_CRASH
 @settings(FAST, max_examples=150)
 @example(edits=[], raw=_CRASHING_GDS[0])
 @given(edits=_edits(), raw=st.none())
@@ -213,7 +208,6 @@ def test_fuzz_mutated_gds_never_crashes(worker, seeds, tmp_path_factory, edits, 
     _fuzz_one(worker, seeds, tmp_path_factory, "gds", edits, raw)
 
 
-@_XFAIL_CRASH
 @settings(FAST, max_examples=150)
 @example(edits=[], raw=_CRASHING_OAS[0])
 @given(edits=_edits(), raw=st.none())

@@ -11,6 +11,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+
 from taalasc.diff.attribute import Attribution, TensorDiff, TileDiff, respin_cost
 from taalasc.diff.hier import DieChange, diff_layouts
 from taalasc.diff.inputs import (MaskSet, check_compatible, load_base, load_library, open_mask_set,
@@ -104,6 +106,25 @@ def count_shapes(lib) -> int:
     return sum(count(t) for t in tops)
 
 
+def _vias_are_vias(pdk, change, where) -> None:
+    """Every via that changed must be the PDK's via square: anything else is not a mask of
+    this process (a corrupted or foreign file), not a model change."""
+    if pdk is None or pdk.layers is None:
+        return
+    layer = (pdk.layers.via.gds_layer, pdk.layers.via.gds_datatype)
+    lc = change.layers.get(layer)
+    if lc is None:
+        return
+    size = pdk.rules.via_size_nm
+    for rects in (lc.added, lc.removed):
+        rects = np.asarray(rects).reshape(-1, 4)
+        bad = (rects[:, 2] - rects[:, 0] != size) | (rects[:, 3] - rects[:, 1] != size)
+        if bad.any():
+            x0, y0, x1, y1 = rects[np.flatnonzero(bad)[0]].tolist()
+            raise MaskError(f"{where}: via at ({x0}, {y0}) nm is {x1 - x0} x {y1 - y0} nm; "
+                            f"{pdk.name} vias are {size} x {size} nm")
+
+
 def _only_custom_layers(side, lib, die: int) -> None:
     if lib is None or side.pdk is None or side.pdk.layers is None:
         return
@@ -150,6 +171,7 @@ def diff_masks(a: str | Path, b: str | Path, fmt: str = "gds", trust_cell_names:
             for side, lib in ((sa, lib_a), (sb, lib_b)):
                 _only_custom_layers(side, lib, die)
         dies.append(diff_layouts(lib_a, lib_b, die, f"die {die}", trust=trust_cell_names))
+        _vias_are_vias(sa.pdk or sb.pdk, dies[-1], sb.files[die] if die < len(sb.files) else "")
         if count_total and lib_a is not None:
             shapes_a += count_shapes(lib_a)
         del lib_a, lib_b

@@ -41,17 +41,13 @@ class MaskSet:
 
 
 def load_library(path: Path) -> gdstk.Library:
-    """A GDSII or OASIS file as a gdstk Library in 1 nm units; MaskError when unreadable."""
-    path = Path(path)
-    if not path.is_file():
-        raise MaskError(f"{path}: no such mask file")
-    try:
-        if path.suffix.lower() in (".oas", ".oasis"):
-            lib = gdstk.read_oas(str(path), unit=1e-9)
-        else:
-            lib = gdstk.read_gds(str(path), unit=1e-9)
-    except Exception as exc:  # gdstk raises plain RuntimeError/OSError on bad files
-        raise MaskError(f"{path}: cannot read mask file ({exc})") from None
+    """A GDSII or OASIS file as a gdstk Library in 1 nm units; MaskError when unreadable.
+
+    The file is first read in a child process (taalasc.emit.safe_read), so a corrupt file
+    that crashes gdstk gives a MaskError instead of killing the diff."""
+    from taalasc.emit.safe_read import load_library as safe_load
+
+    lib = safe_load(Path(path))
     if not lib.cells:
         raise MaskError(f"{path}: not a readable GDSII/OASIS mask file (no cells found)")
     return lib

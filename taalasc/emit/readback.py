@@ -2,7 +2,8 @@
 
 This is the core of extraction: nothing but the GDS/OASIS geometry, the base array and the
 tile position is used. Files are flattened hierarchically with numpy (one array of
-rectangles per cell, memoised), so a die of ~1e6 vias reads in about a second.
+rectangles per cell, memoised), so a die of ~1e6 vias reads in about a second. The file is
+untrusted: safe_read checks its structure and runs gdstk in a child process.
 """
 
 from __future__ import annotations
@@ -14,22 +15,11 @@ import numpy as np
 
 from taalasc.config.base_array import BaseArray
 from taalasc.config.pdk import Pdk
+from taalasc.emit.safe_read import MAX_SHAPES, read_flat
 from taalasc.errors import MaskError
 
 Layer = tuple[int, int]
 _EMPTY = np.zeros((0, 4), np.int64)
-
-
-def _load(path: Path) -> gdstk.Library:
-    path = Path(path)
-    if not path.is_file():
-        raise MaskError(f"{path}: no such mask file")
-    try:
-        if path.suffix.lower() == ".oas":
-            return gdstk.read_oas(str(path), unit=1e-9)
-        return gdstk.read_gds(str(path), unit=1e-9)
-    except Exception as exc:  # gdstk raises plain RuntimeError/OSError on bad files
-        raise MaskError(f"{path}: cannot read mask file ({exc})") from None
 
 
 def _transform(rects: np.ndarray, ref: gdstk.Reference, path: Path) -> np.ndarray:
@@ -54,54 +44,60 @@ def _transform(rects: np.ndarray, ref: gdstk.Reference, path: Path) -> np.ndarra
 def read_rects(path: Path, allowed: set[Layer] | None = None) -> dict[Layer, np.ndarray]:
     """Every shape of the file's single top cell, flattened, as int64 [n, 4] nm per layer.
 
-    Raises MaskError for non-rectangular shapes, paths, several top cells or (when
-    ``allowed`` is given) a layer outside it.
+    Raises MaskError for an unreadable, truncated or crashing file (see safe_read: gdstk
+    runs in a child process), a file expanding to too many shapes, non-rectangular shapes,
+    paths, several top cells or (when ``allowed`` is given) a layer outside it.
     """
     path = Path(path)
-    lib = _load(path)
+    return read_flat(path, lambda lib: _flatten(lib, path, allowed))
+
+
+def _flatten(lib: gdstk.Library, path: Path, allowed: set[Layer] | None
+             ) -> dict[Layer, np.ndarray]:
+    """read_rects' work on a library gdstk has read (runs in safe_read's child process).
+
+    Two passes: each cell's own rectangles plus a count of the shapes it expands to
+    (memoised, x repetition sizes, reference cycles refused), then - only when the top cell
+    stays within MAX_SHAPES - the flattening itself. A few hundred bytes of nested arrays
+    would otherwise ask numpy for terabytes.
+    """
     tops = lib.top_level()
     if len(tops) != 1:
         raise MaskError(f"{path}: expected one top cell, found {len(tops)}")
+    own_memo: dict[str, dict[Layer, np.ndarray]] = {}
+    count_memo: dict[str, int] = {}
+    active: set[str] = set()
+
+    def count(cell: gdstk.Cell) -> int:
+        if cell.name in count_memo:
+            return count_memo[cell.name]
+        if cell.name in active:
+            raise MaskError(f"{path}: cell {cell.name!r} is part of a reference cycle")
+        active.add(cell.name)
+        own_memo[cell.name] = _own_rects(cell, path, allowed)
+        total = sum(len(v) for v in own_memo[cell.name].values())
+        for ref in cell.references:
+            if isinstance(ref.cell, str):
+                raise MaskError(f"{path}: cell {cell.name!r} references missing cell {ref.cell!r}")
+            total += count(ref.cell) * max(ref.repetition.size, 1)
+        active.discard(cell.name)
+        count_memo[cell.name] = total
+        return total
+
+    total = count(tops[0])
+    if total > MAX_SHAPES:
+        raise MaskError(f"{path}: the mask would expand to {total} shapes when flattened; "
+                        f"at most {MAX_SHAPES} are read")
     memo: dict[str, dict[Layer, np.ndarray]] = {}
 
     def flat(cell: gdstk.Cell) -> dict[Layer, np.ndarray]:
         if cell.name in memo:
             return memo[cell.name]
-        if cell.paths:
-            raise MaskError(f"{path}: cell {cell.name!r} holds paths; taalasc masks use rectangles")
-        parts: dict[Layer, list[np.ndarray]] = {}
-        polys = cell.polygons
-        for poly in polys:
-            if len(poly.points) != 4:
-                raise MaskError(f"{path}: cell {cell.name!r} has a {len(poly.points)}-point "
-                                f"polygon on {poly.layer}/{poly.datatype}; only rectangles allowed")
-        if polys:
-            pts = np.rint(np.array([p.points for p in polys])).astype(np.int64)  # [n, 4, 2]
-            lo, hi = pts.min(axis=1), pts.max(axis=1)
-            on_box = ((pts[..., 0] == lo[:, None, 0]) | (pts[..., 0] == hi[:, None, 0])) & \
-                     ((pts[..., 1] == lo[:, None, 1]) | (pts[..., 1] == hi[:, None, 1]))
-            bad = ~on_box.all(axis=1) | np.any(hi == lo, axis=1)
-            if bad.any():
-                k = int(np.flatnonzero(bad)[0])
-                raise MaskError(f"{path}: cell {cell.name!r} has a non-rectangular shape on "
-                                f"{polys[k].layer}/{polys[k].datatype} near {lo[k].tolist()} nm")
-            rects = np.concatenate([lo, hi], axis=1)
-            for k, poly in enumerate(polys):
-                layer = (poly.layer, poly.datatype)
-                if allowed is not None and layer not in allowed:
-                    raise MaskError(f"{path}: cell {cell.name!r} has a shape on layer "
-                                    f"{layer[0]}/{layer[1]}; only {sorted(allowed)} may appear")
-                rect = rects[k:k + 1]
-                if poly.repetition.size > 1:
-                    off = np.rint(poly.repetition.get_offsets()).astype(np.int64)
-                    rect = rect + np.tile(off, 2)
-                parts.setdefault(layer, []).append(rect)
+        parts = {k: [v] for k, v in own_memo[cell.name].items()}
         # Plain placements (no rotation, reflection or scaling) are gathered into one
         # broadcast per layer: a tile cell has hundreds of them.
         plain: list[tuple[dict, tuple]] = []
         for ref in cell.references:
-            if isinstance(ref.cell, str):
-                raise MaskError(f"{path}: cell {cell.name!r} references missing cell {ref.cell!r}")
             if ref.rotation == 0 and not ref.x_reflection and ref.magnification == 1 \
                     and ref.repetition.size <= 1:
                 plain.append((flat(ref.cell), ref.origin))
@@ -119,6 +115,48 @@ def read_rects(path: Path, allowed: set[Layer] | None = None) -> dict[Layer, np.
         return memo[cell.name]
 
     return flat(tops[0])
+
+
+def _own_rects(cell: gdstk.Cell, path: Path, allowed: set[Layer] | None
+               ) -> dict[Layer, np.ndarray]:
+    """The cell's own shapes (repetitions expanded) as int64 [n, 4] per layer."""
+    if cell.paths:
+        raise MaskError(f"{path}: cell {cell.name!r} holds paths; taalasc masks use rectangles")
+    polys = cell.polygons
+    if not polys:
+        return {}
+    for poly in polys:
+        if len(poly.points) != 4:
+            raise MaskError(f"{path}: cell {cell.name!r} has a {len(poly.points)}-point "
+                            f"polygon on {poly.layer}/{poly.datatype}; only rectangles allowed")
+    pts = np.rint(np.array([p.points for p in polys])).astype(np.int64)  # [n, 4, 2]
+    lo, hi = pts.min(axis=1), pts.max(axis=1)
+    on_box = ((pts[..., 0] == lo[:, None, 0]) | (pts[..., 0] == hi[:, None, 0])) & \
+             ((pts[..., 1] == lo[:, None, 1]) | (pts[..., 1] == hi[:, None, 1]))
+    bad = ~on_box.all(axis=1) | np.any(hi == lo, axis=1)
+    if bad.any():
+        k = int(np.flatnonzero(bad)[0])
+        raise MaskError(f"{path}: cell {cell.name!r} has a non-rectangular shape on "
+                        f"{polys[k].layer}/{polys[k].datatype} near {lo[k].tolist()} nm")
+    rects = np.concatenate([lo, hi], axis=1)
+    parts: dict[Layer, list[np.ndarray]] = {}
+    shapes = 0
+    for k, poly in enumerate(polys):
+        layer = (poly.layer, poly.datatype)
+        if allowed is not None and layer not in allowed:
+            raise MaskError(f"{path}: cell {cell.name!r} has a shape on layer "
+                            f"{layer[0]}/{layer[1]}; only {sorted(allowed)} may appear")
+        rect = rects[k:k + 1]
+        size = poly.repetition.size
+        shapes += max(size, 1)
+        if shapes > MAX_SHAPES:  # an OASIS repetition is a bomb of its own
+            raise MaskError(f"{path}: cell {cell.name!r} repeats its shapes more than "
+                            f"{MAX_SHAPES} times; at most {MAX_SHAPES} shapes are read")
+        if size > 1:
+            off = np.rint(poly.repetition.get_offsets()).astype(np.int64)
+            rect = rect + np.tile(off, 2)
+        parts.setdefault(layer, []).append(rect)
+    return {k: np.concatenate(v) for k, v in parts.items()}
 
 
 def custom_layers(pdk: Pdk) -> tuple[Layer, Layer]:
