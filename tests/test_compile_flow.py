@@ -1,13 +1,11 @@
 """End-to-end compile: the README's demo and a BF16 Llama checkpoint, read back independently."""
 
 import json
-import os
 import re
 from pathlib import Path
 
 import gdstk
 import klayout.db as kdb
-import numpy as np
 import pytest
 
 from taalasc.cli import main

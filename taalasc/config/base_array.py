@@ -15,12 +15,10 @@ Site layout inside a weight tile (tile origin at its lower-left corner):
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from taalasc.config.pdk import Pdk
 from taalasc.config.records import build
 from taalasc.config.schema import INT32_MAX, Field, check_identifier, validate
-from taalasc.config.yamlio import load_yaml_file
 from taalasc.errors import ConfigError
 
 

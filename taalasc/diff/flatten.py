@@ -50,34 +50,9 @@ def ref_offsets(ref) -> np.ndarray | None:
 
 def polygon_rects(cell: gdstk.Cell, where: str) -> dict[Layer, np.ndarray]:
     """The cell's own polygons (not its references) as rectangles per layer."""
-    if cell.paths:
-        raise MaskError(f"{where}: cell {cell.name!r} holds paths; the diff handles "
-                        "rectangles only")
-    polys = cell.polygons
-    parts: dict[Layer, list[np.ndarray]] = {}
-    if not polys:
-        return {}
-    if any(len(p.points) != 4 for p in polys):
-        bad = next(p for p in polys if len(p.points) != 4)
-        raise MaskError(f"{where}: cell {cell.name!r} has a {len(bad.points)}-point polygon on "
-                        f"{bad.layer}/{bad.datatype}; the diff handles rectangles only")
-    pts = np.rint(np.array([p.points for p in polys])).astype(np.int64)
-    lo, hi = pts.min(axis=1), pts.max(axis=1)
-    on_box = ((pts[..., 0] == lo[:, None, 0]) | (pts[..., 0] == hi[:, None, 0])) & \
-             ((pts[..., 1] == lo[:, None, 1]) | (pts[..., 1] == hi[:, None, 1]))
-    bad = ~on_box.all(axis=1) | np.any(hi == lo, axis=1)
-    if bad.any():
-        k = int(np.flatnonzero(bad)[0])
-        raise MaskError(f"{where}: cell {cell.name!r} has a non-rectangular shape on "
-                        f"{polys[k].layer}/{polys[k].datatype} near {lo[k].tolist()} nm")
-    rects = np.concatenate([lo, hi], axis=1)
-    for k, poly in enumerate(polys):
-        rect = rects[k:k + 1]
-        off = ref_offsets(poly)
-        if off is not None:
-            rect = rect + np.tile(off, 2)
-        parts.setdefault((poly.layer, poly.datatype), []).append(rect)
-    return {layer: np.concatenate(v) for layer, v in sorted(parts.items())}
+    from taalasc.emit.readback import cell_rects
+
+    return dict(sorted(cell_rects(cell, where).items()))
 
 
 class Flattener:

@@ -74,7 +74,7 @@ def _flatten(lib: gdstk.Library, path: Path, allowed: set[Layer] | None
         if cell.name in active:
             raise MaskError(f"{path}: cell {cell.name!r} is part of a reference cycle")
         active.add(cell.name)
-        own_memo[cell.name] = _own_rects(cell, path, allowed)
+        own_memo[cell.name] = cell_rects(cell, path, allowed)
         total = sum(len(v) for v in own_memo[cell.name].values())
         for ref in cell.references:
             if isinstance(ref.cell, str):
@@ -117,9 +117,11 @@ def _flatten(lib: gdstk.Library, path: Path, allowed: set[Layer] | None
     return flat(tops[0])
 
 
-def _own_rects(cell: gdstk.Cell, path: Path, allowed: set[Layer] | None
+def cell_rects(cell: gdstk.Cell, path, allowed: set[Layer] | None = None
                ) -> dict[Layer, np.ndarray]:
-    """The cell's own shapes (repetitions expanded) as int64 [n, 4] per layer."""
+    """The cell's own shapes (not its references; repetitions expanded) as int64 [n, 4]
+    rectangles per layer. MaskError for paths, non-rectangles, layers outside ``allowed``
+    and repetition bombs; ``path`` names the file in messages."""
     if cell.paths:
         raise MaskError(f"{path}: cell {cell.name!r} holds paths; taalasc masks use rectangles")
     polys = cell.polygons

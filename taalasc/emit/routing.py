@@ -221,7 +221,7 @@ class ChannelRouter:
         pts = [(self.X[xi], self.Y[yi]) for xi, yi in path]
         corners = [pts[0]]
         for i in range(1, len(pts) - 1):
-            (x0, y0), (x1, y1), (x2, y2) = pts[i - 1], pts[i], pts[i + 1]
+            (x0, _), (x1, _), (x2, _) = pts[i - 1], pts[i], pts[i + 1]
             if (x1 - x0 != 0) != (x2 - x1 != 0):  # direction changes here
                 corners.append(pts[i])
         corners.append(pts[-1])

@@ -41,7 +41,7 @@ def yield_negative_binomial(area_cm2: float, d0: float, alpha: float) -> float:
 
 
 def cost_metrics(base, got: dict[str, Metric], utilisation: float) -> list[Metric]:
-    pdk, c = base.pdk, base.pdk.cost
+    pdk = base.pdk
     M: list[Metric] = []
 
     def add(*args, **kw) -> Metric:

@@ -40,7 +40,7 @@ def macs_per_token(model: ModelShape, tmap: TileMap) -> tuple[int, float]:
 
 def power_metrics(model: ModelShape, tmap: TileMap, base, got: dict[str, Metric],
                   context: int) -> list[Metric]:
-    pdk, dp = base.pdk, base.datapath
+    pdk = base.pdk
     M: list[Metric] = []
 
     def add(*args, **kw) -> Metric:
