@@ -30,6 +30,8 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from taalasc.extract.extract import chip_weights
+
 from taalasc.errors import ModelError
 
 FAULT_KINDS = ("flip", "open", "short")
@@ -206,24 +208,6 @@ def _apply(pattern: np.ndarray, seg, sites: np.ndarray, kind: str, open_model: s
         np.bitwise_and.at(pattern, index, ~mask)
 
 
-def chip_weights_of(extraction, quantization: dict) -> dict:
-    """ChipWeights from extracted (or faulty) arrays and the manifest's quantization table."""
-    from taalasc.quant import QuantizedTensor
-
-    weights: dict = {}
-    for name, codes in extraction.codes.items():
-        q = quantization.get(name)
-        if q is None or name not in extraction.scales:
-            raise ModelError(f"tensor {name!r}: codes in the masks but no scales or no entry "
-                             "in the manifest's quantization table")
-        weights[name] = QuantizedTensor(name=name, shape=tuple(codes.shape), bits=int(q["bits"]),
-                                        group_size=int(q.get("group_size") or codes.shape[1]),
-                                        codes=codes,
-                                        scales=extraction.scales[name], sqnr_db=float("nan"))
-    weights.update(extraction.vectors)
-    return weights
-
-
 # --- measurement ------------------------------------------------------------------------------
 
 class FaultBench:
@@ -267,7 +251,7 @@ class FaultBench:
                                              self.tokens, self.base.datapath)
         self.reference = run_float(CheckpointSource(ckpt), ckpt.config, ckpt.architecture,
                                    self.tokens)
-        self.clean = self._run(chip_weights_of(self.extraction, self.quantization))
+        self.clean = self._run(chip_weights(self.extraction, self.quantization))
         self.decoder = self.reference.logits is not None
         self.clean_figures = self._score(self.clean)
 
@@ -307,7 +291,7 @@ class FaultBench:
         and the fault-free chip (_vs_chip)."""
         from dataclasses import replace
 
-        weights = chip_weights_of(faulty, self.quantization)
+        weights = chip_weights(faulty, self.quantization)
         with np.errstate(all="ignore"):  # inf/NaN from a broken exponent are measured, not noise
             try:
                 chip = self._run(weights)

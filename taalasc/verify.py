@@ -19,7 +19,6 @@ from typing import Sequence
 
 import numpy as np
 
-from taalasc.errors import ModelError
 
 
 @dataclass(frozen=True)
@@ -87,6 +86,7 @@ def verify(out_dir: Path, model: Path, *, fmt: str = "gds", tokens: Sequence[int
     from taalasc.outdir import sha256_file
     from taalasc.quant import QuantizedTensor, QuantSpec, quantize_tensor
     from taalasc.sim import CheckpointSource, compare, run_chip, run_float
+    from taalasc.sim.run import MergedSource
     from taalasc.sim.graph import check_tokens, vocab_size
 
     tick = progress or (lambda stage, done, total: None)
@@ -179,7 +179,7 @@ def verify(out_dir: Path, model: Path, *, fmt: str = "gds", tokens: Sequence[int
         f"{datapath.accumulator_bits}-bit accumulator, {chip.overflow_count} overflows)"))
 
     # 3. quality against the float reference of the original checkpoint (+ merged LoRA)
-    source = CheckpointSource(ckpt) if lora is None else _MergedSource(ckpt, lora)
+    source = CheckpointSource(ckpt) if lora is None else MergedSource(CheckpointSource(ckpt), lora)
     reference = run_float(source, ckpt.config, ckpt.architecture, tokens)
     figures = compare(reference, chip)
     result.figures = {k: float(v) for k, v in figures.items()}
@@ -214,22 +214,3 @@ def _quality_check(figures: dict[str, float], t: Thresholds) -> Check:
             f", pooled cosine {pooled:.4f}" if pooled is not None else "")
     return Check("quality", not failures,
                  summary + (": " + "; ".join(failures) if failures else " (chip vs float reference)"))
-
-
-class _MergedSource:
-    """Float reference weights with a LoRA adapter merged in (W + s·B·A)."""
-
-    def __init__(self, ckpt, lora):
-        from taalasc.lora import merged_weights
-
-        self._ckpt, self._merged = ckpt, merged_weights(ckpt, lora)
-
-    def names(self) -> list[str]:
-        return list(self._ckpt.tensors)
-
-    def get(self, name: str) -> np.ndarray:
-        if name in self._merged:
-            return self._merged[name]
-        if name not in self._ckpt.tensors:
-            raise ModelError(f"no tensor {name!r}")
-        return self._ckpt.read(name)

@@ -154,3 +154,38 @@ def test_bad_tokens_are_an_input_error(llama, capsys):
     assert main(["verify", str(out), str(model), "--tokens", "1 2 99999"]) == 1
     assert capsys.readouterr().err.startswith("error: ")
     assert main(["verify", str(out), str(model), "--tokens", "a b"]) == 1
+
+
+def test_simulate_runs_the_weights_read_back_from_the_masks(llama, tmp_path, capsys):
+    import numpy as np
+
+    model, out = llama
+    assert main(["simulate", str(out), "--tokens", "1 2 3"]) == 1
+    assert "is a compile folder: name the checkpoint" in capsys.readouterr().err
+    saved = tmp_path / "logits"
+    assert main(["simulate", str(out), "--model", str(model), "--tokens", "1 2 3",
+                 "--save-logits", str(saved)]) == 0
+    from_masks = np.load(saved / "chip.npy")
+    # The same checkpoint quantized in memory with the compile's options gives the same chip.
+    assert main(["simulate", str(model), "--tokens", "1 2 3", "--save-logits",
+                 str(tmp_path / "mem")]) == 0
+    assert from_masks.shape == (3, 256)
+    assert np.array_equal(from_masks, np.load(tmp_path / "mem" / "chip.npy"))
+
+
+def test_simulate_applies_a_lora_adapter(llama, tmp_path):
+    import numpy as np
+
+    from taalasc.lora import write_peft_adapter
+    from taalasc.model import open_checkpoint
+
+    model, out = llama
+    adapter = write_peft_adapter(tmp_path / "lora", open_checkpoint(model), rank=4, alpha=8)
+    for name, extra in (("plain", []), ("lora", ["--lora", str(adapter)])):
+        assert main(["simulate", str(out), "--model", str(model), "--tokens", "5 6 7",
+                     "--save-logits", str(tmp_path / name), *extra]) == 0
+    plain, lora = (np.load(tmp_path / n / "chip.npy") for n in ("plain", "lora"))
+    assert not np.array_equal(plain, lora)
+    float_lora = np.load(tmp_path / "lora" / "float.npy")
+    cos = (lora * float_lora).sum(1) / np.linalg.norm(lora, axis=1) / np.linalg.norm(float_lora, axis=1)
+    assert cos.min() > 0.95

@@ -21,6 +21,12 @@ def parse_tokens(text: str) -> list[int]:
 
 @click.command("simulate")
 @click.argument("model", type=click.Path())
+@click.option("--model", "original", type=click.Path(), default=None,
+              help="With a compile folder as the argument: the checkpoint it was compiled "
+                   "from (the float reference and the network config).")
+@click.option("--lora", "lora_dir", type=click.Path(), default=None,
+              help="A PEFT LoRA adapter folder: applied at run time by the chip, as its SRAM "
+                   "holds it, and merged into the float reference.")
 @click.option("--tokens", required=True, metavar="'ID ID ...'",
               help="Input token ids, separated by spaces or commas, e.g. '1 2 3'.")
 @quant_options
@@ -36,13 +42,18 @@ def parse_tokens(text: str) -> list[int]:
 @click.option("--json", "as_json", is_flag=True, default=False,
               help="Print the result as JSON.")
 @click.pass_context
-def simulate(ctx: click.Context, model: str, tokens: str, bits: int, rules: tuple[str, ...],
-             group_size: str, auto: bool, budget: float, base: str, overflow: str, top: int,
-             save_dir: str | None, as_json: bool) -> None:
-    """Run MODEL on --tokens twice: the float32 reference of the checkpoint, and the chip
-    model (integer weight codes, activation_bits activations, accumulator_bits accumulators
-    from the base array), then print the next-token predictions and the quality figures
-    (top-1 agreement, logit cosine, KL divergence; embedding cosine for BERT)."""
+def simulate(ctx: click.Context, model: str, original: str | None, lora_dir: str | None,
+             tokens: str, bits: int, rules: tuple[str, ...], group_size: str, auto: bool,
+             budget: float, base: str, overflow: str, top: int, save_dir: str | None,
+             as_json: bool) -> None:
+    """Run MODEL_OR_OUTDIR on --tokens twice: the float32 reference of the checkpoint, and the
+    chip model (integer weight codes, activation_bits activations, accumulator_bits
+    accumulators from the base array), then print the next-token predictions and the quality
+    figures (top-1 agreement, logit cosine, KL divergence; embedding cosine for BERT).
+
+    MODEL is a checkpoint (quantized in memory with the --bits/--rule options) or a compile
+    folder: then the chip's weights are read back from its mask geometry, its base array is
+    the one it was compiled for, and --model names the original checkpoint."""
     import json
 
     from click.core import ParameterSource
@@ -64,12 +75,35 @@ def simulate(ctx: click.Context, model: str, tokens: str, bits: int, rules: tupl
                            auto=AutoMixed(low_bits=low, budget_bits_per_weight=budget))
     else:
         policy = BitPolicy(default_bits=bits, rules=parsed, group_size=gs)
-    base_array = load_base_array(base)
-    ckpt = open_checkpoint(model)
-    # check the ids before the (slow) quantization, so a typo fails at once
+    from pathlib import Path
+
+    from taalasc.errors import ModelError
+
+    compiled = Path(model) / "manifest.json"
+    if compiled.is_file():
+        if original is None:
+            raise ModelError(f"{model} is a compile folder: name the checkpoint it was compiled "
+                             "from with --model (the float reference needs it)")
+        ckpt = open_checkpoint(original)
+    else:
+        ckpt = open_checkpoint(model)
+    # check the ids before the (slow) quantization or extraction, so a typo fails at once
     check_tokens(ids, vocab_size(ckpt.config, ckpt.architecture, str(ckpt.path)), str(ckpt.path))
-    weights = chip_weights(ckpt, policy)
-    sim = run_simulation(ckpt, weights, ids, base_array.datapath, overflow)
+    lora = None
+    if lora_dir is not None:
+        from taalasc.lora import load_lora
+        lora = load_lora(Path(lora_dir), ckpt)
+    if compiled.is_file():
+        from taalasc.extract.extract import base_of, chip_weights as extracted_weights
+        from taalasc.extract.extract import extract, read_manifest
+
+        manifest = read_manifest(Path(model))
+        base_array = base_of(manifest, Path(model))
+        weights = extracted_weights(extract(Path(model)), manifest["quantization"])
+    else:
+        base_array = load_base_array(base)
+        weights = chip_weights(ckpt, policy)
+    sim = run_simulation(ckpt, weights, ids, base_array.datapath, overflow, lora)
     if save_dir is not None:
         save_outputs(sim, save_dir)
     if as_json:

@@ -186,3 +186,23 @@ def _defects(result: Extraction, kind: str, die: int, slot, segment, sites: np.n
             kind, die, (slot.column, slot.row), segment.tensor, segment.kind,
             (segment.rows[0] + r, segment.cols[0] + c) if inside else None,
             bit if inside else None))
+
+
+def chip_weights(extraction: Extraction, quantization: dict) -> dict:
+    """ChipWeights (taalasc.sim) from extracted arrays and the manifest's quantization table:
+    a QuantizedTensor per 2-D tensor, an fp16 vector per 1-D tensor."""
+    from taalasc.errors import ModelError
+    from taalasc.quant import QuantizedTensor
+
+    weights: dict = {}
+    for name, codes in extraction.codes.items():
+        q = quantization.get(name)
+        if q is None or name not in extraction.scales:
+            raise ModelError(f"tensor {name!r}: codes in the masks but no scales or no entry "
+                             "in the manifest's quantization table")
+        weights[name] = QuantizedTensor(name=name, shape=tuple(codes.shape), bits=int(q["bits"]),
+                                        group_size=int(q.get("group_size") or codes.shape[1]),
+                                        codes=codes, scales=extraction.scales[name],
+                                        sqnr_db=float("nan"))
+    weights.update(extraction.vectors)
+    return weights

@@ -60,14 +60,38 @@ class Simulation:
         return out
 
 
+class MergedSource:
+    """A float WeightSource with a LoRA adapter merged in: W + scaling·B·A for its targets.
+
+    The float side of a LoRA run; the chip side applies the adapter at run time instead."""
+
+    def __init__(self, source, adapter):
+        self._source, self._adapter = source, adapter
+
+    def names(self) -> list[str]:
+        return self._source.names()
+
+    def get(self, name: str) -> np.ndarray:
+        weights = self._source.get(name)
+        delta = self._adapter.delta(name)
+        return weights if delta is None else (weights + delta).astype(np.float32)
+
+
 def simulate(ckpt, weights: ChipWeights, tokens: Sequence[int], datapath,
-             overflow: str = "saturate") -> Simulation:
-    """Run the float reference on ``ckpt``'s own weights and the chip on ``weights``."""
+             overflow: str = "saturate", lora=None) -> Simulation:
+    """Run the float reference on ``ckpt``'s own weights and the chip on ``weights``.
+
+    ``lora``: a taalasc.lora.LoraAdapter, applied at run time by the chip (from its SRAM) and
+    merged into the weights on the float side."""
     where = str(ckpt.path)
     check_tokens(tokens, vocab_size(ckpt.config, ckpt.architecture, where), where)
-    ref = run_float(CheckpointSource(ckpt), ckpt.config, ckpt.architecture, tokens)
-    chip = run_chip(weights, ckpt.config, ckpt.architecture, tokens, datapath, overflow)
-    deq = run_float(DequantizedSource(weights), ckpt.config, ckpt.architecture, tokens)
+
+    def merged(source):
+        return source if lora is None else MergedSource(source, lora)
+
+    ref = run_float(merged(CheckpointSource(ckpt)), ckpt.config, ckpt.architecture, tokens)
+    chip = run_chip(weights, ckpt.config, ckpt.architecture, tokens, datapath, overflow, lora)
+    deq = run_float(merged(DequantizedSource(weights)), ckpt.config, ckpt.architecture, tokens)
     return Simulation(ref, chip, compare(ref, chip), compare(deq, chip),
                       int(datapath.activation_bits), int(datapath.accumulator_bits))
 
