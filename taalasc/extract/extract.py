@@ -115,8 +115,9 @@ def extract(out_dir: Path, fmt: str = "gds") -> Extraction:
         vias = read_vias(mask_path(out_dir, manifest, die, fmt), base.pdk)
         result.vias_read += len(vias)
         in_tiles = 0
+        tile_vias = _TileBuckets(vias, base)
         for slot, segment in by_die.get(die, []):
-            inside = _in_tile(vias, base, slot.column, slot.row)
+            inside = tile_vias.of(slot.column, slot.row)
             in_tiles += len(inside)
             bits, opens, shorts = decode_tile_bits(inside, base, slot.column, slot.row)
             used = segment.used_sites
@@ -151,16 +152,28 @@ def _array_shapes(placement) -> dict[tuple[str, str], tuple[int, int]]:
     return dict(sorted(extent.items()))
 
 
-def _tile_box(base: BaseArray, column: int, row: int) -> tuple[int, int, int, int]:
-    ox, oy = base.tile_grid.tile_origin_nm(column, row)
-    return ox, oy, ox + base.weight_tile.width_nm, oy + base.weight_tile.height_nm
+class _TileBuckets:
+    """The vias of a die grouped by the weight tile whose box holds them, in one sort.
 
+    Within a tile the vias keep read_vias' order (by x, then y), which decode_tile_bits needs.
+    """
 
-def _in_tile(vias: np.ndarray, base: BaseArray, column: int, row: int) -> np.ndarray:
-    x0, y0, x1, y1 = _tile_box(base, column, row)
-    lo, hi = np.searchsorted(vias[:, 0], [x0, x1])
-    strip = vias[lo:hi]
-    return strip[(strip[:, 1] >= y0) & (strip[:, 1] < y1)]
+    def __init__(self, vias: np.ndarray, base: BaseArray):
+        grid, tile = base.tile_grid, base.weight_tile
+        dx = vias[:, 0] - grid.origin_nm[0]
+        dy = vias[:, 1] - grid.origin_nm[1]
+        column, row = dx // grid.pitch_x_nm, dy // grid.pitch_y_nm
+        inside = ((dx >= 0) & (dy >= 0) & (column < grid.columns) & (row < grid.rows)
+                  & (dx - column * grid.pitch_x_nm < tile.width_nm)
+                  & (dy - row * grid.pitch_y_nm < tile.height_nm))
+        key = np.where(inside, row * grid.columns + column, -1)
+        order = np.argsort(key, kind="stable")
+        self._vias, self._keys, self._columns = vias[order], key[order], grid.columns
+
+    def of(self, column: int, row: int) -> np.ndarray:
+        key = row * self._columns + column
+        lo, hi = np.searchsorted(self._keys, [key, key + 1])
+        return self._vias[lo:hi]
 
 
 def _programmed(inside: np.ndarray, base, slot, used: int) -> np.ndarray:
