@@ -125,7 +125,9 @@ def gdstk_rects_per_s(folder: Path, sample: int = 1_000_000, per_cell: int = 204
     return (sample // per_cell) * per_cell / wall
 
 
-def bench_size(size: str, work: Path, jobs: int, verify_max: float, keep: bool) -> dict:
+def bench_size(size: str, work: Path, jobs: int, verify_max: float, keep: bool,
+               diff: bool = True, klayout: bool = True,
+               verify_tokens: str | None = None) -> dict:
     model = work / f"model-{size}"
     params = param_count(size)
     row: dict = {"size": size, "parameters": params}
@@ -140,6 +142,9 @@ def bench_size(size: str, work: Path, jobs: int, verify_max: float, keep: bool) 
                           str(BASE), "-o", str(out), "--force", "--quiet", "--jobs", str(jobs)])
     row["compile"] = compiled
     if compiled["returncode"] != 0:
+        if not keep:
+            shutil.rmtree(out, ignore_errors=True)
+            shutil.rmtree(model, ignore_errors=True)
         return row
     manifest = json.loads((out / "manifest.json").read_text())
     bits = sum(d["bit_vias"] for d in manifest["dies"])
@@ -153,19 +158,65 @@ def bench_size(size: str, work: Path, jobs: int, verify_max: float, keep: bool) 
     row["gdstk_rects_per_s"] = gdstk_rects_per_s(work)
     row["gdstk_write_same_vias_s"] = bits / row["gdstk_rects_per_s"]
     if params <= verify_max:
-        ver = run_child([*TAALASC, "verify", str(out), str(model)])
+        report = work / f"verify-{size}.json"
+        ver = run_child([*TAALASC, "verify", str(out), str(model), "--json", str(report)]
+                        + (["--tokens", verify_tokens] if verify_tokens else []))
         row["verify"] = ver
+        row["verify_tokens"] = verify_tokens or "default (16)"
+        if report.exists():
+            checks = json.loads(report.read_text())
+            row["verify_passed"] = checks.get("passed")
+            row["verify_checks"] = [f"{c['name']}: {'ok' if c['passed'] else 'FAIL'} {c['detail']}"
+                                    for c in checks.get("checks", [])]
+            report.unlink()
         row["verify_weights_per_s"] = params / ver["wall_s"]
+    else:
+        row["verify_note"] = f"not run (> --verify-max {verify_max:,.0f} params)"
     try:
         import bench_diff  # owned by the diff helper
-        row["diff"] = bench_diff.measure(out, model, work)
+        # Every die of these compiles is a full reticle die, so one die-0 diff per run says
+        # it all; KLayout's flat XOR of a full die takes minutes, too long to repeat per size.
+        row["diff"] = (_diff(out, work, klayout) if diff else
+                       {"summary": "see the first row (same full-size die 0)"})
     except ImportError:
         row["diff"] = None
     except Exception as exc:  # the diff bench is optional here; record, do not stop
         row["diff"] = {"error": f"{type(exc).__name__}: {exc}"}
-    if not keep:
+    if not keep:  # multi-GB: never leave model or masks behind
         shutil.rmtree(out, ignore_errors=True)
+        shutil.rmtree(model, ignore_errors=True)
     return row
+
+
+def _diff(out: Path, work: Path, klayout: bool) -> dict:
+    """bench_diff's die-0 comparison; without KLayout when its XOR is too slow to wait for."""
+    import bench_diff
+    from taalasc.extract.extract import base_of, read_manifest
+
+    if klayout:
+        try:
+            return bench_diff.measure(out, None, work)
+        finally:
+            (work / "die0-flipped.gds").unlink(missing_ok=True)
+    manifest = read_manifest(out)
+    base = base_of(manifest, out)
+    a = out / manifest["dies"][0]["files"]["gds"]
+    b = work / "die0-flipped.gds"
+    try:
+        bench_diff.flip_bits(a, b, 3000, base.weight_tile.site_pitch_y_nm)
+        row = bench_diff.compare(a, b, base.pdk, manifest["dies"][0]["via_count"],
+                                 klayout_max_vias=0)
+    finally:
+        b.unlink(missing_ok=True)
+    row["summary"] = (f"{row['taalasc_s']:.1f} s (3,000 flips, die 0); KLayout XOR not run "
+                      "(--no-klayout), see bench/results/diff.md")
+    return row
+
+
+def _checks(row: dict) -> str:
+    """'codes ok, datapath ok, quality FAIL' from verify's JSON report."""
+    return ", ".join(c.split(":", 1)[0] + (" ok" if ": ok" in c else " FAIL")
+                     for c in row.get("verify_checks", []) if not c.startswith("model"))
 
 
 def _mb(x) -> str:
@@ -179,7 +230,7 @@ def markdown(result: dict) -> str:
              f"Python {m['python']}, numpy {m['numpy']}, gdstk {m['gdstk']}; "
              f"`--jobs {result['jobs']}`, base `{BASE.name}`.", "",
              "| size | params | dies | compile s | weights/s | × read+quant | peak RSS MB | "
-             "GDS B/bit | OAS B/bit | numpy write s | gdstk same vias s | verify s | "
+             "GDS B/bit | OAS B/bit | numpy write s | gdstk same vias s (1M sample, scaled) | verify s | "
              "verify peak MB | diff |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in result["rows"]:
@@ -189,8 +240,9 @@ def markdown(result: dict) -> str:
                          f"{' '.join(c['stderr_tail'])} |")
             continue
         v = r.get("verify")
-        vtext = ("not run" if v is None else
-                 f"{v['wall_s']:.1f}" if v["returncode"] in (0, 2) else "failed")
+        vtext = (r.get("verify_note", "not run") if v is None else
+                 f"{v['wall_s']:.1f} ({_checks(r)})" if v["returncode"] in (0, 2) else
+                 f"failed: {' '.join(v['stderr_tail'])}")
         diff = r.get("diff")
         dtext = "n/a" if not diff else diff.get("summary", diff.get("error", "see JSON"))
         lines.append(
@@ -218,7 +270,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--jobs", type=int, default=os.cpu_count() or 1)
     ap.add_argument("--verify-max", type=float, default=2e8,
                     help="run verify only for models up to this many parameters")
-    ap.add_argument("--keep", action="store_true", help="keep the compile outputs")
+    ap.add_argument("--keep", action="store_true",
+                    help="keep the generated models and compile outputs in --work")
+    ap.add_argument("--no-diff", action="store_true", help="skip the diff column")
+    ap.add_argument("--no-klayout", action="store_true",
+                    help="diff column without KLayout's XOR (minutes per full die)")
+    ap.add_argument("--verify-tokens", default=None,
+                    help="token ids for verify's chip model, e.g. '1 2 3 4' (default: its 16)")
     args = ap.parse_args(argv)
     args.work.mkdir(parents=True, exist_ok=True)
     args.out.mkdir(parents=True, exist_ok=True)
@@ -228,7 +286,9 @@ def main(argv: list[str] | None = None) -> int:
     for size in args.sizes.split(","):
         print(f"bench {size} ...", file=sys.stderr, flush=True)
         result["rows"].append(bench_size(size.strip(), args.work, args.jobs, args.verify_max,
-                                         args.keep))
+                                         args.keep, diff=not result["rows"] and not args.no_diff,
+                                         klayout=not args.no_klayout,
+                                         verify_tokens=args.verify_tokens))
         text = json.dumps(result, indent=1, default=str) + "\n"
         for name in (f"bench-{stamp}.json", "latest.json"):
             (args.out / name).write_text(text)
