@@ -139,3 +139,15 @@ def test_bf16_sharded_tied_checkpoint_compiles_on_two_dies(tmp_path):
     assert sorted(p.name for p in out.glob("die*")) == \
         [f"die{d}.oas" for d in range(manifest["placement"]["dies"])]
     assert "lm_head.weight" not in manifest["quantization"]
+
+
+def test_every_mask_capable_base_array_compiles_the_demo(demo, tmp_path):
+    from taalasc.config import builtin_names
+
+    for name in builtin_names("base"):
+        if not load_base_array(name).pdk.mask_capable:
+            continue
+        out = tmp_path / name
+        assert main(["compile", str(demo / "model"), "--base", name, "-o", str(out),
+                     "--format", "oas", "--quiet"]) == 0, name
+        assert main(["verify", str(out), str(demo / "model"), "--format", "oas"]) == 0, name
