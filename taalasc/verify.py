@@ -80,7 +80,7 @@ def _first_difference(name: str, kind: str, expected: np.ndarray, got: np.ndarra
 
 def verify(out_dir: Path, model: Path, *, fmt: str = "gds", tokens: Sequence[int] | None = None,
            thresholds: Thresholds = Thresholds(), lora_dir: Path | None = None,
-           progress=None) -> VerifyResult:
+           progress=None, jobs: int = 1) -> VerifyResult:
     from taalasc.extract.extract import base_of, extract, read_manifest
     from taalasc.model import open_checkpoint
     from taalasc.outdir import sha256_file
@@ -108,7 +108,7 @@ def verify(out_dir: Path, model: Path, *, fmt: str = "gds", tokens: Sequence[int
                                f"(files {sorted(given)} vs {sorted(compiled)}); values will differ"))
 
     # 1. codes from geometry against the quantizer
-    extraction = extract(out_dir, fmt)
+    extraction = extract(out_dir, fmt, jobs=jobs)
     tick("extract", 1, 1)
     result.defect_count = extraction.defect_count
     result.defects = [d.describe() for d in extraction.defects[:50]]

@@ -189,3 +189,17 @@ def test_simulate_applies_a_lora_adapter(llama, tmp_path):
     float_lora = np.load(tmp_path / "lora" / "float.npy")
     cos = (lora * float_lora).sum(1) / np.linalg.norm(lora, axis=1) / np.linalg.norm(float_lora, axis=1)
     assert cos.min() > 0.95
+
+
+def test_dies_read_concurrently_give_the_same_extraction(tmp_path):
+    model = write_llama(tmp_path / "m", llama_config(hidden=96, layers=4, intermediate=256,
+                                                     vocab=512))
+    out = tmp_path / "o"
+    assert main(["compile", str(model), "-o", str(out), "--format", "gds", "--quiet"]) == 0
+    serial, both = extract(out, "gds", jobs=1), extract(out, "gds", jobs=2)
+    assert json.loads((out / "manifest.json").read_text())["placement"]["dies"] >= 3
+    assert serial.vias_read == both.vias_read and serial.defect_count == both.defect_count == 0
+    for name in serial.codes:
+        assert np.array_equal(serial.codes[name], both.codes[name])
+        assert np.array_equal(serial.scales[name].view(np.uint16), both.scales[name].view(np.uint16))
+    assert main(["verify", str(out), str(model), "-j", "2"]) == 0

@@ -22,9 +22,12 @@ import click
               help="Least mean cosine of logits (decoders) or hidden states (encoders).")
 @click.option("--max-kl", type=float, default=0.1, show_default=True,
               help="Decoders: largest mean KL divergence, nats.")
+@click.option("-j", "--jobs", type=click.IntRange(1), default=1, show_default=True,
+              help="Mask files read at once (one reader process each).")
 @click.option("--json", "json_path", type=click.Path(path_type=Path), default=None,
               help="Also write the result as JSON to this file.")
-def verify_cmd(out_dir, model, fmt, tokens, lora_dir, min_top1, min_cosine, max_kl, json_path):
+def verify_cmd(out_dir, model, fmt, tokens, lora_dir, min_top1, min_cosine, max_kl, jobs,
+               json_path):
     """Extract every weight of the compile in OUT_DIR from its via geometry, compare it bit for
     bit with the quantizer's codes for MODEL, run the bit-accurate chip model on both, and
     check quality against the float reference. Exit 0 pass, 2 fail, 1 bad input."""
@@ -43,7 +46,7 @@ def verify_cmd(out_dir, model, fmt, tokens, lora_dir, min_top1, min_cosine, max_
         if not token_ids:
             raise ModelError("--tokens is empty")
     result = verify(out_dir, model, fmt=fmt, tokens=token_ids, lora_dir=lora_dir,
-                    thresholds=Thresholds(min_top1, min_cosine, max_kl))
+                    thresholds=Thresholds(min_top1, min_cosine, max_kl), jobs=jobs)
     table = Table(title=f"taalasc verify {out_dir}")
     table.add_column("check")
     table.add_column("result")

@@ -88,9 +88,13 @@ def mask_path(out_dir: Path, manifest: dict, die: int, fmt: str) -> Path:
     return Path(out_dir) / files[fmt]
 
 
-def extract(out_dir: Path, fmt: str = "gds") -> Extraction:
-    """Decode every placed value of the compile in ``out_dir`` from its ``fmt`` mask files."""
-    from taalasc.emit.readback import decode_tile_bits, read_vias
+def extract(out_dir: Path, fmt: str = "gds", jobs: int = 1) -> Extraction:
+    """Decode every placed value of the compile in ``out_dir`` from its ``fmt`` mask files.
+
+    ``jobs`` dies are read at once (each read runs gdstk in its own child process); decoding
+    stays in this process, die by die in order, so at most ``jobs`` dies of via centres are
+    held at a time."""
+    from taalasc.emit.readback import decode_tile_bits
     from taalasc.place.pack import unpack_segment
     from taalasc.place.plan import Placement
 
@@ -111,8 +115,8 @@ def extract(out_dir: Path, fmt: str = "gds") -> Extraction:
     by_die: dict[int, list] = {}
     for slot, segment in placement.assignments:
         by_die.setdefault(slot.die, []).append((slot, segment))
-    for die in range(placement.dies):
-        vias = read_vias(mask_path(out_dir, manifest, die, fmt), base.pdk)
+    paths = [mask_path(out_dir, manifest, die, fmt) for die in range(placement.dies)]
+    for die, vias in enumerate(_read_dies(paths, base.pdk, jobs)):
         result.vias_read += len(vias)
         in_tiles = 0
         tile_vias = _TileBuckets(vias, base)
@@ -150,6 +154,27 @@ def _array_shapes(placement) -> dict[tuple[str, str], tuple[int, int]]:
         rows, cols = extent.get((seg.tensor, seg.kind), (0, 0))
         extent[(seg.tensor, seg.kind)] = (max(rows, seg.rows[1]), max(cols, seg.cols[1]))
     return dict(sorted(extent.items()))
+
+
+def _read_dies(paths: list[Path], pdk, jobs: int):
+    """Via centres of each die in order, reading up to ``jobs`` files concurrently (threads
+    only wait on the reader child processes)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from taalasc.emit.readback import read_vias
+
+    if jobs < 1:
+        raise MaskError(f"jobs must be at least 1, not {jobs}")
+    if jobs == 1:
+        yield from (read_vias(p, pdk) for p in paths)
+        return
+    with ThreadPoolExecutor(max_workers=jobs) as pool:
+        pending = [pool.submit(read_vias, p, pdk) for p in paths[:jobs]]
+        for k in range(len(paths)):
+            vias = pending.pop(0).result()
+            if k + jobs < len(paths):
+                pending.append(pool.submit(read_vias, paths[k + jobs], pdk))
+            yield vias
 
 
 class _TileBuckets:
