@@ -221,9 +221,12 @@ def _report(base: BaseArray, ckpt, specs, placement, dies, tensors):
 
 
 def _manifest(inputs, digest, placement, quant_stats, dies, legend, stage: Path) -> dict:
+    # Die files were hashed by their writer as they were closed: do not read them again.
+    known = {Path(p).name: d.sha256[fmt] for d in dies for fmt, p in d.files.items()}
     files = {}
     for path in sorted(p for p in stage.iterdir() if p.is_file() and p.name != MANIFEST):
-        files[path.name] = {"bytes": path.stat().st_size, "sha256": sha256_file(path)}
+        files[path.name] = {"bytes": path.stat().st_size,
+                            "sha256": known.get(path.name) or sha256_file(path)}
     return {
         "format": "taalasc-manifest/1",
         "inputs": inputs,

@@ -1,5 +1,6 @@
 """End-to-end compile: the README's demo and a BF16 Llama checkpoint, read back independently."""
 
+import hashlib
 import json
 import re
 from pathlib import Path
@@ -45,7 +46,9 @@ def test_demo_writes_the_full_output_set(demo):
                      "report.md", "sky130.lyp"]
     manifest = json.loads((masks / "manifest.json").read_text())
     for name, info in manifest["outputs"].items():
-        assert info["bytes"] == (masks / name).stat().st_size
+        data = (masks / name).read_bytes()
+        assert info["bytes"] == len(data)
+        assert info["sha256"] == hashlib.sha256(data).hexdigest()
 
 
 def test_only_the_two_custom_layers_and_one_via_per_bit(demo):
