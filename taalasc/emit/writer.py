@@ -90,6 +90,8 @@ class DieMaskWriter:
         self.paths = {f: out_dir / f"{stem}.{f}" for f in self.formats}
         self._tmp = {f: p.with_name(p.name + ".tmp") for f, p in self.paths.items()}
         self._fh: dict[str, object] = {}
+        # Files are only appended to, so their digests are taken as the bytes go out.
+        self._digest = {fmt: hashlib.sha256() for fmt in self.formats}
         try:
             for fmt, tmp in self._tmp.items():
                 self._fh[fmt] = open(tmp, "wb", buffering=_BUFFER)
@@ -110,6 +112,7 @@ class DieMaskWriter:
         fh = self._fh.get(fmt)
         if fh is not None:
             fh.write(data)
+            self._digest[fmt].update(data)
 
     def _leaf(self, name: str, refnum: int, rects: np.ndarray, layer) -> None:
         gds, oas = _leaf_bytes(name, refnum, rects, layer)
@@ -249,7 +252,7 @@ class DieMaskWriter:
         for fmt, path in self.paths.items():
             os.replace(self._tmp[fmt], path)
             files[fmt] = path
-            digests[fmt] = _sha256(path)
+            digests[fmt] = self._digest[fmt].hexdigest()
         bit_vias = sum(n for _, n in self._tiles.values())
         layout = DieLayout(tiles={k: n for k, (n, _) in self._tiles.items()},
                            chunks=tuple(sorted(self._chunks)), wires=wires, route_vias=vias,
@@ -316,14 +319,6 @@ def _chunk_bytes(tile, via_nm: int, grid_nm: int, layer, refnum: int) -> tuple[b
     n, value = chunk_of_refnum(refnum)
     return _leaf_bytes(chunk_name(n, value), refnum,
                        chunk_via_rects(tile, via_nm, grid_nm, n, value), layer)
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def layer_properties_lyp(pdk: Pdk) -> str:
