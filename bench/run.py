@@ -159,7 +159,8 @@ def bench_size(size: str, work: Path, jobs: int, verify_max: float, keep: bool,
     row["gdstk_write_same_vias_s"] = bits / row["gdstk_rects_per_s"]
     if params <= verify_max:
         report = work / f"verify-{size}.json"
-        ver = run_child([*TAALASC, "verify", str(out), str(model), "--json", str(report)]
+        ver = run_child([*TAALASC, "verify", str(out), str(model), "--json", str(report),
+                         "--jobs", str(jobs)]
                         + (["--tokens", verify_tokens] if verify_tokens else []))
         row["verify"] = ver
         row["verify_tokens"] = verify_tokens or "default (16)"
