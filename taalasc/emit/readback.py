@@ -22,23 +22,53 @@ Layer = tuple[int, int]
 _EMPTY = np.zeros((0, 4), np.int64)
 
 
-def _transform(rects: np.ndarray, ref: gdstk.Reference, path: Path) -> np.ndarray:
+def ref_offsets(ref) -> np.ndarray | None:
+    """Integer offsets of a reference's (or polygon's) repetition, None when it has none."""
+    if ref.repetition.size > 1:
+        return np.rint(np.asarray(ref.repetition.get_offsets())).astype(np.int64)
+    return None
+
+
+def place_rects(rects: np.ndarray, ref: gdstk.Reference, where) -> np.ndarray:
+    """A child cell's rectangles placed by ``ref`` (90° steps at 1x only), repetitions included."""
     quarter = ref.rotation / (np.pi / 2)
     if abs(quarter - round(quarter)) > 1e-9 or ref.magnification != 1:
-        raise MaskError(f"{path}: reference to {ref.cell_name!r} has rotation {ref.rotation} / "
+        raise MaskError(f"{where}: reference to {ref.cell_name!r} has rotation {ref.rotation} / "
                         f"magnification {ref.magnification}; only 90° steps at 1x are supported")
-    pts = rects.reshape(-1, 2).astype(np.float64)
-    if ref.x_reflection:
-        pts[:, 1] = -pts[:, 1]
-    for _ in range(int(round(quarter)) % 4):
-        pts = np.stack([-pts[:, 1], pts[:, 0]], axis=1)
-    pts = np.rint(pts).astype(np.int64).reshape(-1, 4)
-    out = np.stack([np.minimum(pts[:, 0], pts[:, 2]), np.minimum(pts[:, 1], pts[:, 3]),
-                    np.maximum(pts[:, 0], pts[:, 2]), np.maximum(pts[:, 1], pts[:, 3])], axis=1)
+    out = rects
+    if ref.x_reflection or round(quarter) % 4:
+        pts = rects.reshape(-1, 2).copy()
+        if ref.x_reflection:
+            pts[:, 1] = -pts[:, 1]
+        for _ in range(int(round(quarter)) % 4):
+            pts = np.stack([-pts[:, 1], pts[:, 0]], axis=1)
+        pts = pts.reshape(-1, 4)
+        out = np.stack([np.minimum(pts[:, 0], pts[:, 2]), np.minimum(pts[:, 1], pts[:, 3]),
+                        np.maximum(pts[:, 0], pts[:, 2]), np.maximum(pts[:, 1], pts[:, 3])], axis=1)
     offsets = np.rint(np.asarray(ref.origin, dtype=np.float64)).astype(np.int64)[None, :]
-    if ref.repetition.size > 1:
-        offsets = offsets + np.rint(ref.repetition.get_offsets()).astype(np.int64)
+    repeat = ref_offsets(ref)
+    if repeat is not None:
+        offsets = offsets + repeat
     return (out[None, :, :] + np.tile(offsets, 2)[:, None, :]).reshape(-1, 4)
+
+
+def is_plain(ref: gdstk.Reference) -> bool:
+    """A placement by translation alone: no rotation, reflection, scaling or repetition."""
+    return ref.rotation == 0 and not ref.x_reflection and ref.magnification == 1 \
+        and ref.repetition.size <= 1
+
+
+def add_plain(parts: dict[Layer, list[np.ndarray]], plain: list[tuple[dict, tuple]]) -> None:
+    """Add (child rects per layer, origin) placements to ``parts`` as one broadcast per layer:
+    a tile cell has hundreds of them."""
+    if not plain:
+        return
+    origins = np.rint(np.array([o for _, o in plain], dtype=np.float64)).astype(np.int64)
+    for layer in sorted({k for f, _ in plain for k in f}):
+        arrs = [f.get(layer, _EMPTY) for f, _ in plain]
+        counts = np.array([len(x) for x in arrs])
+        off = np.tile(np.repeat(origins, counts, axis=0), 2)
+        parts.setdefault(layer, []).append(np.concatenate(arrs) + off)
 
 
 def read_rects(path: Path, allowed: set[Layer] | None = None) -> dict[Layer, np.ndarray]:
@@ -94,23 +124,14 @@ def _flatten(lib: gdstk.Library, path: Path, allowed: set[Layer] | None
         if cell.name in memo:
             return memo[cell.name]
         parts = {k: [v] for k, v in own_memo[cell.name].items()}
-        # Plain placements (no rotation, reflection or scaling) are gathered into one
-        # broadcast per layer: a tile cell has hundreds of them.
         plain: list[tuple[dict, tuple]] = []
         for ref in cell.references:
-            if ref.rotation == 0 and not ref.x_reflection and ref.magnification == 1 \
-                    and ref.repetition.size <= 1:
+            if is_plain(ref):
                 plain.append((flat(ref.cell), ref.origin))
                 continue
             for layer, child in flat(ref.cell).items():
-                parts.setdefault(layer, []).append(_transform(child, ref, path))
-        if plain:
-            origins = np.rint(np.array([o for _, o in plain], dtype=np.float64)).astype(np.int64)
-            for layer in sorted({k for f, _ in plain for k in f}):
-                arrs = [f.get(layer, _EMPTY) for f, _ in plain]
-                counts = np.array([len(x) for x in arrs])
-                off = np.tile(np.repeat(origins, counts, axis=0), 2)
-                parts.setdefault(layer, []).append(np.concatenate(arrs) + off)
+                parts.setdefault(layer, []).append(place_rects(child, ref, path))
+        add_plain(parts, plain)
         memo[cell.name] = {k: np.concatenate(v) for k, v in parts.items()}
         return memo[cell.name]
 
