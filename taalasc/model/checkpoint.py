@@ -17,7 +17,8 @@ import numpy as np
 
 from taalasc.errors import ModelError
 from taalasc.model import arch
-from taalasc.model.safetensors_io import TensorInfo, read_header, read_tensor
+from taalasc.model.safetensors_io import (TensorInfo, json_object_no_duplicates, read_header,
+                                          read_tensor)
 
 INDEX_NAME = "model.safetensors.index.json"
 SINGLE_NAME = "model.safetensors"
@@ -180,7 +181,7 @@ def _read_json(path: Path, what: str) -> Any:
         if size > MAX_JSON_BYTES:
             raise ModelError(f"{path}: {what} is {size} bytes; at most {MAX_JSON_BYTES}")
         text = path.read_bytes().decode("utf-8")
-        return json.loads(text, object_pairs_hook=_no_duplicates)
+        return json.loads(text, object_pairs_hook=json_object_no_duplicates)
     except OSError as exc:
         raise ModelError(f"{path}: cannot read {what}: {exc.strerror or exc}") from None
     except UnicodeDecodeError:
@@ -189,15 +190,6 @@ def _read_json(path: Path, what: str) -> Any:
         raise ModelError(f"{path}: {what} is nested too deeply") from None
     except ValueError as exc:
         raise ModelError(f"{path}: {what} is not valid JSON: {exc}") from None
-
-
-def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in out:
-            raise ValueError(f"duplicate key {key!r}")
-        out[key] = value
-    return out
 
 
 def _load_config(path: Path) -> dict:

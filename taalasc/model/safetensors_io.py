@@ -125,7 +125,7 @@ def read_header_from(f: IO[bytes], file_size: int, source: str) -> Header:
     return parse_header_json(raw, file_size, source)
 
 
-def _pairs_no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+def json_object_no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key, value in pairs:
         if key in out:
@@ -150,7 +150,7 @@ def parse_header_json(raw: bytes, file_size: int, source: str) -> Header:
     except UnicodeDecodeError as exc:
         raise ModelError(f"{source}: header is not UTF-8 (byte {exc.start})") from None
     try:
-        doc = json.loads(text, object_pairs_hook=_pairs_no_duplicates,
+        doc = json.loads(text, object_pairs_hook=json_object_no_duplicates,
                          parse_constant=_no_constants)
     except RecursionError:
         raise ModelError(f"{source}: header JSON is nested too deeply") from None
