@@ -45,6 +45,26 @@ def parse_group_size(text: str) -> int | None:
     return value
 
 
+def bit_policy(ctx: click.Context, bits: int, rules: tuple[str, ...], group_size: str,
+               auto: bool, budget: float, high_bits: int = 6):
+    """The BitPolicy of the shared quantization options.
+
+    With --auto the low width is 3 bits unless --bits was given on the command line."""
+    from click.core import ParameterSource
+
+    from taalasc.quant import AutoMixed, BitPolicy, parse_rule
+
+    parsed = tuple(parse_rule(r) for r in rules)
+    gs = parse_group_size(group_size)
+    if not auto:
+        return BitPolicy(default_bits=bits, rules=parsed, group_size=gs)
+    given = ctx.get_parameter_source("bits") == ParameterSource.COMMANDLINE
+    low = bits if given else AutoMixed().low_bits
+    return BitPolicy(default_bits=low, rules=parsed, group_size=gs,
+                     auto=AutoMixed(low_bits=low, high_bits=high_bits,
+                                    budget_bits_per_weight=budget))
+
+
 @contextmanager
 def progress_bar(enabled: bool) -> Iterator:
     """A rich progress bar on a terminal; a no-op callback otherwise."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from taalasc.commands.common import parse_group_size, progress_bar, quant_options
+from taalasc.commands.common import bit_policy, progress_bar, quant_options
 
 
 @click.command("quantize")
@@ -26,22 +26,10 @@ def quantize(ctx: click.Context, model: str, bits: int, rules: tuple[str, ...], 
     --auto. Only 2-D tensors are quantized; 1-D tensors stay fp16 constants."""
     import json
 
-    from click.core import ParameterSource
-
     from taalasc.model import open_checkpoint
-    from taalasc.quant import AutoMixed, BitPolicy, parse_rule, quantize_report
+    from taalasc.quant import quantize_report
 
-    parsed = tuple(parse_rule(r) for r in rules)
-    gs = parse_group_size(group_size)
-    if auto:
-        # as in `taalasc compile`: --auto means 3 bits low unless --bits was given explicitly
-        given = ctx.get_parameter_source("bits") == ParameterSource.COMMANDLINE
-        low = bits if given else AutoMixed().low_bits
-        policy = BitPolicy(default_bits=low, rules=parsed, group_size=gs,
-                           auto=AutoMixed(low_bits=low, high_bits=high_bits,
-                                          budget_bits_per_weight=budget))
-    else:
-        policy = BitPolicy(default_bits=bits, rules=parsed, group_size=gs)
+    policy = bit_policy(ctx, bits, rules, group_size, auto, budget, high_bits)
     ckpt = open_checkpoint(model)
     with progress_bar(progress and not as_json) as tick:
         report = quantize_report(ckpt, policy, tick)

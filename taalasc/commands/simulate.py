@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from taalasc.commands.common import base_option, parse_group_size, print_table, quant_options
+from taalasc.commands.common import base_option, bit_policy, print_table, quant_options
 
 
 def parse_tokens(text: str) -> list[int]:
@@ -56,25 +56,14 @@ def simulate(ctx: click.Context, model: str, original: str | None, lora_dir: str
     the one it was compiled for, and --model names the original checkpoint."""
     import json
 
-    from click.core import ParameterSource
-
     from taalasc.config import load_base_array
     from taalasc.model import open_checkpoint
-    from taalasc.quant import AutoMixed, BitPolicy, parse_rule
     from taalasc.sim.chip import chip_weights
     from taalasc.sim.graph import check_tokens, vocab_size
     from taalasc.sim.run import save_outputs, simulate as run_simulation
 
     ids = parse_tokens(tokens)
-    parsed = tuple(parse_rule(r) for r in rules)
-    gs = parse_group_size(group_size)
-    if auto:  # as in `taalasc quantize`: 3 bits low unless --bits was given
-        given = ctx.get_parameter_source("bits") == ParameterSource.COMMANDLINE
-        low = bits if given else AutoMixed().low_bits
-        policy = BitPolicy(default_bits=low, rules=parsed, group_size=gs,
-                           auto=AutoMixed(low_bits=low, budget_bits_per_weight=budget))
-    else:
-        policy = BitPolicy(default_bits=bits, rules=parsed, group_size=gs)
+    policy = bit_policy(ctx, bits, rules, group_size, auto, budget)
     from pathlib import Path
 
     from taalasc.errors import ModelError
