@@ -94,17 +94,17 @@ def transistors_per_tile(base) -> tuple[int, int, int]:
 
 
 def area_metrics(model: ModelShape, tmap: TileMap, base, facts: PlacementFacts) -> list[Metric]:
-    pdk, grid, tile = base.pdk, base.tile_grid, base.weight_tile
+    pdk, grid = base.pdk, base.tile_grid
     M: list[Metric] = []
 
     def add(*args, **kw) -> Metric:
         M.append(Metric(*args, **kw))
         return M[-1]
 
-    params = add("design__weights__count", model.params, "weights",
-                 "Σ over tensors of Π shape", {"tensors": from_model(len(model.tensors),
-                                                                      f"{model.source}")},
-                 description="parameters of the model (all tensors)")
+    add("design__weights__count", model.params, "weights",
+        "Σ over tensors of Π shape", {"tensors": from_model(len(model.tensors),
+                                                             f"{model.source}")},
+        description="parameters of the model (all tensors)")
     wbits = add("design__weights__bits", tmap.weight_bits, "bit",
                 "Σ over quantized tensors of numel × bits", {"quantized_params": from_model(
                     tmap.quantized_params, "2-D tensors with a bit width")},

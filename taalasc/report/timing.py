@@ -118,12 +118,12 @@ def timing_metrics(model: ModelShape, tmap: TileMap, base, facts: PlacementFacts
     r_um = sheet[0] / (width[0] / 1000)
     cap, via = from_pdk(pdk, "electrical.top_metal_cap_ff_per_um"), from_pdk(pdk,
                                                                              "electrical.via_res_ohm")
-    wire = add("timing__route__elmore_ps", elmore_ps(length.value, r_um, cap[0], via[0]), "ps",
-               "0.5·(sheet_R / width)·c·L² + 2·R_via·c·L  (distributed RC, Elmore)",
-               {"L_um": from_metric(length), "top_metal_sheet_res_ohm_per_sq": sheet,
-                "route_width_nm": width, "top_metal_cap_ff_per_um": cap, "via_res_ohm": via},
-               higher_is_better=False, description="the longest route if it were not registered "
-               "(for reference; the clock is bound by one hop)")
+    add("timing__route__elmore_ps", elmore_ps(length.value, r_um, cap[0], via[0]), "ps",
+        "0.5·(sheet_R / width)·c·L² + 2·R_via·c·L  (distributed RC, Elmore)",
+        {"L_um": from_metric(length), "top_metal_sheet_res_ohm_per_sq": sheet,
+         "route_width_nm": width, "top_metal_cap_ff_per_um": cap, "via_res_ohm": via},
+        higher_is_better=False, description="the longest route if it were not registered "
+        "(for reference; the clock is bound by one hop)")
     hop_um = (grid.pitch_x_nm + grid.pitch_y_nm) / 1000
     hop = add("timing__route__hop_elmore_ps", elmore_ps(hop_um, r_um, cap[0], via[0]), "ps",
               "Elmore delay of one registered hop, L = pitch_x + pitch_y",
