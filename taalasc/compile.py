@@ -159,6 +159,17 @@ def compile_model(model: Path, out_dir: Path, options: CompileOptions,
         links.setdefault(a.die, []).append((a, b))
 
     with staged_output(Path(out_dir), inputs_digest=digest, force=options.force) as stage:
+        # The overview, placement statistics and placement JSON depend on the placement only:
+        # while dies run in other processes this thread would idle, so it makes them then.
+        def placement_only():
+            legend = overview_png(placement, base, stage / "overview.png")
+            stats = placement_stats(placement, base) | {
+                "place__wirelength_rowmajor_nm": rowmajor_wirelength_nm(
+                    tensors, base, max_dies=options.max_dies)}
+            as_json = placement.to_json()
+            return legend, stats, as_json, _dumps(as_json)
+
+        side = _Side(placement_only, background=jobs > 1 or scheduler is not None)
         work = [DieJob(ckpt=ckpt, base=base, die=d, assignments=tuple(on_die[d]),
                        links=tuple(links.get(d, ())),
                        specs={seg.tensor: specs[seg.tensor] for _, seg in on_die[d]
@@ -167,26 +178,28 @@ def compile_model(model: Path, out_dir: Path, options: CompileOptions,
                 for d in dies_wanted]
         quant_stats: dict[str, dict] = {}
         dies = []
-        for done, outcome in enumerate(run_ordered(compile_die, work, jobs=jobs,
-                                                   scheduler=scheduler)):
-            dies.append(outcome.result)
-            quant_stats.update(outcome.quant_stats)
-            tick("dies", done + 1, len(work))
+        try:
+            for done, outcome in enumerate(run_ordered(compile_die, work, jobs=jobs,
+                                                       scheduler=scheduler)):
+                dies.append(outcome.result)
+                quant_stats.update(outcome.quant_stats)
+                tick("dies", done + 1, len(work))
+        except BaseException:
+            side.wait()  # it writes into the staging folder: let it finish before cleanup
+            raise
         (stage / f"{base.pdk.name}.lyp").write_text(layer_properties_lyp(base.pdk))
-        legend = overview_png(placement, base, stage / "overview.png")
+        legend, stats, placement_json, placement_text = side.result()
         report = _report(base, ckpt, specs, placement, dies, tensors)
         report.write(stage / "report.json")
         (stage / "report.md").write_text(report.to_markdown())
-        manifest = _manifest(inputs, digest, placement, dict(sorted(quant_stats.items())),
-                             dies, legend, stage)
+        manifest = _manifest(inputs, digest, placement, placement_json,
+                             dict(sorted(quant_stats.items())), dies, legend, stage)
         manifest["selection"] = {"layers": options.layers,
                                  "dies": None if options.dies is None else list(dies_wanted),
                                  "partial": options.dies is not None
                                  and len(dies_wanted) < placement.dies}
-        manifest["placement_stats"] = placement_stats(placement, base) | {
-            "place__wirelength_rowmajor_nm": rowmajor_wirelength_nm(
-                tensors, base, max_dies=options.max_dies)}
-        (stage / MANIFEST).write_text(json.dumps(manifest, indent=1, sort_keys=True) + "\n")
+        manifest["placement_stats"] = stats
+        (stage / MANIFEST).write_text(_manifest_text(manifest, placement_text))
     return CompileResult(out_dir=Path(out_dir), manifest=manifest, summary=_summary(manifest))
 
 
@@ -220,7 +233,53 @@ def _report(base: BaseArray, ckpt, specs, placement, dies, tensors):
                               name=Path(ckpt.path).name)
 
 
-def _manifest(inputs, digest, placement, quant_stats, dies, legend, stage: Path) -> dict:
+class _Side:
+    """``fn()`` run in a thread (``background``) or on demand in this one; ``result()``
+    returns its value or re-raises its exception."""
+
+    def __init__(self, fn: Callable[[], Any], background: bool):
+        self._fn, self._future, self._pool = fn, None, None
+        if background:
+            from concurrent.futures import ThreadPoolExecutor
+
+            self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="taalasc-side")
+            self._future = self._pool.submit(fn)
+
+    def wait(self) -> None:
+        """Let a background run finish, ignoring its outcome (the caller is failing)."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+
+    def result(self):
+        if self._future is None:
+            return self._fn()
+        try:
+            return self._future.result()
+        finally:
+            self._pool.shutdown(wait=True)
+
+
+def _dumps(obj) -> str:
+    """The manifest's JSON style: sorted keys, one space of indent per level."""
+    return json.dumps(obj, indent=1, sort_keys=True)
+
+
+_PLACEMENT_TOKEN = "@@taalasc-placement-json@@"
+
+
+def _manifest_text(manifest: dict, placement_text: str) -> str:
+    """``_dumps(manifest) + newline``, with the (large) placement value pasted in from its
+    text made earlier: a value at depth 1 is its own dump with one more space per line."""
+    stub = dict(manifest, placement=_PLACEMENT_TOKEN)
+    text = _dumps(stub)
+    token = json.dumps(_PLACEMENT_TOKEN)
+    if text.count(token) != 1:  # the token also occurs elsewhere: do it the plain way
+        return _dumps(manifest) + "\n"
+    return text.replace(token, placement_text.replace("\n", "\n ")) + "\n"
+
+
+def _manifest(inputs, digest, placement, placement_json, quant_stats, dies, legend,
+              stage: Path) -> dict:
     # Die files were hashed by their writer as they were closed: do not read them again.
     known = {Path(p).name: d.sha256[fmt] for d in dies for fmt, p in d.files.items()}
     files = {}
@@ -231,7 +290,7 @@ def _manifest(inputs, digest, placement, quant_stats, dies, legend, stage: Path)
         "format": "taalasc-manifest/1",
         "inputs": inputs,
         "inputs_digest": digest,
-        "placement": placement.to_json(),
+        "placement": placement_json,
         "quantization": quant_stats,
         "dies": _die_entries(placement, dies),
         "overview_legend": [[list(map(int, colour)), label] for colour, label in legend],

@@ -122,7 +122,11 @@ def _check_layout(layout: DieLayout, base: BaseArray, max_per_rule: int) -> list
                                ("via", layout.route_vias, rules.via_space_nm)):
         if not len(rects) or not len(boxes):
             continue
-        p = _near_pairs(rects, boxes, reach, max(4 * reach, 1))
+        # Buckets about one tile box wide: a box then covers at most 2 x 2 of them (a cell
+        # of a few times ``reach`` would register every box in ~10^4 buckets). The pairs
+        # found do not depend on the cell size, only the work does.
+        cell = max(4 * reach, 1, tile.width_nm, tile.height_nm)
+        p = _near_pairs(rects, boxes, reach, cell)
         if not len(p):
             continue
         a, b = rects[p[:, 0]], boxes[p[:, 1]]

@@ -102,6 +102,7 @@ class _Template:
     oas_ref: np.ndarray      # [k] byte offset of each placement's 2-byte reference number
     ref_base: np.ndarray     # [k] chunk reference number = ref_base + value
     packed: bool             # chunks are consecutive runs of 8 sites (sites_x % 8 == 0)
+    digit_stride: int = 0    # > 0: every chunk shows 2 digits at digit_pos[0] + k * stride
 
 
 _GDS_NAME = 32  # BGNSTR (28 bytes) + STRNAME header (4); tile names are 18 characters
@@ -135,8 +136,17 @@ def _template(tile: WeightTile, used: int) -> _Template:
     rec_len = _oas_record_lengths(x, y)
     oas = np.concatenate([np.frombuffer(prefix, np.uint8), recs])
     oas_ref = len(prefix) + np.cumsum(rec_len) - rec_len + 2
+    stride = int(starts[1] - starts[0]) if k > 1 else 0
+    regular = (k > 1 and bool((ndig == 2).all()) and stride > 0
+               and np.array_equal(digit_pos, (starts[0] + 11 + stride * idx[:, None]
+                                              + np.array([0, 1])).ravel()))
     return _Template(gds, digit_pos, digit_chunk, digit_shift, oas, oas_ref,
-                     chunk_refnum(n, np.zeros(k, np.int64)), tile.sites_x % CHUNK_SITES == 0)
+                     chunk_refnum(n, np.zeros(k, np.int64)), tile.sites_x % CHUNK_SITES == 0,
+                     stride if regular else 0)
+
+
+# The two hex digits of a byte value, high nibble first (as chunk_name writes them).
+_HEX_PAIRS = np.stack([_HEX[np.arange(256) >> 4], _HEX[np.arange(256) & 15]], axis=1)
 
 
 def render_tile(base: BaseArray, bits, formats=("gds", "oas"), where: str = "tile"
@@ -191,15 +201,24 @@ def render_tiles(base: BaseArray, bits_list, formats=("gds", "oas"), where=None
     for used, members in groups.items():
         t = _template(tile, used)
         stack = np.stack([checked[k] for k in members])
+        small = None
         if t.packed:  # chunk k is sites 8k .. 8k+7: one packbits
-            values = np.packbits(stack, axis=1, bitorder="little").astype(np.int64)
+            small = np.packbits(stack, axis=1, bitorder="little")
+            values = small.astype(np.int64)
         else:
             values = np.stack([tile_chunk_array(b, tile)[:, 3] for b in stack])
         refnums = t.ref_base[None, :] + values
         data: dict[str, np.ndarray] = {}
         if "gds" in formats:
             buf = np.repeat(t.gds[None, :], len(members), axis=0)
-            buf[:, t.digit_pos] = _HEX[(values[:, t.digit_chunk] >> t.digit_shift) & 15]
+            if t.digit_stride and small is not None:  # a strided view: no index arrays
+                k = small.shape[1]
+                digits = np.lib.stride_tricks.as_strided(
+                    buf[:, t.digit_pos[0]:], shape=(len(members), k, 2),
+                    strides=(buf.strides[0], t.digit_stride, 1), writeable=True)
+                digits[...] = np.take(_HEX_PAIRS, small, axis=0)
+            else:
+                buf[:, t.digit_pos] = _HEX[(values[:, t.digit_chunk] >> t.digit_shift) & 15]
             data["gds"] = buf
         if "oas" in formats:
             buf = np.repeat(t.oas[None, :], len(members), axis=0)

@@ -50,11 +50,57 @@ def _source_block(segment: Segment, source: Any) -> np.ndarray:
     return half.view(np.uint16).astype(np.uint32)
 
 
+def _source_bytes(segment: Segment, source: Any) -> np.ndarray | None:
+    """The segment's values as flat little-endian bytes (1 per code, 2 per fp16), for
+    the common cases (int8 codes, 16-bit scales / vectors); None to take the general path.
+    Checks and error messages are those of :func:`_source_block`."""
+    (r0, r1), (c0, c1) = segment.rows, segment.cols
+    if segment.kind == "codes":
+        arr = getattr(source, "codes", None)
+        if getattr(source, "name", segment.tensor) != segment.tensor or arr is None \
+                or arr.dtype != np.int8 or not 0 < segment.bits <= 8:
+            return None
+    elif segment.kind == "scales" and segment.bits == FP16_BITS:
+        arr = getattr(source, "scales", None)
+        if getattr(source, "name", segment.tensor) != segment.tensor or arr is None \
+                or arr.dtype != np.float16:
+            return None
+    elif segment.kind == "vector" and segment.bits == FP16_BITS:
+        arr = np.asarray(source)
+        if arr.dtype != np.float16:
+            return None
+        arr = arr.reshape(1, -1)
+    else:
+        return None
+    if not (0 <= r0 < r1 <= arr.shape[0] and 0 <= c0 < c1 <= arr.shape[1]):
+        return None  # _source_block raises the error
+    block = arr[r0:r1, c0:c1]
+    if segment.kind == "codes":
+        b = segment.bits
+        lo, hi = -(1 << (b - 1)), (1 << (b - 1)) - 1
+        if b < 8 and (block.min() < lo or block.max() > hi):
+            return None  # _source_block raises the error
+        return block.view(np.uint8).reshape(-1)
+    return np.ascontiguousarray(block).view(np.uint8).reshape(-1) if _LITTLE else None
+
+
+_LITTLE = np.little_endian
+# _BIT_ROWS[b][v]: the low b bits of byte v, least significant first (a code's sites).
+_BIT_ROWS = {b: np.ascontiguousarray(np.unpackbits(np.arange(256, dtype=np.uint8)[:, None],
+                                                   axis=1, bitorder="little")[:, :b])
+             for b in range(1, 8)}
+
+
 def pack_segment(segment: Segment, source: Any) -> np.ndarray:
     """uint8 0/1 array of length ``segment.used_sites``: bit k of element e at e*bits + k.
 
     ``source`` is a QuantizedTensor for "codes"/"scales" and a 1-D array for "vector".
     """
+    data = _source_bytes(segment, source)
+    if data is not None:  # whole bytes (8 or 16 bits): one unpackbits; else a table look-up
+        if segment.bits in (8, FP16_BITS):
+            return np.unpackbits(data, bitorder="little")
+        return np.take(_BIT_ROWS[segment.bits], data, axis=0).reshape(-1)
     values = _source_block(segment, source).reshape(-1)
     shifts = np.arange(segment.bits, dtype=np.uint32)
     return ((values[:, None] >> shifts) & 1).astype(np.uint8).reshape(-1)

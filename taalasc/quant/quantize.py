@@ -120,9 +120,13 @@ def _first_bad_index(block: np.ndarray, row0: int) -> tuple[int, int]:
 
 def _group_scales(name: str, groups: np.ndarray, bits: int, row0: int) -> np.ndarray:
     """Signed fp16 scales for ``groups`` [rows, n_groups, group_size] (float64)."""
+    return _scales_from_extremes(name, groups.max(axis=2), groups.min(axis=2), bits, row0)
+
+
+def _scales_from_extremes(name: str, gmax: np.ndarray, gmin: np.ndarray, bits: int,
+                          row0: int) -> np.ndarray:
+    """Signed fp16 scales from each group's max and min (float64, [rows, n_groups])."""
     qmax = 2 ** (bits - 1)
-    gmax = groups.max(axis=2)
-    gmin = groups.min(axis=2)
     absmax = np.maximum(np.abs(gmax), np.abs(gmin))  # abs: an all -0.0 group gets +0.0
     ideal = absmax / qmax
     if (ideal > FP16_MAX).any():
@@ -161,6 +165,11 @@ def quantize_tensor(name: str, weights: np.ndarray, spec: QuantSpec) -> Quantize
     sig = 0.0
     rows = max(1, _BLOCK_ELEMENTS // in_f)
     for r0 in range(0, out_f, rows):
+        if w.dtype == np.float32:
+            e, g = _block_f32(name, w, r0, rows, bits, gs, codes, scales)
+            err += e
+            sig += g
+            continue
         block = np.asarray(w[r0:r0 + rows], dtype=np.float64)
         if not np.isfinite(block).all():
             r, c = _first_bad_index(block, r0)
@@ -180,3 +189,52 @@ def quantize_tensor(name: str, weights: np.ndarray, spec: QuantSpec) -> Quantize
     sqnr = math.inf if err == 0.0 else 10.0 * math.log10(sig / err)
     return QuantizedTensor(name=name, shape=(out_f, in_f), bits=bits, group_size=gs,
                            codes=codes, scales=scales, sqnr_db=sqnr)
+
+
+# Float32 fast path. It gives the same codes, scales and error sums as the float64 path
+# above, bit for bit, at about a third of the memory traffic:
+#  * max / min are exact in any precision, so the scales come from the same float64 extremes;
+#  * w / s in float32 is within 2**-24 relative of the true quotient (|w / s| <= 2**(bits-1)),
+#    so rint agrees with the float64 quotient's rint unless the float32 quotient lies within
+#    _NEAR_HALF of a half-integer; those few elements are divided again in float64;
+#  * code * s is exact in float32 (8-bit code x 11-bit fp16 scale), and w - code * s is exact
+#    too (Sterbenz: w and code * s have the same sign and are within a factor 2 whenever the
+#    code is not 0), so the float64 squares and their sums see the very same values.
+_NEAR_HALF = np.float32(2.0 ** -12)
+
+
+def _block_f32(name: str, w: np.ndarray, r0: int, rows: int, bits: int, gs: int,
+               codes: np.ndarray, scales: np.ndarray) -> tuple[float, float]:
+    """Quantize rows r0 .. r0+rows of float32 ``w`` into ``codes`` / ``scales``; returns the
+    block's (error, signal) sums of squares exactly as the float64 path computes them."""
+    qmax = 2 ** (bits - 1)
+    block = np.ascontiguousarray(w[r0:r0 + rows])
+    if not np.isfinite(block).all():
+        r, c = _first_bad_index(block, r0)
+        raise QuantizationError(
+            f"tensor {name!r}: weight [{r}, {c}] is {float(w[r, c])!r}; "
+            "NaN/Inf weights cannot be quantized")
+    nr = block.shape[0]
+    groups = block.reshape(nr, -1, gs)
+    s16 = _scales_from_extremes(name, groups.max(axis=2).astype(np.float64),
+                                groups.min(axis=2).astype(np.float64), bits, r0)
+    s = s16.astype(np.float32)[:, :, None]
+    safe = np.where(s == 0, np.float32(1), s)  # all-zero groups: 0/1 = 0 -> code 0
+    quot = groups / safe
+    q = np.rint(quot)
+    np.subtract(quot, q, out=quot)                  # exact; |quot| <= 0.5
+    np.abs(quot, out=quot)
+    mask = quot > np.float32(0.5) - _NEAR_HALF
+    if mask.any():  # redo these few in float64, as the float64 path would
+        near = np.flatnonzero(mask)
+        full = np.broadcast_to(safe, groups.shape).reshape(-1)
+        q.reshape(-1)[near] = np.rint(groups.reshape(-1)[near].astype(np.float64)
+                                      / full[near].astype(np.float64))
+    np.clip(q, -qmax, qmax - 1, out=q)
+    codes[r0:r0 + nr] = q.reshape(nr, -1).astype(np.int8)
+    scales[r0:r0 + nr] = s16
+    np.multiply(q, s, out=q)                        # dequantized, exact
+    np.subtract(groups, q, out=q)                   # error, exact
+    err = float(np.square(q, dtype=np.float64).sum())
+    sig = float(np.square(groups, dtype=np.float64).sum())
+    return err, sig
