@@ -1,0 +1,187 @@
+"""Our own GDSII reader (taalasc/emit/gdsread.py) against gdstk and KLayout.
+
+gdstk and KLayout are the readers we did not write: every library here is built with gdstk
+(random hierarchies with rotations, reflections and arrays; a compiled die), flattened by
+our reader and by theirs, and the rectangle sets must be equal. Damaged files must give a
+MaskError and nothing else.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import gdstk
+import numpy as np
+import pytest
+
+from taalasc.emit.gdsread import flat_rects, iter_layer, read_gds
+from taalasc.emit.readback import read_rects
+from taalasc.errors import MaskError
+
+VIA, METAL = (71, 44), (72, 20)
+
+
+@pytest.fixture(scope="module")
+def demo_compile(tmp_path_factory):
+    from taalasc.compile import CompileOptions, compile_model
+    from taalasc.model.synth import write_demo
+
+    root = tmp_path_factory.mktemp("gdsread")
+    write_demo(root / "model")
+    compile_model(root / "model", root / "masks", CompileOptions(formats=("gds",)))
+    return root / "masks"
+
+
+def _sorted(rects: np.ndarray) -> np.ndarray:
+    rects = np.asarray(rects, np.int64).reshape(-1, 4)
+    return rects[np.lexsort(rects.T[::-1])]
+
+
+def _assert_same(ours: dict, theirs: dict) -> None:
+    assert sorted(ours) == sorted(theirs)
+    for layer in ours:
+        np.testing.assert_array_equal(_sorted(ours[layer]), _sorted(theirs[layer]), str(layer))
+
+
+def _random_library(seed: int) -> gdstk.Library:
+    """Four levels of cells: leaves of rectangles on two layers, then cells placing earlier
+    cells by SREF or AREF at every 90-degree rotation, with and without x reflection, and
+    with runs of identical references (as a tile cell has) broken by other elements."""
+    rng = np.random.default_rng(seed)
+    lib = gdstk.Library(unit=1e-9, precision=1e-9)
+    cells = []
+    for k in range(3):
+        leaf = lib.new_cell(f"L{k}" + "x" * int(rng.integers(0, 4)))  # varying name lengths
+        for _ in range(int(rng.integers(1, 6))):
+            x, y = (int(v) * 10 for v in rng.integers(-500, 500, 2))
+            w, h = (int(v) * 10 for v in rng.integers(1, 100, 2))
+            layer = VIA if rng.random() < 0.6 else METAL
+            leaf.add(gdstk.rectangle((x, y), (x + w, y + h), layer=layer[0], datatype=layer[1]))
+        cells.append(leaf)
+    for level in range(3):
+        for k in range(2):
+            cell = lib.new_cell(f"C{level}_{k}")
+            for _ in range(int(rng.integers(2, 12))):
+                child = cells[int(rng.integers(0, len(cells)))]
+                origin = tuple(int(v) * 10 for v in rng.integers(-5000, 5000, 2))
+                rotation = float(rng.integers(0, 4)) * np.pi / 2
+                reflect = bool(rng.random() < 0.3)
+                if rng.random() < 0.25:
+                    cell.add(gdstk.Reference(child, origin, rotation=rotation,
+                                             x_reflection=reflect,
+                                             columns=int(rng.integers(1, 4)),
+                                             rows=int(rng.integers(1, 4)),
+                                             spacing=(int(rng.integers(1, 50)) * 100,
+                                                      int(rng.integers(1, 50)) * 100)))
+                else:
+                    cell.add(gdstk.Reference(child, origin, rotation=rotation,
+                                             x_reflection=reflect))
+            if rng.random() < 0.5:
+                cell.add(gdstk.rectangle((0, 0), (800, 800), layer=VIA[0], datatype=VIA[1]))
+            cells.append(cell)
+    top = lib.new_cell("TOP")  # places every cell nothing else places: one top cell
+    placed = {ref.cell.name for cell in cells for ref in cell.references}
+    for child in cells:
+        if child.name not in placed:
+            top.add(gdstk.Reference(child, (int(rng.integers(0, 1000)) * 10, 0)))
+    top.add(gdstk.Label("labels carry no geometry", (0, 0), layer=VIA[0]))
+    return lib
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_random_hierarchies_flatten_like_gdstk(tmp_path, seed):
+    path = tmp_path / f"r{seed}.gds"
+    _random_library(seed).write_gds(path)
+    _assert_same(flat_rects(read_gds(path)), read_rects(path))
+
+
+def test_streamed_pieces_and_centres_cover_the_same_vias(demo_compile):
+    lib = read_gds(demo_compile / "die0.gds")
+    whole = np.concatenate(list(iter_layer(lib, VIA)))
+    pieces = list(iter_layer(lib, VIA, batch=20_000))
+    assert len(pieces) > 3 and max(len(p) for p in pieces) < len(whole) / 3
+    np.testing.assert_array_equal(_sorted(np.concatenate(pieces)), _sorted(whole))
+    centres = np.concatenate(list(iter_layer(lib, VIA, centres=True)))
+    expect = np.stack([whole[:, 0] + whole[:, 2], whole[:, 1] + whole[:, 3]], axis=1)
+    np.testing.assert_array_equal(centres[np.lexsort(centres.T[::-1])],
+                                  expect[np.lexsort(expect.T[::-1])])
+
+
+def test_a_compiled_die_reads_like_gdstk_and_klayout(demo_compile):
+    import klayout.db as kdb
+
+    path = next(Path(demo_compile).glob("die0.gds"))
+    ours = flat_rects(read_gds(path))
+    _assert_same(ours, read_rects(path))
+    layout = kdb.Layout()
+    layout.read(str(path))
+    top = layout.top_cell()
+    for layer, rects in ours.items():
+        region = kdb.Region(top.begin_shapes_rec(layout.layer(*layer)))
+        assert region.count() == len(rects)
+        box = region.bbox()
+        assert [box.left, box.bottom, box.right, box.top] == [
+            int(rects[:, 0].min()), int(rects[:, 1].min()),
+            int(rects[:, 2].max()), int(rects[:, 3].max())]
+        assert region.area() == int(((rects[:, 2] - rects[:, 0])
+                                     * (rects[:, 3] - rects[:, 1])).sum())
+
+
+def test_a_finer_database_unit_is_scaled_to_nm(tmp_path):
+    lib = gdstk.Library(unit=1e-6, precision=1e-10)  # 0.1 nm database unit
+    lib.new_cell("TOP").add(gdstk.rectangle((0, 0), (0.8, 0.8), layer=71, datatype=44))
+    lib.write_gds(tmp_path / "fine.gds")
+    rects = flat_rects(read_gds(tmp_path / "fine.gds"))[VIA]
+    assert rects.tolist() == [[0, 0, 800, 800]]
+    off = gdstk.Library(unit=1e-6, precision=1e-10)
+    off.new_cell("TOP").add(gdstk.rectangle((0, 0), (0.8005, 0.8), layer=71, datatype=44))
+    off.write_gds(tmp_path / "off.gds")
+    with pytest.raises(MaskError, match="off the 1 nm grid"):
+        read_gds(tmp_path / "off.gds")
+
+
+def test_a_deep_chain_of_cells_is_an_error_not_a_crash(tmp_path):
+    lib = gdstk.Library(unit=1e-9, precision=1e-9)
+    leaf = lib.new_cell("LEAF")
+    for k in range(5000):  # above the memo size: every level recurses
+        leaf.add(gdstk.rectangle((k * 1600, 0), (k * 1600 + 800, 800), layer=71, datatype=44))
+    child = leaf
+    for k in range(3000):
+        cell = lib.new_cell(f"N{k}")
+        cell.add(gdstk.Reference(child, (0, 0)))
+        child = cell
+    lib.write_gds(tmp_path / "deep.gds")
+    with pytest.raises(MaskError, match="deeper"):
+        list(iter_layer(read_gds(tmp_path / "deep.gds"), VIA))
+
+
+def test_every_cut_of_a_file_is_a_mask_error(tmp_path):
+    path = tmp_path / "r.gds"
+    _random_library(3).write_gds(path)
+    data = path.read_bytes()
+    for cut in range(0, len(data) - 4, max(1, len(data) // 150)):
+        (tmp_path / "cut.gds").write_bytes(data[:cut])
+        with pytest.raises(MaskError):
+            flat_rects(read_gds(tmp_path / "cut.gds"))
+
+
+def test_flipped_bytes_give_a_mask_error_or_a_library(tmp_path):
+    """Random damage: our reader may accept a file (a flipped coordinate is still a file),
+    but it must never fail with anything but MaskError."""
+    path = tmp_path / "r.gds"
+    _random_library(4).write_gds(path)
+    data = bytearray(path.read_bytes())
+    rng = np.random.default_rng(0)
+    outcomes = {"ok": 0, "MaskError": 0}
+    for trial in range(150):
+        damaged = bytearray(data)
+        for at in rng.integers(0, len(data), int(rng.integers(1, 4))):
+            damaged[at] = int(rng.integers(0, 256))
+        (tmp_path / "bad.gds").write_bytes(bytes(damaged))
+        try:
+            flat_rects(read_gds(tmp_path / "bad.gds"))
+            outcomes["ok"] += 1
+        except MaskError as exc:
+            assert "\n" not in str(exc)
+            outcomes["MaskError"] += 1
+    assert outcomes["MaskError"] > 0 and outcomes["ok"] > 0, outcomes
