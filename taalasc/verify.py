@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from collections.abc import Mapping
 from typing import Sequence
 
 import numpy as np
@@ -112,7 +113,8 @@ def verify(out_dir: Path, model: Path, *, fmt: str = "gds", tokens: Sequence[int
     tick("extract", 1, 1)
     result.defect_count = extraction.defect_count
     result.defects = [d.describe() for d in extraction.defects[:50]]
-    expected: dict[str, QuantizedTensor | np.ndarray] = {}
+    # The quantizer's arrays are made tensor by tensor, compared and dropped: only the
+    # extracted model is held (the datapath check makes them again, see _Requantized).
     extracted: dict[str, QuantizedTensor | np.ndarray] = {}
     quant = manifest["quantization"]
     placed = _placed_tensors(manifest)
@@ -123,7 +125,6 @@ def verify(out_dir: Path, model: Path, *, fmt: str = "gds", tokens: Sequence[int
         if name in quant:
             spec = QuantSpec(quant[name]["bits"], quant[name]["group_size"])
             qt = quantize_tensor(name, values, spec)
-            expected[name] = qt
             codes, scales = extraction.codes.get(name), extraction.scales.get(name)
             if codes is None or scales is None:
                 result.mismatches.append(f"{name}: not found in the masks")
@@ -137,7 +138,6 @@ def verify(out_dir: Path, model: Path, *, fmt: str = "gds", tokens: Sequence[int
                                               scales=scales, sqnr_db=float("nan"))
         else:
             vector = values.reshape(-1).astype(np.float16)
-            expected[name] = vector
             got = extraction.vectors.get(name)
             if got is None:
                 result.mismatches.append(f"{name}: not found in the masks")
@@ -168,7 +168,8 @@ def verify(out_dir: Path, model: Path, *, fmt: str = "gds", tokens: Sequence[int
         return result
     datapath = base.datapath
     chip = run_chip(extracted, ckpt.config, ckpt.architecture, tokens, datapath, lora=lora)
-    chip_q = run_chip(expected, ckpt.config, ckpt.architecture, tokens, datapath, lora=lora)
+    chip_q = run_chip(_Requantized(ckpt, quant, names), ckpt.config, ckpt.architecture, tokens,
+                      datapath, lora=lora)
     tick("simulate", 1, 1)
     main_out = (chip.logits, chip_q.logits) if chip.logits is not None else (chip.hidden, chip_q.hidden)
     same = np.array_equal(main_out[0], main_out[1])
@@ -185,6 +186,32 @@ def verify(out_dir: Path, model: Path, *, fmt: str = "gds", tokens: Sequence[int
     result.figures = {k: float(v) for k, v in figures.items()}
     result.checks.append(_quality_check(result.figures, thresholds))
     return result
+
+
+class _Requantized(Mapping):
+    """The quantizer's weights (a QuantizedTensor per quantized tensor, an fp16 vector per
+    other one), made again from the checkpoint each time the simulation asks for a tensor:
+    verify then holds one model's worth of codes (the extracted one) instead of two."""
+
+    def __init__(self, ckpt, quant: dict, names: Sequence[str]):
+        self._ckpt, self._quant, self._names = ckpt, quant, sorted(names)
+
+    def __getitem__(self, name: str):
+        from taalasc.quant import QuantSpec, quantize_tensor
+
+        if name not in self._names:
+            raise KeyError(name)
+        values = self._ckpt.read(name)
+        q = self._quant.get(name)
+        if q is None:
+            return values.reshape(-1).astype(np.float16)
+        return quantize_tensor(name, values, QuantSpec(q["bits"], q["group_size"]))
+
+    def __iter__(self):
+        return iter(self._names)
+
+    def __len__(self) -> int:
+        return len(self._names)
 
 
 def _placed_tensors(manifest: dict) -> set[str]:

@@ -611,7 +611,7 @@ def _expand(lib: GdsLibrary, key, cell: int, t, counts, memo: _Memo, batch: int
     while start < len(rows):
         stop = int(np.searchsorted(cum, (cum[start - 1] if start else 0) + batch, "right"))
         stop = max(stop, start + 1)
-        yield _apply(_place_small(lib, key, refs, rows[start:stop], counts, memo), t)
+        yield _place_small(lib, key, refs, rows[start:stop], counts, memo, t)
         start = stop
     for k in np.flatnonzero(~small & (per_ref > 0)).tolist():
         child, origin, reflect, quarter = _instances(refs, np.array([k]))
@@ -620,21 +620,33 @@ def _expand(lib: GdsLibrary, key, cell: int, t, counts, memo: _Memo, batch: int
             yield from _expand(lib, key, c, _compose(t, r, q, x, y), counts, memo, batch)
 
 
-def _place_small(lib, key, refs: _Refs, sel: np.ndarray, counts, memo: _Memo) -> np.ndarray:
+def _place_small(lib, key, refs: _Refs, sel: np.ndarray, counts, memo: _Memo, t
+                 ) -> np.ndarray:
     """Every instance of references ``sel`` (children of at most MEMO_SHAPES shapes) as one
-    ragged gather from the memo table."""
+    gather from the memo table, under the parent's transform ``t``."""
     child, origin, reflect, quarter = _instances(refs, sel)
     memo.ensure(lib, key, child, counts)
-    n = memo.size[child]
-    total = int(n.sum())
-    idx = np.repeat(memo.start[child] - (np.cumsum(n) - n), n) + np.arange(total, dtype=np.int64)
-    shapes = memo.table[idx]
     turned = reflect | (quarter != 0)
-    if turned.any():
-        turned = np.repeat(turned, n)
-        shapes[turned] = _orient(shapes[turned], np.repeat(reflect, n)[turned],
-                                 np.repeat(quarter, n)[turned])
-    return _shift(shapes, np.repeat(origin, n, axis=0))
+    if not (t[0] or t[1]):  # a translated parent: move the origins, not every shape
+        origin = origin + np.array(t[2:], np.int64)
+    n = memo.size[child]
+    if n.min() == n.max() and not turned.any():
+        # Children of one size (a tile's chunk cells): a plain 3-D gather, no repeats.
+        idx = memo.start[child][:, None] + np.arange(n[0], dtype=np.int64)
+        shapes = memo.table[idx]
+        shapes += (np.tile(origin, 2) if shapes.shape[2] == 4 else 2 * origin)[:, None, :]
+        shapes = shapes.reshape(-1, shapes.shape[2])
+    else:
+        total = int(n.sum())
+        idx = np.repeat(memo.start[child] - (np.cumsum(n) - n), n) + np.arange(total,
+                                                                               dtype=np.int64)
+        shapes = memo.table[idx]
+        if turned.any():
+            turned = np.repeat(turned, n)
+            shapes[turned] = _orient(shapes[turned], np.repeat(reflect, n)[turned],
+                                     np.repeat(quarter, n)[turned])
+        shapes = _shift(shapes, np.repeat(origin, n, axis=0))
+    return _apply(shapes, t) if (t[0] or t[1]) else shapes
 
 
 def check_square(lib: GdsLibrary, layer: Layer, size_nm: int, what: str) -> None:
