@@ -165,7 +165,7 @@ def compile_model(model: Path, out_dir: Path, options: CompileOptions,
             legend = overview_png(placement, base, stage / "overview.png")
             stats = placement_stats(placement, base) | {
                 "place__wirelength_rowmajor_nm": rowmajor_wirelength_nm(
-                    tensors, base, max_dies=options.max_dies)}
+                    tensors, base, max_dies=options.max_dies, placement=placement)}
             as_json = placement.to_json()
             return legend, stats, as_json, _dumps(as_json)
 

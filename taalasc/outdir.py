@@ -18,6 +18,7 @@ from typing import Iterator
 from taalasc.errors import OutputError
 
 MANIFEST = "manifest.json"
+_FSYNC_THREADS = 8
 
 
 def _is_compile_output(path: Path) -> bool:
@@ -76,6 +77,7 @@ def staged_output(target: Path, *, inputs_digest: str, force: bool) -> Iterator[
             shutil.rmtree(backup, ignore_errors=True)
         else:
             os.replace(staging, target)
+        _fsync_folder(parent)
     except OSError as exc:
         raise OutputError(f"{target}: writing failed ({exc.strerror or exc}); "
                           "the previous output is unchanged") from None
@@ -83,11 +85,49 @@ def staged_output(target: Path, *, inputs_digest: str, force: bool) -> Iterator[
         shutil.rmtree(staging, ignore_errors=True)
 
 
+def _fsync_path(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def _fsync_tree(folder: Path) -> None:
-    for path in sorted(folder.rglob("*")):
-        if path.is_file():
-            with open(path, "rb") as handle:
-                os.fsync(handle.fileno())
+    """fsync every file below ``folder``, then every folder (deepest first, ``folder`` last).
+
+    Files written by other processes (die workers) are included: whoever wrote them, they are
+    durable before the rename publishes them. Each fsync waits for a disk cache flush even
+    when the file is already clean, so they run on a few threads to overlap those waits; the
+    folders come after all their files.
+    """
+    files: list[str] = []
+    folders: list[str] = []
+    for dirpath, _, names in os.walk(folder):
+        folders.append(dirpath)
+        files.extend(os.path.join(dirpath, n) for n in sorted(names)
+                     if os.path.isfile(os.path.join(dirpath, n)))
+    if len(files) > 1:
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(max_workers=min(_FSYNC_THREADS, len(files)),
+                                thread_name_prefix="taalasc-fsync") as pool:
+            for _ in pool.map(_fsync_path, files):  # re-raises the first OSError
+                pass
+    else:
+        for path in files:
+            _fsync_path(path)
+    if os.name == "posix":  # elsewhere a folder cannot be opened to fsync it
+        for dirpath in reversed(folders):
+            _fsync_path(dirpath)
+
+
+def _fsync_folder(folder: Path) -> None:
+    """Make the rename inside ``folder`` durable, best effort: the output is installed by
+    then, so a filesystem that cannot fsync a folder must not turn that into a failure."""
+    if os.name == "posix":
+        with contextlib.suppress(OSError):
+            _fsync_path(str(folder))
 
 
 def sha256_file(path: Path, chunk_bytes: int = 1 << 20) -> str:

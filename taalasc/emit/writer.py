@@ -246,6 +246,10 @@ class DieMaskWriter:
                       + oasis.placement(FILL_REFNUM, 0, 0) + oasis.end())
 
         for fh in self._fh.values():
+            # Durable here, in the worker: the parent's fsync of the output then finds the
+            # die already on disk instead of waiting for every die's writes at the end.
+            fh.flush()
+            os.fsync(fh.fileno())
             fh.close()
         self._fh = {}
         files, digests = {}, {}
