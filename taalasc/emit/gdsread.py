@@ -70,6 +70,7 @@ class GdsLibrary:
     path: Path
     cells: list[GdsCell]    # index = cell id
     top: int                # id of the single top cell
+    order: list[int] | None = None  # cell ids, children first (see _order)
 
 
 def read_gds(path: Path, allowed: set[Layer] | None = None) -> GdsLibrary:
@@ -89,19 +90,35 @@ def read_gds(path: Path, allowed: set[Layer] | None = None) -> GdsLibrary:
     return lib
 
 
-def iter_layer(lib: GdsLibrary, layer: Layer, batch: int = BATCH_SHAPES, centres: bool = False
-               ) -> Iterator[np.ndarray]:
+@dataclass(frozen=True)
+class Instances:
+    """Small cells placed by translation alone, not expanded: the shapes of instance k are
+    ``memo.table[memo.start[child[k]]:][:memo.size[child[k]]]`` moved by ``2 * origin[k]``
+    (doubled centres). A reader of the geometry can work per instance instead of per shape."""
+    child: np.ndarray
+    origin: np.ndarray      # int64 [n, 2] nm
+    memo: "_Memo"
+
+
+def iter_layer(lib: GdsLibrary, layer: Layer, batch: int = BATCH_SHAPES, centres: bool = False,
+               instances: bool = False) -> Iterator[np.ndarray | Instances]:
     """The top cell flattened, ``layer`` only: int64 [n, 4] rectangles in pieces of about
     ``batch`` shapes (a piece may be one larger cell's worth). With ``centres``, [n, 2]
-    doubled centres ``(x0 + x1, y0 + y1)`` instead: half the data, still exact."""
+    doubled centres ``(x0 + x1, y0 + y1)`` instead: half the data, still exact. With
+    ``instances`` (needs ``centres``), placements of small cells by translation alone come
+    as :class:`Instances` rather than as their shapes."""
+    if instances and not centres:
+        raise ValueError("instances needs centres")
     counts = _counts(lib, layer)
     memo = _Memo(len(lib.cells), 2 if centres else 4)
     pending: list[np.ndarray] = []
     size = 0
-    key = (layer, centres)
+    key = (layer, centres, instances)
     try:
         for piece in _expand(lib, key, lib.top, _IDENTITY, counts, memo, batch):
-            if len(piece):
+            if isinstance(piece, Instances):
+                yield piece
+            elif len(piece):
                 pending.append(piece)
                 size += len(piece)
             if size >= batch:
@@ -146,6 +163,33 @@ class _Run:
         return raw.view(dtype).reshape(self.n, count).astype(np.int64)
 
 
+_CELL_BATCH = 64  # cells checked against a template at once
+_TEMPLATES = 8    # cell layouts remembered
+_ENDSTR = b"\x00\x04\x07\x00"
+
+
+@dataclass(frozen=True)
+class _Template:
+    """A parsed cell's record layout: byte length, where its record headers are and what
+    they hold, where its name is, and its runs (offset, layout, size, count, type)."""
+    length: int
+    header_cols: np.ndarray     # byte offsets of every header byte, BGNSTR to ENDSTR
+    headers: np.ndarray         # the bytes found there
+    name_at: tuple[int, int]    # STRNAME payload offset and length
+    runs: list
+
+    @classmethod
+    def of(cls, data: np.ndarray, start: int, end: int, name_at, runs) -> "_Template":
+        offs = [0, name_at[0] - 4]  # BGNSTR, STRNAME
+        for rel, layout, size, count, _ in runs:
+            rec = np.array([o for o, _, _ in layout], np.int64)
+            offs.append((rel + size * np.arange(count)[:, None] + rec[None, :]).reshape(-1))
+        offs.append([end - 4 - start])  # ENDSTR
+        offs = np.concatenate([np.atleast_1d(np.asarray(o, np.int64)) for o in offs])
+        cols = (offs[:, None] + np.arange(4)).reshape(-1)
+        return cls(end - start, cols, data[start + cols].copy(), name_at, runs)
+
+
 class _Parser:
     def __init__(self, raw: bytes, path: Path, allowed: set[Layer] | None):
         self.raw, self.data, self.path, self.allowed = raw, np.frombuffer(raw, np.uint8), path, allowed
@@ -154,6 +198,7 @@ class _Parser:
         self.by_raw: dict[bytes, int] = {}
         self.short_keys = np.zeros(0, np.uint64)  # sorted; names of <= 8 bytes as integers
         self.short_ids = np.zeros(0, np.int64)
+        self.templates: dict[int, _Template] = {}  # by cell length
         self.cells: list[GdsCell | None] = []
 
     def fail(self, what: str, pos: int | None = None) -> MaskError:
@@ -215,7 +260,8 @@ class _Parser:
             if rtype != BGNSTR:
                 raise self.fail(f"record type {rtype:#04x} where a cell (BGNSTR) or ENDLIB "
                                 "must start", p)
-            p = self.cell(p + length)
+            done = self.cells_like_last(p) if self.templates else None
+            p = done if done is not None else self.cell(p + length, start=p)
         missing = [name for name, k in self.ids.items() if self.cells[k] is None]
         if missing:
             raise MaskError(f"{self.path}: a cell references missing cell {missing[0]!r} "
@@ -255,17 +301,25 @@ class _Parser:
                 raise self.fail(f"record type {rtype:#04x} before UNITS", p)
             p += length
 
-    def cell(self, p: int) -> int:
-        length, rtype, _ = self.header(p)
-        if rtype != STRNAME:
-            raise self.fail("a cell (BGNSTR) without STRNAME", p)
-        name = _ascii(self.raw[p + 4:p + length])
+    def new_cell(self, name: str) -> GdsCell:
         k = self.cell_id(name)
         if self.cells[k] is not None:
             raise MaskError(f"{self.path}: cell {name!r} is defined twice")
         self.cells[k] = cell = GdsCell(name)
+        return cell
+
+    def cell(self, p: int, start: int) -> int:
+        """Parse the cell whose BGNSTR is at ``start`` (``p``: its STRNAME); remember its
+        record layout as the template the next cells are checked against."""
+        length, rtype, _ = self.header(p)
+        if rtype != STRNAME:
+            raise self.fail("a cell (BGNSTR) without STRNAME", p)
+        name = _ascii(self.raw[p + 4:p + length])
+        cell = self.new_cell(name)
         rects: dict[Layer, list[np.ndarray]] = {}
         refs: list[dict[str, np.ndarray]] = []
+        runs: list[tuple[int, list, int, int, int]] = []
+        name_at = (p + 4 - start, length - 4)
         p += length
         while True:
             length, rtype, _ = self.header(p)
@@ -287,12 +341,53 @@ class _Parser:
                 self.boundaries(run, layout, name, rects)
             elif rtype in (SREF, AREF):
                 refs.append(self.references(run, layout, rtype, name))
+            runs.append((p - start, layout, size, count, rtype))
             p += size * count
         cell.rects = {k: np.concatenate(v) for k, v in sorted(rects.items())}
         if refs:
             cell.refs = _Refs(**{f: np.concatenate([r[f] for r in refs])
                                  for f in _Refs.__dataclass_fields__})
-        return p + length
+        end = p + length
+        # Only cells of many references make a template (tile cells); the small cells
+        # defined between them (chunk cells, on first use) leave it in place.
+        if runs and all(r[4] in (SREF, AREF) for r in runs) and sum(r[3] for r in runs) >= 64:
+            t = _Template.of(self.data, start, end, name_at, runs)
+            self.templates.pop(t.length, None)
+            self.templates[t.length] = t  # most recent last; a few layouts alternate
+            if len(self.templates) > _TEMPLATES:
+                self.templates.pop(next(iter(self.templates)))
+        return end
+
+    def cells_like_last(self, p: int) -> int | None:
+        """Cells from ``p`` on whose every record header equals the template's (a die's
+        tile cells all share one layout), parsed together; None when the next one differs.
+
+        Equal headers at equal offsets mean equal record types and lengths, so the payload
+        of every record sits where the template's does: a batch of cells is one array."""
+        # Cheap first test: an ENDSTR where the template's cell ends.
+        t = next((t for t in reversed(self.templates.values())
+                  if self.raw[p + t.length - 4:p + t.length] == _ENDSTR), None)
+        if t is None:
+            return None
+        most = min(_CELL_BATCH, (len(self.raw) - p) // t.length)
+        view = self.data[p:p + most * t.length].reshape(most, t.length)
+        same = (view[:, t.header_cols] == t.headers).all(axis=1)
+        n = most if same.all() else int(np.argmin(same))
+        if n == 0:
+            return None
+        view = view[:n]
+        cells = [self.new_cell(_ascii(raw.tobytes()))
+                 for raw in view[:, t.name_at[0]:t.name_at[0] + t.name_at[1]]]
+        parts = []
+        for rel, layout, size, count, rtype in t.runs:
+            block = view[:, rel:rel + size * count].reshape(n * count, size)
+            parts.append((count, self.references(_Run(block, p + rel), layout, rtype,
+                                                 cells[0].name)))
+        fields = _Refs.__dataclass_fields__
+        for k, cell in enumerate(cells):
+            cell.refs = _Refs(**{f: np.concatenate([r[f][k * c:(k + 1) * c] for c, r in parts])
+                                 for f in fields})
+        return p + n * t.length
 
     def element(self, p: int, cell: str) -> tuple[list[tuple[int, int, int]], int]:
         """Records of the element at ``p`` up to ENDEL: [(offset, type, length)], size."""
@@ -458,7 +553,13 @@ def _real8(b: np.ndarray) -> np.ndarray:
 
 def _order(lib: GdsLibrary) -> list[int]:
     """Cell ids children first; MaskError on a reference cycle (iterative: no recursion
-    limit for a deep chain)."""
+    limit for a deep chain). Computed once per library."""
+    if lib.order is None:
+        lib.order = _walk(lib)
+    return lib.order
+
+
+def _walk(lib: GdsLibrary) -> list[int]:
     state = np.zeros(len(lib.cells), np.int8)  # 0 new, 1 on the stack, 2 done
     order: list[int] = []
     state[lib.top] = 1
@@ -577,7 +678,8 @@ class _Memo:
         for c in np.unique(cells[self.start[cells] < 0]).tolist():
             if self.start[c] >= 0:  # filled while flattening another cell
                 continue
-            parts = list(_expand(lib, key, c, _IDENTITY, counts, self, BATCH_SHAPES))
+            parts = list(_expand(lib, key[:2] + (False,), c, _IDENTITY, counts, self,
+                                 BATCH_SHAPES))
             flat = np.concatenate(parts) if parts else np.zeros((0, self.width), np.int64)
             end = self.length + len(flat)
             if end > len(self._buf):
@@ -611,13 +713,27 @@ def _expand(lib: GdsLibrary, key, cell: int, t, counts, memo: _Memo, batch: int
     while start < len(rows):
         stop = int(np.searchsorted(cum, (cum[start - 1] if start else 0) + batch, "right"))
         stop = max(stop, start + 1)
-        yield _place_small(lib, key, refs, rows[start:stop], counts, memo, t)
+        sel = rows[start:stop]
         start = stop
+        if key[2] and not (t[0] or t[1]):
+            child, origin, reflect, quarter = _instances(refs, sel)
+            plain = ~reflect & (quarter == 0)
+            memo.ensure(lib, key, child[plain], counts)
+            yield Instances(child[plain], origin[plain] + np.array(t[2:], np.int64), memo)
+            if plain.all():
+                continue
+            sel = _turned_rows(refs, sel)
+        yield _place_small(lib, key, refs, sel, counts, memo, t)
     for k in np.flatnonzero(~small & (per_ref > 0)).tolist():
         child, origin, reflect, quarter = _instances(refs, np.array([k]))
         for c, (x, y), r, q in zip(child.tolist(), origin.tolist(), reflect.tolist(),
                                    quarter.tolist()):
             yield from _expand(lib, key, c, _compose(t, r, q, x, y), counts, memo, batch)
+
+
+def _turned_rows(refs: _Refs, sel: np.ndarray) -> np.ndarray:
+    """Rows of ``sel`` whose references rotate or reflect (an AREF row turns as a whole)."""
+    return sel[refs.reflect[sel] | (refs.quarter[sel] != 0)]
 
 
 def _place_small(lib, key, refs: _Refs, sel: np.ndarray, counts, memo: _Memo, t

@@ -1,0 +1,112 @@
+"""Extraction of one die: the per-instance decode of chunk cells (extract/die.py
+``add_instances``) against decoding every via of the flattened die, on clean and on edited
+masks (a chunk moved by a site, by half a site, into an unused tile, turned around)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import gdstk
+import numpy as np
+import pytest
+
+from taalasc.compile import CompileOptions, compile_model
+from taalasc.errors import MaskError
+from taalasc.extract import die as die_mod
+from taalasc.extract.die import DieReadJob, extract_die
+from taalasc.extract.extract import base_of, read_manifest
+from taalasc.model.synth import llama_config, write_llama
+from taalasc.place.plan import Placement
+
+
+@pytest.fixture(scope="module")
+def compiled(tmp_path_factory):
+    root = tmp_path_factory.mktemp("xdie")
+    model = write_llama(root / "model", llama_config(hidden=64, layers=1, intermediate=128,
+                                                     vocab=128))
+    compile_model(model, root / "masks", CompileOptions(formats=("gds",)))
+    return root / "masks"
+
+
+def _job(out: Path, gds: Path) -> DieReadJob:
+    manifest = read_manifest(out)
+    placement = Placement.from_json(manifest["placement"])
+    return DieReadJob(str(gds), base_of(manifest, out), 0,
+                      tuple(a for a in placement.assignments if a[0].die == 0),
+                      manifest["dies"][0]["route_vias"])
+
+
+def _flat_only(path, base):
+    """The reference: every via flattened, no instances."""
+    from taalasc.emit.gdsread import iter_layer, read_gds
+    from taalasc.emit.readback import custom_layers
+
+    via, metal = custom_layers(base.pdk)
+    yield from iter_layer(read_gds(path, {via, metal}), via, centres=True)
+
+
+def _outcome(job, monkeypatch=None):
+    try:
+        got = extract_die(job)
+    except MaskError as exc:
+        return ("MaskError", str(exc))
+    return (got.vias_read, got.defect_count, [d.describe() for d in got.defects],
+            [v.tobytes() for v in got.values])
+
+
+def _edited(out: Path, dst: Path, edit) -> Path:
+    lib = gdstk.read_gds(str(out / "die0.gds"))
+    tiles = sorted((c for c in lib.cells if c.name.startswith("T_")), key=lambda c: c.name)
+    edit(tiles[0])
+    lib.write_gds(str(dst))
+    return dst
+
+
+def _first_chunk(tile: gdstk.Cell) -> gdstk.Reference:
+    return next(r for r in tile.references if r.cell_name.startswith("V"))
+
+
+@pytest.mark.parametrize("edit", ["none", "one-site", "half-site", "unused-tile", "turned"])
+def test_instance_decode_equals_the_flat_decode(compiled, tmp_path, monkeypatch, edit):
+    base = base_of(read_manifest(compiled), compiled)
+    pitch = base.weight_tile.site_pitch_x_nm
+    far = base.tile_grid.pitch_x_nm * (base.tile_grid.columns - 1)  # the last column: unused
+
+    def change(tile: gdstk.Cell) -> None:
+        ref = _first_chunk(tile)
+        x, y = ref.origin
+        if edit == "one-site":
+            ref.origin = (x + pitch, y)
+        elif edit == "half-site":
+            ref.origin = (x + pitch // 2, y)
+        elif edit == "unused-tile":
+            ref.origin = (x + far, y)
+        elif edit == "turned":
+            ref.rotation = np.pi
+
+    gds = _edited(compiled, tmp_path / "die0.gds", change)
+    job = _job(compiled, gds)
+    fast = _outcome(job)
+    monkeypatch.setattr(die_mod, "_doubled_centres", _flat_only)
+    flat = _outcome(job)
+    assert fast == flat
+    if edit == "none":
+        assert fast[1] == 0
+    elif edit == "half-site":
+        assert fast[0] == "MaskError" and "on no bit slot" in fast[1]
+    else:
+        assert fast[1] > 0  # opens/shorts, or vias outside the used tiles
+
+
+def test_clean_die_uses_instances_for_every_chunk(compiled, monkeypatch):
+    """The fast path must actually serve a compiled die: no via goes through add()."""
+    job = _job(compiled, compiled / "die0.gds")
+    per_via = []
+    original = die_mod._Decoder.add
+    monkeypatch.setattr(die_mod._Decoder, "add",
+                        lambda self, c: (per_via.append(len(c)), original(self, c)))
+    got = extract_die(job)
+    manifest = json.loads((compiled / "manifest.json").read_text())
+    assert got.defect_count == 0 and got.vias_read == manifest["dies"][0]["via_count"]
+    assert sum(per_via) == manifest["dies"][0]["route_vias"]  # only the top-level route vias
