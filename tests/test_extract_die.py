@@ -39,7 +39,8 @@ def _job(out: Path, gds: Path) -> DieReadJob:
 
 def _flat_only(path, base):
     """The reference: every via flattened, no instances."""
-    from taalasc.emit.gdsread import iter_layer, read_gds
+    from taalasc.emit.gdsflat import iter_layer
+    from taalasc.emit.gdsread import read_gds
     from taalasc.emit.readback import custom_layers
 
     via, metal = custom_layers(base.pdk)

@@ -1,4 +1,4 @@
-"""Our own GDSII reader (taalasc/emit/gdsread.py) against gdstk and KLayout.
+"""Our own GDSII reader (taalasc/emit/gdsread.py, gdsflat.py) against gdstk and KLayout.
 
 gdstk and KLayout are the readers we did not write: every library here is built with gdstk
 (random hierarchies with rotations, reflections and arrays; a compiled die), flattened by
@@ -14,7 +14,8 @@ import gdstk
 import numpy as np
 import pytest
 
-from taalasc.emit.gdsread import flat_rects, iter_layer, read_gds
+from taalasc.emit.gdsflat import flat_rects, iter_layer
+from taalasc.emit.gdsread import read_gds
 from taalasc.emit.readback import read_rects
 from taalasc.errors import MaskError
 

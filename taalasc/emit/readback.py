@@ -197,7 +197,7 @@ def read_vias(path: Path, pdk: Pdk) -> np.ndarray:
     ``via_size_nm`` square. GDSII files go through our own reader (emit/gdsread.py, ~10x
     gdstk's speed on a full die); OASIS through gdstk in a child process (safe_read).
     """
-    from taalasc.emit.gdsread import check_square, iter_layer
+    from taalasc.emit.gdsflat import check_square, iter_layer
 
     via, metal = custom_layers(pdk)
     size = pdk.rules.via_size_nm

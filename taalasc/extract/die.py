@@ -101,7 +101,7 @@ def _doubled_centres(path: Path, base: BaseArray):
     if path.suffix.lower() != ".gds":
         yield 2 * read_vias(path, base.pdk)
         return
-    from taalasc.emit.gdsread import check_square, iter_layer
+    from taalasc.emit.gdsflat import check_square, iter_layer
     from taalasc.emit.readback import read_gds_checked
 
     pdk = base.pdk
