@@ -128,7 +128,8 @@ def gdstk_rects_per_s(folder: Path, sample: int = 1_000_000, per_cell: int = 204
 
 def bench_size(size: str, work: Path, jobs: int, verify_max: float, keep: bool,
                diff: bool = True, klayout: bool = True,
-               verify_tokens: str | None = None, verify_min_top1: float = 0.0) -> dict:
+               verify_tokens: str | None = None, verify_min_top1: float = 0.0,
+               fmt: str | None = None) -> dict:
     model = work / f"model-{size}"
     params = param_count(size)
     row: dict = {"size": size, "parameters": params}
@@ -140,7 +141,8 @@ def bench_size(size: str, work: Path, jobs: int, verify_max: float, keep: bool,
 
     out = work / f"out-{size}"
     compiled = run_child([*TAALASC, "compile", str(model), "--base",
-                          str(BASE), "-o", str(out), "--force", "--quiet", "--jobs", str(jobs)])
+                          str(BASE), "-o", str(out), "--force", "--quiet", "--jobs", str(jobs)]
+                         + (["--format", fmt] if fmt else []))
     row["compile"] = compiled
     if compiled["returncode"] != 0:
         if not keep:
@@ -230,7 +232,8 @@ def markdown(result: dict) -> str:
     lines = [f"# taalasc scale bench ({result['started']})", "",
              f"Machine: {m['cpu']}, {m['nproc']} cores, {m['ram_bytes'] / 2**30:.1f} GiB RAM; "
              f"Python {m['python']}, numpy {m['numpy']}, gdstk {m['gdstk']}; "
-             f"`--jobs {result['jobs']}`, base `{BASE.name}`.", "",
+             f"`--jobs {result['jobs']}`, base `{BASE.name}`, masks "
+             f"{result.get('format', 'gds+oas')}.", "",
              "| size | params | dies | compile s | weights/s | × read+quant | peak RSS MB | "
              "GDS B/bit | OAS B/bit | numpy write s | gdstk same vias s (1M sample, scaled) | verify s | "
              "verify peak MB | diff |",
@@ -283,6 +286,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-diff", action="store_true", help="skip the diff column")
     ap.add_argument("--no-klayout", action="store_true",
                     help="diff column without KLayout's XOR (minutes per full die)")
+    ap.add_argument("--format", dest="fmt", choices=["gds", "oas"], default=None,
+                    help="compile one mask format only (default: compile's, both); verify "
+                         "and diff read GDS, so use --verify-max 0 --no-diff with oas")
     ap.add_argument("--verify-tokens", default=None,
                     help="token ids for verify's chip model, e.g. '1 2 3 4' (default: its 16)")
     # The bench's weights are random: the logits are nearly flat, so which token wins is
@@ -294,6 +300,7 @@ def main(argv: list[str] | None = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     stamp = time.strftime("%Y%m%d-%H%M%S")
     result = {"started": stamp, "machine": machine(), "jobs": args.jobs, "base": BASE.name,
+              "format": args.fmt or "gds+oas",
               "verify_min_top1": args.verify_min_top1, "rows": [],
               "estimate_405b": run_child([*TAALASC, "estimate", "--preset", "llama-3.1-405b",
                                           "--base", "hc1-n6", "--json"])}
@@ -303,7 +310,8 @@ def main(argv: list[str] | None = None) -> int:
                                          args.keep, diff=not result["rows"] and not args.no_diff,
                                          klayout=not args.no_klayout,
                                          verify_tokens=args.verify_tokens,
-                                         verify_min_top1=args.verify_min_top1))
+                                         verify_min_top1=args.verify_min_top1,
+                                         fmt=args.fmt))
         text = json.dumps(result, indent=1, default=str) + "\n"
         for name in (f"bench-{stamp}.json", "latest.json"):
             (args.out / name).write_text(text)
