@@ -13,6 +13,7 @@ import pytest
 
 from taalasc.compile import CompileOptions, compile_model
 from taalasc.errors import MaskError
+from taalasc.emit import readback
 from taalasc.extract import die as die_mod
 from taalasc.extract.die import DieReadJob, extract_die
 from taalasc.extract.extract import base_of, read_manifest
@@ -104,8 +105,8 @@ def test_clean_die_uses_instances_for_every_chunk(compiled, monkeypatch):
     """The fast path must actually serve a compiled die: no via goes through add()."""
     job = _job(compiled, compiled / "die0.gds")
     per_via = []
-    original = die_mod._Decoder.add
-    monkeypatch.setattr(die_mod._Decoder, "add",
+    original = readback.SiteDecoder.add
+    monkeypatch.setattr(readback.SiteDecoder, "add",
                         lambda self, c: (per_via.append(len(c)), original(self, c)))
     got = extract_die(job)
     manifest = json.loads((compiled / "manifest.json").read_text())
