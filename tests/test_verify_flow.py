@@ -203,3 +203,20 @@ def test_dies_read_concurrently_give_the_same_extraction(tmp_path):
         assert np.array_equal(serial.codes[name], both.codes[name])
         assert np.array_equal(serial.scales[name].view(np.uint16), both.scales[name].view(np.uint16))
     assert main(["verify", str(out), str(model), "-j", "2"]) == 0
+
+
+def test_datapath_runs_the_quantizer_weights_only_when_they_differ(llama, tmp_path,
+                                                                   monkeypatch):
+    """Bit-identical weights: one chip run serves both sides (and says so); the moved-via
+    test above covers the other branch, where the second run shows the difference."""
+    import taalasc.sim as sim
+
+    model, out = llama
+    runs = []
+    original = sim.run_chip
+    monkeypatch.setattr(sim, "run_chip", lambda *a, **k: (runs.append(1), original(*a, **k))[1])
+    assert main(["verify", str(out), str(model), "--json", str(tmp_path / "v.json")]) == 0
+    detail = {c["name"]: c["detail"]
+              for c in json.loads((tmp_path / "v.json").read_text())["checks"]}
+    assert "bit-identical, so one run serves both" in detail["datapath"]
+    assert len(runs) == 1
