@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shutil
 import sys
 import tempfile
@@ -37,17 +36,12 @@ DEMO_BASE = HERE.parent / "base_array" / "sky130-demo.yaml"
 
 
 def machine() -> dict:
-    import gdstk
+    """run.machine() plus the load average and KLayout's version (this bench times KLayout)."""
     import klayout.db as kdb
+    from run import machine as base_machine
 
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text()
-                .splitlines() if line.startswith("model name")), platform.processor())
-    mem = next((int(line.split()[1]) * 1024 for line in Path("/proc/meminfo").read_text()
-                .splitlines() if line.startswith("MemTotal")), 0)
-    return {"nproc": os.cpu_count(), "cpu": cpu, "ram_bytes": mem,
-            "load_average": list(os.getloadavg()), "python": platform.python_version(),
-            "numpy": np.__version__, "gdstk": gdstk.__version__,
-            "klayout": getattr(kdb, "__version__", "unknown"), "platform": platform.platform()}
+    return base_machine() | {"load_average": list(os.getloadavg()),
+                             "klayout": getattr(kdb, "__version__", "unknown")}
 
 
 def bench_base_yaml(folder: Path, columns: int, rows: int) -> Path:

@@ -85,7 +85,7 @@ def verify(out_dir: Path, model: Path, *, fmt: str = "gds", tokens: Sequence[int
     from taalasc.extract.extract import base_of, extract, read_manifest
     from taalasc.model import open_checkpoint
     from taalasc.outdir import sha256_file
-    from taalasc.quant import QuantizedTensor, QuantSpec, quantize_tensor
+    from taalasc.quant import QuantizedTensor
     from taalasc.sim import CheckpointSource, compare, run_chip, run_float
     from taalasc.sim.run import MergedSource
     from taalasc.sim.graph import check_tokens, vocab_size
@@ -120,29 +120,27 @@ def verify(out_dir: Path, model: Path, *, fmt: str = "gds", tokens: Sequence[int
     placed = _placed_tensors(manifest)
     names = [n for n in ckpt.tensors if n in placed]
     partial = len(names) < len(ckpt.tensors)
+    quantizer = _Requantized(ckpt, quant, names)
     for done, name in enumerate(names):
-        values = ckpt.read(name)
-        if name in quant:
-            spec = QuantSpec(quant[name]["bits"], quant[name]["group_size"])
-            qt = quantize_tensor(name, values, spec)
+        want = quantizer[name]
+        if isinstance(want, QuantizedTensor):
             codes, scales = extraction.codes.get(name), extraction.scales.get(name)
             if codes is None or scales is None:
                 result.mismatches.append(f"{name}: not found in the masks")
                 continue
-            for kind, want, got in (("codes", qt.codes, codes), ("scales", qt.scales, scales)):
-                message = _first_difference(name, kind, want, got)
+            for kind, a, b in (("codes", want.codes, codes), ("scales", want.scales, scales)):
+                message = _first_difference(name, kind, a, b)
                 if message:
                     result.mismatches.append(message)
-            extracted[name] = QuantizedTensor(name=name, shape=qt.shape, bits=qt.bits,
-                                              group_size=qt.group_size, codes=codes,
+            extracted[name] = QuantizedTensor(name=name, shape=want.shape, bits=want.bits,
+                                              group_size=want.group_size, codes=codes,
                                               scales=scales, sqnr_db=float("nan"))
         else:
-            vector = values.reshape(-1).astype(np.float16)
             got = extraction.vectors.get(name)
             if got is None:
                 result.mismatches.append(f"{name}: not found in the masks")
                 continue
-            message = _first_difference(name, "vector", vector, got)
+            message = _first_difference(name, "vector", want, got)
             if message:
                 result.mismatches.append(message)
             extracted[name] = got
@@ -174,8 +172,8 @@ def verify(out_dir: Path, model: Path, *, fmt: str = "gds", tokens: Sequence[int
     # second run is made when the weights differ, to show whether the difference reaches
     # the outputs.
     identical = not result.mismatches
-    chip_q = chip if identical else run_chip(_Requantized(ckpt, quant, names), ckpt.config,
-                                             ckpt.architecture, tokens, datapath, lora=lora)
+    chip_q = chip if identical else run_chip(quantizer, ckpt.config, ckpt.architecture, tokens,
+                                             datapath, lora=lora)
     tick("simulate", 1, 1)
     main_out = (chip.logits, chip_q.logits) if chip.logits is not None else (chip.hidden, chip_q.hidden)
     same = np.array_equal(main_out[0], main_out[1])

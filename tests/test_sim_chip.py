@@ -10,20 +10,10 @@ from taalasc.model.synth import bert_config, bert_shapes, llama_config, llama_sh
 from taalasc.quant import QuantSpec, quantize_tensor
 from taalasc.sim import (ArraySource, ChipOps, DequantizedSource, accumulator_bits_needed,
                          compare, group_dot, quantize_activations, run_chip, run_float, tree_sum)
+from test_sim_reference import random_weights
 
 DATAPATH = SimpleNamespace(activation_bits=8, accumulator_bits=24)
 TOKENS = [3, 17, 0, 42, 9, 33, 5, 11]
-
-
-def random_weights(shapes, seed, std=0.2):
-    rng = np.random.default_rng(seed)
-    out = {}
-    for name in sorted(shapes):
-        w = rng.standard_normal(shapes[name]) * std
-        if "norm" in name.lower() and name.endswith("weight"):
-            w = 1.0 + w
-        out[name] = w.astype(np.float32)
-    return out
 
 
 def to_chip(W, bits, group_size=16):

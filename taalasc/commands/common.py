@@ -94,3 +94,13 @@ def print_table(title: str, rows: list[tuple[str, str]], justify: str = "right")
     for key, value in rows:
         table.add_row(key, value)
     Console().print(table)
+
+
+def emit_report(report, as_json: bool, as_md: bool) -> None:
+    """A taalasc.report.Report on stdout: JSON, Markdown, or rich tables."""
+    if as_json:
+        click.echo(report.to_json(), nl=False)
+    elif as_md:
+        click.echo(report.to_markdown(), nl=False)
+    else:
+        report.print()

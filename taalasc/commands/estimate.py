@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from taalasc.commands.common import base_option, parse_group_size, quant_options
+from taalasc.commands.common import base_option, emit_report, parse_group_size, quant_options
 
 
 def _parse_rules(rules: tuple[str, ...]) -> list[tuple[str, int]]:
@@ -96,7 +96,7 @@ def estimate_cmd(model, config_path, preset, base, bits, rules, group_size, auto
             raise click.UsageError("--plot needs --sweep-bits or --sweep-base")
         report = estimate(shape, load_base_array(bases[0]), default_bits=bits, auto=auto_t,
                           **common)
-        _emit(report, as_json, as_md)
+        emit_report(report, as_json, as_md)
         return
     from taalasc.report.sweep import sweep, sweep_plot, sweep_table
 
@@ -115,12 +115,3 @@ def estimate_cmd(model, config_path, preset, base, bits, rules, group_size, auto
     if plot is not None:
         sweep_plot(points, plot)
         click.echo(f"wrote {plot}", err=True)
-
-
-def _emit(report, as_json: bool, as_md: bool) -> None:
-    if as_json:
-        click.echo(report.to_json(), nl=False)
-    elif as_md:
-        click.echo(report.to_markdown(), nl=False)
-    else:
-        report.print()

@@ -6,6 +6,8 @@ from pathlib import Path
 
 import click
 
+from taalasc.commands.common import emit_report
+
 
 @click.command("report")
 @click.argument("out_dir", type=click.Path(path_type=Path))
@@ -19,10 +21,4 @@ def report_cmd(out_dir, as_json, as_md):
     if as_json and as_md:
         raise click.UsageError("--json and --markdown are exclusive")
     path = out_dir / REPORT_FILE if out_dir.is_dir() or not out_dir.suffix else out_dir
-    report = Report.read(path)
-    if as_json:
-        click.echo(report.to_json(), nl=False)
-    elif as_md:
-        click.echo(report.to_markdown(), nl=False)
-    else:
-        report.print()
+    emit_report(Report.read(path), as_json, as_md)

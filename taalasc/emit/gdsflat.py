@@ -157,8 +157,16 @@ def _orient(rects: np.ndarray, reflect, quarter) -> np.ndarray:
 
 
 def _shift(shapes: np.ndarray, offsets: np.ndarray) -> np.ndarray:
-    """Rectangles [n, 4] or doubled centres [n, 2] moved by ``offsets`` ([n, 2] or [2])."""
-    return shapes + (np.tile(offsets, 2) if shapes.shape[1] == 4 else 2 * offsets)
+    """Rectangles [..., 4] or doubled centres [..., 2] moved by ``offsets`` (broadcast,
+    last axis x, y)."""
+    return shapes + (np.tile(offsets, 2) if shapes.shape[-1] == 4 else 2 * offsets)
+
+
+def ragged(starts: np.ndarray, sizes: np.ndarray) -> np.ndarray:
+    """Concatenated index ranges ``starts[k] .. starts[k] + sizes[k]``."""
+    total = int(sizes.sum())
+    return np.repeat(starts - (np.cumsum(sizes) - sizes), sizes) + np.arange(total,
+                                                                           dtype=np.int64)
 
 
 def _apply(shapes: np.ndarray, t) -> np.ndarray:
@@ -275,14 +283,9 @@ def _place_small(lib, key, refs: _Refs, sel: np.ndarray, counts, memo: _Memo, t
     if n.min() == n.max() and not turned.any():
         # Children of one size (a tile's chunk cells): a plain 3-D gather, no repeats.
         idx = memo.start[child][:, None] + np.arange(n[0], dtype=np.int64)
-        shapes = memo.table[idx]
-        shapes += (np.tile(origin, 2) if shapes.shape[2] == 4 else 2 * origin)[:, None, :]
-        shapes = shapes.reshape(-1, shapes.shape[2])
+        shapes = _shift(memo.table[idx], origin[:, None, :]).reshape(-1, memo.width)
     else:
-        total = int(n.sum())
-        idx = np.repeat(memo.start[child] - (np.cumsum(n) - n), n) + np.arange(total,
-                                                                               dtype=np.int64)
-        shapes = memo.table[idx]
+        shapes = memo.table[ragged(memo.start[child], n)]
         if turned.any():
             turned = np.repeat(turned, n)
             shapes[turned] = _orient(shapes[turned], np.repeat(reflect, n)[turned],

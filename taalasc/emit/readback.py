@@ -15,6 +15,8 @@ import numpy as np
 
 from taalasc.config.base_array import BaseArray
 from taalasc.config.pdk import Pdk
+from taalasc.emit.gdsflat import check_square, iter_layer, ragged
+from taalasc.emit.gdsread import read_gds
 from taalasc.emit.safe_read import MAX_SHAPES, read_flat
 from taalasc.errors import MaskError
 
@@ -191,39 +193,39 @@ def custom_layers(pdk: Pdk) -> tuple[Layer, Layer]:
 
 
 def read_vias(path: Path, pdk: Pdk) -> np.ndarray:
-    """Via centres (int64 [n, 2] nm, sorted by x then y) of a mask file.
+    """Via centres (int64 [n, 2] nm, sorted by x then y) of a mask file (see iter_vias)."""
+    parts = list(iter_vias(path, pdk))
+    centres = np.concatenate(parts) // 2 if parts else np.zeros((0, 2), np.int64)
+    return centres[np.lexsort((centres[:, 1], centres[:, 0]))]
+
+
+def iter_vias(path: Path, pdk: Pdk, instances: bool = False):
+    """Doubled via centres ``(x0 + x1, y0 + y1)`` (int64 [n, 2] nm, exact for any via size)
+    of a mask file, in pieces; with ``instances``, GDSII small-cell placements may come as
+    gdsflat.Instances instead (see gdsflat.iter_layer).
 
     Layer-checked: only the PDK's two custom layers may appear, and every via must be a
-    ``via_size_nm`` square. GDSII files go through our own reader (emit/gdsread.py, ~10x
+    ``via_size_nm`` square. GDSII files go through our own reader (emit/gdsread.py, ~6x
     gdstk's speed on a full die); OASIS through gdstk in a child process (safe_read).
     """
-    from taalasc.emit.gdsflat import check_square, iter_layer
 
     via, metal = custom_layers(pdk)
     size = pdk.rules.via_size_nm
-    if Path(path).suffix.lower() == ".gds":
-        lib = read_gds_checked(Path(path), {via, metal})
+    path = Path(path)
+    if path.suffix.lower() == ".gds":
+        if not path.is_file():
+            raise MaskError(f"{path}: no such mask file")
+        lib = read_gds(path, {via, metal})
         check_square(lib, via, size, f"{pdk.name} vias are {size} x {size} nm")
-        parts = list(iter_layer(lib, via, centres=True))
-        centres = np.concatenate(parts) // 2 if parts else np.zeros((0, 2), np.int64)
-        return centres[np.lexsort((centres[:, 1], centres[:, 0]))]
+        yield from iter_layer(lib, via, centres=True, instances=instances)
+        return
     rects = read_rects(path, {via, metal}).get(via, np.zeros((0, 4), np.int64))
     bad = np.flatnonzero((rects[:, 2] - rects[:, 0] != size) | (rects[:, 3] - rects[:, 1] != size))
     if bad.size:
         x0, y0, x1, y1 = rects[bad[0]].tolist()
         raise MaskError(f"{path}: via at ({x0}, {y0}) nm is {x1 - x0} x {y1 - y0} nm; "
                         f"{pdk.name} vias are {size} x {size} nm ({bad.size} such vias)")
-    centres = np.stack([(rects[:, 0] + rects[:, 2]) // 2, (rects[:, 1] + rects[:, 3]) // 2], axis=1)
-    return centres[np.lexsort((centres[:, 1], centres[:, 0]))]
-
-
-def read_gds_checked(path: Path, allowed: set[Layer] | None = None):
-    """taalasc.emit.gdsread's library of ``path`` (our own numpy reader: GDSII files only)."""
-    from taalasc.emit.gdsread import read_gds
-
-    if not Path(path).is_file():
-        raise MaskError(f"{path}: no such mask file")
-    return read_gds(Path(path), allowed)
+    yield rects[:, :2] + rects[:, 2:]
 
 
 def decode_tile_bits(via_centres: np.ndarray, base: BaseArray, column: int, row: int
@@ -268,7 +270,7 @@ class SiteDecoder:
         self.high_y0, self.low_y0 = tile.strap_y_nm(0, True), tile.strap_y_nm(0, False)
 
     def add_instances(self, inst) -> None:
-        """Vias of small-cell instances (gdsread.Instances), decoded per instance where that
+        """Vias of small-cell instances (gdsflat.Instances), decoded per instance where that
         is exact: the instance's origin sits on the site grid of a used tile and the
         cell's vias, all on bit slots relative to it, stay inside that tile. Then site =
         the origin's site + the via's site in the cell, and the strap is the via's own. Any
@@ -291,13 +293,12 @@ class SiteDecoder:
                 & (ox + box[:, 0] >= 0) & (ox + box[:, 1] < tile.width_nm)
                 & (oy + box[:, 2] >= 0) & (oy + box[:, 3] < tile.height_nm))
         n = memo.size[child]
-        self.vias += int(n.sum())
-        if not fast.all():
+        if not fast.all():  # add() counts these vias itself
             slow = ~fast
-            shapes = _gather(memo.table, memo.start[child[slow]], n[slow])
-            self.vias -= len(shapes)  # add() counts them again
+            shapes = memo.table[ragged(memo.start[child[slow]], n[slow])]
             self.add(shapes + 2 * np.repeat(inst.origin[slow], n[slow], axis=0))
             child, n, slot, ox, oy = child[fast], n[fast], slot[fast], ox[fast], oy[fast]
+        self.vias += int(n.sum())
         base = slot * tile.sites + (oy // py) * tile.sites_x + ox // px
         starts = memo.start[child]
         site, high = local
@@ -305,7 +306,7 @@ class SiteDecoder:
             idx = starts[:, None] + np.arange(n[0], dtype=np.int64)
             keys = ((base[:, None] + site[idx]) << 1) | high[idx]
         else:
-            idx = _ragged(starts, n)
+            idx = ragged(starts, n)
             keys = ((np.repeat(base, n) + site[idx]) << 1) | high[idx]
         self.keys.append(keys.reshape(-1))
 
@@ -379,16 +380,3 @@ class SiteDecoder:
         n = np.bincount(keys, minlength=self.slots * self.tile.sites * 2)
         n = n.reshape(self.slots, self.tile.sites, 2)
         return n[..., 1], n[..., 0]
-
-
-def _ragged(starts: np.ndarray, sizes: np.ndarray) -> np.ndarray:
-    """Concatenated ranges starts[k] .. starts[k] + sizes[k]."""
-    total = int(sizes.sum())
-    return np.repeat(starts - (np.cumsum(sizes) - sizes), sizes) + np.arange(total,
-                                                                           dtype=np.int64)
-
-
-def _gather(table: np.ndarray, starts: np.ndarray, sizes: np.ndarray) -> np.ndarray:
-    return table[_ragged(starts, sizes)]
-
-

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from taalasc.config import BaseArray
-from taalasc.emit.readback import SiteDecoder
+from taalasc.emit.readback import SiteDecoder, iter_vias
 
 MAX_DEFECTS_KEPT = 1000  # a badly broken mask would list millions; the count stays exact
 
@@ -63,7 +63,7 @@ def extract_die(job: DieReadJob) -> DieValues:
 
     base, out = job.base, DieValues(job.die)
     decoder = SiteDecoder(base, job.assignments)
-    for piece in _doubled_centres(Path(job.path), base):
+    for piece in iter_vias(Path(job.path), base.pdk, instances=True):
         if isinstance(piece, np.ndarray):
             decoder.add(piece)
         else:
@@ -91,25 +91,6 @@ def extract_die(job: DieReadJob) -> DieValues:
                                   f"{decoder.outside} vias outside used tiles, "
                                   f"{job.route_vias} route vias expected", "", None, None))
     return out
-
-
-def _doubled_centres(path: Path, base: BaseArray):
-    """Via centres x 2 (exact for any via size), in batches; from GDSII also gdsread
-    Instances (small cells placed by translation, e.g. a tile's chunk cells)."""
-    from taalasc.emit.readback import custom_layers, read_vias
-
-    if path.suffix.lower() != ".gds":
-        yield 2 * read_vias(path, base.pdk)
-        return
-    from taalasc.emit.gdsflat import check_square, iter_layer
-    from taalasc.emit.readback import read_gds_checked
-
-    pdk = base.pdk
-    via, metal = custom_layers(pdk)
-    size = pdk.rules.via_size_nm
-    lib = read_gds_checked(path, {via, metal})
-    check_square(lib, via, size, f"{pdk.name} vias are {size} x {size} nm")
-    yield from iter_layer(lib, via, centres=True, instances=True)
 
 
 def _defects(out: DieValues, kind: str, slot, segment, sites: np.ndarray) -> None:
