@@ -12,16 +12,19 @@ def inspect_data(model: str) -> dict:
     """The inspect report as plain data (what --json prints)."""
     from taalasc.model import open_checkpoint
 
-    ckpt = open_checkpoint(model)
+    ckpt = open_checkpoint(model, numerics=False)  # inspect shows what it cannot simulate too
     root = Path(os.path.commonpath([f.parent for f in ckpt.files]))
-    return {
+    block_types = getattr(ckpt, "block_types", None)  # GGUF files only
+    data = {
         "path": str(ckpt.path),
+        "format": "gguf" if block_types is not None else "safetensors",
         "architecture": ckpt.architecture,
         "files": [str(f.relative_to(root)) for f in ckpt.files],
         "param_count": ckpt.param_count,
         "nbytes": ckpt.nbytes,
         "config": ckpt.summary(),
         "has_config_json": ckpt.config is not None,
+        "skipped": dict(sorted(getattr(ckpt, "skipped", {}).items())),
         "tensors": [
             {"name": t.name, "dtype": t.dtype, "shape": list(t.shape), "params": t.numel,
              "file": str(Path(t.file).relative_to(root)),
@@ -29,6 +32,13 @@ def inspect_data(model: str) -> dict:
             for t in ckpt.tensors.values()
         ],
     }
+    if block_types is not None:
+        from taalasc.model.gguf_io import NATIVE_TYPES
+
+        data["block_types"] = block_types
+        data["native_types"] = [k for k in block_types if k in NATIVE_TYPES]
+        data["gguf_names"] = {t.name: t.gguf_name for t in ckpt.tensors.values()}
+    return data
 
 
 def _human(n: int) -> str:
@@ -45,8 +55,9 @@ def _human(n: int) -> str:
 def inspect_cmd(model: str, as_json: bool) -> None:
     """Show the tensors, parameter count, architecture and config of MODEL.
 
-    MODEL is a .safetensors file, a model.safetensors.index.json, or a folder holding
-    either (with config.json next to it when available). Only the headers are read.
+    MODEL is a .safetensors file, a model.safetensors.index.json, a folder holding
+    either (with config.json next to it when available), or a llama.cpp .gguf file
+    (Llama family). Only the headers are read.
     """
     import json
 
@@ -78,8 +89,21 @@ def inspect_cmd(model: str, as_json: bool) -> None:
         console = Console(width=max(console.width, longest + 80))
     console.print(table)
     cfg = data["config"]
-    source = "config.json" if data["has_config_json"] else "tensor shapes (no config.json)"
+    if data["format"] == "gguf":
+        source = "GGUF metadata"
+    elif data["has_config_json"]:
+        source = "config.json"
+    else:
+        source = "tensor shapes (no config.json)"
     console.print(f"parameters: {data['param_count']:,} ({_human(data['param_count'])}), "
                   f"{data['nbytes']:,} bytes in {len(data['files'])} file(s)")
     console.print(f"architecture: {data['architecture']}; from {source}: "
                   + ", ".join(f"{k} {v}" for k, v in cfg.items()))
+    for name, reason in data["skipped"].items():
+        console.print(f"note: {name} left off the chip ({reason})")
+    if data["format"] == "gguf":
+        types = data["block_types"]
+        native = data["native_types"]
+        console.print("GGUF block types: " + ", ".join(f"{k} {v}" for k, v in types.items())
+                      + "; blocks whose codes map exactly onto the chip: "
+                      + (", ".join(native) or "none"))
