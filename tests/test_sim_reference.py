@@ -203,7 +203,8 @@ def test_llama3_inv_freq_bands():
 
 def test_unknown_rope_type_is_an_error():
     cfg = llama_config(rope_scaling={"rope_type": "yarn", "factor": 2.0})
-    with pytest.raises(ModelError, match=r"^rope_scaling type must be one of .*not 'yarn'$"):
+    with pytest.raises(ModelError, match=r"^config\.json: rope_scaling\.rope_type must be one of default, linear, "
+                                         r"llama3, not 'yarn'$"):
         rope_inv_freq(cfg, 16)
 
 

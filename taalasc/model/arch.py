@@ -7,8 +7,10 @@ Two families are understood in depth: "llama" (Llama, Mistral, Qwen2: Hugging Fa
 
 from __future__ import annotations
 
+import math
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from taalasc.errors import ModelError
@@ -216,3 +218,360 @@ def _head_dim(get: Mapping[str, int | None]) -> int | None:
     if hidden and heads and hidden % heads == 0:
         return hidden // heads
     return None
+
+
+# --- config.json keys that change the numbers --------------------------------------------
+#
+# Every key that LlamaConfig, MistralConfig, Qwen2Config, BertConfig and RobertaConfig write
+# (transformers 4.x and 5.x), plus the keys of neighbouring families that would change the
+# numbers if a config of ours carried them, with what taalasc does about each, per model_type.
+# "implemented": the graph (taalasc.sim.graph) computes it, the value is checked here;
+# "ignored: why": it does not change the numbers of one forward pass;
+# "refused": only the neutral value(s) named in ``supported`` are accepted.
+# A key that is in no table is ignored on purpose: configs carry much metadata (tokenizer
+# ids, training settings, blocks for other tools), and a key that the transformers model of
+# that model_type does not read cannot change what transformers computes. When a numerics key
+# is absent, transformers' own default is used (the value named in the decision), exactly as
+# transformers does; taalasc adds no default of its own.
+
+IMPLEMENTED = "implemented"
+REFUSED = "refused"
+ROPE_TYPES = ("default", "linear", "llama3")
+
+
+@dataclass(frozen=True)
+class KeyRule:
+    """What taalasc does with one config.json key: decision, accepted values, their test."""
+
+    decision: str  # IMPLEMENTED (+ note) | "ignored: <why>" | REFUSED
+    supported: str = "any value"  # the accepted values in words, as errors say them
+    ok: Callable[[Any], bool] = lambda value: True
+
+
+def _absent_or(*neutral: Any) -> Callable[[Any], bool]:
+    def ok(v: Any) -> bool:
+        if v is None:
+            return True
+        for n in neutral:
+            if isinstance(n, bool) or isinstance(v, bool):
+                if v is n:
+                    return True
+            elif _is_number(n) and _is_number(v) and float(v) == float(n):
+                return True
+        return False
+    return ok
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _positive_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and v > 0
+
+
+def _ignored(why: str) -> KeyRule:
+    return KeyRule(f"ignored: {why}")
+
+
+def _refused(what: str, *neutral: Any) -> KeyRule:
+    words = ["absent", "null"] + [str(n).lower() if isinstance(n, bool) else repr(n)
+                                  for n in neutral]
+    shown = ", ".join(words[:-1]) + " or " + words[-1]
+    return KeyRule(f"{REFUSED}: {what}", shown, _absent_or(*neutral))
+
+
+def _flag(note: str) -> KeyRule:
+    return KeyRule(f"{IMPLEMENTED} ({note})", "true or false",
+                   lambda v: v is None or isinstance(v, bool))
+
+
+_POS_INT = KeyRule(IMPLEMENTED, "a positive integer", lambda v: v is None or _positive_int(v))
+_EPS = KeyRule(IMPLEMENTED, "a positive number", lambda v: v is None or (_is_number(v) and v > 0))
+_ROPE = KeyRule(IMPLEMENTED + f" (rope_type {', '.join(ROPE_TYPES)}; checked by rope_settings)")
+
+_METADATA = {key: _ignored(why) for why, keys in {
+    "training only (dropout is off at inference)": (
+        "attention_dropout", "hidden_dropout_prob", "attention_probs_dropout_prob",
+        "classifier_dropout", "hidden_dropout", "embd_pdrop", "resid_pdrop"),
+    "training only (weight initialisation)": ("initializer_range", "gradient_checkpointing"),
+    "generation or tokenizer metadata": (
+        "bos_token_id", "eos_token_id", "sep_token_id", "decoder_start_token_id", "use_cache",
+        "max_length", "tokenizer_class"),
+    "which class or tool wrote the file": (
+        "architectures", "model_type", "transformers_version", "_name_or_path", "auto_map",
+        "is_llama_config", "_attn_implementation", "attn_implementation"),
+    "storage dtype; the float reference computes in float32 from the stored values": (
+        "torch_dtype", "dtype"),
+    "task heads and labels outside the simulated base model": (
+        "id2label", "label2id", "num_labels", "problem_type", "finetuning_task",
+        "task_specific_params"),
+    "splits the feed-forward into chunks over the sequence; same numbers": (
+        "chunk_size_feed_forward",),
+    "what the Python call returns, not its numbers": (
+        "output_attentions", "output_hidden_states", "return_dict", "torchscript"),
+}.items() for key in keys}
+
+_FOREIGN = {  # keys of other families: a neutral value only
+    "attn_logit_softcapping": _refused("attention logit soft-capping is not implemented"),
+    "final_logit_softcapping": _refused("final logit soft-capping is not implemented"),
+    "query_pre_attn_scalar": _refused("a query pre-attention scalar is not implemented"),
+    "qk_layernorm": _refused("query/key normalisation is not implemented", False),
+    "use_qk_norm": _refused("query/key normalisation is not implemented", False),
+    "qk_norm": _refused("query/key normalisation is not implemented", False),
+    "qk_layer_norms": _refused("query/key normalisation is not implemented", False),
+    "rope_interleaved": _refused("interleaved (GPT-J style) RoPE is not implemented", False),
+    "use_mrope": _refused("multimodal RoPE is not implemented", False),
+    "no_rope_layers": _refused("layers without RoPE are not implemented"),
+    "scale_embedding": _refused("embedding scaling is not implemented", False),
+    "embedding_multiplier": _refused("an embedding multiplier is not implemented", 1.0),
+    "residual_multiplier": _refused("a residual multiplier is not implemented", 1.0),
+    "attention_multiplier": _refused("an attention multiplier is not implemented"),
+    "logits_scaling": _refused("logit scaling is not implemented", 1.0),
+    "clip_qkv": _refused("query/key/value clipping is not implemented"),
+    "use_parallel_residual": _refused("parallel residual blocks are not implemented", False),
+    "alibi": _refused("ALiBi is not implemented", False),
+    "num_local_experts": _refused("mixture of experts is not implemented", 0, 1),
+    "num_experts": _refused("mixture of experts is not implemented", 0, 1),
+    "embedding_size": _refused("a factorised embedding is not implemented"),
+    "is_encoder_decoder": _refused("encoder-decoder models are not implemented", False),
+}
+
+_NOT_READ = "transformers' Mistral and Qwen2 models do not read it: fixed biases"
+_LLAMA = {
+    **_METADATA, **_FOREIGN,
+    "vocab_size": _POS_INT, "hidden_size": _POS_INT, "intermediate_size": _POS_INT,
+    "num_hidden_layers": _POS_INT, "num_attention_heads": _POS_INT,
+    "num_key_value_heads": _POS_INT, "head_dim": _POS_INT,
+    "max_position_embeddings": KeyRule(
+        IMPLEMENTED + " (fallback for rope original_max_position_embeddings)", "a positive "
+        "integer", lambda v: v is None or _positive_int(v)),
+    "hidden_act": KeyRule(IMPLEMENTED + " (absent: 'silu')", "'silu' or 'swish'",
+                          lambda v: v is None or v in ("silu", "swish")),
+    "rms_norm_eps": KeyRule(IMPLEMENTED + " (absent: 1e-06)", _EPS.supported, _EPS.ok),
+    "tie_word_embeddings": _flag("absent: false"),
+    "rope_theta": _ROPE, "rope_scaling": _ROPE, "rope_parameters": _ROPE,
+    "partial_rotary_factor": _ROPE,
+    "pretraining_tp": KeyRule("ignored: > 1 makes transformers 4.x split each matmul into "
+                              "slices and add them, the same sum up to float rounding; 5.x no "
+                              "longer reads it", "a positive integer",
+                              lambda v: v is None or _positive_int(v)),
+    "pad_token_id": _ignored("padding id; one unpadded sequence is simulated"),
+    "attention_bias": _refused(_NOT_READ, False),
+    "mlp_bias": _refused(_NOT_READ, False),
+    "sliding_window": _refused("Llama has no sliding-window attention"),
+    "use_sliding_window": _refused("Llama has no sliding-window attention", False),
+    "max_window_layers": _ignored("read only with use_sliding_window (qwen2)"),
+    "layer_types": KeyRule(IMPLEMENTED + " (checked by attention_windows)"),
+}
+_WINDOW = KeyRule(IMPLEMENTED + " (checked by attention_windows)")
+
+CONFIG_KEYS: dict[str, dict[str, KeyRule]] = {
+    "llama": {**_LLAMA, "attention_bias": _flag("q, k, v and o biases; absent: false"),
+              "mlp_bias": _flag("gate, up and down biases; absent: false")},
+    "mistral": {**_LLAMA, "sliding_window": _WINDOW,
+                "use_sliding_window": _ignored("Mistral applies sliding_window to every layer "
+                                               "and does not read it")},
+    "qwen2": {**_LLAMA, "sliding_window": _WINDOW, "use_sliding_window": _WINDOW,
+              "max_window_layers": _WINDOW},
+    "bert": {
+        **_METADATA, **_FOREIGN,
+        "vocab_size": _POS_INT, "hidden_size": _POS_INT, "intermediate_size": _POS_INT,
+        "num_hidden_layers": _POS_INT, "num_attention_heads": _POS_INT,
+        "max_position_embeddings": _POS_INT, "type_vocab_size": _POS_INT,
+        "hidden_act": KeyRule(IMPLEMENTED + " (exact erf GELU; absent: 'gelu')", "'gelu'",
+                              lambda v: v is None or v == "gelu"),
+        "layer_norm_eps": KeyRule(IMPLEMENTED + " (absent: 1e-12)", _EPS.supported, _EPS.ok),
+        "position_embedding_type": KeyRule(IMPLEMENTED + " (absolute only; 5.x dropped the "
+                                           "key)", "absent or 'absolute'",
+                                           lambda v: v is None or v == "absolute"),
+        "is_decoder": _refused("a causal (decoder) BERT is not implemented", False),
+        "add_cross_attention": _refused("cross-attention is not implemented", False),
+        "tie_word_embeddings": _ignored("ties the masked-LM head, which BertModel does not "
+                                        "have (5.x writes true by default)"),
+        "pad_token_id": _ignored("padding id; one unpadded sequence is simulated"),
+    },
+}
+CONFIG_KEYS["roberta"] = {**CONFIG_KEYS["bert"], "pad_token_id": KeyRule(
+    IMPLEMENTED + " (positions start after it; absent: 1)", "a non-negative integer",
+    lambda v: v is None or (isinstance(v, int) and not isinstance(v, bool) and v >= 0))}
+
+
+def model_type_of(config: Mapping[str, Any], architecture: str) -> str:
+    """The model_type whose key table applies: config's model_type, else from architectures,
+    else the family name ("llama" or "bert")."""
+    model_type = config.get("model_type")
+    if isinstance(model_type, str) and model_type in CONFIG_KEYS:
+        return model_type
+    for name in config.get("architectures") or ():
+        if isinstance(name, str):
+            for known in CONFIG_KEYS:
+                if name.lower().startswith(known):
+                    return known
+    return architecture
+
+
+def check_numerics(config: Mapping[str, Any], architecture: str, source: str) -> None:
+    """One ModelError naming every config.json key whose value taalasc cannot compute.
+
+    Looks up each key in CONFIG_KEYS[model_type]; then the RoPE settings and the attention
+    windows of the Llama family. Does nothing for "generic" models (nothing is simulated).
+    """
+    if architecture not in ("llama", "bert"):
+        return
+    model_type = model_type_of(config, architecture)
+    table = CONFIG_KEYS[model_type]
+    problems = []
+    for key in sorted(config):
+        rule = table.get(key)
+        if rule is not None and not rule.ok(config[key]):
+            why = rule.decision.removeprefix(REFUSED + ": ")
+            why = f" ({why})" if rule.decision.startswith(REFUSED) else ""
+            problems.append(f"{key} must be {rule.supported}{why}, not {_short(config[key])}")
+    if architecture == "llama":
+        try:
+            rope_settings(config, source)
+            n_layers = config.get("num_hidden_layers")
+            if _positive_int(n_layers):
+                attention_windows(config, n_layers, source)
+        except ModelError as exc:
+            problems.append(str(exc).removeprefix(f"{source}: "))
+    if problems:
+        raise ModelError(f"{source}: " + "; ".join(problems))
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+# --- RoPE: transformers 4.x (rope_theta + rope_scaling) and 5.x (rope_parameters) ----------
+
+_ROPE_NEEDS = {"default": (), "linear": ("factor",),
+               "llama3": ("factor", "low_freq_factor", "high_freq_factor")}
+
+
+def rope_settings(config: Mapping[str, Any], source: str = "config.json") -> dict[str, Any]:
+    """The RoPE settings of a Llama-family config, the same for both styles of config.json.
+
+    transformers 4.x writes ``rope_theta`` and ``rope_scaling`` ({"rope_type" or "type",
+    "factor", ...} or null); 5.x writes ``rope_parameters`` ({"rope_type", "rope_theta", ...}).
+    Normalised as transformers' ``standardize_rope_params`` does: rope_type from "rope_type",
+    else "type", else "default"; rope_theta from the RoPE object, else top-level rope_theta,
+    else 10000.0; llama3's original_max_position_embeddings, else max_position_embeddings.
+    Returns {"rope_type", "rope_theta"} plus the type's own float parameters. Types other than
+    default, linear and llama3, partial rotary factors and per-layer-type RoPE are refused.
+    """
+    scaling, params = config.get("rope_scaling"), config.get("rope_parameters")
+    found = {}
+    for key, value in (("rope_scaling", scaling), ("rope_parameters", params)):
+        if value is None or value == {}:
+            continue
+        if not isinstance(value, dict):
+            raise ModelError(f"{source}: {key} must be an object or null, not {_short(value)}")
+        found[key] = _rope_from(key, value, config, source)
+    if len(found) == 2 and found["rope_scaling"] != found["rope_parameters"]:
+        raise ModelError(f"{source}: rope_scaling and rope_parameters must agree when both "
+                         f"are given, not {found['rope_scaling']} and "
+                         f"{found['rope_parameters']}")
+    if found:
+        return next(iter(found.values()))
+    return _rope_from("rope_parameters", {}, config, source)
+
+
+def _rope_from(key: str, value: Mapping[str, Any], config: Mapping[str, Any],
+               source: str) -> dict[str, Any]:
+    nested = sorted(k for k, v in value.items() if isinstance(v, dict))
+    if nested:
+        raise ModelError(f"{source}: {key}.{nested[0]} must not be used: one RoPE object for "
+                         "all layers is supported, not one per layer type")
+    type_key = "rope_type" if "rope_type" in value else "type" if "type" in value else None
+    kind = value.get(type_key, "default") if type_key else "default"
+    if kind not in ROPE_TYPES:
+        raise ModelError(f"{source}: {key}.{type_key or 'rope_type'} must be one of "
+                         f"{', '.join(ROPE_TYPES)}, not {_short(kind)}")
+    theta_key = f"{key}.rope_theta" if "rope_theta" in value else "rope_theta"
+    top = config.get("rope_theta")
+    if "rope_theta" in value and top is not None and top != value["rope_theta"]:
+        raise ModelError(f"{source}: rope_theta and {key}.rope_theta must agree when both are "
+                         f"given, not {_short(top)} and {_short(value['rope_theta'])}")
+    theta = value.get("rope_theta", top)
+    theta = 10000.0 if theta is None else theta
+    if not _is_number(theta) or theta <= 0:
+        raise ModelError(f"{source}: {theta_key} must be a positive number, not {_short(theta)}")
+    for where, factor in ((f"{key}.partial_rotary_factor", value.get("partial_rotary_factor")),
+                          ("partial_rotary_factor", config.get("partial_rotary_factor"))):
+        if factor is not None and not (_is_number(factor) and float(factor) == 1.0):
+            raise ModelError(f"{source}: {where} must be absent, null or 1.0 (partial rotary "
+                             f"embedding is not implemented), not {_short(factor)}")
+    out: dict[str, Any] = {"rope_type": kind, "rope_theta": float(theta)}
+    for name in _ROPE_NEEDS[kind]:
+        v = value.get(name)
+        if not _is_number(v) or v <= 0:
+            raise ModelError(f"{source}: {key}.{name} must be a positive number for rope_type "
+                             f"{kind!r}, not {_short(v)}")
+        out[name] = float(v)
+    if kind == "llama3":
+        old = value.get("original_max_position_embeddings",
+                        config.get("max_position_embeddings"))
+        if not _positive_int(old):
+            raise ModelError(f"{source}: {key}.original_max_position_embeddings must be a "
+                             f"positive integer for rope_type 'llama3', not {_short(old)}")
+        out["original_max_position_embeddings"] = float(old)
+        if out["high_freq_factor"] <= out["low_freq_factor"]:
+            raise ModelError(f"{source}: {key}.high_freq_factor must be greater than "
+                             f"low_freq_factor, not {out['high_freq_factor']} <= "
+                             f"{out['low_freq_factor']}")
+    return out
+
+
+# --- attention windows: Mistral's sliding_window, Qwen2's use_sliding_window / layer_types --
+
+ATTENTION_KINDS = ("full_attention", "sliding_attention")
+
+
+def attention_windows(config: Mapping[str, Any], n_layers: int,
+                      source: str = "config.json") -> list[int | None]:
+    """Per layer, the sliding window (keys j with i - j < window) or None for full attention.
+
+    As transformers 5.x: llama has none; mistral applies sliding_window (when not null) to
+    every layer; qwen2 uses sliding_window only with use_sliding_window, on the layers that
+    ``layer_types`` marks "sliding_attention", else on layers >= max_window_layers (absent: 28,
+    Qwen2Config's default). A ``layer_types`` that disagrees with what the model does is refused.
+    """
+    model_type = model_type_of(config, "llama")
+    window = config.get("sliding_window")
+    if model_type == "qwen2" and not config.get("use_sliding_window"):
+        window = None
+    if window is not None and not _positive_int(window):
+        raise ModelError(f"{source}: sliding_window must be a positive integer or null, "
+                         f"not {_short(window)}")
+    if model_type == "llama":
+        window = None
+    layer_types = config.get("layer_types")
+    if layer_types is not None:
+        if (not isinstance(layer_types, list) or len(layer_types) != n_layers
+                or any(t not in ATTENTION_KINDS for t in layer_types)):
+            raise ModelError(f"{source}: layer_types must be a list of {n_layers} "
+                             f"(num_hidden_layers) entries, each one of "
+                             f"{', '.join(ATTENTION_KINDS)}, not {_short(layer_types)}")
+    if model_type == "qwen2":
+        if layer_types is None:
+            first = config.get("max_window_layers", 28)
+            if not isinstance(first, int) or isinstance(first, bool) or first < 0:
+                raise ModelError(f"{source}: max_window_layers must be a non-negative integer, "
+                                 f"not {_short(first)}")
+            return [window if window is not None and i >= first else None
+                    for i in range(n_layers)]
+        if window is None and "sliding_attention" in layer_types:
+            raise ModelError(f"{source}: layer_types must not hold 'sliding_attention' when "
+                             "use_sliding_window is false or sliding_window is null")
+        return [window if t == "sliding_attention" else None for t in layer_types]
+    windows = [window] * n_layers
+    if layer_types is not None:
+        want = "sliding_attention" if window is not None else "full_attention"
+        if any(t != want for t in layer_types):
+            raise ModelError(f"{source}: layer_types must be all {want!r} for model_type "
+                             f"{model_type!r} (it has no per-layer attention), not "
+                             f"{_short(layer_types)}")
+    return windows

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import difflib
 import json
+import re
 from collections.abc import Iterable
 from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Any
@@ -17,14 +18,36 @@ import numpy as np
 
 from taalasc.errors import ModelError
 from taalasc.model import arch
-from taalasc.model.safetensors_io import (TensorInfo, json_object_no_duplicates, read_header,
-                                          read_tensor)
+from taalasc.model.safetensors_io import (FLOAT32_READABLE, INTEGER_DTYPES, TensorInfo,
+                                          json_object_no_duplicates, read_header, read_tensor)
 
 INDEX_NAME = "model.safetensors.index.json"
 SINGLE_NAME = "model.safetensors"
 MAX_JSON_BYTES = 100_000_000  # an index of an enormous model is a few MB
 
-__all__ = ["Checkpoint", "TensorInfo", "dataflow_order", "open_checkpoint"]
+__all__ = ["BUFFERS", "Checkpoint", "TensorInfo", "buffer_reason", "dataflow_order",
+           "open_checkpoint"]
+
+# Non-weight buffers that PyTorch modules save next to the weights, left off the chip.
+# (name pattern, dtypes it may have, reason). The name must match AND the dtype be listed:
+# an integer tensor with any other name is refused, and a float "attn.bias" is a buffer only
+# in GPT-2's causal-mask shape [1, 1, n, n].
+_ANY_DTYPE = None
+BUFFERS: tuple[tuple[re.Pattern, tuple[str, ...] | None, str], ...] = (
+    (re.compile(r"(?:^|\.)position_ids$"), INTEGER_DTYPES,
+     "buffer: position ids, recomputed on chip"),
+    (re.compile(r"(?:^|\.)token_type_ids$"), INTEGER_DTYPES,
+     "buffer: token type ids (all 0), recomputed on chip"),
+    (re.compile(r"(?:^|\.)rotary_emb\.inv_freq$"), _ANY_DTYPE,
+     "buffer: RoPE inverse frequencies, recomputed from config.json"),
+    (re.compile(r"(?:^|\.)rotary_emb\.(?:cos|sin)_cached$"), _ANY_DTYPE,
+     "buffer: RoPE cos/sin cache, recomputed from config.json"),
+    (re.compile(r"(?:^|\.)attn\.masked_bias$"), _ANY_DTYPE,
+     "buffer: masked-attention fill value, not a weight"),
+    (re.compile(r"(?:^|\.)attn\.bias$"), INTEGER_DTYPES + ("BOOL",),
+     "buffer: causal attention mask, built on chip"),
+)
+_CAUSAL_MASK = "buffer: causal attention mask, built on chip"
 
 
 def dataflow_order(names: Iterable[str], architecture: str) -> list[str]:
@@ -41,15 +64,19 @@ class Checkpoint:
         tensors: name -> TensorInfo, in dataflow order.
         config: parsed config.json next to the weights, or None.
         architecture: "llama" | "bert" | "generic".
+        skipped: name -> reason for tensors of the file left off the chip (buffers such as
+            BERT's position_ids); they are not in ``tensors``.
     """
 
     def __init__(self, path: Path, files: list[Path], tensors: dict[str, TensorInfo],
-                 config: dict | None, architecture: str):
+                 config: dict | None, architecture: str,
+                 skipped: dict[str, str] | None = None):
         self.path = path
         self.files = files
         self.tensors = tensors
         self.config = config
         self.architecture = architecture
+        self.skipped = dict(skipped or {})
 
     def __repr__(self) -> str:
         return (f"Checkpoint({str(self.path)!r}, architecture={self.architecture!r}, "
@@ -113,16 +140,23 @@ class Checkpoint:
         }
 
 
-def open_checkpoint(path: str | Path) -> Checkpoint:
+def open_checkpoint(path: str | Path, numerics: bool = True) -> Checkpoint:
     """Open a checkpoint from its headers only; never reads weight data.
 
     ``path`` is a .safetensors file, a ``*.safetensors.index.json`` file, or a folder holding
     model.safetensors.index.json, model.safetensors, or exactly one *.safetensors file.
+    Non-weight buffers (``BUFFERS``) go to ``Checkpoint.skipped``, not ``tensors``. With
+    ``numerics`` (the default) config.json keys whose numbers taalasc cannot compute are
+    refused (``arch.check_numerics``); headers-only commands (inspect, estimate) may pass
+    False, the simulator checks again before it computes.
     """
     given = Path(path)
     if not given.exists():
         raise ModelError(f"{given}: no such file or folder")
     target = _resolve_target(given)
+    if target.name.endswith(".gguf"):
+        from taalasc.model.gguf_io import open_gguf
+        return open_gguf(target, given)
     if target.name.endswith(".json"):
         files, tensors = _load_sharded(target)
     else:
@@ -130,6 +164,12 @@ def open_checkpoint(path: str | Path) -> Checkpoint:
         files, tensors = [target], dict(header.tensors)
     if not tensors:
         raise ModelError(f"{target}: checkpoint holds no tensors")
+    skipped = {name: reason for name in sorted(tensors)
+               if (reason := buffer_reason(tensors[name])) is not None}
+    tensors = {n: t for n, t in tensors.items() if n not in skipped}
+    if not tensors:
+        raise ModelError(f"{target}: checkpoint holds only buffers "
+                         f"({', '.join(sorted(skipped))}), no weights")
 
     config_path = target.parent / "config.json"
     config = _load_config(config_path) if config_path.is_file() else None
@@ -143,10 +183,34 @@ def open_checkpoint(path: str | Path) -> Checkpoint:
     if config is not None:
         shapes = {n: t.shape for n, t in tensors.items()}
         arch.check_config(config, shapes, architecture, str(config_path))
+        if numerics:
+            arch.check_numerics(config, architecture, str(config_path))
 
     order = arch.dataflow_order(tensors, architecture)
     return Checkpoint(path=given, files=sorted(files), tensors={n: tensors[n] for n in order},
-                      config=config, architecture=architecture)
+                      config=config, architecture=architecture, skipped=skipped)
+
+
+def buffer_reason(info: TensorInfo) -> str | None:
+    """Why ``info`` is a non-weight buffer left off the chip, or None for a weight.
+
+    A buffer's name matches a BUFFERS pattern and its dtype is one that pattern allows (a
+    float GPT-2 ``attn.bias`` counts in its causal-mask shape [1, 1, n, n]). Any other tensor
+    whose dtype cannot be a weight (I32, U32, I64, U64) is a ModelError naming it.
+    """
+    for pattern, dtypes, reason in BUFFERS:
+        if pattern.search(info.name):
+            if dtypes is None or info.dtype in dtypes:
+                return reason
+            if (reason == _CAUSAL_MASK and len(info.shape) == 4 and info.shape[:2] == (1, 1)
+                    and info.shape[2] == info.shape[3]):
+                return reason
+    if info.dtype not in FLOAT32_READABLE and info.dtype in INTEGER_DTYPES:
+        raise ModelError(f"{info.file}: tensor {info.name!r} has dtype {info.dtype}; weights "
+                         f"must be one of {', '.join(FLOAT32_READABLE)}, and integer tensors "
+                         "are accepted only as known buffers (position_ids, token_type_ids, "
+                         "attn.bias)")
+    return None
 
 
 def _example(tensors: Iterable[str], architecture: str) -> str:
@@ -156,9 +220,9 @@ def _example(tensors: Iterable[str], architecture: str) -> str:
 
 def _resolve_target(given: Path) -> Path:
     if given.is_file():
-        if not given.name.endswith((".safetensors", ".json")):
+        if not given.name.endswith((".safetensors", ".json", ".gguf")):
             raise ModelError(f"{given}: a checkpoint must be a .safetensors file, a "
-                             f"{INDEX_NAME} file or a folder")
+                             f"{INDEX_NAME} file, a .gguf file or a folder")
         return given
     if not given.is_dir():
         raise ModelError(f"{given}: not a file or folder")

@@ -20,7 +20,8 @@ Dtypes: every dtype of the reference is *listed*; ``read_tensor`` converts to fl
 when that is exact or a plain rounding (F32, F16, BF16, F64, I8, U8, I16, U16, BOOL). I32,
 U32, I64, U64 and the F8 types are refused by ``read_tensor`` (they are not weights in the
 checkpoints we target and do not round-trip through float32); ``read_tensor_raw`` returns any
-dtype as stored.
+dtype as stored. Integer buffers that real checkpoints carry (BERT's I64 position_ids) are
+recognised by ``checkpoint.buffer_reason`` and never reach ``read_tensor``.
 """
 
 from __future__ import annotations
@@ -59,6 +60,9 @@ DTYPES: dict[str, tuple[int, np.dtype]] = {
 }
 # dtypes whose conversion to float32 is exact (or, for F64, a plain round to nearest)
 FLOAT32_READABLE = ("F32", "F16", "BF16", "F64", "I8", "U8", "I16", "U16", "BOOL")
+# integer dtypes: weights only when float32-readable; I32..U64 only as known buffers (such as
+# BERT's I64 position_ids), which open_checkpoint leaves off the chip (see checkpoint.BUFFERS)
+INTEGER_DTYPES = ("I8", "U8", "I16", "U16", "I32", "U32", "I64", "U64")
 _ENTRY_KEYS = ("dtype", "shape", "data_offsets")
 
 

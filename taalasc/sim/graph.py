@@ -14,8 +14,10 @@ from dataclasses import dataclass, field
 from typing import Protocol, Sequence
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 from taalasc.errors import ModelError
+from taalasc.model import arch
 
 F32 = np.float32
 
@@ -91,25 +93,24 @@ def _cfg(config: dict, key: str, where: str):
 def rope_inv_freq(config: dict, head_dim: int) -> np.ndarray:
     """Inverse frequencies [head_dim/2] in float32, as transformers' rope init functions.
 
-    Supports rope_scaling types "default", "linear" and "llama3"
-    (a port of ``_compute_llama3_parameters``); every other type is an error.
+    Reads either style of config.json through ``arch.rope_settings`` (4.x rope_theta +
+    rope_scaling, 5.x rope_parameters), so equivalent configs give identical frequencies.
+    Types "default", "linear" and "llama3" (a port of ``_compute_llama3_parameters``); every
+    other type is refused there.
     """
-    base = F32(config.get("rope_theta", 10000.0))
+    rope = arch.rope_settings(config, "config.json")
+    base = F32(rope["rope_theta"])
     exponent = np.arange(0, head_dim, 2, dtype=np.int64).astype(F32) / F32(head_dim)
-    inv = (F32(1.0) / (base ** exponent)).astype(F32)
-    scaling = config.get("rope_scaling")
-    if not scaling:
-        return inv
-    kind = scaling.get("rope_type", scaling.get("type", "default"))
-    if kind == "default":
-        return inv
+    # base ** exponent rounded once to float32 (as torch's float32 pow), then 1/x in float32:
+    # bit-identical to transformers' inv_freq (numpy's float32 power is off by 1 ulp at times)
+    power = (np.float64(base) ** exponent.astype(np.float64)).astype(F32)
+    inv = (F32(1.0) / power).astype(F32)
+    kind = rope["rope_type"]
     if kind == "linear":
-        return (inv / F32(scaling["factor"])).astype(F32)
+        return (inv / F32(rope["factor"])).astype(F32)
     if kind == "llama3":
-        factor = float(scaling["factor"])
-        low = float(scaling["low_freq_factor"])
-        high = float(scaling["high_freq_factor"])
-        old_len = float(scaling["original_max_position_embeddings"])
+        factor, low, high = rope["factor"], rope["low_freq_factor"], rope["high_freq_factor"]
+        old_len = rope["original_max_position_embeddings"]
         low_wavelen = old_len / low
         high_wavelen = old_len / high
         wavelen = (F32(2 * math.pi) / inv).astype(F32)
@@ -118,7 +119,7 @@ def rope_inv_freq(config: dict, head_dim: int) -> np.ndarray:
         smoothed = ((F32(1) - smooth) * inv_l / F32(factor) + smooth * inv_l).astype(F32)
         medium = ~(wavelen < high_wavelen) & ~(wavelen > low_wavelen)
         return np.where(medium, smoothed, inv_l).astype(F32)
-    raise ModelError(f"rope_scaling type must be one of default, linear, llama3, not {kind!r}")
+    return inv  # "default"
 
 
 def _rotate_half(x: np.ndarray) -> np.ndarray:
@@ -135,36 +136,45 @@ def _apply_rope(x: np.ndarray, cos: np.ndarray, sin: np.ndarray) -> np.ndarray:
 
 
 def llama_forward(ops: Ops, config: dict, ids: np.ndarray) -> np.ndarray:
-    """Logits [seq, vocab] of LlamaForCausalLM (also Mistral, Qwen2) for one sequence."""
+    """Logits [seq, vocab] of LlamaForCausalLM (also Mistral, Qwen2) for one sequence.
+
+    ``config`` has passed ``arch.check_numerics``; absent keys take transformers' defaults.
+    Biases as transformers builds them: llama from attention_bias / mlp_bias, qwen2 on q, k
+    and v always, mistral none.
+    """
     where = "config.json"
-    model_type = config.get("model_type", "llama")
-    act = config.get("hidden_act", "silu")
-    if act != "silu":
-        raise ModelError(f"{where}: hidden_act must be 'silu' for the Llama family, not {act!r}")
+    model_type = arch.model_type_of(config, "llama")
     hidden = int(_cfg(config, "hidden_size", where))
     n_heads = int(_cfg(config, "num_attention_heads", where))
     n_kv = int(config.get("num_key_value_heads") or n_heads)
     head_dim = int(config.get("head_dim") or hidden // n_heads)
     n_layers = int(_cfg(config, "num_hidden_layers", where))
-    eps = float(config.get("rms_norm_eps", 1e-6))
+    eps = float(config.get("rms_norm_eps") or 1e-6)
     if n_heads % n_kv:
         raise ModelError(f"{where}: num_attention_heads {n_heads} must be a multiple of "
                          f"num_key_value_heads {n_kv}")
-    qkv_bias = bool(config.get("attention_bias")) or model_type == "qwen2"
-    o_bias = bool(config.get("attention_bias"))
-    mlp_bias = bool(config.get("mlp_bias"))
+    llama = model_type == "llama"
+    qkv_bias = (llama and bool(config.get("attention_bias"))) or model_type == "qwen2"
+    o_bias = llama and bool(config.get("attention_bias"))
+    mlp_bias = llama and bool(config.get("mlp_bias"))
     tied = bool(config.get("tie_word_embeddings", False))
     names = set(ops.names())
     p = "model." if "model.embed_tokens.weight" in names else ""
+    for norm in ("q_norm", "k_norm"):
+        if f"{p}layers.0.self_attn.{norm}.weight" in names:
+            raise ModelError(f"{where}: model_type {model_type!r} has no query/key norm, but "
+                             f"the checkpoint has '{p}layers.0.self_attn.{norm}.weight' "
+                             "(a Qwen3/OLMo2-style model is not implemented)")
 
     seq = len(ids)
     allowed = np.tril(np.ones((seq, seq), dtype=bool))
-    window = _sliding_window(config, model_type)
+    windows = arch.attention_windows(config, n_layers, where)
     inv = rope_inv_freq(config, head_dim)
     angles = np.arange(seq, dtype=np.int64).astype(F32)[:, None] * inv[None, :]
     cos, sin = ops.cos_sin(np.concatenate([angles, angles], axis=-1).astype(F32))
     group = n_heads // n_kv
     scale = head_dim ** -0.5
+    pos = np.arange(seq)
 
     x = ops.embed(p + "embed_tokens.weight", ids)
     for i in range(n_layers):
@@ -180,10 +190,8 @@ def llama_forward(ops: Ops, config: dict, ids: np.ndarray) -> np.ndarray:
         q, k = _apply_rope(q, cos, sin), _apply_rope(k, cos, sin)
         k, v = np.repeat(k, group, axis=0), np.repeat(v, group, axis=0)  # GQA: kv head h//group
         mask = allowed
-        if window is not None and (model_type != "qwen2"
-                                   or i >= int(config.get("max_window_layers", 0))):
-            pos = np.arange(seq)
-            mask = allowed & ((pos[:, None] - pos[None, :]) < window)
+        if windows[i] is not None:
+            mask = allowed & ((pos[:, None] - pos[None, :]) < windows[i])
         ctx = ops.attention(q, k, v, mask, scale)
         ctx = ctx.transpose(1, 0, 2).reshape(seq, n_heads * head_dim)
         x = (x + proj("self_attn.o_proj", o_bias, ctx)).astype(F32)
@@ -196,18 +204,6 @@ def llama_forward(ops: Ops, config: dict, ids: np.ndarray) -> np.ndarray:
     return ops.linear(x, head, None)
 
 
-def _sliding_window(config: dict, model_type: str) -> int | None:
-    """Mistral: keys with i - j < sliding_window; Qwen2 only with use_sliding_window."""
-    window = config.get("sliding_window")
-    if window is None:
-        return None
-    if model_type == "qwen2" and not config.get("use_sliding_window", False):
-        return None
-    if model_type not in ("mistral", "qwen2"):
-        return None
-    return int(window)
-
-
 # --------------------------------------------------------------------------- BERT family
 
 
@@ -216,20 +212,14 @@ def bert_forward(ops: Ops, config: dict, ids: np.ndarray
     """(last hidden state [seq, hidden], pooled [hidden] or None without a pooler).
 
     token_type_ids are all 0 and the attention mask is all ones (one unpadded sequence).
+    ``config`` has passed ``arch.check_numerics`` (exact GELU, absolute positions).
     """
     where = "config.json"
-    act = config.get("hidden_act", "gelu")
-    if act != "gelu":
-        raise ModelError(f"{where}: hidden_act must be 'gelu' (exact erf form) for the BERT "
-                         f"family, not {act!r}")
-    kind = config.get("position_embedding_type", "absolute")
-    if kind != "absolute":
-        raise ModelError(f"{where}: position_embedding_type must be 'absolute', not {kind!r}")
     hidden = int(_cfg(config, "hidden_size", where))
     n_heads = int(_cfg(config, "num_attention_heads", where))
     n_layers = int(_cfg(config, "num_hidden_layers", where))
     head_dim = hidden // n_heads
-    eps = float(config.get("layer_norm_eps", 1e-12))
+    eps = float(config.get("layer_norm_eps") or 1e-12)
     max_pos = int(_cfg(config, "max_position_embeddings", where))
     names = set(ops.names())
     p = next((pre for pre in ("bert.", "roberta.", "")
@@ -237,7 +227,8 @@ def bert_forward(ops: Ops, config: dict, ids: np.ndarray
 
     seq = len(ids)
     if config.get("model_type") == "roberta":  # create_position_ids_from_input_ids
-        pad = int(config.get("pad_token_id", 1))
+        pad = config.get("pad_token_id")
+        pad = 1 if pad is None else int(pad)
         keep = (ids != pad).astype(np.int64)
         positions = np.cumsum(keep) * keep + pad
     else:
@@ -289,10 +280,16 @@ def run_graph(ops: Ops, config: dict | None, architecture: str,
               tokens: Sequence[int]) -> SimResult:
     """Run the ``architecture`` graph on ``ops``; checks the config and the token ids."""
     vocab = vocab_size(config, architecture, "simulate")
+    arch.check_numerics(config, architecture, "config.json")
     ids = check_tokens(tokens, vocab, "simulate")
     result = SimResult(architecture=architecture, tokens=tuple(int(t) for t in ids))
-    if architecture == "llama":
-        result.logits = llama_forward(ops, config, ids)
-    else:
-        result.hidden, result.pooled = bert_forward(ops, config, ids)
+    # One BLAS thread: the graph's matmuls are many and small (the chip's are per block of
+    # 32 inputs), and OpenBLAS threads on them cost more in hand-offs than they gain; measured
+    # on SmolLM2 (128 tokens, 2 loaded cores) 6.4 s with one thread against 61 s with two.
+    # Parallel work comes from worker processes (-j), as everywhere in taalasc.
+    with threadpool_limits(limits=1, user_api="blas"):
+        if architecture == "llama":
+            result.logits = llama_forward(ops, config, ids)
+        else:
+            result.hidden, result.pooled = bert_forward(ops, config, ids)
     return result
