@@ -42,6 +42,16 @@ class CompileOptions:
     force: bool = False
     layers: str | None = None             # --layers: only these blocks ('embed,0-3,head')
     dies: tuple[int, ...] | None = None   # --die: only these dies of the full placement
+    method: str = "rtn"                   # rtn | gptq (taalasc.quant.method)
+    asymmetric: bool = False              # codes with an fp16 minimum per group
+    calib: str | None = None              # calibration text file, or "default" (gptq, auto)
+    calib_tokens: str | None = None       # calibration token-id file
+    native: bool = True                   # keep a GGUF file's own Q8_0/Q4_0/Q4_1 codes
+
+    # Quantization options recorded in the manifest only when they differ from the default,
+    # so compiles made before they existed keep their inputs digest.
+    _QUANT_DEFAULTS = {"method": "rtn", "asymmetric": False, "calib": None,
+                       "calib_tokens": None, "native": True}
 
     def to_json(self) -> dict:
         out = {"base": self.base, "default_bits": self.default_bits, "rules": list(self.rules),
@@ -53,7 +63,19 @@ class CompileOptions:
             out["layers"] = self.layers
         if self.dies is not None:
             out["dies"] = sorted(set(self.dies))
+        for key, default in self._QUANT_DEFAULTS.items():
+            if getattr(self, key) != default:
+                out[key] = getattr(self, key)
         return out
+
+    @classmethod
+    def from_json(cls, d: dict) -> "CompileOptions":
+        """The options a manifest recorded (``to_json``), for verify to quantize again."""
+        keep = {k: d[k] for k in ("base", "default_bits", "group_size", "auto",
+                                  "budget_bits_per_weight", "max_dies", "curve", "layers",
+                                  *cls._QUANT_DEFAULTS) if k in d}
+        return cls(rules=tuple(d.get("rules", ())), formats=tuple(d.get("formats", FORMATS)),
+                   dies=None if d.get("dies") is None else tuple(d["dies"]), **keep)
 
 
 @dataclass
@@ -126,7 +148,8 @@ def plan(model: Path, options: CompileOptions):
         tensors.append(TensorSpec(name=name, shape=tuple(info.shape),
                                   bits=spec.bits if spec else None,
                                   group_size=spec.group_size if spec else None,
-                                  layer=ckpt.layer_of(name)))
+                                  layer=ckpt.layer_of(name),
+                                  asymmetric=bool(spec and spec.asymmetric)))
     placement = plan_placement(tensors, base, max_dies=options.max_dies, curve=options.curve)
     return base, ckpt, specs, tensors, placement
 
@@ -170,11 +193,12 @@ def compile_model(model: Path, out_dir: Path, options: CompileOptions,
             return legend, stats, as_json, _dumps(as_json)
 
         side = _Side(placement_only, background=jobs > 1 or scheduler is not None)
+        quantizer = _quantizer(ckpt, options, tick)
         work = [DieJob(ckpt=ckpt, base=base, die=d, assignments=tuple(on_die[d]),
                        links=tuple(links.get(d, ())),
                        specs={seg.tensor: specs[seg.tensor] for _, seg in on_die[d]
                               if seg.tensor in specs},
-                       stage=str(stage), formats=tuple(options.formats))
+                       stage=str(stage), formats=tuple(options.formats), quantizer=quantizer)
                 for d in dies_wanted]
         quant_stats: dict[str, dict] = {}
         dies = []
@@ -201,6 +225,20 @@ def compile_model(model: Path, out_dir: Path, options: CompileOptions,
         manifest["placement_stats"] = stats
         (stage / MANIFEST).write_text(_manifest_text(manifest, placement_text))
     return CompileResult(out_dir=Path(out_dir), manifest=manifest, summary=_summary(manifest))
+
+
+def _quantizer(ckpt, options: CompileOptions, tick):
+    """The TensorQuantizer the die workers share; None for plain round-to-nearest, which
+    each worker does itself. Calibration Hessians are computed here, once, before the dies
+    start (every worker would otherwise run the calibration forward pass again)."""
+    from taalasc.quant.method import TensorQuantizer, native_specs
+
+    if options.method == "rtn" and not (options.native and native_specs(ckpt)):
+        return None
+    quantizer = TensorQuantizer(ckpt, _policy(options), tick)
+    if options.method == "gptq":
+        quantizer.hessians()
+    return quantizer
 
 
 def _dies_wanted(placement, dies: tuple[int, ...] | None) -> list[int]:

@@ -36,12 +36,13 @@ class DieJob:
     specs: dict                   # tensor -> QuantSpec (only tensors on this die)
     stage: str                    # folder the die files are written into
     formats: tuple[str, ...]
+    quantizer: object = None      # taalasc.quant.method.TensorQuantizer; None: round to nearest
 
 
 @dataclass(frozen=True)
 class DieOutcome:
     result: object                # DieMaskResult
-    quant_stats: dict             # tensor -> {"bits", "group_size", "sqnr_db"}
+    quant_stats: dict             # tensor -> {"bits", "group_size", "sqnr_db", "asymmetric"}
 
 
 def compile_die(job: DieJob) -> DieOutcome:
@@ -51,20 +52,20 @@ def compile_die(job: DieJob) -> DieOutcome:
     from taalasc.place.pack import pack_segment
     from taalasc.quant import quantize_tensor
 
+    quantize = job.quantizer or (lambda name, spec: quantize_tensor(name, job.ckpt.read(name),
+                                                                      spec))
+
     writer = DieMaskWriter(job.base, job.die, Path(job.stage), stem=f"die{job.die}",
                            formats=job.formats)
     stats: dict[str, dict] = {}
     try:
         for name, pairs in _by_tensor(job.assignments):
-            values = job.ckpt.read(name)
             spec = job.specs.get(name)
             if spec is not None:
-                source = quantize_tensor(name, values, spec)
-                stats[name] = {"bits": source.bits, "group_size": source.group_size,
-                               "sqnr_db": json_float(source.sqnr_db)}
+                source = quantize(name, spec)
+                stats[name] = quant_entry(source)
             else:
-                source = as_fp16_vector(name, values)
-            del values
+                source = as_fp16_vector(name, job.ckpt.read(name))
             for start in range(0, len(pairs), RENDER_BATCH):
                 batch = pairs[start:start + RENDER_BATCH]
                 rendered = render_tiles(job.base, [pack_segment(seg, source) for _, seg in batch],
@@ -82,6 +83,14 @@ def compile_die(job: DieJob) -> DieOutcome:
     result = writer.close()
     rule_check_die(job.base, result)
     return DieOutcome(result=result, quant_stats=stats)
+
+
+def quant_entry(qt) -> dict:
+    """The manifest's record of one quantized tensor: what extraction needs to rebuild it."""
+    entry = {"bits": qt.bits, "group_size": qt.group_size, "sqnr_db": json_float(qt.sqnr_db)}
+    if qt.asymmetric:  # only then: symmetric manifests keep their bytes
+        entry["asymmetric"] = True
+    return entry
 
 
 def rule_check_die(base, die) -> None:

@@ -83,8 +83,9 @@ def _patterns(extraction) -> dict[tuple[str, str], np.ndarray]:
     out = {}
     for name, codes in extraction.codes.items():
         out[(name, "codes")] = codes.astype(np.int64) & 0xFF   # masked to b bits per segment
-    for name, scales in extraction.scales.items():
-        out[(name, "scales")] = scales.view(np.uint16).astype(np.int64)
+    for kind in ("scales", "mins"):
+        for name, values in getattr(extraction, kind).items():
+            out[(name, kind)] = values.view(np.uint16).astype(np.int64)
     for name, vector in extraction.vectors.items():
         out[(name, "vector")] = vector.view(np.uint16).astype(np.int64).reshape(1, -1)
     return out
@@ -101,8 +102,8 @@ def _values(extraction, patterns, bits_of: dict[str, int]):
             b = bits_of[name]
             low = pat & ((1 << b) - 1)
             out.codes[name] = (low - (((low >> (b - 1)) & 1) << b)).astype(np.int8)
-        elif stream == "scales":
-            out.scales[name] = pat.astype(np.uint16).view(np.float16)
+        elif stream in ("scales", "mins"):
+            getattr(out, stream)[name] = pat.astype(np.uint16).view(np.float16)
         else:
             out.vectors[name] = pat.astype(np.uint16).view(np.float16).reshape(-1)
     return out
@@ -394,7 +395,7 @@ def fragility(out_dir, model, rate: float, seed: int = 0, *, kinds: Sequence[str
         sites[(seg.tensor, seg.kind)] = sites.get((seg.tensor, seg.kind), 0) + seg.used_sites
     jobs = [("stream", stream, None) for stream in sorted(sites)]
     jobs += [("bit", ("*", "codes"), b) for b in ("lsb", "sign")]
-    jobs += [("bit", ("*", s), b) for s in ("scales", "vector")
+    jobs += [("bit", ("*", s), b) for s in ("scales", "mins", "vector")
              if any(k == s for _, k in sites) for b in range(16)]
     streams, by_bit = [], []
     for j, (what, (tensor, stream), bit) in enumerate(jobs):
@@ -431,7 +432,7 @@ def fragility(out_dir, model, rate: float, seed: int = 0, *, kinds: Sequence[str
     streams.sort(key=lambda r: (-r["damage_per_fault"], r.get("top1_vs_chip", 0.0),
                                 r["tensor"], r["stream"]))
     by_kind = []
-    for stream in ("codes", "scales", "vector"):
+    for stream in ("codes", "scales", "mins", "vector"):
         mine = [r for r in streams if r["stream"] == stream]
         if mine:
             by_kind.append({"stream": stream, "arrays": len(mine),

@@ -120,21 +120,29 @@ def verify(out_dir: Path, model: Path, *, fmt: str = "gds", tokens: Sequence[int
     placed = _placed_tensors(manifest)
     names = [n for n in ckpt.tensors if n in placed]
     partial = len(names) < len(ckpt.tensors)
-    quantizer = _Requantized(ckpt, quant, names)
+    quantizer = _Requantized(ckpt, quant, names, _tensor_quantizer(ckpt, manifest))
     for done, name in enumerate(names):
         want = quantizer[name]
         if isinstance(want, QuantizedTensor):
             codes, scales = extraction.codes.get(name), extraction.scales.get(name)
+            mins = extraction.mins.get(name)
             if codes is None or scales is None:
                 result.mismatches.append(f"{name}: not found in the masks")
                 continue
-            for kind, a, b in (("codes", want.codes, codes), ("scales", want.scales, scales)):
+            if (mins is None) != (want.mins is None):
+                result.mismatches.append(f"{name}: the masks {'lack' if mins is None else 'add'} "
+                                         "the per-group minimums of asymmetric codes")
+                continue
+            pairs = [("codes", want.codes, codes), ("scales", want.scales, scales)]
+            if mins is not None:
+                pairs.append(("mins", want.mins, mins))
+            for kind, a, b in pairs:
                 message = _first_difference(name, kind, a, b)
                 if message:
                     result.mismatches.append(message)
             extracted[name] = QuantizedTensor(name=name, shape=want.shape, bits=want.bits,
                                               group_size=want.group_size, codes=codes,
-                                              scales=scales, sqnr_db=float("nan"))
+                                              scales=scales, sqnr_db=float("nan"), mins=mins)
         else:
             got = extraction.vectors.get(name)
             if got is None:
@@ -198,25 +206,35 @@ class _Requantized(Mapping):
     other one), made again from the checkpoint each time the simulation asks for a tensor:
     verify then holds one model's worth of codes (the extracted one) instead of two."""
 
-    def __init__(self, ckpt, quant: dict, names: Sequence[str]):
+    def __init__(self, ckpt, quant: dict, names: Sequence[str], quantizer):
         self._ckpt, self._quant, self._names = ckpt, quant, sorted(names)
+        self._quantizer = quantizer
 
     def __getitem__(self, name: str):
-        from taalasc.quant import QuantSpec, quantize_tensor
+        from taalasc.quant import QuantSpec
 
         if name not in self._names:
             raise KeyError(name)
-        values = self._ckpt.read(name)
         q = self._quant.get(name)
         if q is None:
-            return values.reshape(-1).astype(np.float16)
-        return quantize_tensor(name, values, QuantSpec(q["bits"], q["group_size"]))
+            return self._ckpt.read(name).reshape(-1).astype(np.float16)
+        return self._quantizer(name, QuantSpec(q["bits"], q["group_size"],
+                                               asymmetric=bool(q.get("asymmetric", False))))
 
     def __iter__(self):
         return iter(self._names)
 
     def __len__(self) -> int:
         return len(self._names)
+
+
+def _tensor_quantizer(ckpt, manifest: dict):
+    """The compile's own quantizer (method, calibration, native codes), from its options."""
+    from taalasc.compile import CompileOptions, _policy
+    from taalasc.quant.method import TensorQuantizer
+
+    options = CompileOptions.from_json(manifest["inputs"]["options"])
+    return TensorQuantizer(ckpt, _policy(options))
 
 
 def _placed_tensors(manifest: dict) -> set[str]:

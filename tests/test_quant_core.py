@@ -12,7 +12,7 @@ from hypothesis.extra import numpy as hnp
 
 import taalasc.quant.quantize as qmod
 from taalasc.errors import QuantizationError
-from taalasc.quant import QuantSpec, quantize_tensor
+from taalasc.quant import QuantSpec, quantize_tensor, resolve_group_size
 
 FP16_MIN_NORMAL = 2.0 ** -14
 
@@ -181,15 +181,22 @@ def test_fp16_scale_overflow_is_an_error_just_past_the_limit(bits):
         quantize_tensor("big", np.array([[1.0, 2.0, limit * 1.01, 0.0]]), QuantSpec(bits, 2))
 
 
-def test_group_size_must_divide_in_features_and_lists_choices():
+def test_group_size_that_does_not_divide_picks_the_largest_divisor_below_it():
     w = np.zeros((2, 96), np.float32)
-    with pytest.raises(QuantizationError,
-                       match=r"^tensor 'x': group size 40 does not divide in_features 96; "
-                             r"use --group-size per-channel or one of: 2, 3, 4, 6, 8, 12"):
-        quantize_tensor("x", w, QuantSpec(4, 40))
+    # 40 does not divide 96: the largest divisor <= 40 (and >= 8) is 32
+    assert quantize_tensor("x", w, QuantSpec(4, 40)).group_size == 32
+    assert resolve_group_size("x", 1000, 32) == 25
+    assert resolve_group_size("x", 97, 32) == 97          # prime: no divisor >= 8, whole row
+    assert resolve_group_size("x", 384, 32) == 32
     # a group at least as long as the row is the whole row
     assert quantize_tensor("x", w, QuantSpec(4, 128)).group_size == 96
     assert quantize_tensor("x", w, QuantSpec(4, None)).scales.shape == (2, 1)
+
+
+@given(st.integers(1, 5000), st.integers(1, 512))
+def test_resolved_group_size_always_divides_the_row(n, g):
+    size = resolve_group_size("x", n, g)
+    assert n % size == 0 and (size <= g or size == n)
 
 
 @pytest.mark.parametrize("shape", [(4,), (2, 2, 2), ()])

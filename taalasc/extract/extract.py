@@ -28,6 +28,7 @@ class Extraction:
 
     codes: dict[str, np.ndarray] = field(default_factory=dict)    # int8 [out, in]
     scales: dict[str, np.ndarray] = field(default_factory=dict)   # float16 [out, groups]
+    mins: dict[str, np.ndarray] = field(default_factory=dict)     # float16 [out, groups]
     vectors: dict[str, np.ndarray] = field(default_factory=dict)  # float16 [n]
     defects: list[Defect] = field(default_factory=list)
     defect_count: int = 0
@@ -89,8 +90,8 @@ def extract(out_dir: Path, fmt: str = "gds", jobs: int = 1) -> Extraction:
     for (name, kind), (rows, cols) in _array_shapes(placement).items():
         if kind == "codes":
             result.codes[name] = np.zeros((rows, cols), dtype=np.int8)
-        elif kind == "scales":
-            result.scales[name] = np.zeros((rows, cols), dtype=np.float16)
+        elif kind in ("scales", "mins"):
+            getattr(result, kind)[name] = np.zeros((rows, cols), dtype=np.float16)
         else:
             result.vectors[name] = np.zeros(cols, dtype=np.float16)
 
@@ -109,8 +110,8 @@ def extract(out_dir: Path, fmt: str = "gds", jobs: int = 1) -> Extraction:
             (r0, r1), (c0, c1) = segment.rows, segment.cols
             if segment.kind == "codes":
                 result.codes[segment.tensor][r0:r1, c0:c1] = values
-            elif segment.kind == "scales":
-                result.scales[segment.tensor][r0:r1, c0:c1] = values
+            elif segment.kind in ("scales", "mins"):
+                getattr(result, segment.kind)[segment.tensor][r0:r1, c0:c1] = values
             else:
                 result.vectors[segment.tensor][c0:c1] = values.reshape(-1)
     return result
@@ -137,9 +138,14 @@ def chip_weights(extraction: Extraction, quantization: dict) -> dict:
         if q is None or name not in extraction.scales:
             raise ModelError(f"tensor {name!r}: codes in the masks but no scales or no entry "
                              "in the manifest's quantization table")
+        mins = extraction.mins.get(name)
+        if bool(q.get("asymmetric")) != (mins is not None):
+            raise ModelError(f"tensor {name!r}: the manifest says "
+                             f"{'asymmetric' if q.get('asymmetric') else 'symmetric'} codes but "
+                             f"the masks {'hold' if mins is not None else 'have no'} minimums")
         weights[name] = QuantizedTensor(name=name, shape=tuple(codes.shape), bits=int(q["bits"]),
                                         group_size=int(q.get("group_size") or codes.shape[1]),
                                         codes=codes, scales=extraction.scales[name],
-                                        sqnr_db=float("nan"))
+                                        sqnr_db=float("nan"), mins=mins)
     weights.update(extraction.vectors)
     return weights

@@ -20,7 +20,7 @@ from taalasc.config.base_array import BaseArray
 from taalasc.place.curve import curve_order
 from taalasc.place.plan import Placement, TensorSpec, plan_placement, segments_of
 
-_KINDS = ("codes", "scales", "vector")
+_KINDS = ("codes", "scales", "mins", "vector")
 
 
 def _link_array(placement: Placement) -> np.ndarray:

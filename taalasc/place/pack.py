@@ -18,15 +18,17 @@ def _source_block(segment: Segment, source: Any) -> np.ndarray:
     """The segment's rectangle of the source, as unsigned integers of ``bits`` bits."""
     (r0, r1), (c0, c1) = segment.rows, segment.cols
     name = segment.tensor
-    if segment.kind in ("codes", "scales"):
+    if segment.kind in ("codes", "scales", "mins"):
         if getattr(source, "name", name) != name:
             raise PlacementError(f"segment of tensor {name!r} was given tensor {source.name!r}")
-        arr = source.codes if segment.kind == "codes" else source.scales
+        arr = getattr(source, segment.kind)
+        if arr is None:
+            raise PlacementError(f"tensor {name!r}: a mins segment needs asymmetric codes")
     elif segment.kind == "vector":
         arr = np.asarray(source).reshape(1, -1)
     else:
         raise PlacementError(f"tensor {name!r}: segment kind must be one of codes, scales, "
-                             f"vector, not {segment.kind!r}")
+                             f"mins, vector, not {segment.kind!r}")
     if not (0 <= r0 < r1 <= arr.shape[0] and 0 <= c0 < c1 <= arr.shape[1]):
         raise PlacementError(f"tensor {name!r}: {segment.kind} segment rows {segment.rows} "
                              f"cols {segment.cols} lie outside the array of shape {arr.shape}")
@@ -60,8 +62,8 @@ def _source_bytes(segment: Segment, source: Any) -> np.ndarray | None:
         if getattr(source, "name", segment.tensor) != segment.tensor or arr is None \
                 or arr.dtype != np.int8 or not 0 < segment.bits <= 8:
             return None
-    elif segment.kind == "scales" and segment.bits == FP16_BITS:
-        arr = getattr(source, "scales", None)
+    elif segment.kind in ("scales", "mins") and segment.bits == FP16_BITS:
+        arr = getattr(source, segment.kind, None)
         if getattr(source, "name", segment.tensor) != segment.tensor or arr is None \
                 or arr.dtype != np.float16:
             return None
@@ -94,7 +96,7 @@ _BIT_ROWS = {b: np.ascontiguousarray(np.unpackbits(np.arange(256, dtype=np.uint8
 def pack_segment(segment: Segment, source: Any) -> np.ndarray:
     """uint8 0/1 array of length ``segment.used_sites``: bit k of element e at e*bits + k.
 
-    ``source`` is a QuantizedTensor for "codes"/"scales" and a 1-D array for "vector".
+    ``source`` is a QuantizedTensor for "codes"/"scales"/"mins" and a 1-D array for "vector".
     """
     data = _source_bytes(segment, source)
     if data is not None:  # whole bytes (8 or 16 bits): one unpackbits; else a table look-up

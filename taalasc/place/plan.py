@@ -6,8 +6,9 @@ Rules (the decisions, in one place):
     per cycle) and rows = capacity_bits // (cols * b) rows; partial blocks at the ends.
     Blocks go row block by row block, column blocks inner, so the tiles that add into the
     same outputs sit next to each other on the curve.
-  * Right after its codes comes the tensor's "scales" stream ([out, n_groups] fp16) and a
-    1-D tensor is a "vector" stream ([1, n] fp16); streams use the same blocking with
+  * Right after its codes comes the tensor's "scales" stream ([out, n_groups] fp16), then,
+    for asymmetric codes, its "mins" stream ([out, n_groups] fp16); a 1-D tensor is a
+    "vector" stream ([1, n] fp16); streams use the same blocking with
     cols = min(capacity_bits // 16, width).
   * One segment per tile. Packing the small scale/vector streams of a layer into shared
     tiles would save the tail of their last tile, but every tile would then need a site
@@ -30,7 +31,7 @@ from taalasc.errors import PlacementError
 from taalasc.place.curve import curve_order
 
 FP16_BITS = 16
-KINDS = ("codes", "scales", "vector")
+KINDS = ("codes", "scales", "mins", "vector")
 _FIELDS = ("die", "column", "row", "tensor", "kind", "bits", "row0", "row1", "col0", "col1")
 
 
@@ -84,6 +85,7 @@ class TensorSpec:
     bits: int | None
     group_size: int | None
     layer: int | None
+    asymmetric: bool = False   # codes with an fp16 minimum per group: a "mins" stream too
 
     @property
     def n_groups(self) -> int:
@@ -103,7 +105,8 @@ def tensor_specs(ckpt: Any, specs: Mapping[str, Any]) -> list[TensorSpec]:
         out.append(TensorSpec(name=name, shape=tuple(int(d) for d in info.shape),
                               bits=None if q is None else q.bits,
                               group_size=None if q is None else q.group_size,
-                              layer=ckpt.layer_of(name)))
+                              layer=ckpt.layer_of(name),
+                              asymmetric=bool(getattr(q, "asymmetric", False))))
     return out
 
 
@@ -120,7 +123,7 @@ def _blocks(spec: TensorSpec, kind: str, bits: int, height: int, width: int,
 
 
 def segments_of(spec: TensorSpec, base: BaseArray) -> list[Segment]:
-    """The segments of one tensor, in placement order (codes blocks, then scales)."""
+    """The segments of one tensor, in placement order (codes blocks, scales, then mins)."""
     tile = base.weight_tile
     cap = tile.capacity_bits
     stream_cols = max(1, cap // FP16_BITS)
@@ -147,8 +150,10 @@ def segments_of(spec: TensorSpec, base: BaseArray) -> list[Segment]:
     if gs is not None and gs < inp and (gs <= 0 or inp % gs):
         raise PlacementError(f"tensor {spec.name!r}: group size {gs} does not divide "
                              f"in_features {inp}")
+    mins = (_blocks(spec, "mins", FP16_BITS, out, spec.n_groups, stream_cols, cap)
+            if spec.asymmetric else [])
     return (_blocks(spec, "codes", spec.bits, out, inp, tile.input_lanes, cap)
-            + _blocks(spec, "scales", FP16_BITS, out, spec.n_groups, stream_cols, cap))
+            + _blocks(spec, "scales", FP16_BITS, out, spec.n_groups, stream_cols, cap) + mins)
 
 
 @dataclass(frozen=True)
@@ -252,11 +257,14 @@ def plan_placement(tensors: Sequence[TensorSpec], base: BaseArray, *, max_dies: 
     order = curve_order(curve, grid.columns, grid.rows, grid.pitch_x_nm, grid.pitch_y_nm)
     dies = -(-len(segments) // per_die)
     if dies > allowed:
+        from taalasc.place.fit import fit_hint  # the other built-in bases: on this path only
+
         bits = sum(s.used_sites for s in segments)
         raise PlacementError(
             f"model needs {bits:,} bits in {len(segments):,} weight tiles, but base array "
             f"{base.name} has {per_die:,} tiles per die and allows {allowed} dies "
-            f"({allowed * per_die:,} tiles); {dies} dies would be needed")
+            f"({allowed * per_die:,} tiles); {dies} dies would be needed; "
+            f"{fit_hint(tensors, base, max_dies)}")
     slots = [TileSlot(i // per_die, *order[i % per_die]) for i in range(len(segments))]
     links = tuple((a, b) for a, b in zip(slots, slots[1:]) if a.die == b.die and a != b)
     return Placement(base_name=base.name, dies=dies, assignments=tuple(zip(slots, segments)),

@@ -24,6 +24,19 @@ Error bound, with s = |stored fp16 scale| and q = 2**(bits-1):
   * clipped elements:   |w - w_hat| <= s      (since |w| <= q*s and w_hat = (q-1)*s in magnitude).
   The property tests check both bounds.
 
+Asymmetric codes (``QuantSpec(asymmetric=True)``, GGUF Q4_1 style, one fp16 minimum per group):
+
+    min    = the group minimum, rounded *down* to an fp16 value (so min <= every weight)
+    scale  = (max - min) / (2**bits - 1), rounded *up* to the next fp16 value (>= 0)
+    u      = clip(rint((w - min) / scale), 0, 2**bits - 1)                   # unsigned code
+    code   = u - 2**(bits-1)                            # stored offset by half the range
+    w_hat  = scale * u + min
+
+The stored code is the unsigned code with its top bit flipped (offset binary), so codes keep
+one int8 range and one site layout for both kinds; ``unsigned_codes`` gives u back. The chip
+computes ``scale * sum(x * u) + min * sum(x)`` per group (one extra accumulate of the
+activations per group, shared by every output row).
+
 All-zero groups get scale 0 and codes 0: exact, no NaN. Scales smaller than the smallest fp16
 subnormal (~6e-8) are rounded up to it, so tiny groups lose relative precision but stay
 inside the bound (it is stated in terms of the stored scale). A scale above the largest fp16
@@ -53,6 +66,7 @@ class QuantSpec:
 
     bits: int
     group_size: int | None  # None = one group per output channel (the whole row)
+    asymmetric: bool = False  # True: unsigned codes with an fp16 minimum per group
 
     def __post_init__(self) -> None:
         if isinstance(self.bits, bool) or not isinstance(self.bits, int) \
@@ -76,12 +90,23 @@ class QuantizedTensor:
     bits: int
     group_size: int          # resolved: in_features when per-channel
     codes: np.ndarray        # int8 [out, in], two's complement in [-2**(bits-1), 2**(bits-1)-1]
-    scales: np.ndarray       # float16 [out, n_groups], signed
+    scales: np.ndarray       # float16 [out, n_groups], signed (>= 0 when asymmetric)
     sqnr_db: float           # 10*log10(sum(w^2) / sum((w - w_hat)^2)); inf when exact
+    mins: np.ndarray | None = None   # float16 [out, n_groups] when asymmetric, else None
+
+    @property
+    def asymmetric(self) -> bool:
+        return self.mins is not None
 
     @property
     def n_groups(self) -> int:
         return self.shape[1] // self.group_size
+
+    @property
+    def code_offset(self) -> int:
+        """What the chip adds to a stored code before multiplying: 2**(bits-1) when
+        asymmetric (offset binary back to unsigned), 0 when symmetric."""
+        return 1 << (self.bits - 1) if self.asymmetric else 0
 
     @property
     def numel(self) -> int:
@@ -92,25 +117,33 @@ class QuantizedTensor:
         out, inp = self.shape
         s = self.scales.astype(np.float32)[:, :, None]
         c = self.codes.reshape(out, self.n_groups, self.group_size).astype(np.float32)
-        return (c * s).reshape(out, inp)
+        if self.mins is None:
+            return (c * s).reshape(out, inp)
+        u = c + np.float32(self.code_offset)
+        return (u * s + self.mins.astype(np.float32)[:, :, None]).reshape(out, inp)
+
+
+MIN_AUTO_GROUP = 8
 
 
 def resolve_group_size(name: str, in_features: int, group_size: int | None) -> int:
     """The group size actually used for a row of ``in_features`` inputs.
 
     None (per-channel) gives the whole row. A group never spans rows, so a group size at
-    least as large as the row also gives the whole row. Otherwise it must divide the row:
-    we do not silently pick another size, the user chooses.
+    least as large as the row also gives the whole row. When the requested size does not
+    divide the row (a checkpoint with, say, 1,000 inputs under the default 32), the group is
+    the largest divisor of the row that is <= the requested size and >= ``MIN_AUTO_GROUP``;
+    with no such divisor, the whole row. The choice depends only on the two numbers, so
+    every command makes the same one, and the manifest records the size used per tensor.
     """
     if group_size is None or group_size >= in_features:
         return in_features
-    if in_features % group_size:
-        valid = [d for d in range(2, in_features + 1) if in_features % d == 0]
-        hint = ", ".join(str(d) for d in valid[:12]) + (", ..." if len(valid) > 12 else "")
-        raise QuantizationError(
-            f"tensor {name!r}: group size {group_size} does not divide in_features "
-            f"{in_features}; use --group-size per-channel or one of: {hint}")
-    return group_size
+    if in_features % group_size == 0:
+        return group_size
+    for size in range(group_size, MIN_AUTO_GROUP - 1, -1):
+        if in_features % size == 0:
+            return size
+    return in_features
 
 
 def _first_bad_index(block: np.ndarray, row0: int) -> tuple[int, int]:
@@ -142,11 +175,95 @@ def _scales_from_extremes(name: str, gmax: np.ndarray, gmin: np.ndarray, bits: i
     return np.where(gmax > -gmin, -mag, mag)
 
 
+def fp16_scales_symmetric(gmax: np.ndarray, gmin: np.ndarray, bits: int,
+                          name: str = "weights") -> np.ndarray:
+    """Signed fp16 scales of symmetric groups from each group's max and min (float64)."""
+    return _scales_from_extremes(name, np.asarray(gmax, np.float64),
+                                 np.asarray(gmin, np.float64), bits, 0)
+
+
+def fp16_scale_min_asymmetric(gmax: np.ndarray, gmin: np.ndarray, bits: int,
+                              name: str = "weights") -> tuple[np.ndarray, np.ndarray]:
+    """(scale, min) fp16 arrays of asymmetric groups: min is the group minimum rounded down
+    to fp16, scale is (max - min) / (2**bits - 1) rounded up, so no weight clips."""
+    gmax = np.asarray(gmax, np.float64)
+    gmin = np.asarray(gmin, np.float64)
+    if (np.abs(gmin) > FP16_MAX).any():
+        raise QuantizationError(
+            f"tensor {name!r}: a group minimum {float(gmin[np.abs(gmin) > FP16_MAX][0]):.6g} "
+            f"is beyond the fp16 range (+-{FP16_MAX:g}) of the stored minimum")
+    mins = gmin.astype(np.float16)
+    high = mins.astype(np.float64) > gmin
+    if high.any():
+        mins[high] = np.nextafter(mins[high], np.float16(-np.inf))
+    ideal = (gmax - mins.astype(np.float64)) / ((1 << bits) - 1)
+    if (ideal > FP16_MAX).any():
+        raise QuantizationError(
+            f"tensor {name!r}: a group spans {float(ideal.max() * ((1 << bits) - 1)):.6g}; its "
+            f"{bits}-bit scale exceeds the fp16 maximum {FP16_MAX:g}")
+    scales = ideal.astype(np.float16)
+    short = scales.astype(np.float64) < ideal
+    if short.any():
+        scales[short] = np.nextafter(scales[short], np.float16(np.inf))
+    return scales, mins
+
+
+def codes_from_scales(groups: np.ndarray, scales: np.ndarray, mins: np.ndarray | None,
+                      bits: int) -> np.ndarray:
+    """Stored int8 codes of ``groups`` [..., n_groups, group_size] on a given grid.
+
+    ``scales``/``mins`` are fp16 [..., n_groups]; ``mins`` None means symmetric. Rounding is
+    to nearest, half to even, in float64; a zero scale gives code 0 (symmetric) or the
+    lowest code (asymmetric: the group is all equal to its minimum)."""
+    g = np.asarray(groups, dtype=np.float64)
+    s = np.asarray(scales).astype(np.float64)[..., None]
+    safe = np.where(s == 0.0, 1.0, s)
+    if mins is None:
+        qmax = 1 << (bits - 1)
+        return np.clip(np.rint(g / safe), -qmax, qmax - 1).astype(np.int8)
+    m = np.asarray(mins).astype(np.float64)[..., None]
+    u = np.clip(np.rint((g - m) / safe), 0, (1 << bits) - 1)
+    u = np.where(s == 0.0, 0.0, u)
+    return (u - (1 << (bits - 1))).astype(np.int8)
+
+
+def _quantize_asymmetric(name: str, w: np.ndarray, spec: QuantSpec, gs: int) -> QuantizedTensor:
+    out_f, in_f = (int(n) for n in w.shape)
+    ng = in_f // gs
+    codes = np.empty((out_f, in_f), dtype=np.int8)
+    scales = np.empty((out_f, ng), dtype=np.float16)
+    mins = np.empty((out_f, ng), dtype=np.float16)
+    err = sig = 0.0
+    offset = 1 << (spec.bits - 1)
+    rows = max(1, _BLOCK_ELEMENTS // in_f)
+    for r0 in range(0, out_f, rows):
+        block = np.asarray(w[r0:r0 + rows], dtype=np.float64)
+        if not np.isfinite(block).all():
+            r, c = _first_bad_index(block, r0)
+            raise QuantizationError(
+                f"tensor {name!r}: weight [{r}, {c}] is {float(w[r, c])!r}; "
+                "NaN/Inf weights cannot be quantized")
+        groups = block.reshape(block.shape[0], ng, gs)
+        s16, m16 = fp16_scale_min_asymmetric(groups.max(axis=2), groups.min(axis=2),
+                                             spec.bits, name)
+        q = codes_from_scales(groups, s16, m16, spec.bits)
+        deq = ((q.astype(np.float64) + offset) * s16.astype(np.float64)[:, :, None]
+               + m16.astype(np.float64)[:, :, None])
+        err += float(np.square(groups - deq).sum())
+        sig += float(np.square(groups).sum())
+        codes[r0:r0 + rows] = q.reshape(block.shape)
+        scales[r0:r0 + rows] = s16
+        mins[r0:r0 + rows] = m16
+    sqnr = math.inf if err == 0.0 else 10.0 * math.log10(sig / err)
+    return QuantizedTensor(name=name, shape=(out_f, in_f), bits=spec.bits, group_size=gs,
+                           codes=codes, scales=scales, sqnr_db=sqnr, mins=mins)
+
+
 def quantize_tensor(name: str, weights: np.ndarray, spec: QuantSpec) -> QuantizedTensor:
     """Quantize a 2-D weight matrix ([out_features, in_features]) to ``spec``.
 
     Raises QuantizationError for a non-2-D tensor, NaN/Inf weights (naming the first bad
-    index), a group size that does not divide in_features, or a scale beyond fp16 range.
+    index), or a scale (or minimum) beyond fp16 range.
     """
     w = np.asarray(weights)
     if w.ndim != 2:
@@ -158,6 +275,8 @@ def quantize_tensor(name: str, weights: np.ndarray, spec: QuantSpec) -> Quantize
     bits = spec.bits
     qmax = 2 ** (bits - 1)
     gs = resolve_group_size(name, in_f, spec.group_size)
+    if spec.asymmetric:
+        return _quantize_asymmetric(name, w, spec, gs)
     ng = in_f // gs
     codes = np.empty((out_f, in_f), dtype=np.int8)
     scales = np.empty((out_f, ng), dtype=np.float16)

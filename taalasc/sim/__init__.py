@@ -10,11 +10,13 @@ from taalasc.sim.chip import (ChipOps, ChipWeights, DequantizedSource, accumulat
 from taalasc.sim.float_ref import (ArraySource, CheckpointSource, FloatOps, WeightSource, erf,
                                    gelu_exact, run_float)
 from taalasc.sim.graph import SimResult, rope_inv_freq
-from taalasc.sim.quality import compare, kl_divergence
+from taalasc.sim.quality import (TextQuality, compare, embedding_cosine, kl_divergence,
+                                 token_nll)
 
 __all__ = [
     "ArraySource", "CheckpointSource", "ChipOps", "ChipWeights", "DequantizedSource",
-    "FloatOps", "SimResult", "WeightSource", "accumulator_bits_needed", "chip_weights",
-    "compare", "erf", "gelu_exact", "group_dot", "kl_divergence", "quantize_activations",
-    "rope_inv_freq", "run_chip", "run_float", "tree_sum",
+    "FloatOps", "SimResult", "TextQuality", "WeightSource", "accumulator_bits_needed",
+    "chip_weights", "compare", "embedding_cosine", "erf", "gelu_exact", "group_dot",
+    "kl_divergence", "quantize_activations", "rope_inv_freq", "run_chip", "run_float",
+    "token_nll", "tree_sum",
 ]

@@ -5,20 +5,28 @@ What the model assumes the chip does (the datapath contract; change it here and 
 * **Weights** are the integer codes and signed fp16 group scales of ``taalasc.quant`` (the
   vias of the weight tiles and the scale constants). 1-D tensors (norm weights, biases) are
   fp16 constants, used as float32.
-* **Linear / lm_head** (``chip_linear``). Each token's input vector x is quantized to
-  ``activation_bits`` signed integers with one symmetric absmax scale per vector:
-  ``s_a = float32(max|x|) / (2**(a-1) - 1)`` (float32 division),
+* **Linear / lm_head** (``ChipOps.linear``). Each token's input vector x is quantized to
+  ``activation_bits`` signed integers with symmetric absmax scales: one per vector, or, when
+  the base array sets ``datapath.activation_group_size`` A, one per group of A consecutive
+  inputs (the last group may be shorter), so an outlier channel costs precision only in its
+  own group: ``s_a = float32(max|x_group|) / (2**(a-1) - 1)`` (float32 division),
   ``x_q = clip(np.rint(x / s_a), -(2**(a-1) - 1), 2**(a-1) - 1)`` (round half to even, the
-  most negative code is unused so the range is symmetric). A zero vector gets s_a = 0, x_q = 0.
-  Per weight group g the tile forms the exact integer dot product
-  ``acc_g = sum_k x_q[k] * code[k]`` (its adder tree is wide enough inside), held in a signed
+  most negative code is unused so the range is symmetric). A zero group gets s_a = 0, x_q = 0.
+  The inputs split into *blocks* of ``gcd(weight group, A)`` inputs (the weight group alone
+  without A); each block lies in one weight group g and one activation group h. Per block the
+  tile forms the exact integer dot product ``acc_b = sum_k x_q[k] * u[k]``, where u is the
+  code (symmetric) or the unsigned code ``code + 2**(b-1)`` (asymmetric, computed as
+  ``sum x_q*code + 2**(b-1) * S_b`` with the block's activation sum ``S_b = sum_k x_q[k]``,
+  one extra accumulate per block shared by every output), held in a signed
   ``accumulator_bits`` register: a sum outside [-2**(A-1), 2**(A-1) - 1] saturates to the
   nearest end and is counted per tensor (or raises CheckFailed with overflow="raise").
-  Worst case |acc_g| = (2**(a-1) - 1) * 2**(b-1) * group_size: 8-bit activations, 8-bit codes
-  and group 128 need 22 bits (``accumulator_bits_needed``).
-  Then ``y = tree_sum_g(float32(acc_g) * float32(scale_g)) * s_a + float32(bias)``, all in
-  float32 (acc_g is exact in float32 while |acc_g| < 2**24).
-* **Embedding lookup**: the dequantized row ``float32(code) * float32(scale)`` (exact).
+  ``accumulator_bits_needed`` gives the worst-case width.
+  Then, all in float32, ``p_b = float32(acc_b) * scale_g`` (``+ float32(S_b) * min_g`` when
+  asymmetric) and ``y = tree_sum_b(p_b) * s_a`` per vector, or
+  ``y = tree_sum_b(p_b * s_a[h(b)])`` with activation groups; then ``+ float32(bias)``.
+  acc_b is exact in float32 while |acc_b| < 2**24.
+* **Embedding lookup**: the dequantized row ``float32(code) * float32(scale)`` (exact), or
+  ``float32(u) * float32(scale) + float32(min)`` for asymmetric codes.
 * **Vector unit**: norms, RoPE, attention (q.k and p.v are activation x activation products),
   softmax, SiLU, GELU and tanh run in float32. This is the model's assumption about the
   non-weight part of the chip, not a property of the masks.
@@ -47,9 +55,13 @@ ChipWeights = Mapping[str, Union[QuantizedTensor, np.ndarray]]
 OVERFLOW_MODES = ("saturate", "raise")
 
 
-def accumulator_bits_needed(activation_bits: int, weight_bits: int, group_size: int) -> int:
-    """Signed accumulator width that holds the worst-case group sum without overflow."""
-    worst = (2 ** (activation_bits - 1) - 1) * 2 ** (weight_bits - 1) * group_size
+def accumulator_bits_needed(activation_bits: int, weight_bits: int, group_size: int,
+                            asymmetric: bool = False) -> int:
+    """Signed accumulator width that holds the worst-case group sum without overflow.
+
+    Asymmetric groups accumulate unsigned codes (up to 2**b - 1) instead of signed ones."""
+    code_max = (1 << weight_bits) - 1 if asymmetric else 1 << (weight_bits - 1)
+    worst = (2 ** (activation_bits - 1) - 1) * code_max * group_size
     return worst.bit_length() + 1
 
 
@@ -70,39 +82,91 @@ def _f64(fn, x: np.ndarray) -> np.ndarray:
         return fn(np.asarray(x, dtype=np.float64)).astype(F32)
 
 
-def quantize_activations(x: np.ndarray, bits: int) -> tuple[np.ndarray, np.ndarray]:
-    """(int64 codes [..., n], float32 scale [...]) per vector along the last axis."""
+def quantize_activations(x: np.ndarray, bits: int,
+                         group_size: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(int64 codes [..., n], float32 scales) along the last axis.
+
+    ``group_size`` None: one scale per vector, shape [...]. Otherwise one scale per group of
+    ``group_size`` consecutive elements (the last group may be shorter), shape [..., groups].
+    """
     qmax = 2 ** (bits - 1) - 1
-    absmax = np.max(np.abs(x), axis=-1).astype(F32)
+    if group_size is None:
+        absmax = np.max(np.abs(x), axis=-1).astype(F32)
+        scale = (absmax / F32(qmax)).astype(F32)
+        safe = np.where(scale == 0, F32(1), scale)
+        codes = np.clip(np.rint(x / safe[..., None]), -qmax, qmax).astype(np.int64)
+        return codes, scale
+    n = x.shape[-1]
+    starts = np.arange(0, n, group_size)
+    absmax = np.maximum.reduceat(np.abs(x), starts, axis=-1).astype(F32)
     scale = (absmax / F32(qmax)).astype(F32)
-    safe = np.where(scale == 0, F32(1), scale)
-    codes = np.clip(np.rint(x / safe[..., None]), -qmax, qmax).astype(np.int64)
+    safe = np.repeat(np.where(scale == 0, F32(1), scale), group_size, axis=-1)[..., :n]
+    codes = np.clip(np.rint(x / safe), -qmax, qmax).astype(np.int64)
     return codes, scale
 
 
-def group_dot(x_q: np.ndarray, codes: np.ndarray, group_size: int) -> np.ndarray:
-    """Exact integer group sums: int64 [seq, out, groups] for x_q [seq, in], codes [out, in].
+# Output rows per matmul chunk: bounds the [blocks, seq, rows] scratch (an lm_head of 128 k
+# rows would otherwise need GBs); chunks do not change any result, every row is independent.
+_CHUNK_ELEMENTS = 1 << 22
 
-    int64 matmul is exact here (|product| < 2**15, at most 2**20 terms per group)."""
+
+def block_dot(x_q: np.ndarray, codes: np.ndarray, block: int,
+              code_offset: int = 0) -> np.ndarray:
+    """Exact integer block sums ``sum_k x_q[s, k] * (codes[o, k] + code_offset)`` over each
+    block of ``block`` inputs, as floats holding integers: [blocks, seq, out].
+
+    Computed with a BLAS matmul, which is exact here whatever order it adds in: every
+    product and partial sum is an integer of magnitude <= max|x_q| * max|code| * block, so
+    float32 is used when that bound is below 2**24 and float64 (exact below 2**53) otherwise.
+    """
     seq, n_in = x_q.shape
     n_out = codes.shape[0]
-    g = n_in // group_size
-    a = x_q.astype(np.int64).reshape(seq, g, group_size).transpose(1, 0, 2)       # [G, S, gs]
-    w = codes.astype(np.int64).reshape(n_out, g, group_size).transpose(1, 2, 0)   # [G, gs, O]
-    return np.matmul(a, w).transpose(1, 2, 0)
+    nb = n_in // block
+    code_max = int(np.abs(codes).max(initial=0)) + abs(code_offset)
+    bound = int(np.abs(x_q).max(initial=0)) * code_max * block
+    dtype = np.float32 if bound < (1 << 24) else np.float64
+    # Contiguous operands: numpy hands each block's product to BLAS only then.
+    a = np.ascontiguousarray(x_q.astype(dtype).reshape(seq, nb, block).transpose(1, 0, 2))
+    w = codes.astype(dtype)
+    if code_offset:
+        w += dtype(code_offset)
+    w = np.ascontiguousarray(w.reshape(n_out, nb, block).transpose(1, 2, 0))       # [B, k, O]
+    return np.matmul(a, w)                                                          # [B, S, O]
+
+
+def group_dot(x_q: np.ndarray, codes: np.ndarray, group_size: int) -> np.ndarray:
+    """Exact integer group sums: int64 [seq, out, groups] for x_q [seq, in], codes [out, in]."""
+    return block_dot(x_q, codes, group_size).transpose(1, 2, 0).astype(np.int64)
+
+
+def tree_sum_first(x: np.ndarray) -> np.ndarray:
+    """``tree_sum`` over the first axis: the same pairs in the same order, so the same bits
+    as ``tree_sum(np.moveaxis(x, 0, -1))``, but adding whole contiguous slices."""
+    while x.shape[0] > 1:
+        n = x.shape[0]
+        paired = x[0:n - 1:2] + x[1:n:2]
+        x = np.concatenate([paired, x[n - 1:]], axis=0) if n % 2 else paired
+    return x[0]
 
 
 class ChipOps:
     """The graph operators as the printed chip computes them (see the module docstring)."""
 
     def __init__(self, weights: ChipWeights, activation_bits: int, accumulator_bits: int,
-                 overflow: str = "saturate", lora=None):
+                 overflow: str = "saturate", lora=None, activation_group_size: int | None = None):
         if overflow not in OVERFLOW_MODES:
             raise ModelError(f"overflow must be one of {', '.join(OVERFLOW_MODES)}, "
                              f"not {overflow!r}")
         self.weights = weights
         self.a_bits = int(activation_bits)
         self.acc_bits = int(accumulator_bits)
+        if activation_group_size is not None and (
+                isinstance(activation_group_size, bool)
+                or not isinstance(activation_group_size, (int, np.integer))
+                or activation_group_size < 1):
+            raise ModelError(f"activation_group_size must be a positive integer or None, "
+                             f"not {activation_group_size!r}")
+        self.a_group = None if activation_group_size is None else int(activation_group_size)
         self.overflow = overflow
         self.overflows: dict[str, int] = {}
         self.peak: dict[str, int] = {}
@@ -127,31 +191,63 @@ class ChipOps:
                              f"{x.shape[-1]} features")
         if not np.isfinite(x).all():
             raise ModelError(f"tensor {weight!r}: its input activations are not finite")
-        x_q, s_a = quantize_activations(x, self.a_bits)
-        acc = group_dot(x_q, qt.codes, qt.group_size)
-        lo, hi = -(1 << (self.acc_bits - 1)), (1 << (self.acc_bits - 1)) - 1
-        peak = int(np.abs(acc).max(initial=0))
-        self.peak[weight] = max(self.peak.get(weight, 0), peak)
-        bad = int(np.count_nonzero((acc < lo) | (acc > hi)))
-        if bad:
-            if self.overflow == "raise":
-                raise CheckFailed(
-                    f"tensor {weight!r}: {bad} group sums overflow the {self.acc_bits}-bit "
-                    f"accumulator (largest |sum| {peak} needs {peak.bit_length() + 1} bits)")
-            self.overflows[weight] = self.overflows.get(weight, 0) + bad
-            acc = np.clip(acc, lo, hi)
-        partial = acc.astype(F32) * qt.scales.astype(F32)[None, :, :]
-        y = (tree_sum(partial) * s_a[:, None]).astype(F32)
+        # A block is the inputs that share one weight scale and one activation scale.
+        block = qt.group_size if self.a_group is None else math.gcd(qt.group_size, self.a_group)
+        x_q, s_a = quantize_activations(x, self.a_bits, self.a_group)
+        seq, nb = x_q.shape[0], qt.shape[1] // block
+        act_sum = x_q.reshape(seq, nb, block).sum(axis=-1) if qt.asymmetric else None
+        y = np.empty((seq, qt.shape[0]), dtype=F32)
+        rows = max(1, _CHUNK_ELEMENTS // max(1, seq * nb))
+        for r0 in range(0, qt.shape[0], rows):  # rows are independent: chunks change nothing
+            r1 = min(r0 + rows, qt.shape[0])
+            y[:, r0:r1] = self._linear_rows(weight, qt, r0, r1, x_q, s_a, act_sum, block)
         y = (y + self.vector(bias)).astype(F32) if bias else y
         if self.lora is not None:  # PEFT order: base layer (with bias), then + s·B·A·x
             from taalasc.lora import apply_lora
             y = apply_lora(x, weight, y, self.lora)
         return y
 
+    def _linear_rows(self, weight, qt, r0, r1, x_q, s_a, act_sum, block) -> np.ndarray:
+        """Output rows r0..r1 of one linear layer, float32 [seq, r1 - r0].
+
+        Arrays are [blocks, seq, rows]: the block sums as the matmul gives them."""
+        acc = block_dot(x_q, qt.codes[r0:r1], block, qt.code_offset)  # exact integers
+        acc = self._saturate(weight, acc)
+        group_of = np.arange(acc.shape[0]) * block // qt.group_size      # block -> weight group
+        scales = qt.scales[r0:r1].T.astype(F32)[group_of][:, None, :]     # [B, 1, rows]
+        partial = acc.astype(F32) * scales
+        if qt.asymmetric:
+            mins = qt.mins[r0:r1].T.astype(F32)[group_of][:, None, :]
+            partial += act_sum.T.astype(F32)[:, :, None] * mins
+        if self.a_group is None:
+            return (tree_sum_first(partial) * s_a[:, None]).astype(F32)
+        act_of = np.arange(acc.shape[0]) * block // self.a_group          # block -> a-group
+        partial *= s_a.T[act_of][:, :, None]
+        return tree_sum_first(partial).astype(F32)
+
+    def _saturate(self, weight: str, acc: np.ndarray) -> np.ndarray:
+        """Hold the block sums in the signed accumulator: count (or raise on) overflows."""
+        lo, hi = -(1 << (self.acc_bits - 1)), (1 << (self.acc_bits - 1)) - 1
+        peak = int(max(acc.max(initial=0), -acc.min(initial=0)))
+        self.peak[weight] = max(self.peak.get(weight, 0), peak)
+        if peak <= hi:  # the common case: nothing to count or clip
+            return acc
+        bad = int(np.count_nonzero((acc < lo) | (acc > hi)))
+        if self.overflow == "raise":
+            raise CheckFailed(
+                f"tensor {weight!r}: {bad} group sums overflow the {self.acc_bits}-bit "
+                f"accumulator (largest |sum| {peak} needs {peak.bit_length() + 1} bits)")
+        self.overflows[weight] = self.overflows.get(weight, 0) + bad
+        return np.clip(acc, lo, hi)
+
     def embed(self, weight, ids):
         qt = self._matrix(weight)
         rows = qt.codes[ids].astype(F32).reshape(len(ids), qt.n_groups, qt.group_size)
-        return (rows * qt.scales[ids].astype(F32)[:, :, None]).reshape(len(ids), -1)
+        if not qt.asymmetric:
+            return (rows * qt.scales[ids].astype(F32)[:, :, None]).reshape(len(ids), -1)
+        rows = rows + F32(qt.code_offset)
+        return (rows * qt.scales[ids].astype(F32)[:, :, None]
+                + qt.mins[ids].astype(F32)[:, :, None]).reshape(len(ids), -1)
 
     def vector(self, name):
         v = self.weights.get(name)
@@ -206,7 +302,8 @@ def run_chip(weights: ChipWeights, config: dict | None, architecture: str,
     ``lora``: an optional LoRA adapter applied after each adapted Linear, as the chip does
     with the copy in its SRAM.
     """
-    ops = ChipOps(weights, datapath.activation_bits, datapath.accumulator_bits, overflow, lora)
+    ops = ChipOps(weights, datapath.activation_bits, datapath.accumulator_bits, overflow, lora,
+                  getattr(datapath, "activation_group_size", None))
     result = run_graph(ops, config, architecture, tokens)
     result.overflows = dict(sorted(ops.overflows.items()))
     result.peak_accumulator = dict(sorted(ops.peak.items()))
