@@ -4,7 +4,7 @@
 
 For every size, in one run: generate a BF16 checkpoint (bench/bigmodel.py), then measure
   * baseline read+quantize: plain numpy reads every tensor and makes 4-bit group codes;
-  * compile: `taalasc compile` on bench/sky130-reticle.yaml (a child process, so its peak
+  * compile: `taalasc compile` on base_array/sky130-reticle.yaml (a child process, so its peak
     RSS is measured with getrusage(RUSAGE_CHILDREN) and /usr/bin/time -v when present);
   * bytes per weight bit of GDS and OASIS, against numpy writing the same number of bytes
     and gdstk writing the same number of via rectangles (measured on a sample, scaled);
@@ -36,7 +36,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 from bigmodel import param_count, write_big_llama  # noqa: E402
 
-BASE = HERE / "sky130-reticle.yaml"
+BASE = HERE.parent / "base_array" / "sky130-reticle.yaml"  # the built-in sky130-reticle
 TAALASC = [sys.executable, "-c", "import sys; from taalasc.cli import main; sys.exit(main(sys.argv[1:]))"]
 SIZE_405B = 405e9
 

@@ -60,7 +60,10 @@ def base_rows(base) -> list[tuple[str, object, str]]:
             value = getattr(holder, f.name)
             if isinstance(value, tuple):
                 value = list(value)
-            rows.append((f"{section}.{f.name}", value, here))
+            source = here
+            if section == "datapath" and f.name == "activation_group_size" and value is None:
+                source = f"{here} (absent: one activation scale per token vector)"
+            rows.append((f"{section}.{f.name}", value, source))
     for i, block in enumerate(base.sram):
         rows.append((f"sram[{i}]", f"{block.name} {block.purpose} {block.capacity_bytes} B", here))
     tile, grid = base.weight_tile, base.tile_grid

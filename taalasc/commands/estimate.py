@@ -42,7 +42,8 @@ def _parse_list(text: str | None, what: str, cast=str) -> list:
 @click.option("--users", type=click.IntRange(1), default=1, show_default=True,
               help="Concurrent streams (users) sharing the chip.")
 @click.option("--context", type=click.IntRange(1), default=2048, show_default=True,
-              help="Context length per user, in tokens, for the KV-cache figures.")
+              help="Context length per user, in tokens, for the KV-cache figures (decoders; "
+                   "an encoder's sequence is its max_position_embeddings, else 128).")
 @click.option("--lora-rank", type=click.IntRange(1), default=None,
               help="Check that a LoRA adapter of this rank (on q_proj, v_proj) fits the SRAM.")
 @click.option("--lora", "lora_dir", type=click.Path(path_type=Path), default=None,
@@ -63,7 +64,8 @@ def estimate_cmd(model, config_path, preset, base, bits, rules, group_size, auto
     """Estimate what printing a model on a base array takes — tiles, dies, area, Fmax,
     tokens/s, watts, SRAM for the KV cache and LoRA, and cost — from a checkpoint's header,
     a config.json or a preset. No weight is read, so even 405B takes well under a second.
-    Every figure lists its formula and its sourced inputs (--json, --markdown)."""
+    Encoders (BERT family) get sequences/s of a full-sequence forward instead of decode
+    figures. Every figure lists its formula and its sourced inputs (--json, --markdown)."""
     from taalasc.config import load_base_array
     from taalasc.errors import ModelError
     from taalasc.report import estimate, lora_from_adapter, lora_from_rank

@@ -26,6 +26,12 @@ def _pos(kind: str = "int", doc: str = "", required: bool = True, default=None) 
     return Field(kind, min=0, min_exclusive=True, doc=doc, required=required, default=default)
 
 
+def _check_power_of_two(value: int) -> str | None:
+    if value & (value - 1):
+        return f"must be a power of two, not {value!r}"
+    return None
+
+
 BASE_ARRAY_SCHEMA: dict[str, Field] = {
     "name": Field("str", check=check_identifier),
     "description": Field("str"),
@@ -61,6 +67,11 @@ BASE_ARRAY_SCHEMA: dict[str, Field] = {
                                  doc="average toggle probability of datapath nodes"),
         "route_width_nm": _pos(doc="top-metal dataflow route width"),
         "route_bus_bits": _pos(doc="wires per inter-tile dataflow bus"),
+        "activation_group_size": Field(
+            "int", required=False, default=None, min=8, check=_check_power_of_two,
+            doc="inputs that share one activation scale: the chip quantizes each group of this "
+                "many consecutive inputs with its own absmax scale; absent or null = one scale "
+                "per token vector"),
     }),
     "clock": Field("map", schema={
         "target_period_ps": _pos(),
@@ -146,6 +157,8 @@ class Datapath:
     activity_factor: float
     route_width_nm: int
     route_bus_bits: int
+    # Inputs per activation scale (a power of two >= 8); None = one scale per token vector.
+    activation_group_size: int | None = None
 
 
 @dataclass(frozen=True)

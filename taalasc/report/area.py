@@ -4,7 +4,8 @@ Tile mapping (the estimate; compile's placement may pass exact counts in Placeme
 a weight matrix [out, in] at b bits is cut into blocks of ``input_lanes`` inputs × R rows,
 R = floor(capacity_bits / (input_lanes × b)); it takes ceil(in / lanes) × ceil(out / R)
 tiles. Constants (norm vectors, biases, unquantized tensors at CONSTANT_BITS) and per-group
-scales (SCALE_BITS each) are packed densely: ceil(bits / capacity_bits) tiles.
+scales (SCALE_BITS each; asymmetric codes add an fp16 minimum per group, at SCALE_BITS too)
+are packed densely: ceil(bits / capacity_bits) tiles.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import math
 from dataclasses import dataclass
 
 from taalasc.errors import QuantizationError
+from taalasc.report.datapath import DatapathExtras
 from taalasc.report.metrics import Metric, assumed, from_base, from_metric, from_model, from_pdk
 from taalasc.report.shape import CONSTANT_BITS, SCALE_BITS, ModelShape, _numel
 
@@ -50,8 +52,10 @@ class TileMap:
         return self.weight_tiles + self.constant_tiles
 
 
-def tile_map(model: ModelShape, bits: dict[str, tuple[int, int | None]], base) -> TileMap:
-    """Map every tensor onto weight tiles (formula in the module docstring)."""
+def tile_map(model: ModelShape, bits: dict[str, tuple[int, int | None]], base,
+             asymmetric: frozenset[str] = frozenset()) -> TileMap:
+    """Map every tensor onto weight tiles (formula in the module docstring); tensors named in
+    ``asymmetric`` carry a minimum per group beside each scale."""
     tile = base.weight_tile
     lanes, cap = tile.input_lanes, tile.capacity_bits
     per: dict[str, TensorTiles] = {}
@@ -72,7 +76,7 @@ def tile_map(model: ModelShape, bits: dict[str, tuple[int, int | None]], base) -
         weight_bits += _numel(shape) * b
         qparams += _numel(shape)
         groups = math.ceil(fan_in / group) if group else 1
-        constant_bits += out * groups * SCALE_BITS
+        constant_bits += out * groups * SCALE_BITS * (2 if name in asymmetric else 1)
     weight_tiles = sum(t.tiles for t in per.values())
     return TileMap(per, weight_tiles, math.ceil(constant_bits / cap), weight_bits,
                    constant_bits, qparams)
@@ -93,8 +97,10 @@ def transistors_per_tile(base) -> tuple[int, int, int]:
     return fas, dffs, t.capacity_bits
 
 
-def area_metrics(model: ModelShape, tmap: TileMap, base, facts: PlacementFacts) -> list[Metric]:
+def area_metrics(model: ModelShape, tmap: TileMap, base, facts: PlacementFacts,
+                 extras: DatapathExtras | None = None) -> list[Metric]:
     pdk, grid = base.pdk, base.tile_grid
+    extras = extras or DatapathExtras()
     M: list[Metric] = []
 
     def add(*args, **kw) -> Metric:
@@ -206,14 +212,53 @@ def area_metrics(model: ModelShape, tmap: TileMap, base, facts: PlacementFacts) 
     fa_t, dff_t = from_pdk(pdk, "cells.full_adder_transistors"), \
         from_pdk(pdk, "cells.dff_transistors")
     cell_t = from_pdk(pdk, "sram.bitcell_transistors")
+    extra_in, formula_fas = {}, "FAs"
+    fa_area = from_pdk(pdk, "cells.full_adder_area_um2")
+    if extras.activation_group:
+        act = add("design__activation_groups__full_adders_per_tile", extras.act_fa_per_tile,
+                  "FA", "ceil(lanes / A) × ((min(A, lanes) − 1) × activation_bits + 2 × "
+                  "(m² + e))  [absmax comparators, scale unit, extra multiply; estimate]",
+                  {"A": from_base(base, "datapath.activation_group_size"), "input_lanes": lanes,
+                   "activation_bits": from_base(base, "datapath.activation_bits"),
+                   "fp16_multiply_fa": assumed(11 ** 2 + 5, "m² + e FA for an FP16 multiply "
+                                               "(m = 11, e = 5; array multiplier)")},
+                  higher_is_better=False, description="per-group activation scales: logic "
+                  "added to every weight tile (taalasc/report/datapath.py)")
+        add("design__activation_groups__area", act.value * fa_area[0] * per_die[0] * 1e-6,
+            "mm²", "design__activation_groups__full_adders_per_tile × FA area × tiles per die",
+            {"design__activation_groups__full_adders_per_tile": from_metric(act),
+             "full_adder_area_um2": fa_area, "tiles_per_die": per_die},
+            higher_is_better=False, description="per die, in the logic under the tiles")
+        extra_in["activation_group_fas_per_tile"] = from_metric(act)
+    if extras.asym_group:
+        asym = add("design__asymmetric__full_adders_per_tile", extras.asym_fa_per_tile, "FA",
+                   "ceil(lanes / G) × ((min(G, lanes) − 1) × activation_bits + (m² + e) + "
+                   "(2m + e))  [S_g accumulators and min·S_g multiply-adds; estimate]",
+                   {"G": from_model(extras.asym_group, "smallest asymmetric weight group"),
+                    "input_lanes": lanes,
+                    "activation_bits": from_base(base, "datapath.activation_bits"),
+                    "fp16_multiply_add_fa": assumed(11 ** 2 + 5 + 2 * 11 + 5, "FP16 multiply "
+                                                    "m² + e plus add 2m + e (m = 11, e = 5)")},
+                   higher_is_better=False, description="asymmetric weight groups: logic "
+                   "added to every weight tile (taalasc/report/datapath.py)")
+        add("design__asymmetric__area", asym.value * fa_area[0] * per_die[0] * 1e-6, "mm²",
+            "design__asymmetric__full_adders_per_tile × FA area × tiles per die",
+            {"design__asymmetric__full_adders_per_tile": from_metric(asym),
+             "full_adder_area_um2": fa_area, "tiles_per_die": per_die},
+            higher_is_better=False, description="per die, in the logic under the tiles")
+        extra_in["asymmetric_fas_per_tile"] = from_metric(asym)
+    if extra_in:
+        formula_fas = "(FAs + " + " + ".join(sorted(extra_in)) + ")"
     add("design__transistors__count",
-        grid.tiles * (fas * fa_t[0] + dffs * dff_t[0] + sel) + sram_bits * cell_t[0],
-        "transistors", "tiles per die × (FAs·T_fa + DFFs·T_dff + sites) + SRAM bits·T_cell",
+        grid.tiles * ((fas + extras.fa_per_tile) * fa_t[0] + dffs * dff_t[0] + sel)
+        + sram_bits * cell_t[0],
+        "transistors", f"tiles per die × ({formula_fas}·T_fa + DFFs·T_dff + sites) + "
+        "SRAM bits·T_cell",
         {"full_adders_per_tile": from_model(fas, "lanes·max_weight_bits·activation_bits + "
                                             "accumulator_bits"),
          "dffs_per_tile": from_model(dffs, "lanes·activation_bits + accumulator_bits"),
          "row_select_per_tile": from_model(sel, "one pass transistor per bit site"),
          "T_fa": fa_t, "T_dff": dff_t, "T_cell": cell_t, "tiles_per_die": per_die,
-         "sram_bits": (sram_bits, f"base array {base.name}: sram")},
+         "sram_bits": (sram_bits, f"base array {base.name}: sram"), **extra_in},
         description="per die; periphery logic not counted")
     return M

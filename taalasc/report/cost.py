@@ -15,6 +15,7 @@ from __future__ import annotations
 import math
 
 from taalasc.report.metrics import Metric, assumed, from_metric, from_pdk
+from taalasc.report.power import served_tokens_per_s
 
 LIFETIME_YEARS = 3.0
 USD_PER_KWH = 0.10
@@ -96,17 +97,18 @@ def cost_metrics(base, got: dict[str, Metric], utilisation: float) -> list[Metri
         "cost__nre__custom_masks_usd (a new model or a fix re-draws only the two custom masks; "
         "the base wafers are already processed up to them)",
         {"cost__nre__custom_masks_usd": from_metric(nre)}, higher_is_better=False)
-    agg = got["throughput__aggregate__tokens_per_s"]
+    agg = served_tokens_per_s(got)
     jpt = got["power__token__joules"]
     life_s = LIFETIME_YEARS * 365.25 * 86400
     usd_per_j = USD_PER_KWH / 3.6e6
     tokens = life_s * utilisation * agg.value
     per_m = 1e6 * (chip.value / tokens + jpt.value * usd_per_j) if tokens else math.inf
     add("cost__tokens__usd_per_million", per_m, "USD/Mtoken",
-        "1e6 × (cost__silicon__usd / (lifetime × utilisation × aggregate tokens/s) + "
-        "J/token × USD/J)",
-        {"cost__silicon__usd": from_metric(chip), "throughput__aggregate__tokens_per_s":
-         from_metric(agg), "power__token__joules": from_metric(jpt),
+        "1e6 × (cost__silicon__usd / (lifetime × utilisation × "
+        + ("aggregate tokens/s" if agg.name == "throughput__aggregate__tokens_per_s"
+           else "encoder tokens/s") + ") + J/token × USD/J)",
+        {"cost__silicon__usd": from_metric(chip), agg.name: from_metric(agg),
+         "power__token__joules": from_metric(jpt),
          "utilisation": (utilisation, "--utilisation"),
          "lifetime_years": assumed(LIFETIME_YEARS, "silicon depreciated over 3 years"),
          "usd_per_kwh": assumed(USD_PER_KWH, "electricity price")}, higher_is_better=False)

@@ -10,6 +10,7 @@ from __future__ import annotations
 from taalasc.errors import ModelError
 from taalasc.report.area import PlacementFacts, area_metrics, tile_map
 from taalasc.report.cost import cost_metrics
+from taalasc.report.datapath import datapath_extras
 from taalasc.report.metrics import Report
 from taalasc.report.power import power_metrics
 from taalasc.report.shape import ModelShape, header_bits, normalise_bits
@@ -35,14 +36,16 @@ def build_report(model: ModelShape, bits: dict, base, facts: PlacementFacts | No
         raise ModelError(f"--utilisation must be in (0, 1], not {utilisation!r}")
     facts = facts or PlacementFacts()
     nbits = normalise_bits(model, bits)
-    tmap = tile_map(model, nbits, base)
-    metrics = area_metrics(model, tmap, base, facts)
+    asymmetric = frozenset(n for n, spec in bits.items() if getattr(spec, "asymmetric", False))
+    tmap = tile_map(model, nbits, base, asymmetric)
+    extras = datapath_extras(model, nbits, base, asymmetric)
+    metrics = area_metrics(model, tmap, base, facts, extras)
     got = {m.name: m for m in metrics}
     for m in sram_metrics(model, base, got, users, context, lora):
         got[m.name] = m
-    for m in timing_metrics(model, tmap, base, facts, users, got):
+    for m in timing_metrics(model, tmap, base, facts, users, got, extras):
         got[m.name] = m
-    for m in power_metrics(model, tmap, base, got, context):
+    for m in power_metrics(model, tmap, base, got, context, extras):
         got[m.name] = m
     for m in cost_metrics(base, got, utilisation):
         got[m.name] = m
@@ -50,14 +53,16 @@ def build_report(model: ModelShape, bits: dict, base, facts: PlacementFacts | No
     all_notes = list(notes or [])
     if not got["design__die__fits"].value:
         all_notes.append(f"the model needs {got['design__die__count'].value} dies; "
-                         f"{base.name} allows at most {base.max_dies}")
+                         f"{base.name} allows at most {base.max_dies}; "
+                         f"{_fit_hint(model, nbits, asymmetric, base)}")
     if got["timing__setup__ws"].value < 0:
         all_notes.append("the critical path is longer than clock.target_period_ps; throughput "
                          "uses the slower achievable period")
-    if got["throughput__users__served"].value < users:
+    decoder = model.is_decoder()
+    if decoder and got["throughput__users__served"].value < users:
         all_notes.append(f"only {got['throughput__users__served'].value} of {users} users' KV "
                          f"caches fit the SRAM at {context:,} tokens; throughput counts those")
-    if got["sram__kv_cache__users_at_context"].value == 0 and model.is_decoder():
+    if decoder and got["sram__kv_cache__users_at_context"].value == 0:
         all_notes.append(f"one user's KV cache at {context:,} tokens does not fit the SRAM "
                          f"(longest context: {got['sram__kv_cache__max_context_per_user'].value:,})")
     if facts.longest_route_nm is None:
@@ -65,8 +70,24 @@ def build_report(model: ModelShape, bits: dict, base, facts: PlacementFacts | No
     if got["design__die__count"].value > 1:
         all_notes.append("die-to-die links are not modelled: their latency adds to every "
                          "token that crosses a die")
-    all_notes.append("attention score/softmax cycles over the KV cache are folded into "
-                     "pipeline_stages_per_layer, not modelled per context position")
+    if decoder:
+        all_notes.append("attention score/softmax cycles over the KV cache are folded into "
+                         "pipeline_stages_per_layer, not modelled per context position")
+    else:
+        seq, seq_source = model.sequence_length()
+        all_notes.append(f"encoder ({model.name}): no decode loop and no KV cache; throughput "
+                         f"is a full-sequence forward of {seq:,} tokens ({seq_source}); "
+                         "attention over the sequence is folded into "
+                         "pipeline_stages_per_layer")
+        if not got["sram__attention__fits"].value:
+            all_notes.append("the K and V of one sequence do not fit the kv_cache SRAM "
+                             f"({got['sram__attention__bytes_per_sequence'].value:,.0f} B "
+                             f"needed, {got['sram__attention__capacity_bytes'].value:,} B "
+                             "on the dies used)")
+    if extras.activation_group or extras.asym_group:
+        all_notes.append("per-group activation scales and asymmetric groups are charged with "
+                         "estimated unit costs (FP16 multiply = m² + e full adders, comparator "
+                         "= activation_bits full adders; taalasc/report/datapath.py)")
     max_pos = (model.config or {}).get("max_position_embeddings")
     ctx = got.get("sram__kv_cache__max_context_per_user")
     if isinstance(max_pos, int) and ctx is not None and ctx.value > max_pos:
@@ -77,6 +98,10 @@ def build_report(model: ModelShape, bits: dict, base, facts: PlacementFacts | No
             "pdk": base.pdk.name, "params": model.params,
             "bits": bits_label or f"{mean:.3g} bits/weight (mean)", "users": users,
             "context": context, "utilisation": utilisation}
+    if not decoder:  # users and context size a KV cache, which encoders do not have
+        del meta["users"], meta["context"]
+        meta["architecture"] = "encoder"
+        meta["sequence_length"] = model.sequence_length()[0]
     return Report(ordered, meta, all_notes)
 
 
@@ -91,22 +116,36 @@ def report_for_compile(base, tensors: dict[str, tuple[int, ...]], bits: dict,
 
 def estimate(model: ModelShape, base, *, default_bits: int = 4,
              rules: list[tuple[str, int]] = (), auto: tuple[int, int, float] | None = None,
-             group_size: int | None = 128, **options) -> Report:
-    """Estimate without weights: bits from names and shapes (``header_bits``)."""
+             group_size: int | None = 128, asymmetric: bool = False, **options) -> Report:
+    """Estimate without weights: bits from names and shapes (``header_bits``);
+    ``asymmetric`` charges a minimum per group (GGUF Q4_1-style codes) on every tensor."""
     bits, notes = header_bits(model, default_bits, list(rules), auto)
-    specs = {n: _Spec(b, group_size) for n, b in bits.items()}
+    specs = {n: _Spec(b, group_size, asymmetric) for n, b in bits.items()}
     if auto:
         label = f"auto {auto[0]}/{auto[1]} within {auto[2]} bits/weight (heuristic)"
     else:
         label = f"{default_bits} bits" + "".join(f", {g}={b}" for g, b in rules)
     label += f", group {group_size}" if group_size else ", per-channel scales"
+    label += ", asymmetric" if asymmetric else ""
     return build_report(model, specs, base, None, notes=notes, bits_label=label, **options)
 
 
+def _fit_hint(model: ModelShape, nbits: dict, asymmetric: frozenset[str], base) -> str:
+    """The built-in bases that hold the model, by the placement rules (taalasc.place.fit)."""
+    from taalasc.place.fit import fit_hint
+    from taalasc.place.plan import TensorSpec
+
+    specs = [TensorSpec(name, tuple(shape), nbits[name][0] if name in nbits else None,
+                        nbits[name][1] if name in nbits else None, model.layer_of(name),
+                        name in asymmetric)
+             for name, shape in model.tensors.items()]
+    return fit_hint(specs, base, need_masks=False)  # an estimate may target any PDK
+
+
 class _Spec:
-    """Minimal stand-in for taalasc.quant.QuantSpec (bits, group_size)."""
+    """Minimal stand-in for taalasc.quant.QuantSpec (bits, group_size, asymmetric)."""
 
-    __slots__ = ("bits", "group_size")
+    __slots__ = ("asymmetric", "bits", "group_size")
 
-    def __init__(self, bits: int, group_size: int | None):
-        self.bits, self.group_size = bits, group_size
+    def __init__(self, bits: int, group_size: int | None, asymmetric: bool = False):
+        self.bits, self.group_size, self.asymmetric = bits, group_size, asymmetric

@@ -19,6 +19,11 @@ CONSTANT_BITS = 16
 # Per-group quantization scales are stored at this width (an FP16 scale per group).
 SCALE_BITS = 16
 
+# Encoder families (bidirectional attention, no decode loop): the report gives them
+# sequences/s instead of decode tokens/s and KV-cache figures.
+ENCODER_MODEL_TYPES = ("bert", "roberta", "xlm-roberta", "distilbert", "electra", "mpnet")
+DEFAULT_ENCODER_SEQUENCE = 128
+
 _LAYER = re.compile(r"(?:^|\.)(?:layers|layer|h|blocks)\.(\d+)\.")
 
 # The sequential matrix stages of one transformer layer, in dataflow order. Tensors of the
@@ -65,8 +70,29 @@ class ModelShape:
                 return self.tensors[name][0]
         raise ModelError(f"{self.name}: no k_proj / attention key tensor; cannot size a KV cache")
 
+    @property
+    def architecture(self) -> str:
+        """'encoder' (BERT family: bidirectional, no decode loop, no KV cache) or 'decoder'.
+
+        From the config's model_type when it names an encoder family, else from the tensor
+        names (BERT's ``attention.self.key``)."""
+        model_type = str((self.config or {}).get("model_type", "")).lower()
+        if model_type in ENCODER_MODEL_TYPES:
+            return "encoder"
+        if any("attention.self.key" in n for n in self.tensors):
+            return "encoder"
+        return "decoder"
+
     def is_decoder(self) -> bool:
-        return not any("attention.self.key" in n for n in self.tensors)
+        return self.architecture == "decoder"
+
+    def sequence_length(self) -> tuple[int, str]:
+        """(tokens per sequence for encoder throughput, where that number comes from)."""
+        value = (self.config or {}).get("max_position_embeddings")
+        if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+            return value, "max_position_embeddings"
+        return DEFAULT_ENCODER_SEQUENCE, ("no max_position_embeddings in the config: "
+                                          f"{DEFAULT_ENCODER_SEQUENCE} tokens assumed")
 
 
 def _numel(shape: tuple[int, ...]) -> int:
@@ -118,7 +144,7 @@ def shape_from_checkpoint(path: Path) -> ModelShape:
     """Shapes from a safetensors header (single file, sharded index, or a folder)."""
     from taalasc.model import open_checkpoint  # written by the model helper
 
-    ckpt = open_checkpoint(Path(path))
+    ckpt = open_checkpoint(Path(path), numerics=False)  # sizing needs shapes, not numerics
     tensors = {n: tuple(int(d) for d in t.shape) for n, t in sorted(ckpt.tensors.items())}
     return ModelShape(Path(path).stem if Path(path).is_file() else Path(path).name,
                       tensors, ckpt.config, f"checkpoint header {path}")

@@ -4,6 +4,9 @@ KV bytes per token = 2 (K and V) × layers × kv_width × kv_bits / 8, with kv_w
 num_key_value_heads × head_dim (k_proj's output rows) and kv_bits = the datapath's
 activation_bits. Capacity is the base array's kv_cache SRAM on every die the model uses.
 LoRA: rank r on a module [out, in] adds r·(in + out) parameters, stored at 16 bits.
+Encoders (BERT family) keep no KV cache between requests; their attention needs the K and V
+of the whole sequence instead: 2 × layers × kv_width × L × kv_bits / 8 bytes per sequence in
+flight (L = max_position_embeddings, else 128), held in the kv_cache SRAM.
 """
 
 from __future__ import annotations
@@ -84,14 +87,49 @@ def sram_metrics(model: ModelShape, base, got: dict[str, Metric], users: int, co
     try:
         kv_width = model.kv_width()
     except ModelError:
-        kv_width = 0  # encoder models (BERT) keep no KV cache between tokens
+        kv_width = 0  # no attention key tensor: nothing to cache
+    per_die = sum(b.capacity_bytes for b in base.sram if b.purpose == "kv_cache")
+    if not model.is_decoder():
+        _attention_buffer(model, base, add, dies, a_bits, kv_width, per_die)
+    else:
+        _kv_cache(model, base, add, dies, a_bits, kv_width, per_die, users, context)
+    _lora(base, add, dies, lora)
+    return M
+
+
+def _attention_buffer(model: ModelShape, base, add, dies: Metric, a_bits, kv_width: int,
+                      per_die: int) -> None:
+    """Encoders: K and V of one whole sequence per layer, in the kv_cache SRAM."""
+    seq, seq_source = model.sequence_length()
+    need = add("sram__attention__bytes_per_sequence",
+               2 * model.layers * kv_width * seq * a_bits[0] / 8, "B",
+               "2 × layers × kv_heads·head_dim × sequence_length × kv_bits / 8",
+               {"layers": from_model(model.layers, "num_hidden_layers"),
+                "kv_heads·head_dim": from_model(kv_width, "attention key output rows"),
+                "sequence_length": from_model(seq, seq_source),
+                "kv_bits": assumed(a_bits[0], "K and V stored at datapath.activation_bits")},
+               higher_is_better=False,
+               description="bidirectional attention: every token reads every position")
+    cap = add("sram__attention__capacity_bytes", per_die * dies.value, "B",
+              "kv_cache SRAM per die × design__die__count",
+              {"kv_cache_bytes_per_die": (per_die, f"base array {base.name}: sram[purpose="
+                                          "kv_cache].capacity_bytes"),
+               "design__die__count": from_metric(dies)}, higher_is_better=True)
+    add("sram__attention__fits", need.value <= cap.value, "",
+        "sram__attention__bytes_per_sequence ≤ sram__attention__capacity_bytes",
+        {"sram__attention__bytes_per_sequence": from_metric(need),
+         "sram__attention__capacity_bytes": from_metric(cap)}, higher_is_better=True)
+
+
+def _kv_cache(model: ModelShape, base, add, dies: Metric, a_bits, kv_width: int, per_die: int,
+              users: int, context: int) -> None:
+    """Decoders: the KV cache of every user's past tokens."""
     bpt = add("sram__kv_cache__bytes_per_token", 2 * model.layers * kv_width * a_bits[0] / 8,
               "B", "2 × layers × kv_heads·head_dim × kv_bits / 8",
               {"layers": from_model(model.layers, "num_hidden_layers"),
                "kv_heads·head_dim": from_model(kv_width, "k_proj output rows"),
                "kv_bits": assumed(a_bits[0], "KV stored at datapath.activation_bits")},
               higher_is_better=False)
-    per_die = sum(b.capacity_bytes for b in base.sram if b.purpose == "kv_cache")
     cap = add("sram__kv_cache__capacity_bytes", per_die * dies.value, "B",
               "kv_cache SRAM per die × design__die__count",
               {"kv_cache_bytes_per_die": (per_die, f"base array {base.name}: sram[purpose="
@@ -113,6 +151,9 @@ def sram_metrics(model: ModelShape, base, got: dict[str, Metric], users: int, co
         {"sram__kv_cache__capacity_bytes": from_metric(cap),
          "context": from_model(context, "--context"),
          "sram__kv_cache__bytes_per_token": from_metric(bpt)}, higher_is_better=True)
+
+
+def _lora(base, add, dies: Metric, lora: Lora | None) -> None:
     lora_cap = sum(b.capacity_bytes for b in base.sram if b.purpose == "lora") * dies.value
     lcap = add("sram__lora__capacity_bytes", lora_cap, "B",
                "lora SRAM per die × design__die__count",
@@ -129,4 +170,3 @@ def sram_metrics(model: ModelShape, base, got: dict[str, Metric], users: int, co
             "sram__lora__adapter_bytes ≤ sram__lora__capacity_bytes",
             {"sram__lora__adapter_bytes": from_metric(need),
              "sram__lora__capacity_bytes": from_metric(lcap)}, higher_is_better=True)
-    return M

@@ -36,10 +36,27 @@ def sweep(model, bases, bits_list, *, auto=None, **options) -> list[tuple[str, R
     return points
 
 
+# Encoders have no decode loop: their tokens/s is a full-sequence forward (report/timing.py).
+_ENCODER_FALLBACK = {"throughput__aggregate__tokens_per_s": "throughput__encoder__tokens_per_s"}
+
+
+def _value(report: Report, name: str):
+    """A metric's value; an encoder's tokens/s for the aggregate; None when not reported."""
+    for candidate in (name, _ENCODER_FALLBACK.get(name)):
+        if candidate and candidate in report.names():
+            return report.value(candidate)
+    return None
+
+
+def _cell(report: Report, name: str) -> str:
+    value = _value(report, name)
+    return "—" if value is None else format_value(value)
+
+
 def sweep_table(points: list[tuple[str, Report]], markdown: bool):
     """A Markdown string, or a rich Table."""
     heads = ["point"] + [h for _, h in COLUMNS]
-    rows = [[label] + [format_value(r.value(n)) for n, _ in COLUMNS] for label, r in points]
+    rows = [[label] + [_cell(r, n) for n, _ in COLUMNS] for label, r in points]
     if markdown:
         lines = ["| " + " | ".join(heads) + " |", "|---" + "|---:" * len(COLUMNS) + "|"]
         lines += ["| " + " | ".join(row) + " |" for row in rows]
@@ -109,7 +126,7 @@ def render_sweep(points: list[tuple[str, Report]]) -> np.ndarray:
     for p, (metric, title) in enumerate(PLOTTED):
         ox, oy = (p % 2) * panel_w, (p // 2) * panel_h
         _text(img, ox + pad, oy + 8, title)
-        values = [float(r.value(metric)) for _, r in points]
+        values = [float(_value(r, metric) or 0.0) for _, r in points]
         top = max(values) or 1.0
         base_y, plot_h = oy + panel_h - 22, panel_h - 60
         img[base_y, ox + pad - 4: ox + panel_w - pad + 4] = (0, 0, 0)

@@ -8,6 +8,13 @@ lanes × max_weight_bits partial products + ceil(log2(accumulator_bits)) prefix-
 one hop (pitch_x + pitch_y), and a route costs one cycle per hop. Decode is sequential: one token leaves the pipeline
 before the next of the same stream enters, so single-stream tokens/s = f / cycles per token.
 Concurrent users fill the pipeline: aggregate = min(users × single, f / busiest stage cycles).
+Encoders (BERT family) have no decode loop: a full-sequence forward streams the L tokens of a
+sequence through every stage back to back, so tokens/s = f / busiest stage cycles and
+sequences/s = tokens/s / L, with L = max_position_embeddings (else 128). A sequence's latency
+adds, per layer, the wait for its last token (bidirectional attention needs every token's K
+and V): depth + layers × (L − 1) × busiest stage cycles.
+Per-group activation scales and asymmetric weight groups add cycles on every matrix stage
+(taalasc/report/datapath.py).
 """
 
 from __future__ import annotations
@@ -15,6 +22,7 @@ from __future__ import annotations
 import math
 
 from taalasc.report.area import PlacementFacts, TileMap
+from taalasc.report.datapath import DatapathExtras, extra_cycles, is_lookup
 from taalasc.report.metrics import Metric, assumed, from_base, from_metric, from_model, from_pdk
 from taalasc.report.shape import ModelShape, stage_of
 
@@ -51,7 +59,7 @@ def token_cycles(model: ModelShape, tmap: TileMap, base) -> tuple[int, int]:
     """
     stages: dict[tuple[int, str], int] = {}
     for name, t in tmap.per_tensor.items():
-        if "embed" in name or "position_embeddings" in name or "token_type" in name:
+        if is_lookup(name):
             cycles = 1  # a lookup, not a matrix product
         else:
             cycles = t.rows_per_tile + math.ceil(math.log2(t.in_blocks)) + route_hops(t.tiles)
@@ -65,8 +73,10 @@ def token_cycles(model: ModelShape, tmap: TileMap, base) -> tuple[int, int]:
 
 
 def timing_metrics(model: ModelShape, tmap: TileMap, base, facts: PlacementFacts,
-                   users: int, got: dict[str, Metric]) -> list[Metric]:
+                   users: int, got: dict[str, Metric],
+                   extras: DatapathExtras | None = None) -> list[Metric]:
     pdk, tile, dp = base.pdk, base.weight_tile, base.datapath
+    extras = extras or DatapathExtras()
     M: list[Metric] = []
 
     def add(*args, **kw) -> Metric:
@@ -153,15 +163,45 @@ def timing_metrics(model: ModelShape, tmap: TileMap, base, facts: PlacementFacts
                  higher_is_better=False)
     total, busiest = token_cycles(model, tmap, base)
     stages = from_base(base, "clock.pipeline_stages_per_layer")
-    pipe = add("timing__pipeline__depth_cycles", total, "cycles",
-               "Σ stages (rows_per_tile + ceil(log2 in_blocks) + 2·ceil(√tiles) hops) + layers × "
-               "pipeline_stages_per_layer",
-               {"layers": from_model(model.layers, "num_hidden_layers"),
-                "pipeline_stages_per_layer": stages},
+    pipe_formula = ("Σ stages (rows_per_tile + ceil(log2 in_blocks) + 2·ceil(√tiles) hops) + "
+                    "layers × pipeline_stages_per_layer")
+    pipe_inputs = {"layers": from_model(model.layers, "num_hidden_layers"),
+                   "pipeline_stages_per_layer": stages}
+    act_cycles, asym_cycles = extra_cycles(extras, fa_d[0], period.value)
+    if extras.activation_group:
+        act = add("timing__activation_groups__cycles_per_stage", act_cycles, "cycles",
+                  "ceil((ceil(log2 A)·comparator levels + FP16 multiply levels) × FA delay / "
+                  "period) + ceil(FP16 multiply levels × FA delay / period)  [absmax tree and "
+                  "scale, then the extra multiply; estimate]",
+                  {"A": from_base(base, "datapath.activation_group_size"),
+                   "scale_levels": from_model(extras.act_scale_levels, "FA delays, "
+                                              "taalasc/report/datapath.py"),
+                   "multiply_levels": from_model(extras.act_multiply_levels, "FA delays"),
+                   "full_adder_delay_ps": fa_d,
+                   "timing__clock__period_ps": from_metric(period)}, higher_is_better=False)
+        total += act_cycles * extras.act_stages
+        pipe_formula += " + grouped stages × timing__activation_groups__cycles_per_stage"
+        pipe_inputs["timing__activation_groups__cycles_per_stage"] = from_metric(act)
+        pipe_inputs["grouped_stages"] = from_model(extras.act_stages, "matrix stages")
+    if extras.asym_group:
+        asym = add("timing__asymmetric__cycles_per_stage", asym_cycles, "cycles",
+                   "ceil((FP16 multiply + FP16 add levels) × FA delay / period)  [min·S_g "
+                   "multiply-add; S_g is summed beside the dot product; estimate]",
+                   {"levels": from_model(extras.asym_levels, "FA delays, "
+                                         "taalasc/report/datapath.py"),
+                    "full_adder_delay_ps": fa_d,
+                    "timing__clock__period_ps": from_metric(period)}, higher_is_better=False)
+        total += asym_cycles * extras.asym_stages
+        pipe_formula += " + asymmetric stages × timing__asymmetric__cycles_per_stage"
+        pipe_inputs["timing__asymmetric__cycles_per_stage"] = from_metric(asym)
+        pipe_inputs["asymmetric_stages"] = from_model(extras.asym_stages, "matrix stages")
+    pipe = add("timing__pipeline__depth_cycles", total, "cycles", pipe_formula, pipe_inputs,
                higher_is_better=False, description="cycles for one token, end to end")
     busy = add("timing__pipeline__stage_cycles", busiest, "cycles",
                "max over stages of their cycles", {"stages": from_model(total, "pipeline")},
                higher_is_better=False, description="the busiest stage bounds the throughput")
+    if not model.is_decoder():
+        return M + _encoder_throughput(model, pipe, busy, period)
     latency = add("timing__token__latency_us", total * period.value * 1e-6, "µs",
                   "timing__pipeline__depth_cycles × timing__clock__period_ps",
                   {"timing__pipeline__depth_cycles": from_metric(pipe),
@@ -190,3 +230,29 @@ def timing_metrics(model: ModelShape, tmap: TileMap, base, facts: PlacementFacts
          "timing__clock__period_ps": from_metric(period),
          "throughput__pipeline__max_streams": from_metric(inflight)}, higher_is_better=True)
     return M
+
+
+def _encoder_throughput(model: ModelShape, pipe: Metric, busy: Metric,
+                        period: Metric) -> list[Metric]:
+    """Full-sequence forward of an encoder: no decode loop, no KV cache (module docstring)."""
+    seq, seq_source = model.sequence_length()
+    L = from_model(seq, seq_source)
+    tokens = Metric("throughput__encoder__tokens_per_s", 1e12 / (busy.value * period.value),
+                    "tokens/s", "1 / (timing__pipeline__stage_cycles × timing__clock__period_ps)"
+                    "  (full-sequence forward: tokens stream back to back)",
+                    {"timing__pipeline__stage_cycles": from_metric(busy),
+                     "timing__clock__period_ps": from_metric(period)}, higher_is_better=True)
+    sequences = Metric("throughput__encoder__sequences_per_s", tokens.value / seq,
+                       "sequences/s", "throughput__encoder__tokens_per_s / sequence_length",
+                       {"throughput__encoder__tokens_per_s": from_metric(tokens),
+                        "sequence_length": L}, higher_is_better=True)
+    cycles = pipe.value + model.layers * (seq - 1) * busy.value
+    latency = Metric("timing__sequence__latency_us", cycles * period.value * 1e-6, "µs",
+                     "(timing__pipeline__depth_cycles + layers × (sequence_length − 1) × "
+                     "timing__pipeline__stage_cycles) × timing__clock__period_ps  (each layer "
+                     "waits for the sequence's last token: bidirectional attention)",
+                     {"timing__pipeline__depth_cycles": from_metric(pipe),
+                      "layers": from_model(model.layers, "num_hidden_layers"),
+                      "sequence_length": L, "timing__pipeline__stage_cycles": from_metric(busy),
+                      "timing__clock__period_ps": from_metric(period)}, higher_is_better=False)
+    return [latency, tokens, sequences]
