@@ -30,6 +30,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "verify": ("taalasc.commands.verify", "verify_cmd", "Extract the weights from the masks and prove the chip computes the model."),
     "diff": ("taalasc.commands.diff", "diff_cmd", "Compare two mask sets: shapes, tiles, tensors, masks to re-make, re-spin cost; exit 0/2/1 for CI."),
     "faults": ("taalasc.commands.faults", "faults_cmd", "Inject via opens, shorts and flips at given rates and measure the quality they cost."),
+    "quality": ("taalasc.commands.quality", "quality_cmd", "Does my model still work on this chip? Perplexity or embedding cosine of chip vs float on text, per bit policy."),
     "inspect": ("taalasc.commands.inspect", "inspect_cmd", "Show a checkpoint's tensors, parameter count and config (headers only)."),
 }
 

@@ -1,0 +1,350 @@
+"""`taalasc quality`: does the model still work on this chip? Perplexity (decoders) or
+sentence-embedding cosine (encoders) of the chip against the float model, per bit policy."""
+
+from __future__ import annotations
+
+import shlex
+from pathlib import Path
+
+import click
+
+from taalasc.commands.common import base_option, bit_policy, progress_bar, quant_options
+
+DEFAULT_TEXT = Path(__file__).resolve().parents[1] / "sim" / "quality_default.txt"
+
+
+@click.command("policy", add_help_option=False)
+@quant_options
+@click.pass_context
+def _policy_parser(ctx: click.Context, **options):
+    """Parses one --policy string with the quantization options every command shares."""
+    return bit_policy(ctx, **options)
+
+
+def parse_policy(text: str, given: str | None = None):
+    """A BitPolicy from quantization options written as one string, e.g. '--bits 3 --auto';
+    errors quote ``given`` (what the user typed) when set."""
+    from taalasc.errors import QuantizationError
+
+    try:
+        args = shlex.split(text)
+        return _policy_parser.main(args=args, prog_name="--policy", standalone_mode=False)
+    except ValueError as exc:
+        raise QuantizationError(f"--policy {given or text!r}: {exc}") from None
+    except click.ClickException as exc:
+        raise QuantizationError(f"--policy {given or text!r}: {exc.format_message()}") from None
+
+
+def policy_strings(bits: tuple[int, ...], auto: bool, budget: float, group_size: str,
+                   policies: tuple[str, ...], native: bool = False) -> list[tuple[str, str, str]]:
+    """(label, quant options, as given) of every requested policy, in the order given; with none
+    requested (and no --native): 8-bit, 4-bit and the automatic 3/6-bit policy."""
+    if not (bits or auto or policies or native):
+        bits, auto = (8, 4), True
+    out = [(f"{b}-bit", f"--bits {b} --group-size {group_size}", f"--bits {b}") for b in bits]
+    if auto:
+        out.append((f"auto 3/6 <= {budget:g} b/w",
+                    f"--auto --budget {budget!r} --group-size {group_size}", "--auto"))
+    for text in policies:
+        label, sep, options = text.partition("=")
+        if not sep or label.lstrip().startswith("-"):
+            label, options = text.strip(), text
+        out.append((label.strip(), options, text))
+    return out
+
+
+def native_weights(ckpt, fallback_bits: int = 8):
+    """ChipWeights holding the file's own codes (GGUF Q8_0/Q4_0/Q4_1 blocks); other 2-D
+    tensors re-quantized at ``fallback_bits``. (weights, count of re-quantized tensors)."""
+    import numpy as np
+
+    from taalasc.errors import ModelError
+    from taalasc.quant import QuantSpec, quantize_tensor
+
+    native = getattr(ckpt, "native", None)
+    if native is None:
+        raise ModelError(f"{ckpt.path}: --native needs a .gguf file (its Q8_0, Q4_0 or Q4_1 "
+                         "blocks); this checkpoint holds float weights")
+    weights, requantized = {}, 0
+    for name, info in ckpt.tensors.items():
+        if len(info.shape) <= 1:
+            weights[name] = ckpt.read(name).reshape(-1).astype(np.float16)
+            continue
+        qt = native(name)
+        if qt is None:
+            qt = quantize_tensor(name, ckpt.read(name), QuantSpec(fallback_bits, 32))
+            requantized += 1
+        weights[name] = qt
+    return weights, requantized
+
+
+@click.command("quality")
+@click.argument("model", metavar="MODEL_OR_OUT", type=click.Path())
+@click.option("--model", "original", type=click.Path(), default=None,
+              help="With a compile folder as the argument: the checkpoint it was compiled from.")
+@click.option("--text", "text_path", type=click.Path(dir_okay=False), default=None,
+              help="Plain-text file to score [default: a few KB of English shipped with "
+                   "taalasc]. Decoders read it as one text; encoders one sentence per line.")
+@click.option("--window", type=click.IntRange(2), default=128, show_default=True,
+              help="Tokens per window (decoders: each window scored on its own; encoders: "
+                   "the longest sentence kept).")
+@click.option("--max-tokens", type=click.IntRange(2), default=1024, show_default=True,
+              help="Score at most this many tokens of the text.")
+@click.option("--bits", type=click.IntRange(2, 8), multiple=True,
+              help="A uniform policy of this many bits per weight (repeatable).")
+@click.option("--auto", is_flag=True, help="Also the HC1-style 3/6-bit policy within --budget.")
+@click.option("--budget", type=float, default=3.5, show_default=True,
+              help="Average bits per weight allowed by --auto.")
+@click.option("--group-size", default="32", show_default=True,
+              help="Weights per scale for --bits and --auto, or 'per-channel'.")
+@click.option("--policy", "policies", multiple=True, metavar="'[LABEL=]OPTIONS'",
+              help="Any policy written as quantize options, e.g. 'gptq4=--bits 4 --method "
+                   "gptq' (repeatable).")
+@click.option("--native", is_flag=True,
+              help="Also the checkpoint's own codes (a GGUF file's Q8_0/Q4_0/Q4_1 blocks).")
+@base_option()
+@click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path),
+              default=None, help="Also write the figures as JSON to this file.")
+@click.option("--plot", "plot_path", type=click.Path(dir_okay=False, path_type=Path),
+              default=None, help="Write a PNG of quality against bits per weight.")
+def quality_cmd(model, original, text_path, window, max_tokens, bits, auto, budget,
+                group_size, policies, native, base, json_path, plot_path):
+    """Does the model still work on this chip? Runs the float model and the bit-accurate chip model
+    on text through the model's tokenizer and prints, per bit policy: bits per weight,
+    perplexity of the float model and of the chip and the increase, KL divergence and top-1
+    agreement (decoders), or the cosine of the mean-pooled sentence embeddings (encoders).
+
+    MODEL_OR_OUT is a checkpoint (quantized in memory with each policy; with no policy option:
+    8-bit, 4-bit and --auto) or a compile folder (the weights read back from its masks; name
+    the checkpoint with --model)."""
+    from taalasc.config import load_base_array
+    from taalasc.errors import ModelError
+    from taalasc.model import open_checkpoint
+    from taalasc.sim import quality as q
+
+    compiled = (Path(model) / "manifest.json").is_file()
+    if compiled and (bits or auto or policies or native):
+        raise ModelError(f"{model} is a compile folder: its masks hold one bit policy; "
+                         "--bits, --auto, --policy and --native apply to a checkpoint")
+    if compiled and original is None:
+        raise ModelError(f"{model} is a compile folder: name the checkpoint it was compiled "
+                         "from with --model (the float reference and the tokenizer need it)")
+    ckpt = open_checkpoint(original if compiled else model)
+    parsed = [] if compiled else [(label, options, parse_policy(options, given))
+                                  for label, options, given
+                                  in policy_strings(bits, auto, budget, group_size, policies,
+                                                    native)]
+    if native and getattr(ckpt, "native", None) is None:
+        raise ModelError(f"{ckpt.path}: --native needs a .gguf file (its Q8_0, Q4_0 or Q4_1 "
+                         "blocks); this checkpoint holds float weights")
+    text_file = Path(text_path) if text_path else DEFAULT_TEXT
+    sequences = _sequences(ckpt, text_file, window, max_tokens)
+
+    base_array = None if compiled else load_base_array(base)
+    runs = []  # (label, options, weights maker)
+    if compiled:
+        _same_model(Path(model), ckpt)
+        runs.append(("compiled masks", "", lambda: _compiled_weights(Path(model))))
+    for label, options, policy in parsed:
+        runs.append((label, options, lambda policy=policy: _quantized(ckpt, policy)))
+    if native:
+        runs.append(("native codes", "--native", lambda: _native(ckpt)))
+
+    rows = []
+    with progress_bar(True) as tick:
+        reference = q.float_outputs(ckpt, sequences, lambda d, t: tick("float model", d, t))
+        for label, options, make in runs:
+            weights, note, run_base = make()
+            datapath = (run_base or base_array).datapath
+            figures = q.text_quality(ckpt, weights, sequences, datapath, reference,
+                                     lambda d, t, label=label: tick(f"chip {label}", d, t))
+            bits_pw = q.weight_bits(weights)
+            rows.append({"label": label, "options": options, "note": note,
+                         "bits_per_weight": bits_pw["code"],
+                         "stored_bits_per_weight": bits_pw["stored"], "figures": figures})
+            del weights
+    doc = {"model": str(ckpt.path), "architecture": ckpt.architecture,
+           "text": str(text_path) if text_path else "(default text)",
+           "window": window, "max_tokens": max_tokens,
+           "tokens": sum(len(s) for s in sequences), "sequences": len(sequences),
+           "policies": rows}
+    _print_table(doc)
+    for row in doc["policies"]:
+        if row["note"]:
+            click.echo(f"note: {row['label']}: {row['note']}")
+    # both outputs are made before either is written
+    json_text = _json_text(doc) if json_path is not None else None
+    image = render_plot(doc) if plot_path is not None else None
+    if json_text is not None:
+        _write(json_path, json_text)
+    if image is not None:
+        from taalasc.png import write_png
+        write_png(plot_path, image)
+
+
+def _sequences(ckpt, text_file: Path, window: int, max_tokens: int) -> list[list[int]]:
+    from taalasc.errors import ModelError
+    from taalasc.sim import quality as q
+
+    try:
+        text = text_file.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ModelError(f"{text_file}: no such file") from None
+    except UnicodeDecodeError:
+        raise ModelError(f"{text_file}: the text must be UTF-8") from None
+    except OSError as exc:
+        raise ModelError(f"{text_file}: cannot read it: {exc.strerror or exc}") from None
+    if not text.strip():
+        raise ModelError(f"{text_file}: the text is empty")
+    if ckpt.architecture not in ("llama", "bert"):
+        raise ModelError(f"{ckpt.path}: architecture must be llama or bert to score text, "
+                         f"not {ckpt.architecture!r}")
+    tok = q.load_tokenizer(ckpt)
+    if ckpt.architecture == "bert":
+        sentences, total = [], 0
+        for ids in q.encoder_sentences(tok, text, window):
+            if sentences and total + len(ids) > max_tokens:
+                break
+            sentences.append(ids)
+            total += len(ids)
+        return sentences
+    ids = q.encode(tok, text)[:max_tokens]
+    if len(ids) < 2:
+        raise ModelError(f"{text_file}: the text must hold at least 2 tokens to score, "
+                         f"not {len(ids)}")
+    return q.decoder_windows(ids, window)
+
+
+def _quantized(ckpt, policy):
+    from taalasc.sim.chip import chip_weights
+
+    return chip_weights(ckpt, policy), "", None
+
+
+def _native(ckpt):
+    weights, requantized = native_weights(ckpt)
+    return weights, (f"{requantized} tensors without native codes re-quantized at 8 bits"
+                     if requantized else ""), None
+
+
+def _same_model(out_dir: Path, ckpt) -> None:
+    """ModelError unless ``ckpt``'s files are the ones the compile's manifest hashed."""
+    from taalasc.errors import ModelError
+    from taalasc.extract.extract import read_manifest
+    from taalasc.outdir import sha256_file
+
+    manifest = read_manifest(out_dir)
+    compiled = {f["name"]: f["sha256"] for f in manifest["inputs"]["model"]["files"]}
+    given = {Path(f).name: sha256_file(Path(f)) for f in ckpt.files}
+    if compiled != given:
+        raise ModelError(f"{ckpt.path}: not the checkpoint {out_dir} was compiled from "
+                         f"(files {sorted(given)} vs {sorted(compiled)} or their sha256)")
+
+
+def _compiled_weights(out_dir: Path):
+    from taalasc.extract.extract import base_of, chip_weights, extract, read_manifest
+
+    manifest = read_manifest(out_dir)
+    base = base_of(manifest, out_dir)
+    weights = chip_weights(extract(out_dir), manifest["quantization"])
+    return weights, f"masks of {out_dir}", base
+
+
+def _json_text(doc: dict) -> str:
+    import json
+    import math
+
+    def clean(v):
+        if isinstance(v, float) and not math.isfinite(v):
+            return None
+        if isinstance(v, dict):
+            return {k: clean(x) for k, x in v.items()}
+        if isinstance(v, list):
+            return [clean(x) for x in v]
+        return v
+    return json.dumps(clean(doc), indent=1, sort_keys=True) + "\n"
+
+
+def _write(path: Path, text: str) -> None:
+    from taalasc.errors import OutputError
+
+    try:
+        path.write_text(text)
+    except OSError as exc:
+        raise OutputError(f"{path}: cannot write: {exc.strerror or exc}") from None
+
+
+DECODER_COLUMNS = (("bits/w", "bits_per_weight", "{:.2f}"), ("float ppl", "ppl_float", "{:.3f}"),
+                   ("chip ppl", "ppl_chip", "{:.3f}"), ("+%", "ppl_increase_pct", "{:+.2f}"),
+                   ("KL nats", "kl_mean_nats", "{:.4f}"), ("top-1", "top1_agreement", "{:.3f}"))
+ENCODER_COLUMNS = (("bits/w", "bits_per_weight", "{:.2f}"),
+                   ("emb cos mean", "embedding_cosine_mean", "{:.5f}"),
+                   ("emb cos min", "embedding_cosine_min", "{:.5f}"),
+                   ("token cos", "hidden_cosine_mean", "{:.5f}"))
+
+
+def _print_table(doc: dict) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    decoder = doc["architecture"] == "llama"
+    unit = ("window" if decoder else "sentence") + ("" if doc["sequences"] == 1 else "s")
+    table = Table(title=f"chip vs float: {doc['tokens']} tokens in {doc['sequences']} {unit}",
+                  caption="top-1: chip and float predict the same next token; +%: chip "
+                          "perplexity over float" if decoder else
+                          "cosine of mean-pooled, L2-normalised last hidden states")
+    table.add_column("policy", overflow="fold")
+    columns = DECODER_COLUMNS if decoder else ENCODER_COLUMNS
+    for title, _, _ in columns:
+        table.add_column(title, justify="right")
+    for row in doc["policies"]:
+        values = {**row["figures"], "bits_per_weight": row["bits_per_weight"]}
+        table.add_row(row["label"], *(fmt.format(values[key]) for _, key, fmt in columns))
+    Console().print(table)
+
+
+def render_plot(doc: dict):
+    """RGB image: the quality figure (decoders: chip perplexity increase in %; encoders:
+    1 - embedding cosine) against bits per weight, one labelled point per policy."""
+    import numpy as np
+
+    from taalasc.report.sweep import _text
+
+    decoder = doc["architecture"] == "llama"
+    title = "PPL INCREASE % VS BITS/WEIGHT" if decoder else "1 - EMBEDDING COSINE VS BITS/WEIGHT"
+    points = [(row["bits_per_weight"],
+               row["figures"]["ppl_increase_pct"] if decoder
+               else 1.0 - row["figures"]["embedding_cosine_mean"], row["label"])
+              for row in doc["policies"]]
+    width, left, top, plot_w, plot_h = 640, 70, 40, 540, 260
+    height = top + plot_h + 60 + 14 * len(points)
+    img = np.full((height, width, 3), 255, dtype=np.uint8)
+    _text(img, left, 12, title)
+    xs = [p[0] for p in points]
+    ys = [p[1] if np.isfinite(p[1]) else 0.0 for p in points]
+    x_lo, x_hi = min(2.0, min(xs)), max(8.0, max(xs))
+    y_lo, y_hi = min(0.0, min(ys)), max(ys) if max(ys) > min(0.0, min(ys)) else 1.0
+    bottom = top + plot_h
+    img[top:bottom + 1, left] = (0, 0, 0)
+    img[bottom, left:left + plot_w + 1] = (0, 0, 0)
+    for b in range(int(np.ceil(x_lo)), int(np.floor(x_hi)) + 1):
+        x = left + int(round((b - x_lo) / (x_hi - x_lo) * plot_w))
+        img[bottom:bottom + 5, x] = (0, 0, 0)
+        _text(img, x - 3, bottom + 8, str(b), scale=2)
+    for frac in (0.0, 0.5, 1.0):
+        y = bottom - int(round(frac * plot_h))
+        img[y, left - 5:left] = (0, 0, 0)
+        _text(img, 4, y - 3, f"{y_lo + frac * (y_hi - y_lo):.3g}", scale=1)
+    _text(img, left + plot_w // 2 - 40, bottom + 24, "BITS/WEIGHT", scale=2)
+    palette = [(31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189),
+               (140, 86, 75), (227, 119, 194), (127, 127, 127)]
+    for i, ((bx, _, label), by) in enumerate(zip(points, ys)):
+        x = left + int(round((bx - x_lo) / (x_hi - x_lo) * plot_w))
+        y = bottom - int(round((by - y_lo) / (y_hi - y_lo) * plot_h))
+        color = palette[i % len(palette)]
+        img[max(y - 3, 0):y + 4, max(x - 3, 0):x + 4] = color
+        ly = bottom + 50 + 14 * i
+        img[ly:ly + 10, 10:20] = color
+        shown = label.replace("<=", "max")  # the raster font has no "<"
+        _text(img, 26, ly, f"{shown} ({bx:.2f}, {by:.4g})", scale=2)
+    return img
