@@ -94,7 +94,9 @@ def _policy(options: CompileOptions):
     auto = AutoMixed(budget_bits_per_weight=options.budget_bits_per_weight) if options.auto else None
     return BitPolicy(default_bits=options.default_bits,
                      rules=tuple(parse_rule(r) for r in options.rules),
-                     group_size=options.group_size, auto=auto)
+                     group_size=options.group_size, auto=auto, method=options.method,
+                     asymmetric=options.asymmetric, calib=options.calib,
+                     calib_tokens=options.calib_tokens, native=options.native)
 
 
 def _inputs(ckpt, base: BaseArray, options: CompileOptions) -> dict:
@@ -111,7 +113,18 @@ def _inputs(ckpt, base: BaseArray, options: CompileOptions) -> dict:
         "pdk": {"name": base.pdk.name, "sha256": sha256_file(Path(base.pdk.path))},
         "options": options.to_json(),
         "tool": {"name": "taalasc", "version": __version__},
+        **_calibration_input(options),
     }
+
+
+def _calibration_input(options: CompileOptions) -> dict:
+    """The calibration file's hash: GPTQ codes depend on every byte of it."""
+    path = options.calib_tokens or (options.calib if options.calib != "default" else None)
+    if path is None or not (options.method == "gptq" or options.auto):
+        return {}
+    if not Path(path).is_file():
+        raise ModelError(f"{path}: calibration file does not exist")
+    return {"calibration": {"path": str(path), "sha256": sha256_file(Path(path))}}
 
 
 def _digest(obj: dict) -> str:

@@ -233,6 +233,15 @@ def _tensor_quantizer(ckpt, manifest: dict):
     from taalasc.compile import CompileOptions, _policy
     from taalasc.quant.method import TensorQuantizer
 
+    from taalasc.errors import ModelError
+    from taalasc.outdir import sha256_file
+
+    calib = manifest["inputs"].get("calibration")
+    if calib is not None:
+        path = Path(calib["path"])
+        if not path.is_file() or sha256_file(path) != calib["sha256"]:
+            raise ModelError(f"{path}: the calibration file the masks were compiled with is "
+                             "missing or changed; GPTQ codes cannot be made again without it")
     options = CompileOptions.from_json(manifest["inputs"]["options"])
     return TensorQuantizer(ckpt, _policy(options))
 

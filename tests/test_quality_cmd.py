@@ -182,8 +182,9 @@ def test_compile_folder_uses_the_masks(llama_dir, compiled, tmp_path, capsys):
     a, b = tmp_path / "a.json", tmp_path / "b.json"
     assert run(["quality", compiled, "--model", llama_dir, "--text", text, "--json", a],
                capsys)[0] == 0
+    # the compile folder runs on its own base (sky130-demo); in memory, name the same one
     assert run(["quality", llama_dir, "--text", text, "--bits", "4", "--group-size", "16",
-                "--json", b], capsys)[0] == 0
+                "--base", "sky130-demo", "--json", b], capsys)[0] == 0
     masks, memory = (json.loads(p.read_text())["policies"][0] for p in (a, b))
     assert masks["label"] == "compiled masks"
     assert masks["figures"] == memory["figures"]  # the masks hold the quantizer's codes

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import inspect
 import sys
 from contextlib import contextmanager
 from typing import Iterator
@@ -16,20 +18,57 @@ def base_option(default: str = DEFAULT_BASE):
                         help="Base array: a built-in name (see `taalasc configs list`) or a YAML path.")
 
 
+# The calibrated-quantization options. A command whose function does not take them as
+# parameters still accepts them: quant_options keeps them in ctx.meta for bit_policy.
+_CALIB_PARAMS = ("method", "asymmetric", "calib", "calib_tokens")
+_META_KEY = "taalasc.quant_options"
+
+
 def quant_options(func):
-    """--bits/--rule/--group-size/--auto/--budget, shared by compile, simulate and estimate."""
-    func = click.option("--budget", type=float, default=3.5, show_default=True,
-                        help="Average bits per weight allowed by --auto.")(func)
-    func = click.option("--auto", is_flag=True,
-                        help="HC1-style mixed precision: 3 bits, 6 bits for the most "
-                             "error-sensitive tensors within --budget.")(func)
-    func = click.option("--group-size", default="32", show_default=True,
-                        help="Weights per scale along the input dimension, or 'per-channel'.")(func)
-    func = click.option("--rule", "rules", multiple=True, metavar="GLOB=BITS",
-                        help="Bits for tensors matching a glob, e.g. '*.v_proj.*=6' (repeatable).")(func)
-    func = click.option("--bits", type=click.IntRange(2, 8), default=4, show_default=True,
-                        help="Default bits per weight.")(func)
-    return func
+    """--bits/--rule/--group-size/--auto/--budget and --method/--asym/--calib/--calib-tokens,
+    shared by every command that quantizes."""
+    try:
+        params = inspect.signature(func).parameters
+    except (TypeError, ValueError):  # pragma: no cover - plain functions have signatures
+        params = {}
+    takes_all = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+    stash = tuple(k for k in _CALIB_PARAMS if not takes_all and k not in params)
+
+    @functools.wraps(func)
+    def command(*args, **kwargs):
+        if stash:
+            meta = click.get_current_context().meta.setdefault(_META_KEY, {})
+            meta.update({k: kwargs.pop(k) for k in stash if k in kwargs})
+        return func(*args, **kwargs)
+
+    f = command
+    f = click.option("--calib-tokens", "calib_tokens", default=None, metavar="FILE",
+                     help="Calibration token ids instead of text: whitespace-separated "
+                          "integers, one sequence per line.")(f)
+    f = click.option("--calib", "calib", default=None, metavar="FILE|default",
+                     help="Calibration text (UTF-8, read with the model's tokenizer) for "
+                          "--method gptq and --auto; 'default' is the sample shipped with "
+                          "taalasc. With it, --auto ranks tensors by their measured output "
+                          "error on these activations.")(f)
+    f = click.option("--asym/--sym", "asymmetric", default=False, show_default=True,
+                     help="Asymmetric codes (an fp16 minimum per group, GGUF Q4_1 style) or "
+                          "symmetric ones.")(f)
+    f = click.option("--method", type=click.Choice(["rtn", "gptq"]), default="rtn",
+                     show_default=True,
+                     help="Rounding: rtn (round to nearest) or gptq (error-compensating, "
+                          "calibrated; --calib default unless given).")(f)
+    f = click.option("--budget", type=float, default=3.5, show_default=True,
+                     help="Average bits per weight allowed by --auto.")(f)
+    f = click.option("--auto", is_flag=True,
+                     help="HC1-style mixed precision: 3 bits, 6 bits for the most "
+                          "error-sensitive tensors within --budget.")(f)
+    f = click.option("--group-size", default="32", show_default=True,
+                     help="Weights per scale along the input dimension, or 'per-channel'.")(f)
+    f = click.option("--rule", "rules", multiple=True, metavar="GLOB=BITS",
+                     help="Bits for tensors matching a glob, e.g. '*.v_proj.*=6' (repeatable).")(f)
+    f = click.option("--bits", type=click.IntRange(2, 8), default=4, show_default=True,
+                     help="Default bits per weight.")(f)
+    return f
 
 
 def parse_group_size(text: str) -> int | None:
@@ -46,23 +85,34 @@ def parse_group_size(text: str) -> int | None:
 
 
 def bit_policy(ctx: click.Context, bits: int, rules: tuple[str, ...], group_size: str,
-               auto: bool, budget: float, high_bits: int = 6):
+               auto: bool, budget: float, high_bits: int = 6, *, method: str | None = None,
+               asymmetric: bool | None = None, calib: str | None = None,
+               calib_tokens: str | None = None):
     """The BitPolicy of the shared quantization options.
 
-    With --auto the low width is 3 bits unless --bits was given on the command line."""
+    With --auto the low width is 3 bits unless --bits was given on the command line.
+    --method/--asym/--calib/--calib-tokens come from the arguments when given, else from
+    what quant_options kept in the context."""
     from click.core import ParameterSource
 
     from taalasc.quant import AutoMixed, BitPolicy, parse_rule
 
+    kept = ctx.meta.get(_META_KEY, {})
+    method = method if method is not None else kept.get("method", "rtn")
+    asymmetric = asymmetric if asymmetric is not None else kept.get("asymmetric", False)
+    calib = calib if calib is not None else kept.get("calib")
+    calib_tokens = calib_tokens if calib_tokens is not None else kept.get("calib_tokens")
+    extra = dict(method=method, asymmetric=bool(asymmetric), calib=calib,
+                 calib_tokens=calib_tokens)
     parsed = tuple(parse_rule(r) for r in rules)
     gs = parse_group_size(group_size)
     if not auto:
-        return BitPolicy(default_bits=bits, rules=parsed, group_size=gs)
+        return BitPolicy(default_bits=bits, rules=parsed, group_size=gs, **extra)
     given = ctx.get_parameter_source("bits") == ParameterSource.COMMANDLINE
     low = bits if given else AutoMixed().low_bits
     return BitPolicy(default_bits=low, rules=parsed, group_size=gs,
                      auto=AutoMixed(low_bits=low, high_bits=high_bits,
-                                    budget_bits_per_weight=budget))
+                                    budget_bits_per_weight=budget), **extra)
 
 
 @contextmanager

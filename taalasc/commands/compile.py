@@ -36,24 +36,34 @@ from taalasc.commands.common import base_option, parse_group_size, print_table, 
 @click.option("--scheduler", default=None, metavar="ADDRESS",
               help="Run on a Dask distributed cluster (e.g. tcp://host:8786) instead of local "
                    "processes; workers must share this filesystem. Needs taalasc[cluster].")
+@click.option("--native/--requantize", default=True, show_default=True,
+              help="For a .gguf file: put its own Q8_0/Q4_0/Q4_1 codes on the chip as they are "
+                   "(the model llama.cpp runs), or quantize every tensor again from its values.")
 @click.option("--force", is_flag=True, help="Replace an output folder holding a different compile.")
 @click.option("--quiet", is_flag=True, help="No progress bar and no summary table.")
-def compile_cmd(model, base, out_dir, bits, rules, group_size, auto, budget, fmt, max_dies, curve,
-                layers, dies, jobs, scheduler, force, quiet):
+def compile_cmd(model, base, out_dir, bits, rules, group_size, auto, budget, method, asymmetric,
+                calib, calib_tokens, fmt, max_dies, curve, layers, dies, jobs, scheduler, native,
+                force, quiet):
     """Compile MODEL (a .safetensors file, a sharded index, or a Hugging Face-style folder) onto
     a base array: quantize, place, write the top-via and top-metal masks (GDSII/OASIS), a
     manifest, a KLayout layer-properties file and a PNG overview into the output folder."""
     from taalasc.compile import CompileOptions, compile_model
     from taalasc.dieworker import parse_index_set
 
+    # Calibration files are recorded by absolute path (and hash, in the manifest's inputs):
+    # verify quantizes again with them, from wherever it runs.
+    calib = calib if calib in (None, "default") else str(Path(calib).resolve())
+    calib_tokens = None if calib_tokens is None else str(Path(calib_tokens).resolve())
     options = CompileOptions(base=base, default_bits=bits, rules=tuple(rules),
                              group_size=parse_group_size(group_size), auto=auto,
-                             budget_bits_per_weight=budget,
+                             budget_bits_per_weight=budget, method=method,
+                             asymmetric=asymmetric, calib=calib, calib_tokens=calib_tokens,
+                             native=native,
                              formats=("gds", "oas") if fmt == "both" else (fmt,),
                              max_dies=max_dies, curve=curve, force=force, layers=layers,
                              dies=None if dies is None else parse_index_set(dies, "--die"))
     if out_dir is None:
-        out_dir = Path(f"{model.name.removesuffix('.safetensors')}.taalasc")
+        out_dir = Path(f"{model.name.removesuffix('.safetensors').removesuffix('.gguf')}.taalasc")
     with progress_bar(not quiet) as tick:
         result = compile_model(model, out_dir, options, progress=tick, jobs=jobs,
                                scheduler=scheduler)

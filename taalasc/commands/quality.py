@@ -53,31 +53,6 @@ def policy_strings(bits: tuple[int, ...], auto: bool, budget: float, group_size:
     return out
 
 
-def native_weights(ckpt, fallback_bits: int = 8):
-    """ChipWeights holding the file's own codes (GGUF Q8_0/Q4_0/Q4_1 blocks); other 2-D
-    tensors re-quantized at ``fallback_bits``. (weights, count of re-quantized tensors)."""
-    import numpy as np
-
-    from taalasc.errors import ModelError
-    from taalasc.quant import QuantSpec, quantize_tensor
-
-    native = getattr(ckpt, "native", None)
-    if native is None:
-        raise ModelError(f"{ckpt.path}: --native needs a .gguf file (its Q8_0, Q4_0 or Q4_1 "
-                         "blocks); this checkpoint holds float weights")
-    weights, requantized = {}, 0
-    for name, info in ckpt.tensors.items():
-        if len(info.shape) <= 1:
-            weights[name] = ckpt.read(name).reshape(-1).astype(np.float16)
-            continue
-        qt = native(name)
-        if qt is None:
-            qt = quantize_tensor(name, ckpt.read(name), QuantSpec(fallback_bits, 32))
-            requantized += 1
-        weights[name] = qt
-    return weights, requantized
-
-
 @click.command("quality")
 @click.argument("model", metavar="MODEL_OR_OUT", type=click.Path())
 @click.option("--model", "original", type=click.Path(), default=None,
@@ -102,7 +77,7 @@ def native_weights(ckpt, fallback_bits: int = 8):
                    "gptq' (repeatable).")
 @click.option("--native", is_flag=True,
               help="Also the checkpoint's own codes (a GGUF file's Q8_0/Q4_0/Q4_1 blocks).")
-@base_option()
+@base_option("sky130-reticle")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path),
               default=None, help="Also write the figures as JSON to this file.")
 @click.option("--plot", "plot_path", type=click.Path(dir_okay=False, path_type=Path),
@@ -222,9 +197,16 @@ def _quantized(ckpt, policy):
 
 
 def _native(ckpt):
-    weights, requantized = native_weights(ckpt)
-    return weights, (f"{requantized} tensors without native codes re-quantized at 8 bits"
-                     if requantized else ""), None
+    """The file's own codes (GGUF Q8_0/Q4_0/Q4_1) where it has them, 8 bits elsewhere: the
+    policy compile uses for a .gguf file (native codes, the rest quantized again)."""
+    from taalasc.quant import BitPolicy
+    from taalasc.quant.method import native_specs
+
+    policy = BitPolicy(default_bits=8, group_size=32, native=True)
+    weights, note, base = _quantized(ckpt, policy)
+    others = sum(1 for n, i in ckpt.tensors.items() if len(i.shape) == 2) - len(native_specs(ckpt))
+    return weights, (f"{others} tensors without native codes re-quantized at 8 bits"
+                     if others else note), base
 
 
 def _same_model(out_dir: Path, ckpt) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import click
 
 from taalasc.commands.common import base_option, bit_policy, print_table, quant_options
@@ -41,11 +43,14 @@ def parse_tokens(text: str) -> list[int]:
                    "BERT) into this folder.")
 @click.option("--json", "as_json", is_flag=True, default=False,
               help="Print the result as JSON.")
+@click.option("--native/--requantize", default=True, show_default=True,
+              help="For a .gguf file: its own Q8_0/Q4_0/Q4_1 codes as they are, or quantize "
+                   "every tensor again from its values.")
 @click.pass_context
 def simulate(ctx: click.Context, model: str, original: str | None, lora_dir: str | None,
              tokens: str, bits: int, rules: tuple[str, ...], group_size: str, auto: bool,
              budget: float, base: str, overflow: str, top: int, save_dir: str | None,
-             as_json: bool) -> None:
+             as_json: bool, native: bool) -> None:
     """Run MODEL_OR_OUTDIR on --tokens twice: the float32 reference of the checkpoint, and the
     chip model (integer weight codes, activation_bits activations, accumulator_bits
     accumulators from the base array), then print the next-token predictions and the quality
@@ -63,7 +68,8 @@ def simulate(ctx: click.Context, model: str, original: str | None, lora_dir: str
     from taalasc.sim.run import save_outputs, simulate as run_simulation
 
     ids = parse_tokens(tokens)
-    policy = bit_policy(ctx, bits, rules, group_size, auto, budget)
+    policy = dataclasses.replace(bit_policy(ctx, bits, rules, group_size, auto, budget),
+                                 native=native)
     from pathlib import Path
 
     from taalasc.errors import ModelError

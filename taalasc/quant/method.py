@@ -56,11 +56,15 @@ class TensorQuantizer:
         if self.method not in METHODS:
             raise QuantizationError(f"method must be one of {', '.join(METHODS)}, "
                                     f"not {self.method!r}")
-        self.native = bool(getattr(policy, "native", True))
+        self.native = bool(getattr(policy, "native", False))
         self._native = native_specs(ckpt) if self.native else {}
         self._policy = policy
         self._progress = progress
         self._hessians: dict | None = None
+
+    def __getstate__(self) -> dict:
+        # Sent to die workers: the progress callback (a closure over the terminal) stays here.
+        return {**self.__dict__, "_progress": None}
 
     def hessians(self) -> dict:
         """Hessians of every linear's input on the calibration sample, computed once."""

