@@ -18,8 +18,11 @@ Engines:
 
 from __future__ import annotations
 
+import signal
+import threading
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from typing import Any, TypeVar
 
 from taalasc.errors import ConfigError
@@ -67,11 +70,52 @@ def _bounded(submit: Callable[[Any], Any], result: Callable[[Any], Any], items: 
             break
 
 
+@contextmanager
+def _sigint_deferred() -> Iterator[None]:
+    """Hold Ctrl-C (SIGINT) until the block ends, then raise KeyboardInterrupt as usual.
+
+    Starting a worker writes its start-up data down a pipe; an interrupt in the middle leaves
+    the worker reading half of it (it prints its own traceback) or the pool half started."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    caught: list[int] = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: caught.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if caught:
+        raise KeyboardInterrupt
+
+
+def _worker_pid(_: int) -> int:
+    import os
+    import time
+
+    time.sleep(0.02)  # long enough that the other start-up tasks go to the other workers
+    return os.getpid()
+
+
+def _start_all(pool, jobs: int) -> None:
+    """Have every worker running before real work is handed out. The pool starts workers one
+    per submission; one still booting when Ctrl-C ends the parent dies reading its start-up
+    data and prints a traceback of its own onto the user's terminal."""
+    seen: set[int] = set()
+    for _ in range(20):  # capped: a worker that never answers is reported by the real work
+        seen.update(pool.map(_worker_pid, range(jobs)))
+        if len(seen) >= jobs:
+            return
+
+
 def _processes(fn, items: list, jobs: int, window: int | None) -> Iterator:
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
-    pool = ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn"))
+    with _sigint_deferred():  # a Ctrl-C now would cut a worker's start-up data in half
+        pool = ProcessPoolExecutor(max_workers=jobs,
+                                   mp_context=multiprocessing.get_context("spawn"))
+        _start_all(pool, jobs)
     try:
         yield from _bounded(lambda item: pool.submit(fn, item), lambda f: f.result(), items,
                             window or 2 * jobs)
