@@ -146,9 +146,13 @@ def resolve_group_size(name: str, in_features: int, group_size: int | None) -> i
     return in_features
 
 
-def _first_bad_index(block: np.ndarray, row0: int) -> tuple[int, int]:
-    r, c = np.argwhere(~np.isfinite(block))[0]
-    return int(r) + row0, int(c)
+def _check_finite(name: str, block: np.ndarray, w: np.ndarray, row0: int) -> None:
+    """QuantizationError naming the first NaN/Inf weight of ``block`` (rows from ``row0``)."""
+    if not np.isfinite(block).all():
+        r, c = np.argwhere(~np.isfinite(block))[0]
+        r, c = int(r) + row0, int(c)
+        raise QuantizationError(f"tensor {name!r}: weight [{r}, {c}] is {float(w[r, c])!r}; "
+                                "NaN/Inf weights cannot be quantized")
 
 
 def _group_scales(name: str, groups: np.ndarray, bits: int, row0: int) -> np.ndarray:
@@ -238,11 +242,7 @@ def _quantize_asymmetric(name: str, w: np.ndarray, spec: QuantSpec, gs: int) -> 
     rows = max(1, _BLOCK_ELEMENTS // in_f)
     for r0 in range(0, out_f, rows):
         block = np.asarray(w[r0:r0 + rows], dtype=np.float64)
-        if not np.isfinite(block).all():
-            r, c = _first_bad_index(block, r0)
-            raise QuantizationError(
-                f"tensor {name!r}: weight [{r}, {c}] is {float(w[r, c])!r}; "
-                "NaN/Inf weights cannot be quantized")
+        _check_finite(name, block, w, r0)
         groups = block.reshape(block.shape[0], ng, gs)
         s16, m16 = fp16_scale_min_asymmetric(groups.max(axis=2), groups.min(axis=2),
                                              spec.bits, name)
@@ -290,11 +290,7 @@ def quantize_tensor(name: str, weights: np.ndarray, spec: QuantSpec) -> Quantize
             sig += g
             continue
         block = np.asarray(w[r0:r0 + rows], dtype=np.float64)
-        if not np.isfinite(block).all():
-            r, c = _first_bad_index(block, r0)
-            raise QuantizationError(
-                f"tensor {name!r}: weight [{r}, {c}] is {float(w[r, c])!r}; "
-                "NaN/Inf weights cannot be quantized")
+        _check_finite(name, block, w, r0)
         groups = block.reshape(block.shape[0], ng, gs)
         s16 = _group_scales(name, groups, bits, r0)
         s = s16.astype(np.float64)[:, :, None]
@@ -328,11 +324,7 @@ def _block_f32(name: str, w: np.ndarray, r0: int, rows: int, bits: int, gs: int,
     block's (error, signal) sums of squares exactly as the float64 path computes them."""
     qmax = 2 ** (bits - 1)
     block = np.ascontiguousarray(w[r0:r0 + rows])
-    if not np.isfinite(block).all():
-        r, c = _first_bad_index(block, r0)
-        raise QuantizationError(
-            f"tensor {name!r}: weight [{r}, {c}] is {float(w[r, c])!r}; "
-            "NaN/Inf weights cannot be quantized")
+    _check_finite(name, block, w, r0)
     nr = block.shape[0]
     groups = block.reshape(nr, -1, gs)
     s16 = _scales_from_extremes(name, groups.max(axis=2).astype(np.float64),
