@@ -14,6 +14,7 @@ byte-identical to the same files of the full compile.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 from dataclasses import dataclass, field
@@ -47,6 +48,9 @@ class CompileOptions:
     calib: str | None = None              # calibration text file, or "default" (gptq, auto)
     calib_tokens: str | None = None       # calibration token-id file
     native: bool = True                   # keep a GGUF file's own Q8_0/Q4_0/Q4_1 codes
+    # The base was not chosen by the user: a model too large for it goes to the built-in
+    # base that holds it (the manifest records the base used, not this flag).
+    base_fallback: bool = False
 
     # Quantization options recorded in the manifest only when they differ from the default,
     # so compiles made before they existed keep their inputs digest.
@@ -105,7 +109,8 @@ def _inputs(ckpt, base: BaseArray, options: CompileOptions) -> dict:
     config = None if ckpt.config is None else hashlib.sha256(
         json.dumps(ckpt.config, sort_keys=True).encode()).hexdigest()
     return {
-        "model": {"files": files, "config_sha256": config, "architecture": ckpt.architecture},
+        "model": {"files": files, "config_sha256": config, "architecture": ckpt.architecture,
+                  **_model_notes(ckpt, options)},
         "base_array": {"name": base.name, "sha256": sha256_file(Path(base.path)),
                        # a YAML given by path (not a built-in) is found again by its path
                        **({"path": str(Path(base.path).resolve())}
@@ -115,6 +120,24 @@ def _inputs(ckpt, base: BaseArray, options: CompileOptions) -> dict:
         "tool": {"name": "taalasc", "version": __version__},
         **_calibration_input(options),
     }
+
+
+def _model_notes(ckpt, options: CompileOptions) -> dict:
+    """What the chip leaves out or makes again, recorded only when there is some: buffers
+    (BERT's position_ids, rotary caches) and GGUF block types it cannot store as they are."""
+    from taalasc.quant.method import native_specs
+
+    notes = {}
+    skipped = getattr(ckpt, "skipped", {})
+    if skipped:
+        notes["skipped"] = dict(sorted(skipped.items()))
+    if getattr(ckpt, "native_spec", None) is not None:
+        native = native_specs(ckpt) if options.native else {}
+        again = sorted({ckpt.tensors[n].dtype for n, i in ckpt.tensors.items()
+                        if len(i.shape) == 2 and n not in native})
+        if again:
+            notes["requantized_block_types"] = again
+    return notes
 
 
 def _calibration_input(options: CompileOptions) -> dict:
@@ -163,8 +186,28 @@ def plan(model: Path, options: CompileOptions):
                                   group_size=spec.group_size if spec else None,
                                   layer=ckpt.layer_of(name),
                                   asymmetric=bool(spec and spec.asymmetric)))
-    placement = plan_placement(tensors, base, max_dies=options.max_dies, curve=options.curve)
+    try:
+        placement = plan_placement(tensors, base, max_dies=options.max_dies,
+                                   curve=options.curve)
+    except PlacementError:
+        if not options.base_fallback:
+            raise
+        base = _larger_base(tensors, base, options)   # or the error again, naming the bases
+        placement = plan_placement(tensors, base, max_dies=options.max_dies,
+                                   curve=options.curve)
     return base, ckpt, specs, tensors, placement
+
+
+def _larger_base(tensors, base: BaseArray, options: CompileOptions) -> BaseArray:
+    """The built-in base a model goes to when it does not fit the default one: on the same
+    PDK first, then fewest dies (taalasc.place.fit); PlacementError when none holds it."""
+    from taalasc.place.fit import bases_that_hold
+
+    found = bases_that_hold(tensors, base, options.max_dies)
+    if not found:
+        plan_placement(tensors, base, max_dies=options.max_dies, curve=options.curve)
+    same_pdk = [name for name, _, _ in found if load_base_array(name).pdk.name == base.pdk.name]
+    return load_base_array((same_pdk or [found[0][0]])[0])
 
 
 def compile_model(model: Path, out_dir: Path, options: CompileOptions,
@@ -183,6 +226,8 @@ def compile_model(model: Path, out_dir: Path, options: CompileOptions,
     from taalasc.place.overview import overview_png
 
     base, ckpt, specs, tensors, placement = plan(Path(model), options)
+    if base.name != options.base:  # too large for the default base: record the one used
+        options = dataclasses.replace(options, base=base.name)
     dies_wanted = _dies_wanted(placement, options.dies)
     inputs = _inputs(ckpt, base, options)
     digest = _digest(inputs)
@@ -370,7 +415,12 @@ def _die_entry(d) -> dict:
 def _summary(manifest: dict) -> list[tuple[str, str]]:
     dies = manifest["dies"]
     bits = sum(d["bit_vias"] for d in dies)
-    rows = [("dies", str(len(dies)) if all(d.get("present", True) for d in dies) else
+    model = manifest["inputs"]["model"]
+    rows = [("base array", manifest["inputs"]["base_array"]["name"]),
+            *([("left off the chip", ", ".join(model["skipped"]))] if "skipped" in model else []),
+            *([("GGUF types quantized by taalasc", ", ".join(model["requantized_block_types"]))]
+              if "requantized_block_types" in model else []),
+            ("dies", str(len(dies)) if all(d.get("present", True) for d in dies) else
              f"{sum(d.get('present', True) for d in dies)} of {len(dies)} (--die)"),
             ("tiles used", str(len(manifest["placement"]["assignments"]))),
             ("programmed bits (vias)", f"{bits:,}"),

@@ -30,14 +30,14 @@ class Thresholds:
     | native Q4_1 codes / 8-bit RTN  | 0.0002 / 0.002 | 0.995 / 0.977 | +0.04 / +0.3 % |
     | 4-bit GPTQ asym / 4-bit RTN    | 0.065 / 0.41   | 0.81 / 0.63   | +9 / +25 %     |
     all-MiniLM-L6-v2 sentence-embedding cosine: 8-bit 0.9999, 4-bit GPTQ asym 0.988, 4-bit
-    RTN 0.967. The KL and cosine defaults pass the first two rows and the GPTQ row and fail
+    RTN 0.967 on text; on verify's 16 seeded ids 0.9998, 0.979 and 0.945. The KL and cosine defaults pass the first two rows and the GPTQ row and fail
     plain 4-bit rounding, whose loss a user would notice (a quarter more perplexity). Top-1
     stays a loose 0.5: over verify's 16 seeded token ids it is the noisiest figure (synthetic
     checkpoints with random weights have nearly flat logits), and KL already separates.
     """
 
     min_top1: float = 0.5
-    min_cosine: float = 0.98
+    min_cosine: float = 0.97
     max_kl_nats: float = 0.1
 
 
@@ -287,5 +287,8 @@ def _quality_check(figures: dict[str, float], t: Thresholds) -> Check:
         summary = f"hidden cosine {figures['hidden_cosine_mean']:.4f}" + (
             f", sentence-embedding cosine {embedding:.4f}" if embedding is not None else "") + (
             f", pooled cosine {pooled:.4f}" if pooled is not None else "")
+    hint = ("; the codes lose too much: compile with --method gptq --asym or more bits "
+            "(`taalasc quality MODEL` compares policies on real text)")
     return Check("quality", not failures,
-                 summary + (": " + "; ".join(failures) if failures else " (chip vs float reference)"))
+                 summary + (": " + "; ".join(failures) + hint if failures
+                            else " (chip vs float reference)"))

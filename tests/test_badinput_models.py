@@ -61,7 +61,8 @@ def test_vector_overflowing_fp16_is_one_line(capfd, tmp_path):
 
 def test_model_that_does_not_fit(capfd, tmp_path):
     model = demo_model(tmp_path / "demo")
-    code, lines, out = _compile(capfd, tmp_path, model, "--bits", "8", "--max-dies", "1")
+    code, lines, out = _compile(capfd, tmp_path, model, "--bits", "8", "--max-dies", "1",
+                                 "--base", "sky130-demo")
     assert_one_error(code, lines, r"model needs [\d,]+ bits in \d+ weight tiles, but base array "
                                   r"sky130-demo .* allows 1 dies \(256 tiles\); 2 dies would be "
                                   r"needed")

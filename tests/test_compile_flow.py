@@ -9,6 +9,7 @@ import gdstk
 import klayout.db as kdb
 import pytest
 
+from taalasc.errors import PlacementError
 from taalasc.cli import main
 from taalasc.config import load_base_array
 from taalasc.model.synth import llama_config, write_llama
@@ -111,11 +112,24 @@ def test_same_inputs_recompile_in_place_and_different_inputs_need_force(demo, tm
     assert main(["compile", model, "-o", str(out), "--quiet", "--bits", "3", "--force"]) == 0
 
 
+def test_a_model_too_big_for_the_default_base_goes_to_the_reticle_base(tmp_path):
+    """No --base: the built-in base that holds the model, on the same PDK first."""
+    from taalasc.compile import CompileOptions, plan
+
+    model = write_llama(tmp_path / "m", llama_config(hidden=128, layers=4, intermediate=512,
+                                                     vocab=1024))
+    base, *_, placement = plan(model, CompileOptions(max_dies=1, base_fallback=True))
+    assert (base.name, placement.dies) == ("sky130-reticle", 1)
+    with pytest.raises(PlacementError, match=r"allows 1 dies? .* built-in bases that hold it"):
+        plan(model, CompileOptions(max_dies=1))   # a base the user chose stays chosen
+
+
 def test_too_big_for_the_allowed_dies_is_an_error_before_writing(tmp_path, capsys):
     model = write_llama(tmp_path / "m", llama_config(hidden=128, layers=4, intermediate=512,
                                                      vocab=1024))
     out = tmp_path / "out"
-    assert main(["compile", str(model), "-o", str(out), "--max-dies", "1", "--quiet"]) == 1
+    assert main(["compile", str(model), "-o", str(out), "--max-dies", "1", "--quiet",
+                 "--base", "sky130-demo"]) == 1
     err = capsys.readouterr().err
     assert re.fullmatch(r"error: model needs [\d,]+ bits in [\d,]+ weight tiles, but base array "
                         r"sky130-demo has 256 tiles per die and allows 1 dies? \(256 tiles\); "

@@ -41,12 +41,15 @@ from taalasc.commands.common import base_option, parse_group_size, print_table, 
                    "(the model llama.cpp runs), or quantize every tensor again from its values.")
 @click.option("--force", is_flag=True, help="Replace an output folder holding a different compile.")
 @click.option("--quiet", is_flag=True, help="No progress bar and no summary table.")
-def compile_cmd(model, base, out_dir, bits, rules, group_size, auto, budget, method, asymmetric,
+@click.pass_context
+def compile_cmd(ctx, model, base, out_dir, bits, rules, group_size, auto, budget, method, asymmetric,
                 calib, calib_tokens, fmt, max_dies, curve, layers, dies, jobs, scheduler, native,
                 force, quiet):
     """Compile MODEL (a .safetensors file, a sharded index, or a Hugging Face-style folder) onto
     a base array: quantize, place, write the top-via and top-metal masks (GDSII/OASIS), a
     manifest, a KLayout layer-properties file and a PNG overview into the output folder."""
+    from click.core import ParameterSource
+
     from taalasc.compile import CompileOptions, compile_model
     from taalasc.dieworker import parse_index_set
 
@@ -59,6 +62,8 @@ def compile_cmd(model, base, out_dir, bits, rules, group_size, auto, budget, met
                              budget_bits_per_weight=budget, method=method,
                              asymmetric=asymmetric, calib=calib, calib_tokens=calib_tokens,
                              native=native,
+                             base_fallback=ctx.get_parameter_source("base")
+                             == ParameterSource.DEFAULT,
                              formats=("gds", "oas") if fmt == "both" else (fmt,),
                              max_dies=max_dies, curve=curve, force=force, layers=layers,
                              dies=None if dies is None else parse_index_set(dies, "--die"))

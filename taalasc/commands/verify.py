@@ -18,7 +18,7 @@ import click
               help="A PEFT LoRA adapter folder, applied at run time as the chip's SRAM holds it.")
 @click.option("--min-top1", type=float, default=0.5, show_default=True,
               help="Decoders: least top-1 agreement of chip and float reference.")
-@click.option("--min-cosine", type=float, default=0.98, show_default=True,
+@click.option("--min-cosine", type=float, default=0.97, show_default=True,
               help="Least mean cosine of logits (decoders) or hidden states (encoders).")
 @click.option("--max-kl", type=float, default=0.1, show_default=True,
               help="Decoders: largest mean KL divergence, nats.")
