@@ -59,7 +59,7 @@ def _parse_list(text: str | None, what: str, cast=str) -> list:
 @click.option("--plot", type=click.Path(path_type=Path), default=None,
               help="With a sweep: write a bar chart (PNG) of area, tokens/s, power and cost.")
 def estimate_cmd(model, config_path, preset, base, bits, rules, group_size, auto, budget,
-                 users, context, lora_rank, lora_dir, utilisation, as_json, as_md,
+                 asymmetric, users, context, lora_rank, lora_dir, utilisation, as_json, as_md,
                  sweep_bits, sweep_base, plot):
     """Estimate what printing a model on a base array takes — tiles, dies, area, Fmax,
     tokens/s, watts, SRAM for the KV cache and LoRA, and cost — from a checkpoint's header,
@@ -89,7 +89,7 @@ def estimate_cmd(model, config_path, preset, base, bits, rules, group_size, auto
     elif lora_rank is not None:
         lora = lora_from_rank(shape, lora_rank)
     common = dict(rules=_parse_rules(rules), group_size=parse_group_size(group_size),
-                  users=users, context=context, lora=lora, utilisation=utilisation)
+                  asymmetric=asymmetric, users=users, context=context, lora=lora, utilisation=utilisation)
     auto_t = (3, 6, budget) if auto else None
     bits_list = _parse_list(sweep_bits, "--sweep-bits", int)
     bases = _parse_list(sweep_base, "--sweep-base") or [base]
