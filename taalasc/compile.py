@@ -256,7 +256,9 @@ def compile_model(model: Path, out_dir: Path, options: CompileOptions,
                        links=tuple(links.get(d, ())),
                        specs={seg.tensor: specs[seg.tensor] for _, seg in on_die[d]
                               if seg.tensor in specs},
-                       stage=str(stage), formats=tuple(options.formats), quantizer=quantizer)
+                       stage=str(stage), formats=tuple(options.formats),
+                       quantizer=None if quantizer is None else quantizer.for_tensors(
+                           seg.tensor for _, seg in on_die[d]))
                 for d in dies_wanted]
         quant_stats: dict[str, dict] = {}
         dies = []

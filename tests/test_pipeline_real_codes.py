@@ -108,3 +108,29 @@ def test_real_smollm2_blocks_come_back_from_the_masks(tmp_path, capsys):
         np.testing.assert_array_equal(got.scales.view(np.uint16), want.scales.view(np.uint16))
         checked += 1
     assert checked == 7   # the seven Q4_1 matrices of block 0
+
+
+def test_gptq_compile_is_the_same_bytes_on_two_workers_and_verifies(tmp_path):
+    """GPTQ codes depend on the calibration Hessians: computed once, each die worker gets
+    its own tensors' share, and verify makes the same codes again from the recorded file."""
+    model = write_llama(tmp_path / "model", llama_config(hidden=96, layers=4, intermediate=256,
+                                                         vocab=512), dtype="BF16")
+    calib = tmp_path / "calib.txt"
+    calib.write_text("\n".join(" ".join(str((7 * i + 3 * j) % 256) for j in range(48))
+                               for i in range(4)) + "\n")
+    outs = []
+    for jobs in ("1", "2"):
+        out = tmp_path / f"masks{jobs}"
+        assert main(["compile", str(model), "-o", str(out), "--quiet", "--format", "gds",
+                     "--bits", "4", "--method", "gptq", "--asym", "--calib-tokens", str(calib),
+                     "-j", jobs]) == 0
+        outs.append(out)
+    one, two = (sorted((p.name, p.read_bytes()) for p in o.iterdir()) for o in outs)
+    assert one == two
+    manifest = read_manifest(outs[0])
+    assert manifest["inputs"]["calibration"]["path"] == str(calib.resolve())
+    assert len(manifest["dies"]) >= 2
+    checks, doc = _verify_checks(outs[0], model, tmp_path)
+    assert checks["codes"] and checks["datapath"], doc
+    calib.write_text("1 2 3 4 5 6 7 8\n")   # not the file the masks were made with
+    assert main(["verify", str(outs[0]), str(model)]) == 1

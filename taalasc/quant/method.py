@@ -15,6 +15,7 @@ policy. ``TensorQuantizer`` is that single place. It picks, per tensor:
 
 from __future__ import annotations
 
+import copy
 from typing import Any, Callable
 
 from taalasc.errors import QuantizationError
@@ -65,6 +66,15 @@ class TensorQuantizer:
     def __getstate__(self) -> dict:
         # Sent to die workers: the progress callback (a closure over the terminal) stays here.
         return {**self.__dict__, "_progress": None}
+
+    def for_tensors(self, names) -> "TensorQuantizer":
+        """A copy that carries only the Hessians of ``names``: what one die worker needs
+        (a compile sends every die its own, not the whole model's)."""
+        part = copy.copy(self)
+        if self._hessians is not None:
+            keep = set(names)
+            part._hessians = {n: h for n, h in self._hessians.items() if n in keep}
+        return part
 
     def hessians(self) -> dict:
         """Hessians of every linear's input on the calibration sample, computed once."""
