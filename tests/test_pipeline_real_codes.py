@@ -3,6 +3,7 @@ mask geometry, verify. The codes that come back from the vias must be the quanti
 file's own blocks) bit for bit."""
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -134,3 +135,30 @@ def test_gptq_compile_is_the_same_bytes_on_two_workers_and_verifies(tmp_path):
     assert checks["codes"] and checks["datapath"], doc
     calib.write_text("1 2 3 4 5 6 7 8\n")   # not the file the masks were made with
     assert main(["verify", str(outs[0]), str(model)]) == 1
+
+
+@pytest.mark.parametrize("case, pattern", [
+    ("no tokenizer", r"error: calibration text needs the model's tokenizer, and .* has no "
+                     r"tokenizer\.json; give token ids instead \(--calib-tokens FILE\)"),
+    ("empty text", r"error: .*calibration text is empty"),
+])
+def test_bad_calibration_is_one_error_line_and_writes_nothing(asym, tmp_path, capfd, case,
+                                                              pattern):
+    model, _ = asym
+    text = tmp_path / "calib.txt"
+    text.write_text(" \n\n" if case == "empty text" else "Some words to calibrate on.\n")
+    if case == "empty text":   # a tokenizer is there: the text itself is the problem
+        import shutil
+        shutil.copytree(model, tmp_path / "model")
+        model = tmp_path / "model"
+        from tokenizers import Tokenizer, models, pre_tokenizers
+        tok = Tokenizer(models.WordLevel({"[UNK]": 0, "some": 1}, unk_token="[UNK]"))
+        tok.pre_tokenizer = pre_tokenizers.Whitespace()
+        tok.save(str(model / "tokenizer.json"))
+    out = tmp_path / "out"
+    capfd.readouterr()
+    code = main(["compile", str(model), "-o", str(out), "--quiet", "--method", "gptq",
+                 "--calib", str(text)])
+    err = capfd.readouterr().err
+    assert code == 1 and re.fullmatch(pattern + r"\n", err), err
+    assert not out.exists()
