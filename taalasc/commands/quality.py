@@ -290,7 +290,7 @@ def render_plot(doc: dict):
     1 - embedding cosine) against bits per weight, one labelled point per policy."""
     import numpy as np
 
-    from taalasc.report.sweep import _text
+    from taalasc.png import draw_text
 
     decoder = doc["architecture"] == "llama"
     title = "PPL INCREASE % VS BITS/WEIGHT" if decoder else "1 - EMBEDDING COSINE VS BITS/WEIGHT"
@@ -301,7 +301,7 @@ def render_plot(doc: dict):
     width, left, top, plot_w, plot_h = 640, 70, 40, 540, 260
     height = top + plot_h + 60 + 14 * len(points)
     img = np.full((height, width, 3), 255, dtype=np.uint8)
-    _text(img, left, 12, title)
+    draw_text(img, left, 12, title)
     xs = [p[0] for p in points]
     ys = [p[1] if np.isfinite(p[1]) else 0.0 for p in points]
     x_lo, x_hi = min(2.0, min(xs)), max(8.0, max(xs))
@@ -312,12 +312,12 @@ def render_plot(doc: dict):
     for b in range(int(np.ceil(x_lo)), int(np.floor(x_hi)) + 1):
         x = left + int(round((b - x_lo) / (x_hi - x_lo) * plot_w))
         img[bottom:bottom + 5, x] = (0, 0, 0)
-        _text(img, x - 3, bottom + 8, str(b), scale=2)
+        draw_text(img, x - 3, bottom + 8, str(b), scale=2)
     for frac in (0.0, 0.5, 1.0):
         y = bottom - int(round(frac * plot_h))
         img[y, left - 5:left] = (0, 0, 0)
-        _text(img, 4, y - 3, f"{y_lo + frac * (y_hi - y_lo):.3g}", scale=1)
-    _text(img, left + plot_w // 2 - 40, bottom + 24, "BITS/WEIGHT", scale=2)
+        draw_text(img, 4, y - 3, f"{y_lo + frac * (y_hi - y_lo):.3g}", scale=1)
+    draw_text(img, left + plot_w // 2 - 40, bottom + 24, "BITS/WEIGHT", scale=2)
     palette = [(31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189),
                (140, 86, 75), (227, 119, 194), (127, 127, 127)]
     for i, ((bx, _, label), by) in enumerate(zip(points, ys)):
@@ -328,5 +328,5 @@ def render_plot(doc: dict):
         ly = bottom + 50 + 14 * i
         img[ly:ly + 10, 10:20] = color
         shown = label.replace("<=", "max")  # the raster font has no "<"
-        _text(img, 26, ly, f"{shown} ({bx:.2f}, {by:.4g})", scale=2)
+        draw_text(img, 26, ly, f"{shown} ({bx:.2f}, {by:.4g})", scale=2)
     return img

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
+from taalasc.png import draw_text
 from taalasc.report.estimate import estimate
 from taalasc.report.metrics import Report, format_value
 
@@ -73,40 +74,6 @@ def sweep_table(points: list[tuple[str, Report]], markdown: bool):
 
 # --- a tiny raster font and bar chart ----------------------------------------------------------
 
-_FONT_ROWS = {  # 3 columns × 5 rows, rows separated by "|", "#" = ink
-    "0": "###|#.#|#.#|#.#|###", "1": ".#.|##.|.#.|.#.|###", "2": "###|..#|###|#..|###",
-    "3": "###|..#|.##|..#|###", "4": "#.#|#.#|###|..#|..#", "5": "###|#..|###|..#|###",
-    "6": "###|#..|###|#.#|###", "7": "###|..#|.#.|.#.|.#.", "8": "###|#.#|###|#.#|###",
-    "9": "###|#.#|###|..#|###", ".": "...|...|...|...|.#.", "-": "...|...|###|...|...",
-    " ": "...|...|...|...|...", "/": "..#|..#|.#.|#..|#..", "+": "...|.#.|###|.#.|...",
-    "(": ".#.|#..|#..|#..|.#.", ")": ".#.|..#|..#|..#|.#.", ",": "...|...|...|.#.|#..",
-    "_": "...|...|...|...|###", "%": "#.#|..#|.#.|#..|#.#",
-    "A": ".#.|#.#|###|#.#|#.#", "B": "##.|#.#|##.|#.#|##.", "C": "###|#..|#..|#..|###",
-    "D": "##.|#.#|#.#|#.#|##.", "E": "###|#..|###|#..|###", "F": "###|#..|###|#..|#..",
-    "G": "###|#..|#.#|#.#|###", "H": "#.#|#.#|###|#.#|#.#", "I": "###|.#.|.#.|.#.|###",
-    "J": "..#|..#|..#|#.#|###", "K": "#.#|#.#|##.|#.#|#.#", "L": "#..|#..|#..|#..|###",
-    "M": "#.#|###|###|#.#|#.#", "N": "##.|#.#|#.#|#.#|#.#", "O": "###|#.#|#.#|#.#|###",
-    "P": "###|#.#|###|#..|#..", "Q": "###|#.#|#.#|###|..#", "R": "##.|#.#|##.|#.#|#.#",
-    "S": "###|#..|###|..#|###", "T": "###|.#.|.#.|.#.|.#.", "U": "#.#|#.#|#.#|#.#|###",
-    "V": "#.#|#.#|#.#|#.#|.#.", "W": "#.#|#.#|###|###|#.#", "X": "#.#|#.#|.#.|#.#|#.#",
-    "Y": "#.#|#.#|.#.|.#.|.#.", "Z": "###|..#|.#.|#..|###",
-}
-_FONT = {k: v.replace("|", "") for k, v in _FONT_ROWS.items()}
-
-
-def _text(img: np.ndarray, x: int, y: int, text: str, scale: int = 2,
-          color=(20, 20, 20)) -> None:
-    for ch in text.upper():
-        glyph = _FONT.get(ch, _FONT[" "])
-        for k, c in enumerate(glyph):
-            if c == "#":
-                r, col = divmod(k, 3)
-                y0, x0 = y + r * scale, x + col * scale
-                if 0 <= y0 and y0 + scale <= img.shape[0] and 0 <= x0 and x0 + scale <= img.shape[1]:
-                    img[y0:y0 + scale, x0:x0 + scale] = color
-        x += 4 * scale
-
-
 def _short(v: float) -> str:
     for div, suffix in ((1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "K")):
         if abs(v) >= div:
@@ -125,7 +92,7 @@ def render_sweep(points: list[tuple[str, Report]]) -> np.ndarray:
                (140, 86, 75), (227, 119, 194), (127, 127, 127)]
     for p, (metric, title) in enumerate(PLOTTED):
         ox, oy = (p % 2) * panel_w, (p // 2) * panel_h
-        _text(img, ox + pad, oy + 8, title)
+        draw_text(img, ox + pad, oy + 8, title)
         values = [float(_value(r, metric) or 0.0) for _, r in points]
         top = max(values) or 1.0
         base_y, plot_h = oy + panel_h - 22, panel_h - 60
@@ -134,13 +101,13 @@ def render_sweep(points: list[tuple[str, Report]]) -> np.ndarray:
             h = int(round(plot_h * v / top)) if np.isfinite(v) else plot_h
             x0 = ox + pad + i * (bar_w + gap)
             img[base_y - h:base_y, x0:x0 + bar_w] = palette[i % len(palette)]
-            _text(img, x0, base_y - h - 12, _short(v), scale=1)
-            _text(img, x0 + bar_w // 2 - 3, base_y + 5, str(i + 1), scale=2)
+            draw_text(img, x0, base_y - h - 12, _short(v), scale=1)
+            draw_text(img, x0 + bar_w // 2 - 3, base_y + 5, str(i + 1), scale=2)
     legend_y = panel_h * 2 + 12
     for i, (label, _) in enumerate(points):
         y = legend_y + 14 * i
         img[y:y + 10, 10:20] = palette[i % len(palette)]
-        _text(img, 26, y, f"{i + 1} {label}", scale=2)
+        draw_text(img, 26, y, f"{i + 1} {label}", scale=2)
     return img
 
 
