@@ -251,7 +251,7 @@ def compile_model(model: Path, out_dir: Path, options: CompileOptions,
             return legend, stats, as_json, _dumps(as_json)
 
         side = _Side(placement_only, background=jobs > 1 or scheduler is not None)
-        quantizer = _quantizer(ckpt, options, tick)
+        quantizer = _quantizer(ckpt, options, specs, tick)
         work = [DieJob(ckpt=ckpt, base=base, die=d, assignments=tuple(on_die[d]),
                        links=tuple(links.get(d, ())),
                        specs={seg.tensor: specs[seg.tensor] for _, seg in on_die[d]
@@ -287,7 +287,7 @@ def compile_model(model: Path, out_dir: Path, options: CompileOptions,
     return CompileResult(out_dir=Path(out_dir), manifest=manifest, summary=_summary(manifest))
 
 
-def _quantizer(ckpt, options: CompileOptions, tick):
+def _quantizer(ckpt, options: CompileOptions, specs: dict, tick):
     """The TensorQuantizer the die workers share; None for plain round-to-nearest, which
     each worker does itself. Calibration Hessians are computed here, once, before the dies
     start (every worker would otherwise run the calibration forward pass again)."""
@@ -296,8 +296,8 @@ def _quantizer(ckpt, options: CompileOptions, tick):
     if options.method == "rtn" and not (options.native and native_specs(ckpt)):
         return None
     quantizer = TensorQuantizer(ckpt, _policy(options), tick)
-    if options.method == "gptq":
-        quantizer.hessians()
+    if options.method == "gptq" and any(not quantizer.is_native(n, s) for n, s in specs.items()):
+        quantizer.hessians()   # not when every tensor keeps a GGUF file's own codes
     return quantizer
 
 
