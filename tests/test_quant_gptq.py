@@ -379,3 +379,23 @@ def test_cli_options_reach_the_policy(tmp_path):
     assert eval(out.output)["method"] == "rtn" and eval(out.output)["calibration"] is None
     out = CliRunner().invoke(cmd, ["--method", "awq"])
     assert out.exit_code == 2 and "'awq' is not one of 'rtn', 'gptq'" in out.output
+
+
+def test_gptq_refuses_hessians_beyond_the_memory_bound():
+    """Llama-3.1-8B-like shapes: 32 x (6 x 4096² + 14336²) x 8 bytes = 73 GiB."""
+    from types import SimpleNamespace
+
+    from taalasc.quant.calib import calibration_hessians, hessian_bytes_bound
+
+    t = {}
+    for i in range(32):
+        for m in ("q", "k", "v", "o", "gate", "up"):
+            t[f"model.layers.{i}.{m}.weight"] = SimpleNamespace(shape=(4096, 4096))
+        t[f"model.layers.{i}.down.weight"] = SimpleNamespace(shape=(4096, 14336))
+    t["model.embed_tokens.weight"] = SimpleNamespace(shape=(128256, 4096))
+    ckpt = SimpleNamespace(tensors=t, path="llama-8b")
+    assert hessian_bytes_bound(ckpt) == 32 * 8 * (6 * 4096 ** 2 + 14336 ** 2)
+    with pytest.raises(QuantizationError, match=r"^llama-8b: GPTQ would hold up to 73\.0 GiB "
+                                                r"of calibration Hessians .* more than 8 GiB; "
+                                                r"use --method rtn"):
+        calibration_hessians(ckpt, None)

@@ -367,8 +367,26 @@ def policy_sequences(ckpt: Any, policy: Any) -> list[list[int]]:
                                  getattr(policy, "calib_max_tokens", DEFAULT_MAX_TOKENS))
 
 
+# GPTQ in a compile holds every linear input's Hessian at once (in x in float64 each): refuse
+# up front what would not fit a 24 GiB machine with the model's own work beside it.
+MAX_HESSIAN_BYTES = 8 << 30
+
+
+def hessian_bytes_bound(ckpt: Any) -> int:
+    """An upper bound of the Hessians' bytes: one in x in float64 matrix per 2-D weight
+    (linears that share an input share one, so the real figure is lower)."""
+    return sum(8 * int(info.shape[1]) ** 2 for name, info in ckpt.tensors.items()
+               if len(info.shape) == 2 and "embed" not in name)
+
+
 def calibration_hessians(ckpt: Any, policy: Any, progress: Any = None
                          ) -> dict[str, np.ndarray]:
     """Hessians of every linear layer on ``policy``'s calibration data (all held at once:
     see the module docstring for the memory they take)."""
+    bound = hessian_bytes_bound(ckpt)
+    if bound > MAX_HESSIAN_BYTES:
+        raise QuantizationError(
+            f"{getattr(ckpt, 'path', 'model')}: GPTQ would hold up to {bound / 2**30:.1f} GiB "
+            f"of calibration Hessians (one in x in float64 matrix per linear input), more "
+            f"than {MAX_HESSIAN_BYTES >> 30} GiB; use --method rtn for a model this size")
     return collect_hessians(ckpt, policy_sequences(ckpt, policy), progress=progress)
