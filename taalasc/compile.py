@@ -48,6 +48,7 @@ class CompileOptions:
     calib: str | None = None              # calibration text file, or "default" (gptq, auto)
     calib_tokens: str | None = None       # calibration token-id file
     native: bool = True                   # keep a GGUF file's own Q8_0/Q4_0/Q4_1 codes
+    awq: bool = False                     # activation-aware scales folded into the norms
     # The base was not chosen by the user: a model too large for it goes to the built-in
     # base that holds it (the manifest records the base used, not this flag).
     base_fallback: bool = False
@@ -55,7 +56,7 @@ class CompileOptions:
     # Quantization options recorded in the manifest only when they differ from the default,
     # so compiles made before they existed keep their inputs digest.
     _QUANT_DEFAULTS = {"method": "rtn", "asymmetric": False, "calib": None,
-                       "calib_tokens": None, "native": True}
+                       "calib_tokens": None, "native": True, "awq": False}
 
     def to_json(self) -> dict:
         out = {"base": self.base, "default_bits": self.default_bits, "rules": list(self.rules),
@@ -100,7 +101,8 @@ def _policy(options: CompileOptions):
                      rules=tuple(parse_rule(r) for r in options.rules),
                      group_size=options.group_size, auto=auto, method=options.method,
                      asymmetric=options.asymmetric, calib=options.calib,
-                     calib_tokens=options.calib_tokens, native=options.native)
+                     calib_tokens=options.calib_tokens, native=options.native,
+                     awq=options.awq)
 
 
 def _inputs(ckpt, base: BaseArray, options: CompileOptions) -> dict:
@@ -143,7 +145,7 @@ def _model_notes(ckpt, options: CompileOptions) -> dict:
 def _calibration_input(options: CompileOptions) -> dict:
     """The calibration file's hash: GPTQ codes depend on every byte of it."""
     path = options.calib_tokens or (options.calib if options.calib != "default" else None)
-    if path is None or not (options.method == "gptq" or options.auto):
+    if path is None or not (options.method == "gptq" or options.auto or options.awq):
         return {}
     if not Path(path).is_file():
         raise ModelError(f"{path}: calibration file does not exist")
@@ -293,11 +295,13 @@ def _quantizer(ckpt, options: CompileOptions, specs: dict, tick):
     start (every worker would otherwise run the calibration forward pass again)."""
     from taalasc.quant.method import TensorQuantizer, native_specs
 
-    if options.method == "rtn" and not (options.native and native_specs(ckpt)):
+    if options.method == "rtn" and not options.awq and not (options.native and native_specs(ckpt)):
         return None
     quantizer = TensorQuantizer(ckpt, _policy(options), tick)
-    if options.method == "gptq" and any(not quantizer.is_native(n, s) for n, s in specs.items()):
+    if (options.method == "gptq" or options.awq) and any(
+            not quantizer.is_native(n, s) for n, s in specs.items()):
         quantizer.hessians()   # not when every tensor keeps a GGUF file's own codes
+        _ = quantizer.source   # and the AWQ scales: searched once, here
     return quantizer
 
 

@@ -65,7 +65,9 @@ def compile_die(job: DieJob) -> DieOutcome:
                 source = quantize(name, spec)
                 stats[name] = quant_entry(source)
             else:
-                source = as_fp16_vector(name, job.ckpt.read(name))
+                # with --awq the norms carry the folded scales: read them where the codes are
+                reader = job.quantizer.source if job.quantizer is not None else job.ckpt
+                source = as_fp16_vector(name, reader.read(name))
             for start in range(0, len(pairs), RENDER_BATCH):
                 batch = pairs[start:start + RENDER_BATCH]
                 rendered = render_tiles(job.base, [pack_segment(seg, source) for _, seg in batch],

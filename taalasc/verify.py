@@ -228,8 +228,8 @@ class _Requantized(Mapping):
         if name not in self._names:
             raise KeyError(name)
         q = self._quant.get(name)
-        if q is None:
-            return self._ckpt.read(name).reshape(-1).astype(np.float16)
+        if q is None:   # a 1-D constant, as the compile stored it (AWQ-folded norms included)
+            return self._quantizer.source.read(name).reshape(-1).astype(np.float16)
         return self._quantizer(name, QuantSpec(q["bits"], q["group_size"],
                                                asymmetric=bool(q.get("asymmetric", False))))
 

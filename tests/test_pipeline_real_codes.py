@@ -162,3 +162,56 @@ def test_bad_calibration_is_one_error_line_and_writes_nothing(asym, tmp_path, ca
     err = capfd.readouterr().err
     assert code == 1 and re.fullmatch(pattern + r"\n", err), err
     assert not out.exists()
+
+
+def test_awq_folds_scales_into_the_norms_compiles_and_verifies(tmp_path):
+    """--awq: the masks hold norm / s and W · diag(s); the float model of those values is the
+    checkpoint's own; -j 2 gives the same bytes; verify makes the same values again."""
+    from taalasc.compile import CompileOptions, _policy
+    from taalasc.quant.method import TensorQuantizer
+    from taalasc.sim.float_ref import ArraySource, CheckpointSource, run_float
+
+    model = write_llama(tmp_path / "model", llama_config(hidden=96, layers=4, intermediate=256,
+                                                         vocab=512), dtype="BF16")
+    calib = tmp_path / "calib.txt"
+    calib.write_text("\n".join(" ".join(str((11 * i + 5 * j) % 512) for j in range(64))
+                               for i in range(4)) + "\n")
+    ckpt = open_checkpoint(model)
+    options = CompileOptions(default_bits=3, method="gptq", asymmetric=True, awq=True,
+                             calib_tokens=str(calib))
+    source = TensorQuantizer(ckpt, _policy(options)).source
+    tokens = [5, 17, 300, 42, 7]
+    scaled = run_float(ArraySource({n: source.read(n) for n in ckpt.tensors}), ckpt.config,
+                       "llama", tokens).logits
+    plain = run_float(CheckpointSource(ckpt), ckpt.config, "llama", tokens).logits
+    np.testing.assert_allclose(scaled, plain, rtol=1e-4, atol=1e-4)  # an equivalent model
+    assert source.scales, "the search kept no scale: the test model shows no effect"
+    outs = []
+    for jobs in ("1", "2"):
+        out = tmp_path / f"masks{jobs}"
+        assert main(["compile", str(model), "-o", str(out), "--quiet", "--format", "gds",
+                     "--bits", "3", "--method", "gptq", "--asym", "--awq", "--calib-tokens",
+                     str(calib), "-j", jobs]) == 0
+        outs.append(out)
+    one, two = (sorted((p.name, p.read_bytes()) for p in o.iterdir()) for o in outs)
+    assert one == two
+    weights = chip_weights(extract(outs[0]), read_manifest(outs[0])["quantization"])
+    norm = next(iter(source.scales))
+    np.testing.assert_array_equal(weights[norm], source.read(norm).astype(np.float16))
+    checks, doc = _verify_checks(outs[0], model, tmp_path)
+    assert checks["codes"] and checks["datapath"], doc
+
+
+def test_awq_is_refused_for_bert(tmp_path, capfd):
+    from taalasc.model.synth import bert_config, write_bert
+
+    model = write_bert(tmp_path / "bert", bert_config())
+    tokens = tmp_path / "t.txt"
+    tokens.write_text("1 2 3 4 5 6 7 8\n")
+    capfd.readouterr()
+    assert main(["compile", str(model), "-o", str(tmp_path / "out"), "--quiet", "--awq",
+                 "--calib-tokens", str(tokens)]) == 1
+    err = capfd.readouterr().err
+    assert re.fullmatch(r"error: .*bert: --awq folds scales into RMSNorm weights, which only "
+                        r"the Llama family allows, not 'bert'\n", err), err
+    assert not (tmp_path / "out").exists()

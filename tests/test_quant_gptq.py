@@ -343,8 +343,8 @@ def test_auto_uses_measured_output_error_with_calibration(llama_tied, ids_file):
      r"^calib must be a file path \(or 'default' for calib\), not ''$"),
     (dict(method="gptq", calib_max_tokens=1), r"^calib_max_tokens must be an integer >= 2, "
                                               r"not 1$"),
-    (dict(calib="default"), r"^calibration data is used by method gptq and by the auto "
-                            r"policy; .* \(add --method gptq or --auto\)$"),
+    (dict(calib="default"), r"^calibration data is used by method gptq, --awq and the auto "
+                            r"policy; .* \(add --method gptq, --awq or --auto\)$"),
 ])
 def test_policy_validation(kwargs, msg):
     with pytest.raises(QuantizationError, match=msg):

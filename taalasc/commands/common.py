@@ -20,7 +20,7 @@ def base_option(default: str = DEFAULT_BASE):
 
 # The calibrated-quantization options. A command whose function does not take them as
 # parameters still accepts them: quant_options keeps them in ctx.meta for bit_policy.
-_CALIB_PARAMS = ("method", "asymmetric", "calib", "calib_tokens")
+_CALIB_PARAMS = ("method", "asymmetric", "calib", "calib_tokens", "awq")
 _META_KEY = "taalasc.quant_options"
 
 
@@ -50,6 +50,9 @@ def quant_options(func):
                           "--method gptq and --auto; 'default' is the sample shipped with "
                           "taalasc. With it, --auto ranks tensors by their measured output "
                           "error on these activations.")(f)
+    f = click.option("--awq", is_flag=True,
+                     help="Llama family: fold activation-aware scales into the RMSNorm "
+                          "weights before quantizing (calibrated; helps most at 3 bits).")(f)
     f = click.option("--asym/--sym", "asymmetric", default=False, show_default=True,
                      help="Asymmetric codes (an fp16 minimum per group, GGUF Q4_1 style) or "
                           "symmetric ones.")(f)
@@ -87,7 +90,7 @@ def parse_group_size(text: str) -> int | None:
 def bit_policy(ctx: click.Context, bits: int, rules: tuple[str, ...], group_size: str,
                auto: bool, budget: float, high_bits: int = 6, *, method: str | None = None,
                asymmetric: bool | None = None, calib: str | None = None,
-               calib_tokens: str | None = None):
+               calib_tokens: str | None = None, awq: bool | None = None):
     """The BitPolicy of the shared quantization options.
 
     With --auto the low width is 3 bits unless --bits was given on the command line.
@@ -102,8 +105,9 @@ def bit_policy(ctx: click.Context, bits: int, rules: tuple[str, ...], group_size
     asymmetric = asymmetric if asymmetric is not None else kept.get("asymmetric", False)
     calib = calib if calib is not None else kept.get("calib")
     calib_tokens = calib_tokens if calib_tokens is not None else kept.get("calib_tokens")
+    awq = kept.get("awq", False) if awq is None else awq
     extra = dict(method=method, asymmetric=bool(asymmetric), calib=calib,
-                 calib_tokens=calib_tokens)
+                 calib_tokens=calib_tokens, awq=bool(awq))
     parsed = tuple(parse_rule(r) for r in rules)
     gs = parse_group_size(group_size)
     if not auto:

@@ -43,7 +43,7 @@ from taalasc.commands.common import base_option, parse_group_size, print_table, 
 @click.option("--quiet", is_flag=True, help="No progress bar and no summary table.")
 @click.pass_context
 def compile_cmd(ctx, model, base, out_dir, bits, rules, group_size, auto, budget, method, asymmetric,
-                calib, calib_tokens, fmt, max_dies, curve, layers, dies, jobs, scheduler, native,
+                calib, calib_tokens, awq, fmt, max_dies, curve, layers, dies, jobs, scheduler, native,
                 force, quiet):
     """Compile MODEL (a .safetensors file, a sharded index, or a Hugging Face-style folder) onto
     a base array: quantize, place, write the top-via and top-metal masks (GDSII/OASIS), a
@@ -61,7 +61,7 @@ def compile_cmd(ctx, model, base, out_dir, bits, rules, group_size, auto, budget
                              group_size=parse_group_size(group_size), auto=auto,
                              budget_bits_per_weight=budget, method=method,
                              asymmetric=asymmetric, calib=calib, calib_tokens=calib_tokens,
-                             native=native,
+                             native=native, awq=awq,
                              base_fallback=ctx.get_parameter_source("base")
                              == ParameterSource.DEFAULT,
                              formats=("gds", "oas") if fmt == "both" else (fmt,),

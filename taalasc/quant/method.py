@@ -11,6 +11,10 @@ policy. ``TensorQuantizer`` is that single place. It picks, per tensor:
   * **gptq**: error-compensating rounding with the Hessians of calibration activations
     (``taalasc.quant.gptq``); the Hessians are computed once per quantizer.
   * **rtn**: round to nearest (``quantize_tensor``), the default.
+
+With ``awq`` (either method) the values come from ``source``: the checkpoint with
+activation-aware scales folded into its RMSNorm weights (``taalasc.quant.awq``); the chip's
+norm vectors must then be read from ``source`` too.
 """
 
 from __future__ import annotations
@@ -62,6 +66,28 @@ class TensorQuantizer:
         self._policy = policy
         self._progress = progress
         self._hessians: dict | None = None
+        self.awq = bool(getattr(policy, "awq", False))
+        self._source = None if self.awq else ckpt   # the AWQ view, made on first use
+
+    @property
+    def source(self) -> Any:
+        """What the chip's values are made from: the checkpoint, or with --awq its view with
+        the scales folded in (norm vectors included: read the chip's 1-D constants here)."""
+        if self._source is None:
+            from taalasc.quant.awq import ScaledCheckpoint, search_scales
+            from taalasc.quant.quantize import resolve_group_size
+
+            policy = self._policy
+
+            def spec_of(name: str) -> QuantSpec:
+                inp = int(self.ckpt.tensors[name].shape[1])
+                return QuantSpec(policy.default_bits,
+                                 resolve_group_size(name, inp, policy.group_size),
+                                 asymmetric=policy.asymmetric)
+
+            scales = search_scales(self.ckpt, self.hessians(), spec_of, set(self._native))
+            self._source = ScaledCheckpoint(self.ckpt, scales)
+        return self._source
 
     def __getstate__(self) -> dict:
         # Sent to die workers: the progress callback (a closure over the terminal) stays here.
@@ -93,10 +119,13 @@ class TensorQuantizer:
                 raise QuantizationError(f"tensor {name!r}: the checkpoint's native codes do not "
                                         f"match the planned {spec}")
             return qt
-        values = self.ckpt.read(name)
+        source = self.source
+        values = source.read(name)
         if self.method == "gptq":
             hessian = self.hessians().get(name)
             if hessian is not None:
                 from taalasc.quant.gptq import gptq_quantize
+                if self.awq:
+                    hessian = source.hessian(name, hessian)
                 return gptq_quantize(name, values, hessian, spec)
         return quantize_tensor(name, values, spec)

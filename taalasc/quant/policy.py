@@ -151,13 +151,16 @@ class BitPolicy:
     # their format unless a rule says otherwise; taalasc.quant.method.TensorQuantizer takes
     # the codes). The commands that print a model (compile, simulate) turn it on.
     native: bool = False
+    # Activation-aware scales folded into the RMSNorm weights (taalasc.quant.awq); needs
+    # calibration data (the default sample unless calib/calib_tokens say otherwise).
+    awq: bool = False
 
     def __post_init__(self) -> None:
         _check_bits("default bits", self.default_bits)
         if self.method not in METHODS:
             raise QuantizationError(f"method must be one of {', '.join(METHODS)}, "
                                     f"not {self.method!r}")
-        for key in ("asymmetric", "native"):
+        for key in ("asymmetric", "native", "awq"):
             if not isinstance(getattr(self, key), bool):
                 raise QuantizationError(f"{key} must be true or false, "
                                         f"not {getattr(self, key)!r}")
@@ -171,11 +174,11 @@ class BitPolicy:
         if self.calib is not None and self.calib_tokens is not None:
             raise QuantizationError("give calibration text (calib) or token ids "
                                     "(calib_tokens), not both")
-        if self.method == "rtn" and self.auto is None and (
+        if self.method == "rtn" and self.auto is None and not self.awq and (
                 self.calib is not None or self.calib_tokens is not None):
-            raise QuantizationError("calibration data is used by method gptq and by the auto "
-                                    "policy; with round-to-nearest and fixed bits it would "
-                                    "change nothing (add --method gptq or --auto)")
+            raise QuantizationError("calibration data is used by method gptq, --awq and the "
+                                    "auto policy; with round-to-nearest and fixed bits it would "
+                                    "change nothing (add --method gptq, --awq or --auto)")
         m = self.calib_max_tokens
         if isinstance(m, bool) or not isinstance(m, int) or m < 2:
             raise QuantizationError(f"calib_max_tokens must be an integer >= 2, not {m!r}")
@@ -184,7 +187,8 @@ class BitPolicy:
     @property
     def calibrated(self) -> bool:
         """True when calibration data drives the codes or the auto policy."""
-        return self.method != "rtn" or self.calib is not None or self.calib_tokens is not None
+        return (self.method != "rtn" or self.awq or self.calib is not None
+                or self.calib_tokens is not None)
 
     def to_dict(self) -> dict[str, Any]:
         calibration = None
@@ -203,6 +207,7 @@ class BitPolicy:
             "asymmetric": self.asymmetric,
             "calibration": calibration,
             "native": self.native,
+            "awq": self.awq,
             "auto_sensitivity": None if self.auto is None else (
                 "output-error" if self.calibrated else "weight-nsr"),
         }
@@ -443,7 +448,8 @@ def assign_bits(ckpt_or_tensors: Any, policy: BitPolicy) -> dict[str, QuantSpec]
 
 
 def quantize_model(ckpt: Any, policy: BitPolicy, progress: Progress | None = None,
-                   plan: BitPlan | None = None) -> Iterator[QuantizedTensor]:
+                   plan: BitPlan | None = None, quantizer: Any = None
+                   ) -> Iterator[QuantizedTensor]:
     """Quantize every 2-D tensor in dataflow order, one at a time (a generator).
 
     Only one tensor's float data is held at once; the caller decides whether to keep the
@@ -459,7 +465,8 @@ def quantize_model(ckpt: Any, policy: BitPolicy, progress: Progress | None = Non
         from taalasc.quant.method import TensorQuantizer
         if policy.method == "gptq":
             _checkpoint_only(ckpt, "method gptq")
-        quantizer = TensorQuantizer(ckpt, policy, progress)
+        if quantizer is None:
+            quantizer = TensorQuantizer(ckpt, policy, progress)
     else:
         if policy.calibrated:
             _checkpoint_only(ckpt, f"method {policy.method} with calibration")

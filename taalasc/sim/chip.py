@@ -314,12 +314,14 @@ def chip_weights(ckpt, policy, progress=None) -> dict[str, QuantizedTensor | np.
     """ChipWeights from a checkpoint quantized with ``policy`` (a taalasc.quant.BitPolicy):
     every 2-D tensor as codes + scales, every 1-D tensor as an fp16 constant."""
     from taalasc.quant import quantize_model
+    from taalasc.quant.method import TensorQuantizer
 
+    quantizer = TensorQuantizer(ckpt, policy, progress)
     out: dict[str, QuantizedTensor | np.ndarray] = {
-        qt.name: qt for qt in quantize_model(ckpt, policy, progress)}
+        qt.name: qt for qt in quantize_model(ckpt, policy, progress, quantizer=quantizer)}
     for name, info in ckpt.tensors.items():
-        if len(info.shape) <= 1:
-            out[name] = ckpt.read(name).reshape(-1).astype(np.float16)
+        if len(info.shape) <= 1:   # with --awq the norms carry the folded scales
+            out[name] = quantizer.source.read(name).reshape(-1).astype(np.float16)
     return out
 
 
