@@ -43,14 +43,13 @@ Everything is float64 numpy in a fixed order, so the result is deterministic on 
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 
 from taalasc.errors import QuantizationError
-from taalasc.quant.quantize import (QuantizedTensor, QuantSpec, codes_from_scales,
-                                    fp16_scale_min_asymmetric, fp16_scales_symmetric,
-                                    resolve_group_size)
+from taalasc.quant.quantize import (QuantizedTensor, QuantSpec, check_finite, check_matrix,
+                                    codes_from_scales, fp16_scale_min_asymmetric,
+                                    fp16_scales_symmetric, grid_values, resolve_group_size,
+                                    sqnr_db)
 
 DEFAULT_DAMP = 0.1
 DEFAULT_BLOCK = 128
@@ -82,12 +81,7 @@ def inverse_hessian_factor(name: str, hessian: np.ndarray, damp: float = DEFAULT
 
 def _check(name: str, w: np.ndarray, hessian: np.ndarray, damp: float, block: int
            ) -> tuple[int, int]:
-    if w.ndim != 2:
-        raise QuantizationError(
-            f"tensor {name!r}: only 2-D tensors are quantized, not shape {tuple(w.shape)}")
-    out_f, in_f = (int(n) for n in w.shape)
-    if out_f == 0 or in_f == 0:
-        raise QuantizationError(f"tensor {name!r}: cannot quantize an empty tensor {w.shape}")
+    out_f, in_f = check_matrix(name, w)
     if hessian.shape != (in_f, in_f):
         raise QuantizationError(f"tensor {name!r}: Hessian must be [{in_f}, {in_f}] for "
                                 f"{in_f} inputs, not {list(hessian.shape)}")
@@ -129,11 +123,7 @@ def gptq_quantize(name: str, w: np.ndarray, hessian: np.ndarray, spec: QuantSpec
     rows = max(1, _CHUNK_ELEMENTS // in_f)
     for r0 in range(0, out_f, rows):
         orig = np.asarray(w[r0:r0 + rows], dtype=np.float64)
-        if not np.isfinite(orig).all():
-            r, c = np.argwhere(~np.isfinite(orig))[0]
-            raise QuantizationError(
-                f"tensor {name!r}: weight [{int(r) + r0}, {int(c)}] is "
-                f"{float(orig[r, c])!r}; NaN/Inf weights cannot be quantized")
+        check_finite(name, orig, w, r0)
         c_out, s_out = codes[r0:r0 + rows], scales[r0:r0 + rows]
         m_out = None if mins is None else mins[r0:r0 + rows]
         if perm is None:
@@ -142,18 +132,26 @@ def gptq_quantize(name: str, w: np.ndarray, hessian: np.ndarray, spec: QuantSpec
             deq = _gptq_rows_static(name, orig, u, perm, gs, spec, block, c_out, s_out, m_out)
         err += float(np.square(orig - deq).sum())
         sig += float(np.square(orig).sum())
-    sqnr = math.inf if err == 0.0 else 10.0 * math.log10(sig / err)
     return QuantizedTensor(name=name, shape=(out_f, in_f), bits=spec.bits, group_size=gs,
-                           codes=codes, scales=scales, sqnr_db=sqnr, mins=mins)
+                           codes=codes, scales=scales, sqnr_db=sqnr_db(sig, err), mins=mins)
 
 
 def _group_grid(name: str, values: np.ndarray, spec: QuantSpec
                 ) -> tuple[np.ndarray, np.ndarray | None]:
-    """fp16 (scales, mins or None) [rows] of groups whose current weights are ``values``."""
-    gmax, gmin = values.max(axis=1), values.min(axis=1)
+    """fp16 (scales, mins or None) of groups whose current weights are ``values`` (the
+    last axis runs over one group)."""
+    gmax, gmin = values.max(axis=-1), values.min(axis=-1)
     if spec.asymmetric:
         return fp16_scale_min_asymmetric(gmax, gmin, spec.bits, name)
     return fp16_scales_symmetric(gmax, gmin, spec.bits, name), None
+
+
+def _column(x: np.ndarray, scales: np.ndarray, mins: np.ndarray | None, bits: int
+            ) -> tuple[np.ndarray, np.ndarray]:
+    """(codes, float64 values) of one column ``x`` [rows] on its rows' group grid."""
+    codes = codes_from_scales(x[:, None, None], scales[:, None],
+                              None if mins is None else mins[:, None], bits)[:, 0, 0]
+    return codes, grid_values(codes, scales, mins, bits)
 
 
 def _gptq_rows(name: str, w: np.ndarray, u: np.ndarray, gs: int, spec: QuantSpec,
@@ -162,10 +160,8 @@ def _gptq_rows(name: str, w: np.ndarray, u: np.ndarray, gs: int, spec: QuantSpec
     """GPTQ on the rows ``w`` (float64, updated in place); fills ``codes``/``scales``/
     ``mins`` and returns the dequantized rows (float64)."""
     n = w.shape[1]
-    offset = (1 << (spec.bits - 1)) if spec.asymmetric else 0
     deq = np.empty_like(w)
     s16 = m16 = None
-    s64 = m64 = None
     for i1 in range(0, n, block):
         i2 = min(i1 + block, n)
         w1 = w[:, i1:i2].copy()
@@ -181,16 +177,10 @@ def _gptq_rows(name: str, w: np.ndarray, u: np.ndarray, gs: int, spec: QuantSpec
                     values = np.concatenate([values, later], axis=1)
                 s16, m16 = _group_grid(name, values, spec)
                 scales[:, col // gs] = s16
-                s64 = s16.astype(np.float64)
                 if mins is not None:
                     mins[:, col // gs] = m16
-                    m64 = m16.astype(np.float64)
             x = w1[:, i]
-            c = codes_from_scales(x[:, None, None], s16[:, None],
-                                  None if m16 is None else m16[:, None], spec.bits)[:, 0, 0]
-            q = (c.astype(np.float64) + offset) * s64
-            if m64 is not None:
-                q = q + m64
+            c, q = _column(x, s16, m16, spec.bits)
             codes[:, col] = c
             deq[:, col] = q
             e = (x - q) / u1[i, i]
@@ -207,18 +197,10 @@ def _gptq_rows_static(name: str, orig: np.ndarray, u: np.ndarray, perm: np.ndarr
     """GPTQ in the column order ``perm`` (u is for the permuted Hessian) with every group's
     grid fixed from the original weights; fills the outputs in input order."""
     rows, n = orig.shape
-    groups = orig.reshape(rows, n // gs, gs)
-    m16 = None
-    gmax, gmin = groups.max(axis=2), groups.min(axis=2)
-    if spec.asymmetric:
-        s16, m16 = fp16_scale_min_asymmetric(gmax, gmin, spec.bits, name)
-        mins[:] = m16
-    else:
-        s16 = fp16_scales_symmetric(gmax, gmin, spec.bits, name)
+    s16, m16 = _group_grid(name, orig.reshape(rows, n // gs, gs), spec)
     scales[:] = s16
-    s64 = s16.astype(np.float64)
-    m64 = None if m16 is None else m16.astype(np.float64)
-    offset = (1 << (spec.bits - 1)) if spec.asymmetric else 0
+    if mins is not None:
+        mins[:] = m16
     w = orig[:, perm].copy()
     deq = np.empty_like(orig)
     for i1 in range(0, n, block):
@@ -230,11 +212,7 @@ def _gptq_rows_static(name: str, orig: np.ndarray, u: np.ndarray, perm: np.ndarr
             col = int(perm[i1 + i])
             g = col // gs
             x = w1[:, i]
-            c = codes_from_scales(x[:, None, None], s16[:, g:g + 1],
-                                  None if m16 is None else m16[:, g:g + 1], spec.bits)[:, 0, 0]
-            q = (c.astype(np.float64) + offset) * s64[:, g]
-            if m64 is not None:
-                q = q + m64[:, g]
+            c, q = _column(x, s16[:, g], None if m16 is None else m16[:, g], spec.bits)
             codes[:, col] = c
             deq[:, col] = q
             e = (x - q) / u1[i, i]

@@ -146,7 +146,35 @@ def resolve_group_size(name: str, in_features: int, group_size: int | None) -> i
     return in_features
 
 
-def _check_finite(name: str, block: np.ndarray, w: np.ndarray, row0: int) -> None:
+def check_matrix(name: str, w: np.ndarray) -> tuple[int, int]:
+    """(out_features, in_features) of a weight matrix; QuantizationError unless it is a
+    non-empty 2-D array."""
+    if w.ndim != 2:
+        raise QuantizationError(
+            f"tensor {name!r}: only 2-D tensors are quantized, not shape {tuple(w.shape)}")
+    out_f, in_f = (int(n) for n in w.shape)
+    if out_f == 0 or in_f == 0:
+        raise QuantizationError(f"tensor {name!r}: cannot quantize an empty tensor {w.shape}")
+    return out_f, in_f
+
+
+def sqnr_db(signal: float, error: float) -> float:
+    """10·log10(signal / error) of sums of squares; inf when the codes are exact."""
+    return math.inf if error == 0.0 else 10.0 * math.log10(signal / error)
+
+
+def grid_values(codes: np.ndarray, scales: np.ndarray, mins: np.ndarray | None,
+                bits: int) -> np.ndarray:
+    """float64 values of stored codes on their grid: ``code * scale`` (symmetric) or
+    ``(code + 2**(bits-1)) * scale + min`` (asymmetric). ``scales``/``mins`` broadcast
+    against ``codes`` as given."""
+    if mins is None:
+        return np.asarray(codes, np.float64) * np.asarray(scales, np.float64)
+    values = (np.asarray(codes, np.float64) + (1 << (bits - 1))) * np.asarray(scales, np.float64)
+    return values + np.asarray(mins, np.float64)
+
+
+def check_finite(name: str, block: np.ndarray, w: np.ndarray, row0: int) -> None:
     """QuantizationError naming the first NaN/Inf weight of ``block`` (rows from ``row0``)."""
     if not np.isfinite(block).all():
         r, c = np.argwhere(~np.isfinite(block))[0]
@@ -238,23 +266,21 @@ def _quantize_asymmetric(name: str, w: np.ndarray, spec: QuantSpec, gs: int) -> 
     scales = np.empty((out_f, ng), dtype=np.float16)
     mins = np.empty((out_f, ng), dtype=np.float16)
     err = sig = 0.0
-    offset = 1 << (spec.bits - 1)
     rows = max(1, _BLOCK_ELEMENTS // in_f)
     for r0 in range(0, out_f, rows):
         block = np.asarray(w[r0:r0 + rows], dtype=np.float64)
-        _check_finite(name, block, w, r0)
+        check_finite(name, block, w, r0)
         groups = block.reshape(block.shape[0], ng, gs)
         s16, m16 = fp16_scale_min_asymmetric(groups.max(axis=2), groups.min(axis=2),
                                              spec.bits, name)
         q = codes_from_scales(groups, s16, m16, spec.bits)
-        deq = ((q.astype(np.float64) + offset) * s16.astype(np.float64)[:, :, None]
-               + m16.astype(np.float64)[:, :, None])
+        deq = grid_values(q, s16[:, :, None], m16[:, :, None], spec.bits)
         err += float(np.square(groups - deq).sum())
         sig += float(np.square(groups).sum())
         codes[r0:r0 + rows] = q.reshape(block.shape)
         scales[r0:r0 + rows] = s16
         mins[r0:r0 + rows] = m16
-    sqnr = math.inf if err == 0.0 else 10.0 * math.log10(sig / err)
+    sqnr = sqnr_db(sig, err)
     return QuantizedTensor(name=name, shape=(out_f, in_f), bits=spec.bits, group_size=gs,
                            codes=codes, scales=scales, sqnr_db=sqnr, mins=mins)
 
@@ -266,12 +292,7 @@ def quantize_tensor(name: str, weights: np.ndarray, spec: QuantSpec) -> Quantize
     index), or a scale (or minimum) beyond fp16 range.
     """
     w = np.asarray(weights)
-    if w.ndim != 2:
-        raise QuantizationError(
-            f"tensor {name!r}: only 2-D tensors are quantized, not shape {tuple(w.shape)}")
-    out_f, in_f = (int(n) for n in w.shape)
-    if out_f == 0 or in_f == 0:
-        raise QuantizationError(f"tensor {name!r}: cannot quantize an empty tensor {w.shape}")
+    out_f, in_f = check_matrix(name, w)
     bits = spec.bits
     qmax = 2 ** (bits - 1)
     gs = resolve_group_size(name, in_f, spec.group_size)
@@ -290,7 +311,7 @@ def quantize_tensor(name: str, weights: np.ndarray, spec: QuantSpec) -> Quantize
             sig += g
             continue
         block = np.asarray(w[r0:r0 + rows], dtype=np.float64)
-        _check_finite(name, block, w, r0)
+        check_finite(name, block, w, r0)
         groups = block.reshape(block.shape[0], ng, gs)
         s16 = _group_scales(name, groups, bits, r0)
         s = s16.astype(np.float64)[:, :, None]
@@ -301,7 +322,7 @@ def quantize_tensor(name: str, weights: np.ndarray, spec: QuantSpec) -> Quantize
         sig += float(np.square(groups).sum())
         codes[r0:r0 + rows] = q.reshape(block.shape).astype(np.int8)
         scales[r0:r0 + rows] = s16
-    sqnr = math.inf if err == 0.0 else 10.0 * math.log10(sig / err)
+    sqnr = sqnr_db(sig, err)
     return QuantizedTensor(name=name, shape=(out_f, in_f), bits=bits, group_size=gs,
                            codes=codes, scales=scales, sqnr_db=sqnr)
 
@@ -324,7 +345,7 @@ def _block_f32(name: str, w: np.ndarray, r0: int, rows: int, bits: int, gs: int,
     block's (error, signal) sums of squares exactly as the float64 path computes them."""
     qmax = 2 ** (bits - 1)
     block = np.ascontiguousarray(w[r0:r0 + rows])
-    _check_finite(name, block, w, r0)
+    check_finite(name, block, w, r0)
     nr = block.shape[0]
     groups = block.reshape(nr, -1, gs)
     s16 = _scales_from_extremes(name, groups.max(axis=2).astype(np.float64),
