@@ -68,12 +68,7 @@ def accumulator_bits_needed(activation_bits: int, weight_bits: int, group_size: 
 def tree_sum(x: np.ndarray) -> np.ndarray:
     """Sum over the last axis as a balanced binary tree: pairs (0,1), (2,3), ...; an odd last
     element is carried up unchanged. Fixed order, elementwise adds only."""
-    x = np.asarray(x)
-    while x.shape[-1] > 1:
-        n = x.shape[-1]
-        paired = x[..., 0:n - 1:2] + x[..., 1:n:2]
-        x = np.concatenate([paired, x[..., n - 1:]], axis=-1) if n % 2 else paired
-    return x[..., 0]
+    return tree_sum_first(np.moveaxis(np.asarray(x), -1, 0))
 
 
 def _f64(fn, x: np.ndarray) -> np.ndarray:
@@ -140,8 +135,8 @@ def group_dot(x_q: np.ndarray, codes: np.ndarray, group_size: int) -> np.ndarray
 
 
 def tree_sum_first(x: np.ndarray) -> np.ndarray:
-    """``tree_sum`` over the first axis: the same pairs in the same order, so the same bits
-    as ``tree_sum(np.moveaxis(x, 0, -1))``, but adding whole contiguous slices."""
+    """``tree_sum`` over the first axis (the block sums come block-major from the matmul,
+    so the adds take whole contiguous slices)."""
     while x.shape[0] > 1:
         n = x.shape[0]
         paired = x[0:n - 1:2] + x[1:n:2]
