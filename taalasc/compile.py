@@ -73,6 +73,18 @@ class CompileOptions:
                 out[key] = getattr(self, key)
         return out
 
+    def bit_policy(self):
+        """The taalasc.quant.BitPolicy these options ask for (compile and verify share it)."""
+        from taalasc.quant import AutoMixed, BitPolicy, parse_rule
+
+        auto = AutoMixed(budget_bits_per_weight=self.budget_bits_per_weight) if self.auto \
+            else None
+        return BitPolicy(default_bits=self.default_bits,
+                         rules=tuple(parse_rule(r) for r in self.rules),
+                         group_size=self.group_size, auto=auto, method=self.method,
+                         asymmetric=self.asymmetric, calib=self.calib,
+                         calib_tokens=self.calib_tokens, native=self.native, awq=self.awq)
+
     @classmethod
     def from_json(cls, d: dict) -> "CompileOptions":
         """The options a manifest recorded (``to_json``), for verify to quantize again."""
@@ -91,18 +103,6 @@ class CompileResult:
 
 
 Progress = Callable[[str, int, int], None]  # (stage, done, total)
-
-
-def _policy(options: CompileOptions):
-    from taalasc.quant import AutoMixed, BitPolicy, parse_rule
-
-    auto = AutoMixed(budget_bits_per_weight=options.budget_bits_per_weight) if options.auto else None
-    return BitPolicy(default_bits=options.default_bits,
-                     rules=tuple(parse_rule(r) for r in options.rules),
-                     group_size=options.group_size, auto=auto, method=options.method,
-                     asymmetric=options.asymmetric, calib=options.calib,
-                     calib_tokens=options.calib_tokens, native=options.native,
-                     awq=options.awq)
 
 
 def _inputs(ckpt, base: BaseArray, options: CompileOptions) -> dict:
@@ -173,7 +173,7 @@ def plan(model: Path, options: CompileOptions):
     ckpt = open_checkpoint(model)
     # Bits are chosen on the whole model, so a --layers compile quantizes its tensors exactly
     # as the full compile does (the auto policy's budget is a whole-model budget).
-    specs = assign_bits(ckpt, _policy(options))
+    specs = assign_bits(ckpt, options.bit_policy())
     names = list(ckpt.tensors) if options.layers is None else select_layers(ckpt, options.layers)
     specs = {n: s for n, s in specs.items() if n in set(names)}
     tensors = []
@@ -192,22 +192,23 @@ def plan(model: Path, options: CompileOptions):
         placement = plan_placement(tensors, base, max_dies=options.max_dies,
                                    curve=options.curve)
     except PlacementError:
-        if not options.base_fallback:
-            raise
-        base = _larger_base(tensors, base, options)   # or the error again, naming the bases
+        larger = _larger_base(tensors, base, options) if options.base_fallback else None
+        if larger is None:
+            raise   # the error names the bases that hold the model, or says none does
+        base = larger
         placement = plan_placement(tensors, base, max_dies=options.max_dies,
                                    curve=options.curve)
     return base, ckpt, specs, tensors, placement
 
 
-def _larger_base(tensors, base: BaseArray, options: CompileOptions) -> BaseArray:
+def _larger_base(tensors, base: BaseArray, options: CompileOptions) -> BaseArray | None:
     """The built-in base a model goes to when it does not fit the default one: on the same
-    PDK first, then fewest dies (taalasc.place.fit); PlacementError when none holds it."""
+    PDK first, then fewest dies (taalasc.place.fit); None when none holds it."""
     from taalasc.place.fit import bases_that_hold
 
     found = bases_that_hold(tensors, base, options.max_dies)
     if not found:
-        plan_placement(tensors, base, max_dies=options.max_dies, curve=options.curve)
+        return None
     same_pdk = [name for name, _, _ in found if load_base_array(name).pdk.name == base.pdk.name]
     return load_base_array((same_pdk or [found[0][0]])[0])
 
@@ -297,7 +298,7 @@ def _quantizer(ckpt, options: CompileOptions, specs: dict, tick):
 
     if options.method == "rtn" and not options.awq and not (options.native and native_specs(ckpt)):
         return None
-    quantizer = TensorQuantizer(ckpt, _policy(options), tick)
+    quantizer = TensorQuantizer(ckpt, options.bit_policy(), tick)
     if (options.method == "gptq" or options.awq) and any(
             not quantizer.is_native(n, s) for n, s in specs.items()):
         quantizer.hessians()   # not when every tensor keeps a GGUF file's own codes

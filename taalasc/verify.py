@@ -242,7 +242,7 @@ class _Requantized(Mapping):
 
 def _tensor_quantizer(ckpt, manifest: dict):
     """The compile's own quantizer (method, calibration, native codes), from its options."""
-    from taalasc.compile import CompileOptions, _policy
+    from taalasc.compile import CompileOptions
     from taalasc.quant.method import TensorQuantizer
 
     from taalasc.errors import ModelError
@@ -255,7 +255,7 @@ def _tensor_quantizer(ckpt, manifest: dict):
             raise ModelError(f"{path}: the calibration file the masks were compiled with is "
                              "missing or changed; GPTQ codes cannot be made again without it")
     options = CompileOptions.from_json(manifest["inputs"]["options"])
-    return TensorQuantizer(ckpt, _policy(options))
+    return TensorQuantizer(ckpt, options.bit_policy())
 
 
 def _placed_tensors(manifest: dict) -> set[str]:

@@ -122,6 +122,11 @@ def test_a_model_too_big_for_the_default_base_goes_to_the_reticle_base(tmp_path)
     assert (base.name, placement.dies) == ("sky130-reticle", 1)
     with pytest.raises(PlacementError, match=r"allows 1 dies? .* built-in bases that hold it"):
         plan(model, CompileOptions(max_dies=1))   # a base the user chose stays chosen
+    big = write_llama(tmp_path / "big", llama_config(hidden=256, layers=8, intermediate=1024,
+                                                     vocab=4096))
+    with pytest.raises(PlacementError, match=r"sky130-demo .*; no built-in base array holds "
+                                             r"it$"):   # no base holds it: the plain error
+        plan(big, CompileOptions(max_dies=1, default_bits=8, base_fallback=True))
 
 
 def test_too_big_for_the_allowed_dies_is_an_error_before_writing(tmp_path, capsys):

@@ -167,7 +167,7 @@ def test_bad_calibration_is_one_error_line_and_writes_nothing(asym, tmp_path, ca
 def test_awq_folds_scales_into_the_norms_compiles_and_verifies(tmp_path):
     """--awq: the masks hold norm / s and W · diag(s); the float model of those values is the
     checkpoint's own; -j 2 gives the same bytes; verify makes the same values again."""
-    from taalasc.compile import CompileOptions, _policy
+    from taalasc.compile import CompileOptions
     from taalasc.quant.method import TensorQuantizer
     from taalasc.sim.float_ref import ArraySource, CheckpointSource, run_float
 
@@ -179,7 +179,7 @@ def test_awq_folds_scales_into_the_norms_compiles_and_verifies(tmp_path):
     ckpt = open_checkpoint(model)
     options = CompileOptions(default_bits=3, method="gptq", asymmetric=True, awq=True,
                              calib_tokens=str(calib))
-    source = TensorQuantizer(ckpt, _policy(options)).source
+    source = TensorQuantizer(ckpt, options.bit_policy()).source
     tokens = [5, 17, 300, 42, 7]
     scaled = run_float(ArraySource({n: source.read(n) for n in ckpt.tensors}), ckpt.config,
                        "llama", tokens).logits
