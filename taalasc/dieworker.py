@@ -50,10 +50,10 @@ def compile_die(job: DieJob) -> DieOutcome:
     from taalasc.emit.tiles import render_tiles
     from taalasc.emit.writer import DieMaskWriter
     from taalasc.place.pack import pack_segment
-    from taalasc.quant import quantize_tensor
+    from taalasc.quant.method import TensorQuantizer
 
-    quantize = job.quantizer or (lambda name, spec: quantize_tensor(name, job.ckpt.read(name),
-                                                                      spec))
+    # None: plain round to nearest, made here rather than sent with every job
+    quantizer = job.quantizer or TensorQuantizer(job.ckpt, None)
 
     writer = DieMaskWriter(job.base, job.die, Path(job.stage), stem=f"die{job.die}",
                            formats=job.formats)
@@ -62,12 +62,10 @@ def compile_die(job: DieJob) -> DieOutcome:
         for name, pairs in _by_tensor(job.assignments):
             spec = job.specs.get(name)
             if spec is not None:
-                source = quantize(name, spec)
+                source = quantizer(name, spec)
                 stats[name] = quant_entry(source)
-            else:
-                # with --awq the norms carry the folded scales: read them where the codes are
-                reader = job.quantizer.source if job.quantizer is not None else job.ckpt
-                source = as_fp16_vector(name, reader.read(name))
+            else:   # with --awq the norms carry the folded scales: read them from source
+                source = as_fp16_vector(name, quantizer.source.read(name))
             for start in range(0, len(pairs), RENDER_BATCH):
                 batch = pairs[start:start + RENDER_BATCH]
                 rendered = render_tiles(job.base, [pack_segment(seg, source) for _, seg in batch],

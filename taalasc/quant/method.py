@@ -50,7 +50,8 @@ def native_specs(ckpt: Any) -> dict[str, QuantSpec]:
 
 
 class TensorQuantizer:
-    """``quantizer(name, spec)`` -> the QuantizedTensor of ``name`` under ``policy``.
+    """``quantizer(name, spec)`` -> the QuantizedTensor of ``name`` under ``policy``
+    (a BitPolicy; None is plain round to nearest).
 
     ``native``: take the checkpoint's own codes where ``spec`` is their format.
     """
