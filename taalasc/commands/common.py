@@ -158,3 +158,17 @@ def emit_report(report, as_json: bool, as_md: bool) -> None:
         click.echo(report.to_markdown(), nl=False)
     else:
         report.print()
+
+
+def jsonable(value):
+    """Strict JSON values: an infinite or NaN float (a KL of NaN chip outputs, say) becomes
+    null, through dicts and lists."""
+    import math
+
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: jsonable(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [jsonable(v) for v in value]
+    return value

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import click
 
+from taalasc.commands.common import jsonable
 from taalasc.commands.simulate import parse_tokens
 
 DEFAULT_RATES = (1e-6, 1e-5, 1e-4, 1e-3)
@@ -72,21 +73,10 @@ def faults_cmd(out_dir, model, rates, kinds, trials, seed, tokens, fragile, frag
     for title, header, rows in tables(result, fragile):
         console.print(_rich(title, header, rows))
     if json_path is not None:
-        json_path.write_text(json.dumps(_jsonable(result), indent=1, sort_keys=True,
+        json_path.write_text(json.dumps(jsonable(result), indent=1, sort_keys=True,
                                         allow_nan=False) + "\n")
     if md_path is not None:
         md_path.write_text(markdown(result, fragile))
-
-
-def _jsonable(value):
-    """Strict JSON: an infinite KL (NaN chip outputs) or a NaN figure becomes null."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _jsonable(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_jsonable(v) for v in value]
-    return value
 
 
 def _fmt(value: float) -> str:

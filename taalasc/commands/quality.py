@@ -234,17 +234,10 @@ def _compiled_weights(out_dir: Path):
 
 def _json_text(doc: dict) -> str:
     import json
-    import math
 
-    def clean(v):
-        if isinstance(v, float) and not math.isfinite(v):
-            return None
-        if isinstance(v, dict):
-            return {k: clean(x) for k, x in v.items()}
-        if isinstance(v, list):
-            return [clean(x) for x in v]
-        return v
-    return json.dumps(clean(doc), indent=1, sort_keys=True) + "\n"
+    from taalasc.commands.common import jsonable
+
+    return json.dumps(jsonable(doc), indent=1, sort_keys=True) + "\n"
 
 
 def _write(path: Path, text: str) -> None:
