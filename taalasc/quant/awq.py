@@ -13,8 +13,9 @@ sample (sqrt of the Hessian's diagonal); α from {0, ¼, ½, ¾, 1} minimises th
 output error trace(ΔW' H' ΔW'ᵀ) of round-to-nearest codes, H' = H / (s sᵀ). α = 0 is no
 scaling, so the search never does worse than plain codes on the calibration sample.
 
-Measured on SmolLM2-135M, 3-bit GPTQ asymmetric (embedding at 6 bits), 256 tokens: chip
-perplexity +109 % without, +43 % with; at 4 bits the search picks α = 0 (no change).
+Measured on SmolLM2-135M, 3-bit GPTQ asymmetric with the embedding at 6 bits, on the quality
+bench's 870 tokens: chip perplexity +125 % without, +62 % with (docs/quality.md); at 4 bits
+the search picks α = 0 (no change).
 BERT's LayerNorm output also carries the residual stream: the fold is not equivalent there,
 so the family is refused.
 """
