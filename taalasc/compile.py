@@ -19,7 +19,7 @@ import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, NamedTuple
 
 from taalasc import __version__
 from taalasc.config import BaseArray, load_base_array
@@ -156,14 +156,23 @@ def _digest(obj: dict) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()
 
 
-def plan(model: Path, options: CompileOptions):
-    """Header-only steps: base array, checkpoint, bits per tensor, placement. Writes nothing."""
+class Planned(NamedTuple):
+    base: BaseArray
+    ckpt: Any                     # taalasc.model.Checkpoint
+    specs: dict                   # tensor -> QuantSpec
+    tensors: list                 # taalasc.place.plan.TensorSpec, placement order
+    placement: Any                # taalasc.place.plan.Placement
+
+
+def plan(model: Path, options: CompileOptions, *, base: BaseArray | None = None) -> Planned:
+    """Header-only steps: base array, checkpoint, bits per tensor, placement. Writes nothing.
+    ``base`` replaces loading ``options.base``."""
     from taalasc.model import open_checkpoint
     from taalasc.place.plan import TensorSpec, plan_placement
     from taalasc.dieworker import select_layers
     from taalasc.quant import assign_bits
 
-    base = load_base_array(options.base)
+    base = base or load_base_array(options.base)
     if not base.pdk.mask_capable:
         raise PlacementError(f"base array {base.name!r} is on {base.pdk.name}, an estimation-only "
                              "PDK with no public mask layers; use `taalasc estimate` for it")
@@ -198,7 +207,7 @@ def plan(model: Path, options: CompileOptions):
         base = larger
         placement = plan_placement(tensors, base, max_dies=options.max_dies,
                                    curve=options.curve)
-    return base, ckpt, specs, tensors, placement
+    return Planned(base, ckpt, specs, tensors, placement)
 
 
 def _larger_base(tensors, base: BaseArray, options: CompileOptions) -> BaseArray | None:
@@ -222,15 +231,57 @@ def compile_model(model: Path, out_dir: Path, options: CompileOptions,
     ``jobs`` local processes, or on a Dask cluster (``scheduler``: a ``tcp://`` address or a
     Client/LocalCluster). The output bytes do not depend on ``jobs`` or ``scheduler``.
     """
+    planned = plan(Path(model), options)
+    options = _as_planned(options, planned.base)
+    digest = _digest(_inputs(planned.ckpt, planned.base, options))
+    with staged_output(Path(out_dir), inputs_digest=digest, force=options.force) as stage:
+        quantizer = _quantizer(planned.ckpt, options, planned.specs, progress)
+        manifest, _ = build(planned, options, stage, quantizer, progress, jobs=jobs,
+                            scheduler=scheduler)
+    return CompileResult(out_dir=Path(out_dir), manifest=manifest, summary=_summary(manifest))
+
+
+def rebuild(model: Path, options: CompileOptions, stage: Path, *, base: BaseArray | None = None,
+            quantizer=None, progress: Progress | None = None, jobs: int = 1):
+    """What ``compile_model`` writes for these inputs, for verify to compare byte for byte.
+
+    The small files (manifest, reports, overview, layer properties) go into ``stage``; the
+    mask files are drawn into a hash-only writer, so their sizes and sha256 digests are in
+    the manifest's ``outputs`` but nothing of their size touches the disk. ``base`` replaces
+    loading ``options.base`` (a YAML path recorded relative to another folder). ``quantizer``:
+    a TensorQuantizer to share (its calibration Hessians are costly); default the compile's.
+    Returns (Planned, manifest dict, the dies' DieMaskResults, the quantizer used or None
+    for round to nearest).
+    """
+    planned = plan(Path(model), options, base=base)
+    options = _as_planned(options, planned.base)
+    if quantizer is None:
+        quantizer = _quantizer(planned.ckpt, options, planned.specs, progress)
+    manifest, dies = build(planned, options, stage, quantizer, progress, jobs=jobs,
+                           write_masks=False)
+    return planned, manifest, dies, quantizer
+
+
+def _as_planned(options: CompileOptions, base: BaseArray) -> CompileOptions:
+    # Too large for the default base: the manifest records the base used. (A base the user
+    # chose, by name or YAML path, is never switched and stays recorded as given.)
+    if options.base_fallback and base.name != options.base:
+        return dataclasses.replace(options, base=base.name)
+    return options
+
+
+def build(planned: "Planned", options: CompileOptions, stage: Path, quantizer,
+          progress: Progress | None = None, *, jobs: int = 1, scheduler: Any = None,
+          write_masks: bool = True) -> tuple[dict, list]:
+    """Write every output of the compile into ``stage`` (masks only when ``write_masks``);
+    return its manifest and the dies' DieMaskResults. The bytes depend on the inputs alone."""
     from taalasc.dieworker import DieJob, compile_die
     from taalasc.emit.writer import layer_properties_lyp
     from taalasc.parallel import run_ordered
     from taalasc.place.metrics import placement_stats, rowmajor_wirelength_nm
     from taalasc.place.overview import overview_png
 
-    base, ckpt, specs, tensors, placement = plan(Path(model), options)
-    if base.name != options.base:  # too large for the default base: record the one used
-        options = dataclasses.replace(options, base=base.name)
+    base, ckpt, specs, tensors, placement = planned
     dies_wanted = _dies_wanted(placement, options.dies)
     inputs = _inputs(ckpt, base, options)
     digest = _digest(inputs)
@@ -242,52 +293,50 @@ def compile_model(model: Path, out_dir: Path, options: CompileOptions,
     for a, b in placement.links:
         links.setdefault(a.die, []).append((a, b))
 
-    with staged_output(Path(out_dir), inputs_digest=digest, force=options.force) as stage:
-        # The overview, placement statistics and placement JSON depend on the placement only:
-        # while dies run in other processes this thread would idle, so it makes them then.
-        def placement_only():
-            legend = overview_png(placement, base, stage / "overview.png")
-            stats = placement_stats(placement, base) | {
-                "place__wirelength_rowmajor_nm": rowmajor_wirelength_nm(
-                    tensors, base, max_dies=options.max_dies, placement=placement)}
-            as_json = placement.to_json()
-            return legend, stats, as_json, _dumps(as_json)
+    # The overview, placement statistics and placement JSON depend on the placement only:
+    # while dies run in other processes this thread would idle, so it makes them then.
+    def placement_only():
+        legend = overview_png(placement, base, stage / "overview.png")
+        stats = placement_stats(placement, base) | {
+            "place__wirelength_rowmajor_nm": rowmajor_wirelength_nm(
+                tensors, base, max_dies=options.max_dies, placement=placement)}
+        as_json = placement.to_json()
+        return legend, stats, as_json, _dumps(as_json)
 
-        side = _Side(placement_only, background=jobs > 1 or scheduler is not None)
-        quantizer = _quantizer(ckpt, options, specs, tick)
-        work = [DieJob(ckpt=ckpt, base=base, die=d, assignments=tuple(on_die[d]),
-                       links=tuple(links.get(d, ())),
-                       specs={seg.tensor: specs[seg.tensor] for _, seg in on_die[d]
-                              if seg.tensor in specs},
-                       stage=str(stage), formats=tuple(options.formats),
-                       quantizer=None if quantizer is None else quantizer.for_tensors(
-                           seg.tensor for _, seg in on_die[d]))
-                for d in dies_wanted]
-        quant_stats: dict[str, dict] = {}
-        dies = []
-        try:
-            for done, outcome in enumerate(run_ordered(compile_die, work, jobs=jobs,
-                                                       scheduler=scheduler)):
-                dies.append(outcome.result)
-                quant_stats.update(outcome.quant_stats)
-                tick("dies", done + 1, len(work))
-        except BaseException:
-            side.wait()  # it writes into the staging folder: let it finish before cleanup
-            raise
-        (stage / f"{base.pdk.name}.lyp").write_text(layer_properties_lyp(base.pdk))
-        legend, stats, placement_json, placement_text = side.result()
-        report = _report(base, ckpt, specs, placement, dies, tensors)
-        report.write(stage / "report.json")
-        (stage / "report.md").write_text(report.to_markdown())
-        manifest = _manifest(inputs, digest, placement, placement_json,
-                             dict(sorted(quant_stats.items())), dies, legend, stage)
-        manifest["selection"] = {"layers": options.layers,
-                                 "dies": None if options.dies is None else list(dies_wanted),
-                                 "partial": options.dies is not None
-                                 and len(dies_wanted) < placement.dies}
-        manifest["placement_stats"] = stats
-        (stage / MANIFEST).write_text(_manifest_text(manifest, placement_text))
-    return CompileResult(out_dir=Path(out_dir), manifest=manifest, summary=_summary(manifest))
+    side = _Side(placement_only, background=jobs > 1 or scheduler is not None)
+    work = [DieJob(ckpt=ckpt, base=base, die=d, assignments=tuple(on_die[d]),
+                   links=tuple(links.get(d, ())),
+                   specs={seg.tensor: specs[seg.tensor] for _, seg in on_die[d]
+                          if seg.tensor in specs},
+                   stage=str(stage) if write_masks else None, formats=tuple(options.formats),
+                   quantizer=None if quantizer is None else quantizer.for_tensors(
+                       seg.tensor for _, seg in on_die[d]))
+            for d in dies_wanted]
+    quant_stats: dict[str, dict] = {}
+    dies = []
+    try:
+        for done, outcome in enumerate(run_ordered(compile_die, work, jobs=jobs,
+                                                   scheduler=scheduler)):
+            dies.append(outcome.result)
+            quant_stats.update(outcome.quant_stats)
+            tick("dies", done + 1, len(work))
+    except BaseException:
+        side.wait()  # it writes into the staging folder: let it finish before cleanup
+        raise
+    (stage / f"{base.pdk.name}.lyp").write_text(layer_properties_lyp(base.pdk))
+    legend, stats, placement_json, placement_text = side.result()
+    report = _report(base, ckpt, specs, placement, dies, tensors)
+    report.write(stage / "report.json")
+    (stage / "report.md").write_text(report.to_markdown())
+    manifest = _manifest(inputs, digest, placement, placement_json,
+                         dict(sorted(quant_stats.items())), dies, legend, stage)
+    manifest["selection"] = {"layers": options.layers,
+                             "dies": None if options.dies is None else list(dies_wanted),
+                             "partial": options.dies is not None
+                             and len(dies_wanted) < placement.dies}
+    manifest["placement_stats"] = stats
+    (stage / MANIFEST).write_text(_manifest_text(manifest, placement_text))
+    return manifest, dies
 
 
 def _quantizer(ckpt, options: CompileOptions, specs: dict, tick):
@@ -383,12 +432,15 @@ def _manifest_text(manifest: dict, placement_text: str) -> str:
 
 def _manifest(inputs, digest, placement, placement_json, quant_stats, dies, legend,
               stage: Path) -> dict:
-    # Die files were hashed by their writer as they were closed: do not read them again.
-    known = {Path(p).name: d.sha256[fmt] for d in dies for fmt, p in d.files.items()}
-    files = {}
+    # Die files were hashed by their writer as they were closed (and may not have been
+    # written at all, see rebuild): their figures come from the writer, not the disk.
+    masks = {Path(p).name: {"bytes": d.nbytes[fmt], "sha256": d.sha256[fmt]}
+             for d in dies for fmt, p in d.files.items()}
+    files = dict(masks)
     for path in sorted(p for p in stage.iterdir() if p.is_file() and p.name != MANIFEST):
-        files[path.name] = {"bytes": path.stat().st_size,
-                            "sha256": known.get(path.name) or sha256_file(path)}
+        if path.name not in masks:
+            files[path.name] = {"bytes": path.stat().st_size, "sha256": sha256_file(path)}
+    files = dict(sorted(files.items()))
     return {
         "format": "taalasc-manifest/1",
         "inputs": inputs,

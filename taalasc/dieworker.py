@@ -34,7 +34,7 @@ class DieJob:
     assignments: tuple            # ((TileSlot, Segment), ...) on this die, placement order
     links: tuple                  # ((TileSlot, TileSlot), ...) on this die
     specs: dict                   # tensor -> QuantSpec (only tensors on this die)
-    stage: str                    # folder the die files are written into
+    stage: str | None             # folder the die files are written into; None: hash only
     formats: tuple[str, ...]
     quantizer: object = None      # taalasc.quant.method.TensorQuantizer; None: round to nearest
 
@@ -55,7 +55,8 @@ def compile_die(job: DieJob) -> DieOutcome:
     # None: plain round to nearest, made here rather than sent with every job
     quantizer = job.quantizer or TensorQuantizer(job.ckpt, None)
 
-    writer = DieMaskWriter(job.base, job.die, Path(job.stage), stem=f"die{job.die}",
+    writer = DieMaskWriter(job.base, job.die, None if job.stage is None else Path(job.stage),
+                           stem=f"die{job.die}",
                            formats=job.formats)
     stats: dict[str, dict] = {}
     try:

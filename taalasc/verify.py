@@ -1,6 +1,10 @@
 """Verify that a compiled mask set computes the model.
 
-Three checks, each a plain step:
+Four checks, each a plain step:
+  0. files   — the folder holds exactly what the compile writes: the compile is run again
+               from the checkpoint and the options the manifest records (taalasc.rebuilt)
+               and every file compared byte for byte — masks (both layers, both formats),
+               reports, manifest; nothing missing, nothing extra, nothing read from outside;
   1. codes   — values extracted from the via geometry equal the quantizer's, bit for bit
                (codes, fp16 scales, fp16 vectors), and the masks have no opens or shorts;
   2. datapath — the bit-accurate chip model on the extracted weights equals the chip model
@@ -53,6 +57,7 @@ class VerifyResult:
     checks: list[Check] = field(default_factory=list)
     figures: dict[str, float] = field(default_factory=dict)
     mismatches: list[str] = field(default_factory=list)
+    differences: list[str] = field(default_factory=list)   # folder against its rebuild
     defects: list[str] = field(default_factory=list)
     defect_count: int = 0
 
@@ -65,6 +70,7 @@ class VerifyResult:
                 "checks": [{"name": c.name, "passed": c.passed, "detail": c.detail}
                            for c in self.checks],
                 "figures": self.figures, "mismatches": self.mismatches,
+                "differences": self.differences,
                 "defect_count": self.defect_count, "defects": self.defects}
 
 
@@ -94,97 +100,63 @@ def _first_difference(name: str, kind: str, expected: np.ndarray, got: np.ndarra
 def verify(out_dir: Path, model: Path, *, fmt: str = "gds", tokens: Sequence[int] | None = None,
            thresholds: Thresholds = Thresholds(), lora_dir: Path | None = None,
            progress=None, jobs: int = 1) -> VerifyResult:
-    from taalasc.extract.extract import base_of, extract, read_manifest
-    from taalasc.model import open_checkpoint
-    from taalasc.outdir import sha256_file
-    from taalasc.quant import QuantizedTensor
-    from taalasc.sim import CheckpointSource, compare, run_chip, run_float
-    from taalasc.sim.run import MergedSource
-    from taalasc.sim.graph import check_tokens, vocab_size
+    import tempfile
+
+    from taalasc.compile import rebuild
+    from taalasc.extract.extract import base_of, read_manifest
 
     tick = progress or (lambda stage, done, total: None)
     out_dir, result = Path(out_dir), VerifyResult()
     manifest = read_manifest(out_dir)
+    options = recorded_options(manifest, out_dir)
     base = base_of(manifest, out_dir)
-    ckpt = open_checkpoint(model)
-    where = str(ckpt.path)
-    vocab = vocab_size(ckpt.config, ckpt.architecture, where)
-    tokens = list(tokens) if tokens is not None else default_tokens(vocab)
-    check_tokens(tokens, vocab, where)
+    _check_calibration(manifest)
+    # 0. the folder holds exactly what the compile writes: the compile is run again from
+    # the recorded options alone (masks into a hash-only writer) and compared byte for byte.
+    with tempfile.TemporaryDirectory(prefix="taalasc-verify-") as scratch:
+        planned, expected, dies, quantizer = rebuild(model, options, Path(scratch), base=base,
+                                                     jobs=jobs)
+        tick("rebuild", 1, 1)
+        _model_check(result, manifest, expected)
+        folder = _files_check(result, out_dir, Path(scratch), manifest, expected)
+    ckpt = planned.ckpt
+    runnable = ckpt.config is not None and ckpt.architecture is not None
+    if runnable:
+        from taalasc.sim.graph import check_tokens, vocab_size
 
-    compiled = {f["name"]: f["sha256"] for f in manifest["inputs"]["model"]["files"]}
-    given = {Path(f).name: sha256_file(Path(f)) for f in ckpt.files}
-    same_model = compiled == given
-    result.checks.append(Check("model", same_model,
-                               "the checkpoint the masks were compiled from" if same_model else
-                               "MODEL differs from the checkpoint in the manifest "
-                               f"(files {sorted(given)} vs {sorted(compiled)}); values will differ"))
+        where = str(ckpt.path)
+        vocab = vocab_size(ckpt.config, ckpt.architecture, where)
+        tokens = list(tokens) if tokens is not None else default_tokens(vocab)
+        check_tokens(tokens, vocab, where)
 
     # 1. codes from geometry against the quantizer
-    extraction = extract(out_dir, fmt, jobs=jobs)
-    tick("extract", 1, 1)
-    result.defect_count = extraction.defect_count
-    result.defects = [d.describe() for d in extraction.defects[:50]]
-    # The quantizer's arrays are made tensor by tensor, compared and dropped: only the
-    # extracted model is held (the datapath check makes them again, see _Requantized).
-    extracted: dict[str, QuantizedTensor | np.ndarray] = {}
-    quant = manifest["quantization"]
-    placed = _placed_tensors(manifest)
-    names = [n for n in ckpt.tensors if n in placed]
-    partial = len(names) < len(ckpt.tensors)
-    quantizer = _Requantized(ckpt, quant, names, _tensor_quantizer(ckpt, manifest))
-    for done, name in enumerate(names):
-        want = quantizer[name]
-        if isinstance(want, QuantizedTensor):
-            codes, scales = extraction.codes.get(name), extraction.scales.get(name)
-            mins = extraction.mins.get(name)
-            if codes is None or scales is None:
-                result.mismatches.append(f"{name}: not found in the masks")
-                continue
-            if (mins is None) != (want.mins is None):
-                result.mismatches.append(f"{name}: the masks {'lack' if mins is None else 'add'} "
-                                         "the per-group minimums of asymmetric codes")
-                continue
-            pairs = [("codes", want.codes, codes), ("scales", want.scales, scales)]
-            if mins is not None:
-                pairs.append(("mins", want.mins, mins))
-            for kind, a, b in pairs:
-                message = _first_difference(name, kind, a, b)
-                if message:
-                    result.mismatches.append(message)
-            extracted[name] = QuantizedTensor(name=name, shape=want.shape, bits=want.bits,
-                                              group_size=want.group_size, codes=codes,
-                                              scales=scales, sqnr_db=float("nan"), mins=mins)
-        else:
-            got = extraction.vectors.get(name)
-            if got is None:
-                result.mismatches.append(f"{name}: not found in the masks")
-                continue
-            message = _first_difference(name, "vector", want, got)
-            if message:
-                result.mismatches.append(message)
-            extracted[name] = got
-        tick("compare codes", done + 1, len(names))
-    codes_ok = not result.mismatches and extraction.defect_count == 0
-    result.checks.append(Check(
-        "codes", codes_ok,
-        f"{len(names)} tensors, {extraction.vias_read:,} vias read from {fmt.upper()}: "
-        + ("bit-identical to the quantizer, no opens or shorts" if codes_ok else
-           f"{len(result.mismatches)} tensors differ, {extraction.defect_count} via defects")))
+    extracted, names = _codes_check(result, out_dir, fmt, jobs, planned, expected, quantizer,
+                                    folder, tick)
+    if folder.differing_masks:
+        _explain_masks(result, out_dir, folder, dies, planned.base)
 
     # 2. the chip model on extracted weights against the chip model on quantizer weights
+    from taalasc.sim import CheckpointSource, compare, run_chip, run_float
+    from taalasc.sim.run import MergedSource
+
+    if any(n not in extracted for n in names):
+        result.checks.append(Check("datapath", False, "skipped: tensors missing from the masks"))
+        return result
+    if len(names) < len(ckpt.tensors):  # a --layers compile: nothing to run end to end
+        result.checks.append(Check("datapath", True, f"skipped: the masks hold {len(names)} of "
+                                   f"{len(ckpt.tensors)} tensors (a --layers compile)"))
+        return result
+    if not runnable:
+        result.checks.append(Check("datapath", True, "skipped: no config.json beside the "
+                                   "checkpoint, so its architecture is unknown; the codes are "
+                                   "checked, the chip is not run"))
+        return result
     lora = None
     if lora_dir is not None:
         from taalasc.lora import load_lora
         lora = load_lora(Path(lora_dir), ckpt)
-    if any(n not in extracted for n in names):
-        result.checks.append(Check("datapath", False, "skipped: tensors missing from the masks"))
-        return result
-    if partial:  # a --layers compile holds part of the network: nothing to run end to end
-        result.checks.append(Check("datapath", True, f"skipped: the masks hold {len(names)} of "
-                                   f"{len(ckpt.tensors)} tensors (a --layers compile)"))
-        return result
-    datapath = base.datapath
+    quantizer = _Requantized(ckpt, expected["quantization"], names, _or_rtn(ckpt, quantizer))
+    datapath = planned.base.datapath
     chip = run_chip(extracted, ckpt.config, ckpt.architecture, tokens, datapath, lora=lora)
     # Check 1 compared every placed array bit for bit. When all are equal, the quantizer's
     # weights are these very arrays and the chip model is deterministic: a second run would
@@ -240,22 +212,188 @@ class _Requantized(Mapping):
         return len(self._names)
 
 
-def _tensor_quantizer(ckpt, manifest: dict):
-    """The compile's own quantizer (method, calibration, native codes), from its options."""
-    from taalasc.compile import CompileOptions
-    from taalasc.quant.method import TensorQuantizer
+def recorded_options(manifest: dict, out_dir: Path):
+    """The CompileOptions a manifest recorded, type-checked: verify runs the compile again
+    from them, so a hand-edited value must fail here, not deep inside the compile."""
+    import dataclasses
 
+    from taalasc.compile import CompileOptions
+    from taalasc.errors import MaskError
+
+    where = f"{Path(out_dir) / 'manifest.json'}: inputs.options"
+    try:
+        recorded = manifest["inputs"]["options"]
+        if not isinstance(recorded, dict):
+            raise TypeError("not a mapping")
+        options = CompileOptions.from_json(recorded)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise MaskError(f"{where}: not what a compile records ({exc})") from None
+    kinds = {"base": str, "default_bits": int, "group_size": (int, type(None)), "auto": bool,
+             "budget_bits_per_weight": (int, float), "max_dies": (int, type(None)),
+             "curve": str, "layers": (str, type(None)), "method": str, "asymmetric": bool,
+             "calib": (str, type(None)), "calib_tokens": (str, type(None)), "native": bool,
+             "awq": bool}
+    for f in dataclasses.fields(options):
+        value = getattr(options, f.name)
+        kind = kinds.get(f.name)
+        if kind is not None and (not isinstance(value, kind)
+                                 or (isinstance(value, bool) and bool not in (kind if
+                                     isinstance(kind, tuple) else (kind,)))):
+            raise MaskError(f"{where}.{f.name}: {type(value).__name__} {value!r:.40} is not a "
+                            "value a compile records")
+    for name in ("rules", "formats", "dies"):
+        value = getattr(options, name)
+        if value is not None and not all(isinstance(v, int if name == "dies" else str)
+                                         and not isinstance(v, bool) for v in value):
+            raise MaskError(f"{where}.{name}: holds a value a compile does not record")
+    return options
+
+
+def _check_calibration(manifest: dict) -> None:
+    """GPTQ codes depend on every byte of the calibration text: it must be the same file."""
     from taalasc.errors import ModelError
     from taalasc.outdir import sha256_file
 
     calib = manifest["inputs"].get("calibration")
-    if calib is not None:
-        path = Path(calib["path"])
-        if not path.is_file() or sha256_file(path) != calib["sha256"]:
-            raise ModelError(f"{path}: the calibration file the masks were compiled with is "
-                             "missing or changed; GPTQ codes cannot be made again without it")
-    options = CompileOptions.from_json(manifest["inputs"]["options"])
-    return TensorQuantizer(ckpt, options.bit_policy())
+    if calib is None:
+        return
+    path = Path(str(calib.get("path")))
+    if not path.is_file() or sha256_file(path) != calib.get("sha256"):
+        raise ModelError(f"{path}: the calibration file the masks were compiled with is "
+                         "missing or changed; GPTQ codes cannot be made again without it")
+
+
+def _or_rtn(ckpt, quantizer):
+    """The compile's quantizer; None there means plain round to nearest (dieworker)."""
+    from taalasc.quant.method import TensorQuantizer
+
+    return quantizer if quantizer is not None else TensorQuantizer(ckpt, None)
+
+
+def _model_check(result: VerifyResult, manifest: dict, expected: dict) -> None:
+    def files(m):
+        try:
+            return {f["name"]: f["sha256"] for f in m["inputs"]["model"]["files"]}
+        except (KeyError, TypeError):
+            return None
+
+    compiled, given = files(manifest), files(expected)
+    same = compiled == given
+    result.checks.append(Check(
+        "model", same, "the checkpoint the masks were compiled from" if same else
+        "MODEL differs from the checkpoint in the manifest (files "
+        f"{sorted(given)} vs {sorted(compiled or [])}); values will differ"))
+
+
+def _files_check(result: VerifyResult, out_dir: Path, scratch: Path, manifest: dict,
+                 expected: dict):
+    from taalasc import __version__
+    from taalasc.rebuilt import compare_folder
+
+    folder = compare_folder(out_dir, scratch, expected)
+    if folder.identical:
+        detail = (f"{folder.files} files, byte-identical to the compile made again from the "
+                  "checkpoint and the recorded options (masks, reports, manifest)")
+    else:
+        detail = (f"{len(folder.problems)} of {folder.files} files differ from the compile "
+                  "made again: " + "; ".join(folder.problems[:4])
+                  + (f"; … {len(folder.problems) - 4} more" if len(folder.problems) > 4 else ""))
+        tool = manifest["inputs"].get("tool") if isinstance(manifest["inputs"], dict) else None
+        version = tool.get("version") if isinstance(tool, dict) else None
+        if version != __version__:
+            detail += (f" (compiled by taalasc {str(version)[:20]!r}, this is {__version__}: a "
+                       "compile from another version can differ for that reason alone)")
+    result.differences.extend(folder.problems)
+    result.checks.append(Check("files", folder.identical, detail))
+    return folder
+
+
+def _codes_check(result: VerifyResult, out_dir: Path, fmt: str, jobs: int, planned,
+                 expected: dict, quantizer, folder, tick):
+    """Check 1: every placed value decoded from the via geometry equals the quantizer's."""
+    from taalasc.extract.extract import extract
+    from taalasc.quant import QuantizedTensor
+
+    ckpt = planned.ckpt
+    placed = _placed_tensors(expected)
+    names = [n for n in ckpt.tensors if n in placed]
+    files = sorted(f for d in expected["dies"] for k, f in d["files"].items() if k == fmt)
+    if not files:
+        result.checks.append(Check("codes", False, f"the compile writes no {fmt.upper()} "
+                                   "files; verify with --format "
+                                   + "/".join(sorted(expected["inputs"]["options"]["formats"]))))
+        return {}, names
+    unreadable = sorted(set(files) & folder.unreadable)
+    if unreadable:
+        result.checks.append(Check("codes", False, "not read: " + ", ".join(unreadable)
+                                   + " missing or not a regular file"))
+        return {}, names
+    # A die file that cannot be read as masks is bad input: its MaskError ends verify.
+    extraction = extract(out_dir, fmt, jobs=jobs, manifest=expected, base=planned.base)
+    tick("extract", 1, 1)
+    result.defect_count = extraction.defect_count
+    result.defects = [d.describe() for d in extraction.defects[:50]]
+    # The quantizer's arrays are made tensor by tensor, compared and dropped: only the
+    # extracted model is held (the datapath check makes them again, see _Requantized).
+    extracted: dict[str, QuantizedTensor | np.ndarray] = {}
+    want_all = _Requantized(ckpt, expected["quantization"], names, _or_rtn(ckpt, quantizer))
+    for done, name in enumerate(names):
+        want = want_all[name]
+        if isinstance(want, QuantizedTensor):
+            codes, scales = extraction.codes.get(name), extraction.scales.get(name)
+            mins = extraction.mins.get(name)
+            if codes is None or scales is None:
+                result.mismatches.append(f"{name}: not found in the masks")
+                continue
+            if (mins is None) != (want.mins is None):
+                result.mismatches.append(f"{name}: the masks {'lack' if mins is None else 'add'} "
+                                         "the per-group minimums of asymmetric codes")
+                continue
+            pairs = [("codes", want.codes, codes), ("scales", want.scales, scales)]
+            if mins is not None:
+                pairs.append(("mins", want.mins, mins))
+            for kind, a, b in pairs:
+                message = _first_difference(name, kind, a, b)
+                if message:
+                    result.mismatches.append(message)
+            extracted[name] = QuantizedTensor(name=name, shape=want.shape, bits=want.bits,
+                                              group_size=want.group_size, codes=codes,
+                                              scales=scales, sqnr_db=float("nan"), mins=mins)
+        else:
+            got = extraction.vectors.get(name)
+            if got is None:
+                result.mismatches.append(f"{name}: not found in the masks")
+                continue
+            message = _first_difference(name, "vector", want, got)
+            if message:
+                result.mismatches.append(message)
+            extracted[name] = got
+        tick("compare codes", done + 1, len(names))
+    codes_ok = not result.mismatches and extraction.defect_count == 0
+    result.checks.append(Check(
+        "codes", codes_ok,
+        f"{len(names)} tensors, {extraction.vias_read:,} vias read from {fmt.upper()}: "
+        + ("bit-identical to the quantizer, no opens or shorts" if codes_ok else
+           f"{len(result.mismatches)} tensors differ, {extraction.defect_count} via defects")))
+    return extracted, names
+
+
+def _explain_masks(result: VerifyResult, out_dir: Path, folder, dies, base) -> None:
+    """Say what differs on the top metal of the first differing die files, shape by shape
+    (the via layer is judged site by site by the codes check)."""
+    from taalasc.errors import MaskError
+    from taalasc.rebuilt import metal_differences
+
+    layouts = {Path(p).name: d.layout for d in dies for p in d.files.values()}
+    for name in folder.differing_masks[:2]:
+        layout = layouts.get(name)
+        if layout is None:
+            continue
+        try:
+            text = metal_differences(Path(out_dir) / name, layout, base, Path(name).suffix[1:])
+        except MaskError as exc:
+            text = f"cannot be read: {exc}"
+        result.differences.append(f"{name}: {text}")
 
 
 def _placed_tensors(manifest: dict) -> set[str]:

@@ -83,12 +83,16 @@ def test_a_single_moved_via_is_caught_and_located(llama, tmp_path, capsys):
     row, col = seg.rows[0] + 5 // seg.shape[1], seg.cols[0] + 5 % seg.shape[1]
     assert main(["verify", str(bad), str(model), "--json", str(tmp_path / "v.json")]) == 2
     err = capsys.readouterr().err
-    assert re.search(rf"^error: verify failed: codes, datapath.*{re.escape(tensor)} codes: 1 "
+    assert re.search(rf"^error: verify failed: files, codes, datapath.*{re.escape(tensor)} codes: 1 "
                      rf"elements differ, first at \[{row}, {col}\]", err, re.M), err
     result = json.loads((tmp_path / "v.json").read_text())
     assert result["mismatches"] == [m for m in result["mismatches"] if tensor in m]
-    # OASIS files are untouched: the same compile verifies from them.
-    assert main(["verify", str(bad), str(model), "--format", "oas"]) == 0
+    # The OASIS files are untouched and decode to the right codes, but the folder still
+    # fails: its GDSII file is not what the compile writes.
+    assert main(["verify", str(bad), str(model), "--format", "oas",
+                 "--json", str(tmp_path / "o.json")]) == 2
+    checks = {c["name"]: c["passed"] for c in json.loads((tmp_path / "o.json").read_text())["checks"]}
+    assert checks["codes"] and not checks["files"]
 
 
 def test_a_short_is_reported_with_tensor_and_element(llama, tmp_path, capsys):
@@ -124,7 +128,7 @@ def test_verify_against_another_checkpoint_fails(llama, tmp_path, capsys):
     other = write_llama(tmp_path / "other", llama_config(hidden=64, layers=2, intermediate=128,
                                                          vocab=256), dtype="BF16", seed=1)
     assert main(["verify", str(out), str(other)]) == 2
-    assert "verify failed: model, codes" in capsys.readouterr().err
+    assert "verify failed: model, files, codes" in capsys.readouterr().err
 
 
 def test_bert_compiles_and_verifies(tmp_path):

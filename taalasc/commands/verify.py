@@ -55,6 +55,8 @@ def verify_cmd(out_dir, model, fmt, tokens, lora_dir, min_top1, min_cosine, max_
         table.add_row(check.name, "[green]pass[/]" if check.passed else "[red]FAIL[/]", check.detail)
     console = Console()
     console.print(table)
+    for line in result.differences[:20]:
+        console.print(f"  not as compiled: {line}", highlight=False, markup=False)
     for line in result.mismatches[:20]:
         console.print(f"  differs: {line}", highlight=False)
     for line in result.defects[:20]:
@@ -63,5 +65,5 @@ def verify_cmd(out_dir, model, fmt, tokens, lora_dir, min_top1, min_cosine, max_
         json_path.write_text(json.dumps(result.to_dict(), indent=1, sort_keys=True) + "\n")
     if not result.passed:
         failed = [c.name for c in result.checks if not c.passed]
-        first = (result.mismatches or result.defects or [""])[0]
+        first = (result.mismatches or result.defects or result.differences or [""])[0]
         raise CheckFailed(f"verify failed: {', '.join(failed)}" + (f"; {first}" if first else ""))

@@ -228,6 +228,17 @@ def iter_vias(path: Path, pdk: Pdk, instances: bool = False):
     yield rects[:, :2] + rects[:, 2:]
 
 
+def read_layer_rects(path: Path, pdk: Pdk, layer: Layer) -> np.ndarray:
+    """Every rectangle of one of the PDK's two custom layers in a mask file, flattened,
+    int64 [n, 4] nm (GDSII through our reader, OASIS through gdstk; see iter_vias)."""
+    path = Path(path)
+    allowed = set(custom_layers(pdk))
+    if path.suffix.lower() == ".gds":
+        parts = list(iter_layer(read_gds(path, allowed), layer))
+        return np.concatenate(parts) if parts else _EMPTY
+    return read_rects(path, allowed).get(layer, _EMPTY)
+
+
 def decode_tile_bits(via_centres: np.ndarray, base: BaseArray, column: int, row: int
                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Bits of every site of tile (column, row) from via centres (int64 [n, 2] nm).

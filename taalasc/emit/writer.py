@@ -57,8 +57,9 @@ class DieLayout:
 @dataclass(frozen=True)
 class DieMaskResult:
     die: int
-    files: dict[str, Path]   # format -> path
+    files: dict[str, Path]   # format -> path (only the name when nothing was written)
     sha256: dict[str, str]   # format -> hex digest
+    nbytes: dict[str, int]   # format -> file size, bytes
     via_count: int
     bit_vias: int
     route_vias: int
@@ -69,10 +70,24 @@ class DieMaskResult:
     layout: DieLayout | None = field(default=None, compare=False, repr=False)
 
 
-class DieMaskWriter:
-    """Streams one die's two custom layers to GDSII and/or OASIS."""
+class _Discard:
+    """A file that keeps nothing: with ``out_dir=None`` the writer only counts and hashes."""
 
-    def __init__(self, base: BaseArray, die: int, out_dir: Path, stem: str,
+    def write(self, data: bytes) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+class DieMaskWriter:
+    """Streams one die's two custom layers to GDSII and/or OASIS.
+
+    ``out_dir=None`` writes no file: the result carries the sizes and sha256 digests the
+    files would have (verify rebuilds a compile this way to compare it byte for byte).
+    """
+
+    def __init__(self, base: BaseArray, die: int, out_dir: Path | None, stem: str,
                  formats: Sequence[str] = FORMATS):
         pdk = base.pdk
         if not pdk.mask_capable or pdk.layers is None:
@@ -86,12 +101,14 @@ class DieMaskWriter:
         self.metal_layer = (pdk.layers.top_metal.gds_layer, pdk.layers.top_metal.gds_datatype)
         self.grid_nm = pdk.grid_nm
         self.formats = tuple(sorted(set(formats)))
-        out_dir = Path(out_dir)
-        self.paths = {f: out_dir / f"{stem}.{f}" for f in self.formats}
-        self._tmp = {f: p.with_name(p.name + ".tmp") for f, p in self.paths.items()}
-        self._fh: dict[str, object] = {}
+        self._write = out_dir is not None
+        self.paths = {f: Path(out_dir or "") / f"{stem}.{f}" for f in self.formats}
+        self._tmp = {f: p.with_name(p.name + ".tmp") for f, p in self.paths.items()} \
+            if self._write else {}
+        self._fh: dict[str, object] = {} if self._write else {f: _Discard() for f in self.formats}
         # Files are only appended to, so their digests are taken as the bytes go out.
         self._digest = {fmt: hashlib.sha256() for fmt in self.formats}
+        self._nbytes = dict.fromkeys(self.formats, 0)
         try:
             for fmt, tmp in self._tmp.items():
                 self._fh[fmt] = open(tmp, "wb", buffering=_BUFFER)
@@ -113,6 +130,7 @@ class DieMaskWriter:
         if fh is not None:
             fh.write(data)
             self._digest[fmt].update(data)
+            self._nbytes[fmt] += len(data)
 
     def _leaf(self, name: str, refnum: int, rects: np.ndarray, layer) -> None:
         gds, oas = _leaf_bytes(name, refnum, rects, layer)
@@ -246,15 +264,17 @@ class DieMaskWriter:
                       + oasis.placement(FILL_REFNUM, 0, 0) + oasis.end())
 
         for fh in self._fh.values():
-            # Durable here, in the worker: the parent's fsync of the output then finds the
-            # die already on disk instead of waiting for every die's writes at the end.
-            fh.flush()
-            os.fsync(fh.fileno())
+            if self._write:
+                # Durable here, in the worker: the parent's fsync of the output then finds
+                # the die already on disk instead of waiting for every die's writes at the end.
+                fh.flush()
+                os.fsync(fh.fileno())
             fh.close()
         self._fh = {}
         files, digests = {}, {}
         for fmt, path in self.paths.items():
-            os.replace(self._tmp[fmt], path)
+            if self._write:
+                os.replace(self._tmp[fmt], path)
             files[fmt] = path
             digests[fmt] = self._digest[fmt].hexdigest()
         bit_vias = sum(n for _, n in self._tiles.values())
@@ -262,7 +282,8 @@ class DieMaskWriter:
                            chunks=tuple(sorted(self._chunks)), wires=wires, route_vias=vias,
                            arrays=tuple(arrays), bars=bars, density_pct=density)
         return DieMaskResult(
-            die=self.die, files=files, sha256=digests, via_count=bit_vias + len(vias),
+            die=self.die, files=files, sha256=digests, nbytes=dict(self._nbytes),
+            via_count=bit_vias + len(vias),
             bit_vias=bit_vias, route_vias=len(vias),
             top_metal_shapes=len(self._tiles) * len(self._strap_rects) + len(wires),
             fill_shapes=fill_shapes,

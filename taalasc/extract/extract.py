@@ -71,11 +71,14 @@ def mask_path(out_dir: Path, manifest: dict, die: int, fmt: str) -> Path:
     return Path(out_dir) / files[fmt]
 
 
-def extract(out_dir: Path, fmt: str = "gds", jobs: int = 1) -> Extraction:
+def extract(out_dir: Path, fmt: str = "gds", jobs: int = 1, *, manifest: dict | None = None,
+            base: BaseArray | None = None) -> Extraction:
     """Decode every placed value of the compile in ``out_dir`` from its ``fmt`` mask files.
 
     Each die is one work unit (taalasc.extract.die.extract_die), run on ``jobs`` processes;
     results are merged here in die order, so the extraction is the same for any ``jobs``.
+    ``manifest`` and ``base`` replace the folder's own (verify passes a rebuild's, so the
+    placement and file names are not taken from the folder being judged).
     """
     from taalasc.parallel import run_ordered
     from taalasc.place.plan import Placement
@@ -83,8 +86,8 @@ def extract(out_dir: Path, fmt: str = "gds", jobs: int = 1) -> Extraction:
     if jobs < 1:
         raise MaskError(f"jobs must be at least 1, not {jobs}")
     out_dir = Path(out_dir)
-    manifest = read_manifest(out_dir)
-    base = base_of(manifest, out_dir)
+    manifest = manifest or read_manifest(out_dir)
+    base = base or base_of(manifest, out_dir)
     placement = Placement.from_json(manifest["placement"])
     result = Extraction()
     for (name, kind), (rows, cols) in _array_shapes(placement).items():
