@@ -224,3 +224,41 @@ def test_datapath_runs_the_quantizer_weights_only_when_they_differ(llama, tmp_pa
               for c in json.loads((tmp_path / "v.json").read_text())["checks"]}
     assert "bit-identical, so one run serves both" in detail["datapath"]
     assert len(runs) == 1
+
+
+def test_swapped_die_files_fail_with_the_codes_they_hold(tmp_path, capsys):
+    """Two die files swapped: the folder check names the file, the codes check the tensor,
+    and the chip model's failure on the garbage weights stays a failed check (exit 2), not
+    an error that hides them."""
+    model = write_llama(tmp_path / "m", llama_config(hidden=64, layers=2, heads=4, kv_heads=2,
+                                                     intermediate=192, vocab=512), seed=3)
+    out = tmp_path / "o"
+    assert main(["compile", str(model), "-o", str(out), "--format", "gds", "--quiet"]) == 0
+    assert len(json.loads((out / "manifest.json").read_text())["dies"]) == 2
+    capsys.readouterr()
+    a, b = out / "die0.gds", out / "die1.gds"
+    a.rename(tmp_path / "x"), b.rename(a), (tmp_path / "x").rename(b)
+    assert main(["verify", str(out), str(model), "--json", str(tmp_path / "v.json")]) == 2
+    err = capsys.readouterr().err
+    assert re.match(r"error: verify failed: files, codes, datapath; \S+ codes: \d+ elements "
+                    r"differ", err), err
+    result = json.loads((tmp_path / "v.json").read_text())
+    assert any(d.startswith("die0.gds: ") for d in result["differences"])
+    assert "Traceback" not in err and "RuntimeWarning" not in err
+
+
+def test_a_checkpoint_without_config_is_verified_for_files_and_codes(tmp_path):
+    model = write_llama(tmp_path / "m", llama_config(hidden=64, layers=1, intermediate=128,
+                                                     vocab=256))
+    bare = tmp_path / "bare"
+    bare.mkdir()
+    shutil.copy(model / "model.safetensors", bare / "model.safetensors")
+    out = tmp_path / "o"
+    assert main(["compile", str(bare / "model.safetensors"), "-o", str(out), "--quiet"]) == 0
+    assert main(["verify", str(out), str(bare / "model.safetensors"),
+                 "--json", str(tmp_path / "v.json")]) == 0
+    checks = {c["name"]: c for c in json.loads((tmp_path / "v.json").read_text())["checks"]}
+    assert checks["files"]["passed"] and checks["codes"]["passed"]
+    assert checks["datapath"]["detail"].startswith("skipped: no config.json")
+    (out / "report.md").write_text("edited\n")
+    assert main(["verify", str(out), str(bare / "model.safetensors")]) == 2
