@@ -456,7 +456,8 @@ def _manifest(inputs, digest, placement, placement_json, quant_stats, dies, lege
 def _die_entries(placement, dies) -> list[dict]:
     """One entry per die of the placement, in order; dies not written (--die) say so."""
     written = {d.die: d for d in dies}
-    absent = {"present": False, "files": {}, "via_count": 0, "bit_vias": 0, "route_vias": 0,
+    absent = {"present": False, "files": {}, "via_count": 0, "bit_vias": 0, "tie_vias": 0,
+              "route_vias": 0,
               "top_metal_shapes": 0, "fill_shapes": 0}
     return [_die_entry(written[n]) if n in written else {"die": n, **absent}
             for n in range(placement.dies)]
@@ -464,7 +465,8 @@ def _die_entries(placement, dies) -> list[dict]:
 
 def _die_entry(d) -> dict:
     return {"die": d.die, "present": True, "via_count": d.via_count, "bit_vias": d.bit_vias,
-            "route_vias": d.route_vias, "top_metal_shapes": d.top_metal_shapes,
+            "tie_vias": d.tie_vias, "route_vias": d.route_vias,
+            "top_metal_shapes": d.top_metal_shapes,
             "fill_shapes": d.fill_shapes,
             "density_min_pct": round(d.density_min_pct, 3),
             "density_max_pct": round(d.density_max_pct, 3),
@@ -483,6 +485,7 @@ def _summary(manifest: dict) -> list[tuple[str, str]]:
              f"{sum(d.get('present', True) for d in dies)} of {len(dies)} (--die)"),
             ("tiles used", str(len(manifest["placement"]["assignments"]))),
             ("programmed bits (vias)", f"{bits:,}"),
+            ("tie vias (strap to rail)", f"{sum(d.get('tie_vias', 0) for d in dies):,}"),
             ("route vias", f"{sum(d['route_vias'] for d in dies):,}")]
     for name, info in manifest["outputs"].items():
         if name.endswith((".gds", ".oas")):

@@ -72,7 +72,7 @@ def base_rows(base) -> list[tuple[str, object, str]]:
         ("derived.tiles", grid.tiles, "derived: tile_grid.columns × tile_grid.rows"),
         ("derived.tile_capacity_bits", tile.capacity_bits,
          "derived: sites_x × sites_y × bits_per_site"),
-        ("derived.tile_width_nm", tile.width_nm, "derived: sites_x × site_pitch_x_nm"),
+        ("derived.tile_width_nm", tile.width_nm, "derived: (sites_x + 1 tie column) × site_pitch_x_nm"),
         ("derived.tile_height_nm", tile.height_nm, "derived: sites_y × site_pitch_y_nm"),
         ("derived.die_capacity_bits", grid.tiles * tile.capacity_bits,
          "derived: tiles × tile_capacity_bits"),

@@ -77,6 +77,14 @@ BASE_ARRAY_SCHEMA: dict[str, Field] = {
         "target_period_ps": _pos(),
         "pipeline_stages_per_layer": _pos(),
     }),
+    "frame": Field("map", required=False, default=None, schema={
+        "seal_ring_nm": _pos(doc="width of the seal ring along the die edge"),
+        "pad_ring_nm": _pos(doc="width of the pad ring inside the seal ring: pads, I/O cells "
+                                "and the supply ring, all on the top metal too"),
+    }, doc="the die's edge structures, kept clear of the custom layers (fill included)"),
+    "keep_outs": Field("list", required=False, default=[],
+                       items=Field("list", items=Field("int", min=0)),
+                       doc="further [x0, y0, x1, y1] nm areas the custom layers leave empty"),
     "sram": Field("list", items=Field("map", schema={
         "name": Field("str"),
         "purpose": Field("str", choices=("kv_cache", "lora", "scratch")),
@@ -112,6 +120,9 @@ class TileGrid:
                 self.origin_nm[1] + row * self.pitch_y_nm)
 
 
+TIE_COLUMNS = 1   # site columns right of the bit sites that hold the straps' tie vias
+
+
 @dataclass(frozen=True)
 class WeightTile:
     encoding: str
@@ -135,7 +146,8 @@ class WeightTile:
 
     @property
     def width_nm(self) -> int:
-        return self.sites_x * self.site_pitch_x_nm
+        """Bit sites plus the tie column (see ``tie_slot_x_nm``)."""
+        return (self.sites_x + TIE_COLUMNS) * self.site_pitch_x_nm
 
     @property
     def height_nm(self) -> int:
@@ -148,6 +160,15 @@ class WeightTile:
 
     def slot_x_nm(self, site_column: int) -> int:
         return site_column * self.site_pitch_x_nm + self.site_pitch_x_nm // 2
+
+    @property
+    def tie_slot_x_nm(self) -> int:
+        """Centre of the tie vias: one column right of the last bit site, where every strap
+        (extended over it) gets one via down to its rail, VPWR under the high strap and VGND
+        under the low one. Without it a strap is an isolated bar: the top metal can reach
+        the base chip only through the custom via layer. One tie per strap, at one end, so
+        a strap cut in two leaves a floating piece that extraction can find."""
+        return self.slot_x_nm(self.sites_x)
 
 
 @dataclass(frozen=True)
@@ -175,6 +196,17 @@ class SramBlock:
 
 
 @dataclass(frozen=True)
+class Frame:
+    seal_ring_nm: int
+    pad_ring_nm: int
+
+    def rects_nm(self, die: Die) -> list[tuple[int, int, int, int]]:
+        """The ring (seal + pad) as four rectangles: bottom, top, left, right."""
+        w, W, H = self.seal_ring_nm + self.pad_ring_nm, die.width_nm, die.height_nm
+        return [(0, 0, W, w), (0, H - w, W, H), (0, w, w, H - w), (W - w, w, W, H - w)]
+
+
+@dataclass(frozen=True)
 class BaseArray:
     name: str
     description: str
@@ -186,11 +218,18 @@ class BaseArray:
     datapath: Datapath
     clock: Clock
     sram: tuple[SramBlock, ...]
+    frame: Frame | None = None
+    keep_outs: tuple[tuple[int, int, int, int], ...] = ()
     path: str = ""
     sources: dict[str, str] = field(default_factory=dict, compare=False, repr=False)
 
     def sram_bytes(self, purpose: str) -> int:
         return sum(b.capacity_bytes for b in self.sram if b.purpose == purpose)
+
+    @property
+    def keep_out_rects_nm(self) -> list[tuple[int, int, int, int]]:
+        """Where the custom layers draw nothing: the frame's ring plus the ``keep_outs``."""
+        return (self.frame.rects_nm(self.die) if self.frame else []) + list(self.keep_outs)
 
 
 def base_array_from_mapping(data: object, source: str, resolve_pdk) -> BaseArray:
@@ -213,12 +252,43 @@ def base_array_from_mapping(data: object, source: str, resolve_pdk) -> BaseArray
         datapath=build(Datapath, values["datapath"]),
         clock=build(Clock, values["clock"]),
         sram=tuple(SramBlock(**b) for b in values["sram"]),
+        frame=None if values["frame"] is None else Frame(**values["frame"]),
+        keep_outs=tuple(tuple(k) for k in values["keep_outs"]),
         path=source,
     )
-    problems = physical_problems(base)
+    problems = [f"keep_outs[{k}]: must be [x0, y0, x1, y1] with x0 < x1 and y0 < y1, not "
+                f"{list(r)}" for k, r in enumerate(base.keep_outs)
+                if len(r) != 4 or not (r[0] < r[2] and r[1] < r[3])]
+    if problems:
+        raise ConfigError(source, problems)
+    problems = physical_problems(base) + keep_out_problems(base)
     if problems:
         raise ConfigError(source, problems)
     return base
+
+
+def keep_out_problems(base: BaseArray) -> list[str]:
+    """A keep-out (or the frame) may not overlap the tile grid: tiles hold the weights."""
+    grid, tile, die, rules = base.tile_grid, base.weight_tile, base.die, base.pdk.rules
+    x0, y0 = grid.origin_nm
+    # The grid's extent, grown by the spacing rule: metal there would touch a tile's straps.
+    x1 = x0 + (grid.columns - 1) * grid.pitch_x_nm + tile.width_nm
+    y1 = y0 + (grid.rows - 1) * grid.pitch_y_nm + tile.height_nm
+    s = rules.top_metal_space_nm
+    problems = []
+    named = ([("frame", r) for r in base.frame.rects_nm(die)] if base.frame else []) \
+        + [(f"keep_outs[{k}]", r) for k, r in enumerate(base.keep_outs)]
+    for key, (a, b, c, d) in named:
+        if any(p.startswith(key + ":") for p in problems):
+            continue   # the frame's four sides: one problem is enough
+        if c > die.width_nm or d > die.height_nm:
+            problems.append(f"{key}: [{a}, {b}, {c}, {d}] nm reaches beyond the "
+                            f"{die.width_nm} x {die.height_nm} nm die")
+        elif a < x1 + s and c > x0 - s and b < y1 + s and d > y0 - s:
+            problems.append(f"{key}: [{a}, {b}, {c}, {d}] nm overlaps the tile grid "
+                            f"[{x0}, {y0}, {x1}, {y1}] nm (or comes within the {s} nm "
+                            "top-metal spacing of it)")
+    return problems
 
 
 def physical_problems(base: BaseArray) -> list[str]:

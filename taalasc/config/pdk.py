@@ -43,6 +43,11 @@ PDK_SCHEMA: dict[str, Field] = {
         "via": Field("map", schema=LAYER_SCHEMA, doc="the custom top via layer"),
         "top_metal": Field("map", schema=LAYER_SCHEMA, doc="the custom top metal layer"),
         "below_metal": Field("map", schema=LAYER_SCHEMA, doc="the prefabricated metal under the via"),
+        "top_metal_fill": Field("map", schema=LAYER_SCHEMA,
+                                doc="the top metal's fill (dummy) layer: density fill goes "
+                                    "there, so extraction and foundry fill flows know it"),
+        "boundary": Field("map", schema=LAYER_SCHEMA,
+                          doc="the die (place-and-route) boundary merge tools align to"),
     }),
     "rules": Field("map", schema={
         "via_size_nm": _num("int"),
@@ -116,6 +121,8 @@ class Layers:
     via: Layer
     top_metal: Layer
     below_metal: Layer
+    top_metal_fill: Layer
+    boundary: Layer
 
 
 @dataclass(frozen=True)

@@ -39,6 +39,41 @@ def strap_rects(tile: WeightTile, grid_nm: int) -> np.ndarray:
     return np.array(rows, dtype=np.int64)
 
 
+def tie_via_rects(tile: WeightTile, via_nm: int, grid_nm: int) -> np.ndarray:
+    """The tie via of every strap, in ``strap_rects`` order: [2*sites_y, 4], tile-relative."""
+    x0, x1 = centred(tile.tie_slot_x_nm, via_nm, grid_nm)
+    rows = []
+    for j in range(tile.sites_y):
+        for high in (True, False):
+            y0, y1 = centred(tile.strap_y_nm(j, high), via_nm, grid_nm)
+            rows.append((x0, y0, x1, y1))
+    return np.array(rows, dtype=np.int64)
+
+
+def landing_rects(tile: WeightTile, via_nm: int, enclosure_nm: int, grid_nm: int) -> np.ndarray:
+    """The base chip's landing shape of every bit site on the metal below the custom via:
+    one rectangle under both slots of the site (high and low strap), enclosing each by
+    ``enclosure_nm``. [sites, 4], tile-relative, site index j * sites_x + i. A via in either
+    slot lands on it; the site's gate input is this shape's net."""
+    out = np.empty((tile.sites, 4), dtype=np.int64)
+    k = 0
+    for j in range(tile.sites_y):
+        ys = [centred(tile.strap_y_nm(j, h), via_nm, grid_nm) for h in (True, False)]
+        y0, y1 = min(y for y, _ in ys) - enclosure_nm, max(y for _, y in ys) + enclosure_nm
+        for i in range(tile.sites_x):
+            x0, x1 = centred(tile.slot_x_nm(i), via_nm, grid_nm)
+            out[k] = (x0 - enclosure_nm, y0, x1 + enclosure_nm, y1)
+            k += 1
+    return out
+
+
+def tie_pad_rects(tile: WeightTile, via_nm: int, enclosure_nm: int, grid_nm: int) -> np.ndarray:
+    """The base chip's pad under every tie via (``tie_via_rects`` order, high strap first in
+    each row): VPWR under a high strap, VGND under a low one. [2*sites_y, 4]."""
+    vias = tie_via_rects(tile, via_nm, grid_nm)
+    return vias + np.array([-enclosure_nm, -enclosure_nm, enclosure_nm, enclosure_nm])
+
+
 def chunk_via_rects(tile: WeightTile, via_nm: int, grid_nm: int, n: int, value: int) -> np.ndarray:
     """Vias of a chunk of ``n`` sites in site row 0, bit i of ``value`` for site i: [n, 4]."""
     rects = np.empty((n, 4), dtype=np.int64)

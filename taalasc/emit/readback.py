@@ -274,6 +274,7 @@ class SiteDecoder:
             self.slot_of_flat[slot.row * grid.columns + slot.column] = k
         self.slots = len(assignments)
         self.keys: list[np.ndarray] = []
+        self.tie_keys: list[np.ndarray] = []
         self.outside = 0
         self.vias = 0
         self._local = None
@@ -332,7 +333,8 @@ class SiteDecoder:
             dy = c[:, 1] - j * py
             high = np.abs(dy - self.high_y0) <= self.tol
             low = np.abs(dy - self.low_y0) <= self.tol
-            on = (np.abs(c[:, 0] - i * px - self.slot_x0) <= self.tol) & (high | low)
+            on = (np.abs(c[:, 0] - i * px - self.slot_x0) <= self.tol) & (high | low) \
+                & (i < tile.sites_x)   # the tie column's vias are decoded by add()
             self._local = (j * tile.sites_x + i, high.astype(np.int64))
             self._local_on, self._local_c = on, c
             self._box = np.zeros((len(memo.start), 4), np.int64)
@@ -375,6 +377,14 @@ class SiteDecoder:
         high = np.abs(dy - self.high_y0) <= self.tol
         low = np.abs(dy - self.low_y0) <= self.tol
         stray = ~(on_x & (high | low))
+        tie = i >= tile.sites_x
+        if tie.any():   # strap ties: counted per (tile, site row, strap), checked by counts()
+            t = tie & ~stray
+            self.tie_keys.append(((slot[t].astype(np.int64) * tile.sites_y + j[t]) << 1)
+                                 | high[t])
+            keep = ~t
+            x, y, slot, column, row = x[keep], y[keep], slot[keep], column[keep], row[keep]
+            i, j, high, stray = i[keep], j[keep], high[keep], stray[keep]
         if stray.any():
             k = int(np.flatnonzero(stray)[0])
             col, rw = int(column[k]), int(row[k])
@@ -383,6 +393,14 @@ class SiteDecoder:
                             f"is on no bit slot ({int(stray.sum())} such vias)")
         site = (j * tile.sites_x + i).astype(np.int64)
         self.keys.append(((slot * tile.sites + site) << 1) | high)
+
+    def tie_counts(self) -> tuple[np.ndarray, np.ndarray]:
+        """(tie vias of the high strap, of the low strap) per [used tile, site row]."""
+        keys = np.concatenate(self.tie_keys) if self.tie_keys else np.zeros(0, np.int64)
+        self.tie_keys = []
+        n = np.bincount(keys, minlength=self.slots * self.tile.sites_y * 2)
+        n = n.reshape(self.slots, self.tile.sites_y, 2)
+        return n[..., 1], n[..., 0]
 
     def counts(self) -> tuple[np.ndarray, np.ndarray]:
         """(vias on the high strap, vias on the low strap) per [used tile, site]."""

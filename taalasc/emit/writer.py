@@ -3,7 +3,8 @@
 Hierarchy (names derived from content, so identical content shares a cell and names never
 depend on call order):
 
-* ``STRAPS``      both straps of every site row of a tile (top metal); one cell for the die;
+* ``STRAPS``      both straps of every site row of a tile (top metal), each with its tie via
+                   down to its rail in the tile's tie column (top via); one cell for the die;
 * ``V{n}_{hex}``  the vias of a chunk of n <= 8 sites of one row with that bit pattern;
 * ``T_{sha256}``  a used tile: one STRAPS reference plus one chunk reference per chunk;
 * ``FILLSQ``      one fill square; ``FILL`` holds the fill arrays and channel bars;
@@ -32,7 +33,7 @@ from taalasc.config.base_array import BaseArray
 from taalasc.config.pdk import Pdk
 from taalasc.emit import gdsii, oasis
 from taalasc.emit.fill import FillArray, plan_fill, route_area_rects, window_density_pct
-from taalasc.emit.geometry import chunk_name, chunk_via_rects, strap_rects
+from taalasc.emit.geometry import chunk_name, chunk_via_rects, strap_rects, tie_via_rects
 from taalasc.emit.routing import ChannelRouter
 from taalasc.emit.tiles import (DIE_REFNUM, FILL_REFNUM, FILLSQ_REFNUM, FIRST_TILE_REFNUM,
                                 STRAPS_REFNUM, RenderedTile, chunk_of_refnum, render_tile)
@@ -62,6 +63,7 @@ class DieMaskResult:
     nbytes: dict[str, int]   # format -> file size, bytes
     via_count: int
     bit_vias: int
+    tie_vias: int            # one per strap of every used tile
     route_vias: int
     top_metal_shapes: int    # straps + route pieces, flattened
     fill_shapes: int         # fill squares + bars, flattened
@@ -121,6 +123,7 @@ class DieMaskWriter:
         self._chunks: set[int] = set()             # chunk cells written
         self._tiles: dict[tuple[int, int], tuple[str, int]] = {}  # (col,row) -> (cell, bits)
         self._strap_rects = strap_rects(base.weight_tile, self.grid_nm)
+        self._tie_rects = tie_via_rects(base.weight_tile, pdk.rules.via_size_nm, self.grid_nm)
         self._routes: list[tuple[tuple[int, int], tuple[int, int]]] = []
         self._closed = False
 
@@ -132,8 +135,8 @@ class DieMaskWriter:
             self._digest[fmt].update(data)
             self._nbytes[fmt] += len(data)
 
-    def _leaf(self, name: str, refnum: int, rects: np.ndarray, layer) -> None:
-        gds, oas = _leaf_bytes(name, refnum, rects, layer)
+    def _leaf(self, name: str, refnum: int, *shapes: tuple[np.ndarray, tuple]) -> None:
+        gds, oas = _leaf_bytes(name, refnum, *shapes)
         self._out("gds", gds)
         self._out("oas", oas)
 
@@ -153,7 +156,8 @@ class DieMaskWriter:
         name = rendered.name
         if name not in self._tile_cells:
             if not self._tile_cells:
-                self._leaf("STRAPS", STRAPS_REFNUM, self._strap_rects, self.metal_layer)
+                self._leaf("STRAPS", STRAPS_REFNUM, (self._strap_rects, self.metal_layer),
+                           (self._tie_rects, self.via_layer))
             tile, via = self.base.weight_tile, self.base.pdk.rules.via_size_nm
             new = () if self._chunks.issuperset(rendered.chunks) else \
                 sorted(set(rendered.chunks) - self._chunks)
@@ -228,7 +232,7 @@ class DieMaskWriter:
         gds_fill, oas_fill = [], [oasis.cellname("FILL", FILL_REFNUM), oasis.cell(FILL_REFNUM)]
         if arrays:
             size = arrays[0].size_nm
-            self._leaf("FILLSQ", FILLSQ_REFNUM, np.array([[0, 0, size, size]]), metal)
+            self._leaf("FILLSQ", FILLSQ_REFNUM, (np.array([[0, 0, size, size]]), metal))
             for a in arrays:
                 if a.columns * a.rows > 1:
                     gds_fill.append(gdsii.aref("FILLSQ", a.x_nm, a.y_nm, a.columns, a.rows,
@@ -278,13 +282,14 @@ class DieMaskWriter:
             files[fmt] = path
             digests[fmt] = self._digest[fmt].hexdigest()
         bit_vias = sum(n for _, n in self._tiles.values())
+        tie_vias = len(self._tiles) * len(self._tie_rects)
         layout = DieLayout(tiles={k: n for k, (n, _) in self._tiles.items()},
                            chunks=tuple(sorted(self._chunks)), wires=wires, route_vias=vias,
                            arrays=tuple(arrays), bars=bars, density_pct=density)
         return DieMaskResult(
             die=self.die, files=files, sha256=digests, nbytes=dict(self._nbytes),
-            via_count=bit_vias + len(vias),
-            bit_vias=bit_vias, route_vias=len(vias),
+            via_count=bit_vias + tie_vias + len(vias),
+            bit_vias=bit_vias, tie_vias=tie_vias, route_vias=len(vias),
             top_metal_shapes=len(self._tiles) * len(self._strap_rects) + len(wires),
             fill_shapes=fill_shapes,
             density_min_pct=float(density.min()), density_max_pct=float(density.max()),
@@ -332,10 +337,13 @@ def _die_plan(base: BaseArray, used: tuple, routes: tuple) -> tuple:
     return _PLANS[key]
 
 
-def _leaf_bytes(name: str, refnum: int, rects: np.ndarray, layer) -> tuple[bytes, bytes]:
-    """A cell of rectangles on one layer: (GDS structure, OASIS CELLNAME + CELL records)."""
-    return (gdsii.begin_cell(name) + gdsii.boundaries(rects, layer) + gdsii.end_cell(),
-            oasis.cellname(name, refnum) + oasis.cell(refnum) + oasis.rectangles(rects, layer))
+def _leaf_bytes(name: str, refnum: int, *shapes: tuple[np.ndarray, tuple]
+                ) -> tuple[bytes, bytes]:
+    """A cell of (rectangles, layer) groups: (GDS structure, OASIS CELLNAME + CELL records)."""
+    return (gdsii.begin_cell(name) + b"".join(gdsii.boundaries(r, layer) for r, layer in shapes)
+            + gdsii.end_cell(),
+            oasis.cellname(name, refnum) + oasis.cell(refnum)
+            + b"".join(oasis.rectangles(r, layer) for r, layer in shapes))
 
 
 @functools.lru_cache(maxsize=4096)
@@ -343,7 +351,7 @@ def _chunk_bytes(tile, via_nm: int, grid_nm: int, layer, refnum: int) -> tuple[b
     """Chunk cell bytes, the same for every die of a base array (cached per process)."""
     n, value = chunk_of_refnum(refnum)
     return _leaf_bytes(chunk_name(n, value), refnum,
-                       chunk_via_rects(tile, via_nm, grid_nm, n, value), layer)
+                       (chunk_via_rects(tile, via_nm, grid_nm, n, value), layer))
 
 
 def layer_properties_lyp(pdk: Pdk) -> str:

@@ -23,7 +23,7 @@ MAX_DEFECTS_KEPT = 1000  # a badly broken mask would list millions; the count st
 
 @dataclass(frozen=True)
 class Defect:
-    kind: str            # "open" | "short" | "extra-via" | "stray-vias"
+    kind: str            # "open" | "short" | "extra-via" | "stray-vias" | "tie-open" | "tie-extra"
     die: int
     tile: tuple[int, int]
     tensor: str
@@ -82,6 +82,7 @@ def extract_die(job: DieReadJob) -> DieValues:
         _defects(out, "open", slot, segment, np.flatnonzero(under & (n_high == 0) & (n_low == 0)))
         _defects(out, "short", slot, segment, np.flatnonzero(under & (n_high > 0) & (n_low > 0)))
         _defects(out, "extra-via", slot, segment, np.flatnonzero(~under & (n_high + n_low > 0)))
+    _tie_defects(out, job, *decoder.tie_counts())
     bits = ((high > 0) & (low == 0)).view(np.uint8)
     for k, (slot, segment) in enumerate(job.assignments):
         out.values.append(unpack_segment(segment, bits[k, :segment.used_sites]))
@@ -91,6 +92,26 @@ def extract_die(job: DieReadJob) -> DieValues:
                                   f"{decoder.outside} vias outside used tiles, "
                                   f"{job.route_vias} route vias expected", "", None, None))
     return out
+
+
+def _tie_defects(out: DieValues, job: DieReadJob, high: np.ndarray, low: np.ndarray) -> None:
+    """Every strap of a used tile needs exactly one tie via to its rail: without it the strap
+    floats and every bit under it is undefined; with two the strap is tied twice (a cut
+    between them would go unseen)."""
+    for k in np.flatnonzero(((high != 1) | (low != 1)).any(axis=1)).tolist():
+        slot, segment = job.assignments[k]
+        for strap, counts in (("high", high[k]), ("low", low[k])):
+            for kind, rows in (("tie-open", np.flatnonzero(counts == 0)),
+                               ("tie-extra", np.flatnonzero(counts > 1))):
+                if not len(rows):
+                    continue
+                out.defect_count += len(rows)
+                if len(out.defects) < MAX_DEFECTS_KEPT:
+                    out.defects.append(Defect(
+                        kind, out.die, (slot.column, slot.row),
+                        f"{segment.tensor}: {strap} strap of site row {int(rows[0])}"
+                        + (f" and {len(rows) - 1} more rows" if len(rows) > 1 else ""),
+                        segment.kind, None, None))
 
 
 def _defects(out: DieValues, kind: str, slot, segment, sites: np.ndarray) -> None:
