@@ -156,13 +156,14 @@ def _show(text: str) -> str:
 
 
 def metal_differences(path: Path, layout, base, fmt: str) -> str:
-    """What differs on the top metal layer of one die file from the rebuild's layout
+    """What differs on the top metal (and its fill) of one die file from the rebuild's layout
     (taalasc.emit.writer.DieLayout): shapes missing and shapes added, with the first of
     each. Every strap, route wire, fill square and fill bar is one rectangle."""
     from taalasc.emit.geometry import strap_rects
     from taalasc.emit.readback import custom_layers, read_layer_rects
 
     _, metal = custom_layers(base.pdk)
+    fill = (base.pdk.layers.top_metal_fill.gds_layer, base.pdk.layers.top_metal_fill.gds_datatype)
     grid = base.tile_grid
     straps = strap_rects(base.weight_tile, base.pdk.grid_nm)
     parts = [straps + np.tile(np.array(grid.tile_origin_nm(c, r), np.int64), 2)
@@ -174,7 +175,11 @@ def metal_differences(path: Path, layout, base, fmt: str) -> str:
         parts.append(np.stack([xx, yy, xx + a.size_nm, yy + a.size_nm], axis=1))
     parts += [layout.wires, layout.bars]
     want = _rows(np.concatenate([np.asarray(p, np.int64).reshape(-1, 4) for p in parts]))
-    got = _rows(read_layer_rects(path, base.pdk, metal))
+    # Straps and routes on the drawing layer, fill on the fill layer: judged together here
+    # (a fill shape moved to the drawing layer changes the file's bytes, which the files
+    # check reports).
+    got = _rows(np.concatenate([read_layer_rects(path, base.pdk, metal),
+                                read_layer_rects(path, base.pdk, fill)]))
     missing, added = _set_minus(want, got), _set_minus(got, want)
     if not len(missing) and not len(added):
         return "top metal: every shape as the rebuild draws it"

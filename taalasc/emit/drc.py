@@ -19,7 +19,7 @@ import numpy as np
 
 from taalasc.config.pdk import Pdk
 from taalasc.emit.fill import window_density_pct
-from taalasc.emit.readback import custom_layers, read_rects
+from taalasc.emit.readback import custom_layers, mask_layers, read_rects
 
 
 @dataclass(frozen=True)
@@ -69,7 +69,8 @@ def _gaps(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def check_rects(vias: np.ndarray, metal: np.ndarray, pdk: Pdk, *,
-                die_nm: tuple[int, int] | None = None, max_per_rule: int = 20) -> list[Violation]:
+                die_nm: tuple[int, int] | None = None, max_per_rule: int = 20,
+                keep_outs=()) -> list[Violation]:
     """All violations (empty list = clean), at most ``max_per_rule`` listed per rule plus one
     summary entry when a rule has more."""
     r, g = pdk.rules, pdk.grid_nm
@@ -129,7 +130,7 @@ def check_rects(vias: np.ndarray, metal: np.ndarray, pdk: Pdk, *,
            lambda k: f"top metal area {area_um2[k]:.3f} um², need {r.top_metal_min_area_um2}")
     if die_nm is not None and len(metal):
         dens = window_density_pct(metal, die_nm, int(round(r.density_window_um * 1000)),
-                                  int(round(r.density_step_um * 1000)), g)
+                                  int(round(r.density_step_um * 1000)), g, exclude=keep_outs)
         lo, hi = r.top_metal_density_min_pct, r.top_metal_density_max_pct
         for name, mask in (("density", (dens < lo) | (dens > hi)),):
             for ix, iy in zip(*np.nonzero(mask)):
@@ -145,13 +146,17 @@ def check_rects(vias: np.ndarray, metal: np.ndarray, pdk: Pdk, *,
     return out
 
 
-def check_file(path: Path, pdk: Pdk, die_nm: tuple[int, int] | None = None) -> list[Violation]:
+def check_file(path: Path, pdk: Pdk, die_nm: tuple[int, int] | None = None,
+               keep_outs=()) -> list[Violation]:
     """Read a mask file (flattened; only the two custom layers allowed) and check it.
 
     Density assumes the top-metal rectangles do not overlap, which holds for taalasc masks
     except at route corners (a few w x w squares counted twice).
     """
     via, metal = custom_layers(pdk)
-    rects = read_rects(Path(path), {via, metal})
+    fill = (pdk.layers.top_metal_fill.gds_layer, pdk.layers.top_metal_fill.gds_datatype)
+    rects = read_rects(Path(path), mask_layers(pdk))
     empty = np.zeros((0, 4), np.int64)
-    return check_rects(rects.get(via, empty), rects.get(metal, empty), pdk, die_nm=die_nm)
+    # Fill is top metal to the rules (spacing, width, density): checked as one layer.
+    top = np.concatenate([rects.get(metal, empty), rects.get(fill, empty)])
+    return check_rects(rects.get(via, empty), top, pdk, die_nm=die_nm, keep_outs=keep_outs)

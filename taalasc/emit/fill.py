@@ -11,7 +11,7 @@ Values are integers in grid units squared and stay below 2**53, so float64 is ex
 Rectangles must not overlap (the writer's never do: straps, fill and routes are spaced, and
 a route's own overlapping corner pieces are counted once by ``route_area_rects``).
 
-Fill (drawn on the top-metal layer itself, never on a separate datatype):
+Fill (drawn on the PDK's top-metal fill datatype, see writer.py; nothing in keep-outs):
 * unused tiles and the die margin get arrays of ``f x f`` squares at pitch ``f + space``,
   ``f`` chosen so the pattern density is the middle of the allowed range;
 * the channel strips beside and above every tile (less the port rows / columns in their
@@ -58,15 +58,28 @@ def _window_starts(extent_nm: int, window_nm: int, step_nm: int) -> tuple[np.nda
 
 
 def window_density_pct(rects: np.ndarray, die_nm: tuple[int, int], window_nm: int, step_nm: int,
-                       grid_nm: int) -> np.ndarray:
+                       grid_nm: int, exclude=()) -> np.ndarray:
     """Metal density (percent) of every window: array [n_x_windows, n_y_windows].
 
     ``rects`` is one [n, 4] array or an iterable of them (streamed: memory stays bounded).
+    ``exclude``: disjoint rectangles (keep-outs) whose area is not the custom layers' to fill:
+    a window's density is its metal over its area outside them, NaN when none is left.
     """
     xs, wx = _window_starts(die_nm[0], window_nm, step_nm)
     ys, wy = _window_starts(die_nm[1], window_nm, step_nm)
     X = np.unique(np.concatenate([xs, xs + wx])) // grid_nm
     Y = np.unique(np.concatenate([ys, ys + wy])) // grid_nm
+    metal = _window_areas(rects, X, Y, xs, ys, wx, wy, grid_nm)
+    owned = wx / grid_nm * wy / grid_nm
+    if len(exclude):
+        owned = owned - _window_areas(np.asarray(exclude, np.int64).reshape(-1, 4), X, Y, xs,
+                                      ys, wx, wy, grid_nm)
+        owned = np.where(owned > 0, owned, np.nan)
+    return 100.0 * metal / owned
+
+
+def _window_areas(rects, X, Y, xs, ys, wx, wy, grid_nm: int) -> np.ndarray:
+    """Area of ``rects`` (disjoint) inside every window, grid units squared."""
     parts = [rects] if isinstance(rects, np.ndarray) else rects
     H = np.zeros((len(X) + 1) * (len(Y) + 1))
     pending: list[np.ndarray] = []
@@ -83,9 +96,8 @@ def window_density_pct(rects: np.ndarray, die_nm: tuple[int, int], window_nm: in
     A = np.cumsum(np.cumsum(H.reshape(len(X) + 1, len(Y) + 1), axis=0), axis=1)[:-1, :-1]
     ix0, ix1 = np.searchsorted(X, xs / grid_nm), np.searchsorted(X, (xs + wx) / grid_nm)
     iy0, iy1 = np.searchsorted(Y, ys / grid_nm), np.searchsorted(Y, (ys + wy) / grid_nm)
-    area = (A[np.ix_(ix1, iy1)] - A[np.ix_(ix0, iy1)] - A[np.ix_(ix1, iy0)]
+    return (A[np.ix_(ix1, iy1)] - A[np.ix_(ix0, iy1)] - A[np.ix_(ix1, iy0)]
             + A[np.ix_(ix0, iy0)])
-    return 100.0 * area / (wx / grid_nm * wy / grid_nm)
 
 
 def _cell_areas(r: np.ndarray, X: np.ndarray, Y: np.ndarray) -> np.ndarray:
@@ -173,6 +185,23 @@ def free_intervals(lo: int, hi: int, blocked: list[tuple[int, int]]) -> list[tup
     return [(a, b) for a, b in out if b > a]
 
 
+def subtract(rect: tuple[int, int, int, int], holes: list[tuple[int, int, int, int]]
+             ) -> list[tuple[int, int, int, int]]:
+    """``rect`` less every hole, as disjoint rectangles (bands below and above a hole, then
+    the pieces left and right of it); empty pieces dropped."""
+    pieces = [rect] if rect[2] > rect[0] and rect[3] > rect[1] else []
+    for h0, k0, h1, k1 in holes:
+        out = []
+        for x0, y0, x1, y1 in pieces:
+            if h0 >= x1 or h1 <= x0 or k0 >= y1 or k1 <= y0:
+                out.append((x0, y0, x1, y1))
+                continue
+            out += [(x0, y0, x1, k0), (x0, k1, x1, y1),
+                    (x0, max(y0, k0), h0, min(y1, k1)), (h1, max(y0, k0), x1, min(y1, k1))]
+        pieces = [p for p in out if p[2] > p[0] and p[3] > p[1]]
+    return pieces
+
+
 def plan_fill(base: BaseArray, used: set[tuple[int, int]], router, route_wires: np.ndarray,
               die_nm: tuple[int, int]) -> tuple[list[FillArray], np.ndarray]:
     """Fill for one die: square arrays (unused tiles, margin) and channel bars [n, 4]."""
@@ -191,9 +220,12 @@ def plan_fill(base: BaseArray, used: set[tuple[int, int]], router, route_wires: 
     bx1 = grid.origin_nm[0] + grid.columns * grid.pitch_x_nm + s
     by1 = grid.origin_nm[1] + grid.rows * grid.pitch_y_nm + s
     dw, dh = die_nm
-    for x0, y0, x1, y1 in ((s, s, dw - s, by0), (s, by1, dw - s, dh - s),
-                           (s, by0 + s, bx0, by1 - s), (bx1, by0 + s, dw - s, by1 - s)):
-        if x1 > x0 and y1 > y0:
+    # The margin around the grid, less the keep-outs (seal ring, pad ring, ...) grown by the
+    # spacing rule: the base chip has top metal of its own there.
+    holes = [(a - s, b - s, c + s, d + s) for a, b, c, d in base.keep_out_rects_nm]
+    for margin in ((s, s, dw - s, by0), (s, by1, dw - s, dh - s),
+                   (s, by0 + s, bx0, by1 - s), (bx1, by0 + s, dw - s, by1 - s)):
+        for x0, y0, x1, y1 in subtract(margin, holes):
             arrays.append(array_in(x0, y0, x1, y1, size, pitch, g))
     arrays = [a for a in arrays if a is not None]
 

@@ -192,6 +192,14 @@ def custom_layers(pdk: Pdk) -> tuple[Layer, Layer]:
     return (v.gds_layer, v.gds_datatype), (m.gds_layer, m.gds_datatype)
 
 
+def mask_layers(pdk: Pdk) -> set[Layer]:
+    """Every layer a taalasc die file may hold: the two custom layers, the top metal's fill
+    and the die boundary."""
+    fill, boundary = pdk.layers.top_metal_fill, pdk.layers.boundary
+    return set(custom_layers(pdk)) | {(fill.gds_layer, fill.gds_datatype),
+                                      (boundary.gds_layer, boundary.gds_datatype)}
+
+
 def read_vias(path: Path, pdk: Pdk) -> np.ndarray:
     """Via centres (int64 [n, 2] nm, sorted by x then y) of a mask file (see iter_vias)."""
     parts = list(iter_vias(path, pdk))
@@ -215,11 +223,11 @@ def iter_vias(path: Path, pdk: Pdk, instances: bool = False):
     if path.suffix.lower() == ".gds":
         if not path.is_file():
             raise MaskError(f"{path}: no such mask file")
-        lib = read_gds(path, {via, metal})
+        lib = read_gds(path, mask_layers(pdk))
         check_square(lib, via, size, f"{pdk.name} vias are {size} x {size} nm")
         yield from iter_layer(lib, via, centres=True, instances=instances)
         return
-    rects = read_rects(path, {via, metal}).get(via, np.zeros((0, 4), np.int64))
+    rects = read_rects(path, mask_layers(pdk)).get(via, np.zeros((0, 4), np.int64))
     bad = np.flatnonzero((rects[:, 2] - rects[:, 0] != size) | (rects[:, 3] - rects[:, 1] != size))
     if bad.size:
         x0, y0, x1, y1 = rects[bad[0]].tolist()
@@ -232,7 +240,7 @@ def read_layer_rects(path: Path, pdk: Pdk, layer: Layer) -> np.ndarray:
     """Every rectangle of one of the PDK's two custom layers in a mask file, flattened,
     int64 [n, 4] nm (GDSII through our reader, OASIS through gdstk; see iter_vias)."""
     path = Path(path)
-    allowed = set(custom_layers(pdk))
+    allowed = mask_layers(pdk)
     if path.suffix.lower() == ".gds":
         parts = list(iter_layer(read_gds(path, allowed), layer))
         return np.concatenate(parts) if parts else _EMPTY

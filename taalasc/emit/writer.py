@@ -1,5 +1,9 @@
 """Stream one die's two custom mask layers (top via, top metal) to GDSII and/or OASIS.
 
+Beside the two layers the files carry what a merge needs: the top metal's fill on the PDK's
+fill datatype (fill flows and extraction tell it from design metal) and the die boundary on
+the PDK's boundary layer (merge tools align to it; density decks measure inside it).
+
 Hierarchy (names derived from content, so identical content shares a cell and names never
 depend on call order):
 
@@ -101,6 +105,9 @@ class DieMaskWriter:
         self.base, self.die = base, die
         self.via_layer = (pdk.layers.via.gds_layer, pdk.layers.via.gds_datatype)
         self.metal_layer = (pdk.layers.top_metal.gds_layer, pdk.layers.top_metal.gds_datatype)
+        self.fill_layer = (pdk.layers.top_metal_fill.gds_layer,
+                           pdk.layers.top_metal_fill.gds_datatype)
+        self.boundary_layer = (pdk.layers.boundary.gds_layer, pdk.layers.boundary.gds_datatype)
         self.grid_nm = pdk.grid_nm
         self.formats = tuple(sorted(set(formats)))
         self._write = out_dir is not None
@@ -226,13 +233,14 @@ class DieMaskWriter:
         base, grid = self.base, self.base.tile_grid
         wires, vias, arrays, bars, density = _die_plan(base, tuple(sorted(self._tiles)),
                                                        tuple(self._routes))
-        metal, via = self.metal_layer, self.via_layer
+        metal, via, fill = self.metal_layer, self.via_layer, self.fill_layer
+        boundary = np.array([[0, 0, base.die.width_nm, base.die.height_nm]], np.int64)
 
         fill_shapes = len(bars) + sum(a.columns * a.rows for a in arrays)
         gds_fill, oas_fill = [], [oasis.cellname("FILL", FILL_REFNUM), oasis.cell(FILL_REFNUM)]
         if arrays:
             size = arrays[0].size_nm
-            self._leaf("FILLSQ", FILLSQ_REFNUM, (np.array([[0, 0, size, size]]), metal))
+            self._leaf("FILLSQ", FILLSQ_REFNUM, (np.array([[0, 0, size, size]]), fill))
             for a in arrays:
                 if a.columns * a.rows > 1:
                     gds_fill.append(gdsii.aref("FILLSQ", a.x_nm, a.y_nm, a.columns, a.rows,
@@ -242,8 +250,8 @@ class DieMaskWriter:
                 oas_fill.append(oasis.placement(FILLSQ_REFNUM, a.x_nm, a.y_nm, a.columns,
                                                 a.rows, a.pitch_nm, a.pitch_nm))
         self._out("gds", gdsii.begin_cell("FILL") + b"".join(gds_fill)
-                  + gdsii.boundaries(bars, metal) + gdsii.end_cell())
-        self._out("oas", b"".join(oas_fill) + oasis.rectangles(bars, metal))
+                  + gdsii.boundaries(bars, fill) + gdsii.end_cell())
+        self._out("oas", b"".join(oas_fill) + oasis.rectangles(bars, fill))
 
         top = f"DIE{self.die}"
         placed = sorted(self._tiles.items(), key=lambda t: (t[0][1], t[0][0]))
@@ -258,13 +266,15 @@ class DieMaskWriter:
                 body = gdsii.srefs(table, lengths,
                                    np.array([index[n] for _, (n, _) in placed]), xy).tobytes()
             self._out("gds", gdsii.begin_cell(top) + body + gdsii.boundaries(wires, metal)
-                      + gdsii.boundaries(vias, via) + gdsii.sref("FILL", 0, 0)
+                      + gdsii.boundaries(vias, via) + gdsii.boundaries(boundary, self.boundary_layer)
+                      + gdsii.sref("FILL", 0, 0)
                       + gdsii.end_cell() + gdsii.footer())
         if "oas" in self._fh:
             body = b"".join(oasis.placement(self._tile_cells[n], *grid.tile_origin_nm(c, r))
                             for (c, r), (n, _) in placed)
             self._out("oas", oasis.cellname(top, DIE_REFNUM) + oasis.cell(DIE_REFNUM)
                       + body + oasis.rectangles(wires, metal) + oasis.rectangles(vias, via)
+                      + oasis.rectangles(boundary, self.boundary_layer)
                       + oasis.placement(FILL_REFNUM, 0, 0) + oasis.end())
 
         for fh in self._fh.values():
@@ -292,7 +302,7 @@ class DieMaskWriter:
             bit_vias=bit_vias, tie_vias=tie_vias, route_vias=len(vias),
             top_metal_shapes=len(self._tiles) * len(self._strap_rects) + len(wires),
             fill_shapes=fill_shapes,
-            density_min_pct=float(density.min()), density_max_pct=float(density.max()),
+            density_min_pct=float(np.nanmin(density)), density_max_pct=float(np.nanmax(density)),
             layout=layout)
 
 
@@ -328,7 +338,8 @@ def _die_plan(base: BaseArray, used: tuple, routes: tuple) -> tuple:
 
     density = window_density_pct(metal_rects(), die_nm,
                                  int(round(rules.density_window_um * 1000)),
-                                 int(round(rules.density_step_um * 1000)), g)
+                                 int(round(rules.density_step_um * 1000)), g,
+                                 exclude=base.keep_out_rects_nm)
     for arr in (wires, vias, bars, density):
         arr.setflags(write=False)  # shared between dies
     if len(_PLANS) >= 4:
@@ -355,12 +366,14 @@ def _chunk_bytes(tile, via_nm: int, grid_nm: int, layer, refnum: int) -> tuple[b
 
 
 def layer_properties_lyp(pdk: Pdk) -> str:
-    """KLayout layer-properties XML naming and colouring the two custom layers."""
+    """KLayout layer-properties XML naming and colouring the custom layers, fill, boundary."""
     if pdk.layers is None:
         raise MaskError(f"PDK {pdk.name!r} has no mask layers to describe")
     entries = []
     for layer, colour, pattern in ((pdk.layers.top_metal, "#3060ff", "I5"),
-                                   (pdk.layers.via, "#ff3030", "I1")):
+                                   (pdk.layers.top_metal_fill, "#90a8ff", "I9"),
+                                   (pdk.layers.via, "#ff3030", "I1"),
+                                   (pdk.layers.boundary, "#808080", "I0")):
         entries.append(
             " <properties>\n"
             f"  <frame-color>{colour}</frame-color>\n  <fill-color>{colour}</fill-color>\n"
