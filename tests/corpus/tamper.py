@@ -516,7 +516,7 @@ def add_label(lib, top, g, die, rng):
 def add_path(lib, top, g, die, rng):
     width = g.base.pdk.rules.top_metal_width_nm
     top.add(gdstk.FlexPath([(10000, 10000), (40000, 10000)], width, layer=g.metal_layer[0],
-                           datatype=g.metal_layer[1]))
+                           datatype=g.metal_layer[1], simple_path=True))  # a PATH record
 
 
 def flatten_one_tile(lib, top, g, die, rng):
