@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from taalasc.errors import ModelError
+from taalasc.inputfile import MAX_CONFIG_BYTES, read_json
 from taalasc.lora.adapter import ADAPTER_DTYPES, LoraAdapter, LoraPair
 from taalasc.lora.targets import (linear_modules, matches, pattern_value, select_targets,
                                   spellings)
@@ -47,17 +48,14 @@ def read_adapter_files(adapter_dir: str | Path) -> tuple[dict[str, Any], Header]
         raise _err(folder, "a LoRA adapter must be a folder holding adapter_config.json and "
                            "adapter_model.safetensors")
     cfg_path = folder / CONFIG_NAME
-    if not cfg_path.is_file():
+    if not cfg_path.exists():  # a FIFO or device is refused by read_json, by name
         raise _err(cfg_path, "missing: a PEFT adapter folder needs adapter_config.json")
     weights = folder / WEIGHTS_NAME
     if not weights.is_file():
         hint = " (adapter_model.bin is a pickle; re-save with safe_serialization=True)" \
             if (folder / "adapter_model.bin").is_file() else ""
         raise _err(weights, f"missing: a PEFT adapter folder needs {WEIGHTS_NAME}{hint}")
-    try:
-        config = json.loads(cfg_path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError) as exc:
-        raise _err(cfg_path, f"cannot read adapter config: {exc}") from None
+    config = read_json(cfg_path, MAX_CONFIG_BYTES, "adapter config")
     if not isinstance(config, dict):
         raise _err(cfg_path, f"must be a JSON object, not {type(config).__name__}")
     _check_config(config, cfg_path)

@@ -338,7 +338,7 @@ YAML_CASES: list[tuple[str, str | bytes, str]] = [
     ("empty-file", "", r"<top>: must be a mapping, not null"),
     ("top-level-list", "- 1\n- 2\n", r"<top>: must be a mapping, not a list"),
     ("not-utf8", b"\xff\xfe\x00garbage", r"not UTF-8 text \(byte 0\)"),
-    ("over-1-MiB", "# " + "x" * (1 << 20) + "\n", r"configs are limited to 1048576"),
+    ("over-1-MiB", "# " + "x" * (1 << 20) + "\n", r"over the 1,048,576-byte limit"),
     ("deep-nesting", "a: " + "[" * 5000 + "]" * 5000 + "\n",
      r"nesting is too deep|must|unknown key"),
 ]
