@@ -114,7 +114,7 @@ def stage_of(name: str) -> str | None:
 def shape_from_config(config: dict, name: str | None = None, source: str = "config") -> ModelShape:
     from taalasc.model.presets import tensor_shapes
 
-    shapes = tensor_shapes(config)
+    shapes = tensor_shapes(config, source)
     return ModelShape(name or str(config.get("_name_or_path") or config.get("model_type")),
                       dict(sorted(shapes.items())), config, source)
 
