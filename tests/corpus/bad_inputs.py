@@ -323,8 +323,9 @@ YAML_CASES: list[tuple[str, str | bytes, str]] = [
                                                            r"not -16"),
     ("nan-value", _sub("activity_factor: 0.15", "activity_factor: .nan"),
      r"datapath\.activity_factor: must be finite, not nan"),
-    ("coordinate-over-32-bits", _sub("width_nm: 2000000", "width_nm: 4294967296"),
-     r"die\.width_nm: 4294967296 nm does not fit a 32-bit GDS coordinate"),
+    ("die-beyond-reticle", _sub("width_nm: 2000000", "width_nm: 4294967296"),
+     r"die\.width_nm: 4294967296 nm is longer than the 33000000 nm side of the largest "
+     r"exposure field"),
     ("grid-over-32-bits", _sub("origin_nm: [100000, 100000]", "origin_nm: [2147483000, 100000]"),
      r"tile_grid: 2148443000 nm does not fit a 32-bit GDS coordinate"),
     ("duplicate-key", _sub("max_dies: 8", "max_dies: 8\nmax_dies: 9"), r"duplicate key 'max_dies'"),
