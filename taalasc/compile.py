@@ -158,7 +158,7 @@ def _digest(obj: dict) -> str:
 
 def plan(model: Path, options: CompileOptions):
     """Header-only steps: base array, checkpoint, bits per tensor, placement. Writes nothing."""
-    from taalasc.model import open_checkpoint
+    from taalasc.model import arch, open_checkpoint
     from taalasc.place.plan import TensorSpec, plan_placement
     from taalasc.dieworker import select_layers
     from taalasc.quant import assign_bits
@@ -188,6 +188,8 @@ def plan(model: Path, options: CompileOptions):
                                   group_size=spec.group_size if spec else None,
                                   layer=ckpt.layer_of(name),
                                   asymmetric=bool(spec and spec.asymmetric)))
+    arch.require_matrices({t.name: t.shape for t in tensors},
+                          f"{model}" + (f" --layers {options.layers}" if options.layers else ""))
     try:
         placement = plan_placement(tensors, base, max_dies=options.max_dies,
                                    curve=options.curve)

@@ -134,6 +134,17 @@ def dataflow_order(names: Iterable[str], architecture: str) -> list[str]:
     return sorted(set(names), key=lambda n: _order_key(n, architecture))
 
 
+def require_matrices(shapes: Mapping[str, tuple[int, ...]], where: str) -> None:
+    """ModelError unless ``shapes`` holds a 2-D weight tensor: vectors alone (norms, biases)
+    are no model to print or estimate. Checked before a compile's work, not after it."""
+    if any(len(shape) == 2 for shape in shapes.values()):
+        return
+    shown = ", ".join(f"{n} {list(shapes[n])}" for n in sorted(shapes)[:3])
+    more = ", ..." if len(shapes) > 3 else ""
+    raise ModelError(f"{where}: no 2-D weight tensors (a model's matrices) to quantize; "
+                     f"only {len(shapes)} other tensor(s): {shown}{more}")
+
+
 # --- config.json consistency -------------------------------------------------------------
 
 def _find(shapes: Mapping[str, tuple[int, ...]], suffix: str) -> tuple[str, tuple] | None:
@@ -528,6 +539,10 @@ def _rope_from(key: str, value: Mapping[str, Any], config: Mapping[str, Any],
         raise ModelError(f"{source}: {key}.{nested[0]} must not be used: one RoPE object for "
                          "all layers is supported, not one per layer type")
     type_key = "rope_type" if "rope_type" in value else "type" if "type" in value else None
+    untyped = sorted(set(value) - {"rope_theta", "partial_rotary_factor"})
+    if type_key is None and untyped:  # transformers 4.x cannot run it (no rope function)
+        raise ModelError(f"{source}: {key} must name its rope_type (one of "
+                         f"{', '.join(ROPE_TYPES)}) when it sets {', '.join(untyped)}")
     kind = value.get(type_key, "default") if type_key else "default"
     if kind not in ROPE_TYPES:
         raise ModelError(f"{source}: {key}.{type_key or 'rope_type'} must be one of "
