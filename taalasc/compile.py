@@ -147,9 +147,15 @@ def _calibration_input(options: CompileOptions) -> dict:
     path = options.calib_tokens or (options.calib if options.calib != "default" else None)
     if path is None or not (options.method == "gptq" or options.auto or options.awq):
         return {}
-    if not Path(path).is_file():
+    from taalasc.inputfile import read_bytes
+    from taalasc.quant.calib import MAX_TOKEN_FILE_BYTES
+
+    if not Path(path).exists():
         raise ModelError(f"{path}: calibration file does not exist")
-    return {"calibration": {"path": str(path), "sha256": sha256_file(Path(path))}}
+    # the shared reader: a FIFO or /dev/zero is refused by name, the size is capped
+    data = read_bytes(path, MAX_TOKEN_FILE_BYTES, "calibration file",
+                      lambda message: ModelError(f"{path}: {message}"))
+    return {"calibration": {"path": str(path), "sha256": hashlib.sha256(data).hexdigest()}}
 
 
 def _digest(obj: dict) -> str:

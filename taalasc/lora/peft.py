@@ -119,7 +119,7 @@ def _check_config(cfg: dict[str, Any], src: Path) -> None:
                             f"{'numbers' if key == 'alpha_pattern' else 'integers'}, "
                             f"not {_short(cfg[key])}")
         for module in pattern:  # matched as PEFT does, inside (.*\.)?(KEY)$
-            problem = regex_problem(PATTERN_KEY.format(module))
+            problem = regex_problem(module) or regex_problem(PATTERN_KEY.format(module))
             if problem:
                 raise _err(src, f"{key} key {_short(module)} {problem}")
 

@@ -44,10 +44,10 @@ def spellings(module: str) -> list[str]:
 #     repeated group no alternation whose alternatives can start with the same character or
 #     match nothing ((a|a)*, (a|ab)+): each pass through the group then has one way to go;
 #   * no backreferences ((a)\1 makes matching NP-hard) and no conditional groups;
-#   * what is left backtracks polynomially: each repeat of variable length (.*, \d+, x{1,5})
-#     multiplies the work per name by up to the name's length (taken as NAME_CHARS), each
-#     ambiguous alternation outside repeats by its number of alternatives; the product must
-#     stay within MAX_STEPS, which allows three free repeats (.*.*.*X);
+#   * what is left backtracks polynomially: each repeat of variable length multiplies the
+#     work per name by its number of choices, up to the name's length (taken as NAME_CHARS)
+#     for .* or \d+, 2 for x?; each ambiguous alternation outside repeats by its number of
+#     alternatives; the product must stay within MAX_STEPS, three free repeats (.*.*.*X);
 #   * at most MAX_PATTERN_CHARS characters.
 # This is sound enough for what matching here is: a few hundred module names of the model,
 # each under ~100 characters (NAME_CHARS is twice that), each tried in a few spellings.
@@ -133,8 +133,8 @@ class _Scan:
             head, empty = self.sequence(body, high > 1)
             if high > 1 and empty:
                 raise _Unsafe("a repeated group that can match the empty string")
-            if low != high:
-                self.charge(NAME_CHARS)
+            if low != high:  # x? doubles the ways to match (a?a?a?aaa is exponential)
+                self.charge(min(high - low + 1, NAME_CHARS))
             return head, empty or low == 0
         if op in (c.GROUPREF, c.GROUPREF_EXISTS):
             raise _Unsafe("a backreference or conditional group")

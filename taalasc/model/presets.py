@@ -133,7 +133,8 @@ def tensor_shapes(config: dict, source: str = "config.json") -> dict[str, tuple[
     params = param_count(before) + layers * param_count(block(0)) + param_count(after)
     if params > arch.MAX_PARAMS:
         raise ModelError(f"{source}: the config describes {params:,} parameters; at most "
-                         f"{arch.MAX_PARAMS:,} (several times the largest published model) are estimated")
+                         f"{arch.MAX_PARAMS:,} (several times the largest published model) "
+                         "are estimated")
     shapes = dict(before)
     for i in range(layers):
         shapes.update(block(i))

@@ -18,7 +18,7 @@ from taalasc.errors import ModelError
 from taalasc.inputfile import MAX_CONFIG_BYTES, read_json
 from taalasc.model.safetensors_io import read_header
 from taalasc.report.metrics import Metric, assumed, from_base, from_metric, from_model
-from taalasc.report.shape import ModelShape, _numel
+from taalasc.report.shape import ModelShape
 
 LORA_BITS = 16
 DEFAULT_LORA_TARGETS = ("q_proj", "v_proj")  # PEFT's default for Llama-family models
