@@ -147,9 +147,15 @@ def _calibration_input(options: CompileOptions) -> dict:
     path = options.calib_tokens or (options.calib if options.calib != "default" else None)
     if path is None or not (options.method == "gptq" or options.auto or options.awq):
         return {}
-    if not Path(path).is_file():
+    from taalasc.inputfile import read_bytes
+    from taalasc.quant.calib import MAX_TOKEN_FILE_BYTES
+
+    if not Path(path).exists():
         raise ModelError(f"{path}: calibration file does not exist")
-    return {"calibration": {"path": str(path), "sha256": sha256_file(Path(path))}}
+    # the shared reader: a FIFO or /dev/zero is refused by name, the size is capped
+    data = read_bytes(path, MAX_TOKEN_FILE_BYTES, "calibration file",
+                      lambda message: ModelError(f"{path}: {message}"))
+    return {"calibration": {"path": str(path), "sha256": hashlib.sha256(data).hexdigest()}}
 
 
 def _digest(obj: dict) -> str:
@@ -167,7 +173,7 @@ class Planned(NamedTuple):
 def plan(model: Path, options: CompileOptions, *, base: BaseArray | None = None) -> Planned:
     """Header-only steps: base array, checkpoint, bits per tensor, placement. Writes nothing.
     ``base`` replaces loading ``options.base``."""
-    from taalasc.model import open_checkpoint
+    from taalasc.model import arch, open_checkpoint
     from taalasc.place.plan import TensorSpec, plan_placement
     from taalasc.dieworker import select_layers
     from taalasc.quant import assign_bits
@@ -197,6 +203,8 @@ def plan(model: Path, options: CompileOptions, *, base: BaseArray | None = None)
                                   group_size=spec.group_size if spec else None,
                                   layer=ckpt.layer_of(name),
                                   asymmetric=bool(spec and spec.asymmetric)))
+    arch.require_matrices({t.name: t.shape for t in tensors},
+                          f"{model}" + (f" --layers {options.layers}" if options.layers else ""))
     try:
         placement = plan_placement(tensors, base, max_dies=options.max_dies,
                                    curve=options.curve)

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from taalasc.config.base_array import MAX_DIES
 from taalasc.errors import CheckFailed, ModelError
 
 
@@ -141,9 +142,9 @@ _RANGE = re.compile(r"^(\d+)(?:-(\d+))?$")
 LAYER_WORDS = ("embed", "head")
 
 
-def parse_index_set(text: str, what: str) -> tuple[int, ...]:
-    """'0-3,7' -> (0, 1, 2, 3, 7); ModelError naming ``what`` on bad syntax."""
-    out: set[int] = set()
+def _ranges(text: str, what: str) -> list[tuple[int, int]]:
+    """'0-3,7' -> [(0, 3), (7, 7)], syntax only: nothing is expanded."""
+    out = []
     for part in (p.strip() for p in str(text).split(",")):
         m = _RANGE.match(part)
         if not m:
@@ -151,8 +152,21 @@ def parse_index_set(text: str, what: str) -> tuple[int, ...]:
         lo, hi = int(m[1]), int(m[2] if m[2] is not None else m[1])
         if hi < lo:
             raise ModelError(f"{what}: range {part!r} must run upwards (A-B with A <= B)")
-        out.update(range(lo, hi + 1))
-    return tuple(sorted(out))
+        out.append((lo, hi))
+    return out
+
+
+def parse_index_set(text: str, what: str, count: int = MAX_DIES) -> tuple[int, ...]:
+    """'0-3,7' -> (0, 1, 2, 3, 7); ModelError naming ``what`` on bad syntax or an index of
+    ``count`` or more. Every range is checked before it is expanded, so '0-999999999' costs
+    nothing. --die is parsed before the placement says how many dies there are, so its bound
+    is MAX_DIES, the most any base array may allow (the compile checks the real count)."""
+    ranges = _ranges(text, what)
+    top = max(hi for _, hi in ranges)
+    if top >= count:
+        raise ModelError(f"{what}: {top} must be below {count:,} (indices run from 0 to "
+                         f"{count - 1:,})")
+    return tuple(sorted({i for lo, hi in ranges for i in range(lo, hi + 1)}))
 
 
 def select_layers(ckpt, spec: str) -> list[str]:
@@ -168,12 +182,18 @@ def select_layers(ckpt, spec: str) -> list[str]:
     first = next((i for i, n in enumerate(names) if layers[n] is not None), len(names))
     words = {w.strip() for w in str(spec).split(",")} & set(LAYER_WORDS)
     numeric = ",".join(w.strip() for w in str(spec).split(",") if w.strip() not in LAYER_WORDS)
-    wanted = set(parse_index_set(numeric, "--layers")) if numeric else set()
-    missing = sorted(wanted - set(present))
+    last = present[-1] if present else -1
+    missing: list[int] = []
+    if numeric:  # the ranges are checked against the model's blocks before they are expanded
+        missing = [max(lo, last + 1) for lo, hi in _ranges(numeric, "--layers") if hi > last]
+    wanted = set()
+    if numeric and not missing:
+        wanted = set(parse_index_set(numeric, "--layers", last + 1))
+        missing = sorted(wanted - set(present))
     if missing:
-        have = f"0-{present[-1]}" if present else "none"
-        raise ModelError(f"--layers: layer {missing[0]} must be one of the model's blocks "
-                         f"({have}), not {missing[0]}")
+        have = f"0-{last}" if present else "none"
+        raise ModelError(f"--layers: layer {min(missing)} must be one of the model's blocks "
+                         f"({have}), not {min(missing)}")
     chosen = []
     for i, name in enumerate(names):
         layer = layers[name]

@@ -93,12 +93,14 @@ def test_tiles_beyond_the_die():
                         r"beyond the die width 2000000 nm", exc.problems[0])
 
 
-def test_coordinates_overflowing_32_bits():
+def test_die_beyond_the_reticle_field():
+    """A die beyond 32-bit GDS coordinates (3 m) is first of all beyond one exposure field."""
     def grow(d):
         d["die"]["width_nm"] = 3_000_000_000
     exc = base_error(grow)
-    assert re.fullmatch(r"die\.width_nm: 3000000000 nm does not fit a 32-bit GDS coordinate "
-                        r"\(max 2147483647 at 1 nm per database unit\)", only(exc))
+    assert re.fullmatch(r"die\.width_nm: 3000000000 nm is longer than the 33000000 nm side of "
+                        r"the largest exposure field \(26 x 33 mm reticle limit\); a die is "
+                        r"printed in one field", only(exc))
 
 
 def test_multiple_problems_are_reported_at_once_with_key_paths():

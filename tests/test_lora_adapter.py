@@ -212,7 +212,7 @@ def test_missing_weights_hints_bin(ckpt, tmp_path):
     ({"modules_to_save": ["lm_head"]}, r"modules_to_save must be empty or false .*"),
     ({"r": 0}, r"r must be a positive integer, not 0"),
     ({"target_modules": 3}, r"target_modules must be a list of names or a regex string, not 3"),
-    ({"target_modules": "q_proj("}, r"target_modules must be a valid regex, not 'q_proj\(' .*"),
+    ({"target_modules": "q_proj("}, r"target_modules 'q_proj\(' is not a valid regex \(.*\)"),
     ({"rank_pattern": {"q_proj": 2.5}}, r"rank_pattern must map module patterns to positive "
                                         r"integers, not \{'q_proj': 2\.5\}"),
 ])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import math
 import sys
 from contextlib import contextmanager
 from typing import Iterator
@@ -11,6 +12,31 @@ from typing import Iterator
 import click
 
 from taalasc.config import DEFAULT_BASE
+
+
+class FiniteFloat(click.ParamType):
+    """A finite number within [min, max]. click's FloatRange lets nan through (every
+    comparison with nan is false) and float lets inf through; thresholds, rates and budgets
+    given as nan would silently pass or fail every check."""
+
+    name = "number"
+
+    def __init__(self, min: float | None = None, max: float | None = None):
+        self.min, self.max = min, max
+
+    def convert(self, value, param, ctx) -> float:
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            self.fail(f"must be a number, not {value!r}", param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"must be a finite number, not {value!r}", param, ctx)
+        if (self.min is not None and number < self.min) or \
+                (self.max is not None and number > self.max):
+            low = "" if self.min is None else f"{self.min:g} <= "
+            high = "" if self.max is None else f" <= {self.max:g}"
+            self.fail(f"must be {low}x{high}, not {number:g}", param, ctx)
+        return number
 
 
 def base_option(default: str = DEFAULT_BASE):
@@ -60,7 +86,7 @@ def quant_options(func):
                      show_default=True,
                      help="Rounding: rtn (round to nearest) or gptq (error-compensating, "
                           "calibrated; --calib default unless given).")(f)
-    f = click.option("--budget", type=float, default=3.5, show_default=True,
+    f = click.option("--budget", type=FiniteFloat(2, 8), default=3.5, show_default=True,
                      help="Average bits per weight allowed by --auto.")(f)
     f = click.option("--auto", is_flag=True,
                      help="HC1-style mixed precision: 3 bits, 6 bits for the most "
@@ -75,15 +101,16 @@ def quant_options(func):
 
 
 def parse_group_size(text: str) -> int | None:
-    if text in ("per-channel", "channel", "0"):
+    if text in ("per-channel", "channel"):
         return None
     try:
         value = int(text)
     except ValueError:
         raise click.BadParameter(f"must be a positive integer or 'per-channel', not {text!r}",
                                  param_hint="--group-size") from None
-    if value <= 0:
-        raise click.BadParameter(f"must be positive, not {value}", param_hint="--group-size")
+    if value <= 0:  # 0 once meant per-channel silently; say it in words instead
+        raise click.BadParameter(f"must be a positive integer or 'per-channel', not {value}",
+                                 param_hint="--group-size")
     return value
 
 

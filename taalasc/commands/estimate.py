@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from taalasc.commands.common import base_option, emit_report, parse_group_size, quant_options
+from taalasc.commands.common import FiniteFloat, base_option, emit_report, parse_group_size, quant_options
 
 
 def _parse_rules(rules: tuple[str, ...]) -> list[tuple[str, int]]:
@@ -48,7 +48,7 @@ def _parse_list(text: str | None, what: str, cast=str) -> list:
               help="Check that a LoRA adapter of this rank (on q_proj, v_proj) fits the SRAM.")
 @click.option("--lora", "lora_dir", type=click.Path(path_type=Path), default=None,
               help="A PEFT adapter folder (adapter_config.json + adapter_model.safetensors).")
-@click.option("--utilisation", type=click.FloatRange(0, 1, min_open=True), default=0.5,
+@click.option("--utilisation", type=FiniteFloat(0, 1), default=0.5,
               show_default=True, help="Fraction of the time the chip serves tokens (cost/token).")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 @click.option("--markdown", "as_md", is_flag=True, help="Print the report as Markdown.")

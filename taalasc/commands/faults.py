@@ -24,7 +24,7 @@ DEFAULT_RATES = (1e-6, 1e-5, 1e-4, 1e-3)
               help="Fault kinds to inject, each at --rate (repeatable).")
 @click.option("--trials", type=click.IntRange(1, 1000), default=3, show_default=True,
               help="Seeded trials per rate; the table shows the mean and the worst.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of every draw.")
+@click.option("--seed", type=click.IntRange(0), default=0, show_default=True, help="Seed of every draw.")
 @click.option("--tokens", default=None, metavar="'ID ID ...'",
               help="Input token ids (default: 16 seeded ids, as `taalasc verify`).")
 @click.option("--fragile", type=click.IntRange(0, 10_000), default=10, show_default=True,

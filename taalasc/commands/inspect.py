@@ -10,16 +10,17 @@ import click
 
 def inspect_data(model: str) -> dict:
     """The inspect report as plain data (what --json prints)."""
+    from taalasc.inputfile import display
     from taalasc.model import open_checkpoint
 
     ckpt = open_checkpoint(model, numerics=False)  # inspect shows what it cannot simulate too
     root = Path(os.path.commonpath([f.parent for f in ckpt.files]))
     block_types = getattr(ckpt, "block_types", None)  # GGUF files only
     data = {
-        "path": str(ckpt.path),
+        "path": display(ckpt.path),  # printable even when a folder name is not UTF-8
         "format": "gguf" if block_types is not None else "safetensors",
         "architecture": ckpt.architecture,
-        "files": [str(f.relative_to(root)) for f in ckpt.files],
+        "files": [display(f.relative_to(root)) for f in ckpt.files],
         "param_count": ckpt.param_count,
         "nbytes": ckpt.nbytes,
         "config": ckpt.summary(),
@@ -27,7 +28,7 @@ def inspect_data(model: str) -> dict:
         "skipped": dict(sorted(getattr(ckpt, "skipped", {}).items())),
         "tensors": [
             {"name": t.name, "dtype": t.dtype, "shape": list(t.shape), "params": t.numel,
-             "file": str(Path(t.file).relative_to(root)),
+             "file": display(Path(t.file).relative_to(root)),
              "layer": ckpt.layer_of(t.name)}
             for t in ckpt.tensors.values()
         ],

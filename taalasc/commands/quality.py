@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from taalasc.commands.common import base_option, bit_policy, progress_bar, quant_options
+from taalasc.commands.common import FiniteFloat, base_option, bit_policy, progress_bar, quant_options
 
 DEFAULT_TEXT = Path(__file__).resolve().parents[1] / "sim" / "quality_default.txt"
 
@@ -68,7 +68,7 @@ def policy_strings(bits: tuple[int, ...], auto: bool, budget: float, group_size:
 @click.option("--bits", type=click.IntRange(2, 8), multiple=True,
               help="A uniform policy of this many bits per weight (repeatable).")
 @click.option("--auto", is_flag=True, help="Also the HC1-style 3/6-bit policy within --budget.")
-@click.option("--budget", type=float, default=3.5, show_default=True,
+@click.option("--budget", type=FiniteFloat(2, 8), default=3.5, show_default=True,
               help="Average bits per weight allowed by --auto.")
 @click.option("--group-size", default="32", show_default=True,
               help="Weights per scale for --bits and --auto, or 'per-channel'.")

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import click
 
+from taalasc.commands.common import FiniteFloat
+
 
 @click.command("verify")
 @click.argument("out_dir", type=click.Path(path_type=Path))
@@ -16,11 +18,11 @@ import click
 @click.option("--tokens", default=None, help="Token ids, e.g. \"1 2 3\" (default: 16 seeded ids).")
 @click.option("--lora", "lora_dir", type=click.Path(path_type=Path), default=None,
               help="A PEFT LoRA adapter folder, applied at run time as the chip's SRAM holds it.")
-@click.option("--min-top1", type=float, default=0.5, show_default=True,
+@click.option("--min-top1", type=FiniteFloat(0, 1), default=0.5, show_default=True,
               help="Decoders: least top-1 agreement of chip and float reference.")
-@click.option("--min-cosine", type=float, default=0.97, show_default=True,
+@click.option("--min-cosine", type=FiniteFloat(-1, 1), default=0.97, show_default=True,
               help="Least mean cosine of logits (decoders) or hidden states (encoders).")
-@click.option("--max-kl", type=float, default=0.1, show_default=True,
+@click.option("--max-kl", type=FiniteFloat(0), default=0.1, show_default=True,
               help="Decoders: largest mean KL divergence, nats.")
 @click.option("-j", "--jobs", type=click.IntRange(1), default=1, show_default=True,
               help="Mask files read at once (one reader process each).")

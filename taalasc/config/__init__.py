@@ -30,7 +30,7 @@ def _resolve(kind: str, name_or_path: str | Path) -> Path:
     text = str(name_or_path)
     candidate = Path(text)
     if text.endswith((".yaml", ".yml")) or candidate.parent != Path("."):
-        if not candidate.is_file():
+        if not candidate.exists():  # a FIFO or device is refused by the reader, by name
             raise ConfigError(text, ["no such file"])
         return candidate
     builtin = _builtin_dir(kind) / f"{text}.yaml"

@@ -26,6 +26,28 @@ def _pos(kind: str = "int", doc: str = "", required: bool = True, default=None) 
     return Field(kind, min=0, min_exclusive=True, doc=doc, required=required, default=default)
 
 
+# Sizes a base array may claim. A YAML file of a few lines can describe a 2 m die with 10**12
+# tiles that validates by every other rule; these bounds keep what taalasc builds from it
+# (a curve over every tile of a die, the arrays of one tile's sites) to megabytes.
+#
+# A die is printed in one exposure field: step-and-scan scanners (ASML NXT/NXE, Nikon NSR-S,
+# Canon FPA) expose at most 26 x 33 mm on the wafer, the "reticle limit" of 858 mm² that the
+# largest dies (NVIDIA H100/B200: ~814 mm² each) are made to fit. The check bounds the area
+# and the longer side; it does not ask for the 26 mm short side, because the hc1-n6 estimate
+# base models HC1's published 815 mm² as a 28.55 mm square (HC1's real outline is not public).
+RETICLE_FIELD_NM = (26_000_000, 33_000_000)
+# Placement walks a space-filling curve over every tile of a die: ~150 bytes and ~10 us a
+# tile (measured: 2**20 tiles take 150 MB and 10 s), so 2**18 tiles cost ~40 MB and ~3 s.
+# The densest built-in base, hc1-n6, has 39,000 tiles.
+MAX_TILES_PER_DIE = 1 << 18
+# The sites of a tile are drawn together as numpy arrays; the largest built-in tile (hc1-n6)
+# has 2**20 sites (1 Mbit).
+MAX_SITES_PER_TILE = 1 << 22
+# 65,536 full-reticle dies are ~56 m² of silicon, ~800 300-mm wafers; no model is printed on
+# more. --die selections are bounded by the same number before the placement is known.
+MAX_DIES = 1 << 16
+
+
 def _check_power_of_two(value: int) -> str | None:
     if value & (value - 1):
         return f"must be a power of two, not {value!r}"
@@ -36,7 +58,8 @@ BASE_ARRAY_SCHEMA: dict[str, Field] = {
     "name": Field("str", check=check_identifier),
     "description": Field("str"),
     "pdk": Field("str", doc="a name from pdk_configs/ or a path to a PDK YAML"),
-    "max_dies": _pos(doc="how many dies a model may spill onto"),
+    "max_dies": Field("int", min=0, min_exclusive=True, max=MAX_DIES,
+                      doc="how many dies a model may spill onto"),
     "die": Field("map", schema={
         "width_nm": _pos(),
         "height_nm": _pos(),
@@ -356,11 +379,28 @@ def physical_problems(base: BaseArray) -> list[str]:
     if top > die.height_nm:
         problems.append(f"tile_grid.rows: {grid.rows} rows at {grid.pitch_y_nm} nm end at "
                         f"y = {top} nm, beyond the die height {die.height_nm} nm")
-    for key, value in (("die.width_nm", die.width_nm), ("die.height_nm", die.height_nm),
-                       ("tile_grid", max(right, top))):
-        if value > INT32_MAX:
-            problems.append(f"{key}: {value} nm does not fit a 32-bit GDS coordinate "
-                            f"(max {INT32_MAX} at 1 nm per database unit)")
+    if max(right, top) > INT32_MAX:
+        problems.append(f"tile_grid: {max(right, top)} nm does not fit a 32-bit GDS coordinate "
+                        f"(max {INT32_MAX} at 1 nm per database unit)")
+    # The exposure field also keeps every coordinate of the die inside 32-bit GDS coordinates.
+    long_nm, short_nm = max(die.width_nm, die.height_nm), min(die.width_nm, die.height_nm)
+    field_nm2 = RETICLE_FIELD_NM[0] * RETICLE_FIELD_NM[1]
+    if long_nm > RETICLE_FIELD_NM[1]:
+        key = "die.width_nm" if die.width_nm >= die.height_nm else "die.height_nm"
+        problems.append(f"{key}: {long_nm} nm is longer than the {RETICLE_FIELD_NM[1]} nm side "
+                        "of the largest exposure field (26 x 33 mm reticle limit); a die is "
+                        "printed in one field")
+    elif long_nm * short_nm > field_nm2:
+        problems.append(f"die: {die.area_mm2:.0f} mm² is larger than the {field_nm2 * 1e-12:.0f} "
+                        "mm² exposure field (26 x 33 mm reticle limit); a die is printed in "
+                        "one field")
+    if grid.tiles > MAX_TILES_PER_DIE:
+        problems.append(f"tile_grid: {grid.columns} x {grid.rows} = {grid.tiles:,} tiles per "
+                        f"die; at most {MAX_TILES_PER_DIE:,} (placement walks every tile)")
+    if tile.sites > MAX_SITES_PER_TILE:
+        problems.append(f"weight_tile: {tile.sites_x} x {tile.sites_y} = {tile.sites:,} sites "
+                        f"per tile; at most {MAX_SITES_PER_TILE:,} (a tile's sites are drawn "
+                        "together)")
     if tile.max_weight_bits * tile.input_lanes > tile.capacity_bits:
         problems.append(f"weight_tile: {tile.capacity_bits} bit sites cannot hold one row of "
                         f"{tile.input_lanes} weights at {tile.max_weight_bits} bits")

@@ -9,6 +9,7 @@ from typing import Any
 import yaml
 
 from taalasc.errors import ConfigError
+from taalasc.inputfile import read_text
 
 MAX_YAML_BYTES = 1 << 20  # configs are a few KiB; anything this big is not a config
 
@@ -71,18 +72,6 @@ def load_yaml_text(text: str, source: str) -> Any:
 
 def load_yaml_file(path: Path) -> Any:
     source = str(path)
-    try:
-        size = path.stat().st_size
-    except OSError as exc:
-        raise ConfigError(source, [f"cannot read: {exc.strerror}"]) from None
-    if size > MAX_YAML_BYTES:
-        raise ConfigError(source, [f"file is {size} bytes; configs are limited to {MAX_YAML_BYTES}"])
-    try:
-        raw = path.read_bytes()
-    except OSError as exc:
-        raise ConfigError(source, [f"cannot read: {exc.strerror}"]) from None
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise ConfigError(source, [f"not UTF-8 text (byte {exc.start})"]) from None
+    text = read_text(path, MAX_YAML_BYTES, "YAML config",
+                     lambda message: ConfigError(source, [message]))
     return load_yaml_text(text, source)

@@ -9,7 +9,6 @@ tile other than the expected route vias are reported as defects with tile, tenso
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -17,6 +16,7 @@ import numpy as np
 
 from taalasc.config import BaseArray, load_base_array
 from taalasc.errors import MaskError
+from taalasc.inputfile import MAX_INDEX_BYTES, read_json
 from taalasc.outdir import MANIFEST, sha256_file
 
 from taalasc.extract.die import MAX_DEFECTS_KEPT, Defect, DieReadJob, extract_die  # noqa: F401
@@ -37,12 +37,9 @@ class Extraction:
 
 def read_manifest(out_dir: Path) -> dict:
     path = Path(out_dir) / MANIFEST
-    try:
-        manifest = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise MaskError(f"{out_dir}: no {MANIFEST}; not a taalasc compile folder") from None
-    except (OSError, ValueError) as exc:
-        raise MaskError(f"{path}: unreadable manifest ({exc})") from None
+    if not path.exists():
+        raise MaskError(f"{out_dir}: no {MANIFEST}; not a taalasc compile folder")
+    manifest = read_json(path, MAX_INDEX_BYTES, "manifest", lambda m: MaskError(f"{path}: {m}"))
     if not isinstance(manifest, dict) or manifest.get("format") != "taalasc-manifest/1":
         raise MaskError(f"{path}: not a taalasc manifest (format taalasc-manifest/1)")
     return manifest

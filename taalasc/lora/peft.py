@@ -18,9 +18,10 @@ from typing import Any
 import numpy as np
 
 from taalasc.errors import ModelError
+from taalasc.inputfile import MAX_CONFIG_BYTES, read_json
 from taalasc.lora.adapter import ADAPTER_DTYPES, LoraAdapter, LoraPair
-from taalasc.lora.targets import (linear_modules, matches, pattern_value, select_targets,
-                                  spellings)
+from taalasc.lora.targets import (PATTERN_KEY, linear_modules, matches, pattern_value,
+                                  regex_problem, select_targets, spellings)
 from taalasc.model import arch
 from taalasc.model.checkpoint import Checkpoint
 from taalasc.model.safetensors_io import Header, read_header, read_tensor
@@ -47,17 +48,14 @@ def read_adapter_files(adapter_dir: str | Path) -> tuple[dict[str, Any], Header]
         raise _err(folder, "a LoRA adapter must be a folder holding adapter_config.json and "
                            "adapter_model.safetensors")
     cfg_path = folder / CONFIG_NAME
-    if not cfg_path.is_file():
+    if not cfg_path.exists():  # a FIFO or device is refused by read_json, by name
         raise _err(cfg_path, "missing: a PEFT adapter folder needs adapter_config.json")
     weights = folder / WEIGHTS_NAME
     if not weights.is_file():
         hint = " (adapter_model.bin is a pickle; re-save with safe_serialization=True)" \
             if (folder / "adapter_model.bin").is_file() else ""
         raise _err(weights, f"missing: a PEFT adapter folder needs {WEIGHTS_NAME}{hint}")
-    try:
-        config = json.loads(cfg_path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError) as exc:
-        raise _err(cfg_path, f"cannot read adapter config: {exc}") from None
+    config = read_json(cfg_path, MAX_CONFIG_BYTES, "adapter config")
     if not isinstance(config, dict):
         raise _err(cfg_path, f"must be a JSON object, not {type(config).__name__}")
     _check_config(config, cfg_path)
@@ -84,17 +82,20 @@ def _check_config(cfg: dict[str, Any], src: Path) -> None:
     alpha = cfg.get("lora_alpha", 8)
     if not isinstance(alpha, (int, float)) or isinstance(alpha, bool) or not math.isfinite(alpha):
         raise _err(src, f"lora_alpha must be a finite number, not {alpha!r}")
-    targets = cfg.get("target_modules")
-    if not (targets is None or isinstance(targets, str)
-            or (isinstance(targets, list) and all(isinstance(t, str) for t in targets))):
-        raise _err(src, f"target_modules must be a list of names or a regex string, "
-                        f"not {targets!r}")
-    if isinstance(targets, str):
-        try:
-            re.compile(targets)
-        except re.error as exc:
-            raise _err(src, f"target_modules must be a valid regex, not {targets!r} "
-                            f"({exc})") from None
+    for key in ("target_modules", "exclude_modules"):
+        targets = cfg.get(key)
+        if not (targets is None or isinstance(targets, str)
+                or (isinstance(targets, list) and all(isinstance(t, str) for t in targets))):
+            raise _err(src, f"{key} must be a list of names or a regex string, not "
+                            f"{_short(targets)}")
+        problem = regex_problem(targets) if isinstance(targets, str) else None
+        if problem:
+            raise _err(src, f"{key} {_short(targets)} {problem}")
+    layers = cfg.get("layers_to_transform")
+    if not (layers is None or _is_index(layers)
+            or (isinstance(layers, list) and all(_is_index(i) for i in layers))):
+        raise _err(src, f"layers_to_transform must be a layer index or a list of them, not "
+                        f"{_short(layers)}")
     # Options the chip's add-on path does not implement: refuse rather than compute wrongly.
     if cfg.get("fan_in_fan_out"):
         raise _err(src, "fan_in_fan_out must be false (it is for GPT-2 Conv1D; our targets "
@@ -116,7 +117,20 @@ def _check_config(cfg: dict[str, Any], src: Path) -> None:
                 and (key == "alpha_pattern" or isinstance(v, int)) for v in pattern.values()):
             raise _err(src, f"{key} must map module patterns to positive "
                             f"{'numbers' if key == 'alpha_pattern' else 'integers'}, "
-                            f"not {cfg[key]!r}")
+                            f"not {_short(cfg[key])}")
+        for module in pattern:  # matched as PEFT does, inside (.*\.)?(KEY)$
+            problem = regex_problem(module) or regex_problem(PATTERN_KEY.format(module))
+            if problem:
+                raise _err(src, f"{key} key {_short(module)} {problem}")
+
+
+def _is_index(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
 
 
 def _resolve(module: str, ckpt: Checkpoint, key: str, src: str) -> str:

@@ -134,6 +134,17 @@ def dataflow_order(names: Iterable[str], architecture: str) -> list[str]:
     return sorted(set(names), key=lambda n: _order_key(n, architecture))
 
 
+def require_matrices(shapes: Mapping[str, tuple[int, ...]], where: str) -> None:
+    """ModelError unless ``shapes`` holds a 2-D weight tensor: vectors alone (norms, biases)
+    are no model to print or estimate. Checked before a compile's work, not after it."""
+    if any(len(shape) == 2 for shape in shapes.values()):
+        return
+    shown = ", ".join(f"{n} {list(shapes[n])}" for n in sorted(shapes)[:3])
+    more = ", ..." if len(shapes) > 3 else ""
+    raise ModelError(f"{where}: no 2-D weight tensors (a model's matrices) to quantize; "
+                     f"only {len(shapes)} other tensor(s): {shown}{more}")
+
+
 # --- config.json consistency -------------------------------------------------------------
 
 def _find(shapes: Mapping[str, tuple[int, ...]], suffix: str) -> tuple[str, tuple] | None:
@@ -152,13 +163,52 @@ def _int_key(config: Mapping[str, Any], key: str, source: str) -> int | None:
     return value
 
 
+# --- upper bounds on the sizes a config.json may claim -------------------------------------
+#
+# A config.json of a few hundred bytes can claim any size; nothing but these bounds limits what
+# ``estimate --config`` computes from it (with weights, the tensors must agree as well). The
+# largest published dense configs: Llama 3.1 405B (126 layers, hidden 16384, MLP 53248, 128
+# heads; huggingface.co/meta-llama/Llama-3.1-405B config.json), Megatron-Turing NLG 530B (105
+# layers, hidden 20480; arXiv:2201.11990), PaLM 540B (118 layers, hidden 18432, MLP 73728;
+# arXiv:2204.02311); the largest vocabularies are ~256k (Gemma: 256,000) and the longest
+# contexts ~10M tokens (Llama 4 Scout). The limits leave 8x or more of room above each; the
+# biggest published models of any kind (mixtures of experts) have 1-2 T parameters.
+DIMENSION_LIMITS: dict[str, int] = {
+    "num_hidden_layers": 1024,
+    "hidden_size": 1 << 20,
+    "intermediate_size": 1 << 20,
+    "num_attention_heads": 1 << 16,
+    "num_key_value_heads": 1 << 16,
+    "head_dim": 1 << 16,
+    "vocab_size": 1 << 24,
+    "type_vocab_size": 1 << 24,
+    "max_position_embeddings": 1 << 27,
+}
+MAX_PARAMS = 10**13
+
+
+def check_dimensions(config: Mapping[str, Any], source: str) -> None:
+    """One ModelError naming every size key of config.json above DIMENSION_LIMITS.
+
+    Values that are not positive integers are left to the callers' own checks.
+    """
+    problems = [f"{key} must be at most {limit:,} (far beyond any published model), not "
+                f"{config[key]:,}"
+                for key, limit in DIMENSION_LIMITS.items()
+                if _positive_int(config.get(key)) and config[key] > limit]
+    if problems:
+        raise ModelError(f"{source}: " + "; ".join(problems))
+
+
 def check_config(config: Mapping[str, Any], shapes: Mapping[str, tuple[int, ...]],
                  architecture: str, source: str) -> None:
-    """Raise ModelError when config.json disagrees with the tensors' shapes or count."""
+    """Raise ModelError when config.json disagrees with the tensors' shapes or count, or
+    claims sizes beyond DIMENSION_LIMITS."""
     get = {k: _int_key(config, k, source) for k in (
         "hidden_size", "num_hidden_layers", "num_attention_heads", "num_key_value_heads",
         "intermediate_size", "vocab_size", "head_dim", "max_position_embeddings",
         "type_vocab_size")}
+    check_dimensions(config, source)
 
     def expect(key: str, suffix: str, axis: int, factor_key: str | None = None) -> None:
         want = get[key]
@@ -207,7 +257,10 @@ def check_config(config: Mapping[str, Any], shapes: Mapping[str, tuple[int, ...]
 
     layers = get["num_hidden_layers"]
     present = sorted({i for i in map(layer_of, shapes) if i is not None})
-    if layers is not None and architecture != "generic" and present != list(range(layers)):
+    # distinct indices >= 0: 0..layers-1 exactly when there are `layers` of them and the last
+    # is layers-1 (no list of the claimed length is built)
+    complete = len(present) == layers and bool(present) and present[-1] == layers - 1
+    if layers is not None and architecture != "generic" and not complete:
         shown = f"{len(present)} (indices {present[0]}..{present[-1]})" if present else "none"
         raise ModelError(f"{source}: num_hidden_layers is {layers} but the checkpoint has "
                          f"layers {shown}")
@@ -486,6 +539,10 @@ def _rope_from(key: str, value: Mapping[str, Any], config: Mapping[str, Any],
         raise ModelError(f"{source}: {key}.{nested[0]} must not be used: one RoPE object for "
                          "all layers is supported, not one per layer type")
     type_key = "rope_type" if "rope_type" in value else "type" if "type" in value else None
+    untyped = sorted(set(value) - {"rope_theta", "partial_rotary_factor"})
+    if type_key is None and untyped:  # transformers 4.x cannot run it (no rope function)
+        raise ModelError(f"{source}: {key} must name its rope_type (one of "
+                         f"{', '.join(ROPE_TYPES)}) when it sets {', '.join(untyped)}")
     kind = value.get(type_key, "default") if type_key else "default"
     if kind not in ROPE_TYPES:
         raise ModelError(f"{source}: {key}.{type_key or 'rope_type'} must be one of "

@@ -8,7 +8,6 @@ read until ``Checkpoint.read(name)`` asks for one tensor.
 from __future__ import annotations
 
 import difflib
-import json
 import re
 from collections.abc import Iterable
 from pathlib import Path, PurePosixPath, PureWindowsPath
@@ -18,12 +17,12 @@ import numpy as np
 
 from taalasc.errors import ModelError
 from taalasc.model import arch
+from taalasc.inputfile import MAX_CONFIG_BYTES, MAX_INDEX_BYTES, read_json
 from taalasc.model.safetensors_io import (FLOAT32_READABLE, INTEGER_DTYPES, TensorInfo,
-                                          json_object_no_duplicates, read_header, read_tensor)
+                                          read_header, read_tensor)
 
 INDEX_NAME = "model.safetensors.index.json"
 SINGLE_NAME = "model.safetensors"
-MAX_JSON_BYTES = 100_000_000  # an index of an enormous model is a few MB
 
 __all__ = ["BUFFERS", "Checkpoint", "TensorInfo", "buffer_reason", "dataflow_order",
            "open_checkpoint"]
@@ -172,7 +171,8 @@ def open_checkpoint(path: str | Path, numerics: bool = True) -> Checkpoint:
                          f"({', '.join(sorted(skipped))}), no weights")
 
     config_path = target.parent / "config.json"
-    config = _load_config(config_path) if config_path.is_file() else None
+    # exists(), not is_file(): a config.json that is a FIFO or a device is an error, not absent
+    config = _load_config(config_path) if config_path.exists() else None
 
     from_config = arch.architecture_from_config(config)
     from_names = arch.architecture_from_names(tensors)
@@ -239,25 +239,8 @@ def _resolve_target(given: Path) -> Path:
                      f"{INDEX_NAME}: {', '.join(found)}")
 
 
-def _read_json(path: Path, what: str) -> Any:
-    try:
-        size = path.stat().st_size
-        if size > MAX_JSON_BYTES:
-            raise ModelError(f"{path}: {what} is {size} bytes; at most {MAX_JSON_BYTES}")
-        text = path.read_bytes().decode("utf-8")
-        return json.loads(text, object_pairs_hook=json_object_no_duplicates)
-    except OSError as exc:
-        raise ModelError(f"{path}: cannot read {what}: {exc.strerror or exc}") from None
-    except UnicodeDecodeError:
-        raise ModelError(f"{path}: {what} is not UTF-8") from None
-    except RecursionError:
-        raise ModelError(f"{path}: {what} is nested too deeply") from None
-    except ValueError as exc:
-        raise ModelError(f"{path}: {what} is not valid JSON: {exc}") from None
-
-
 def _load_config(path: Path) -> dict:
-    config = _read_json(path, "config.json")
+    config = read_json(path, MAX_CONFIG_BYTES, "config.json")
     if not isinstance(config, dict):
         raise ModelError(f"{path}: config.json must be a JSON object, not "
                          f"{type(config).__name__}")
@@ -282,7 +265,7 @@ def _safe_shard_path(index: Path, name: Any) -> Path:
 
 
 def _load_sharded(index: Path) -> tuple[list[Path], dict[str, TensorInfo]]:
-    doc = _read_json(index, "index")
+    doc = read_json(index, MAX_INDEX_BYTES, "index")
     if not isinstance(doc, dict) or not isinstance(doc.get("weight_map"), dict):
         raise ModelError(f"{index}: index must be a JSON object with a 'weight_map' object")
     weight_map: dict[str, Any] = doc["weight_map"]

@@ -13,6 +13,7 @@ import copy
 import difflib
 
 from taalasc.errors import ModelError
+from taalasc.model import arch
 
 _LLAMA3_ROPE = {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0,
                 "high_freq_factor": 4.0, "original_max_position_embeddings": 8192}
@@ -104,38 +105,58 @@ def preset_config(name: str) -> dict:
     return copy.deepcopy(PRESETS[key])
 
 
-def _need(config: dict, key: str) -> int:
+def _need(config: dict, key: str, source: str) -> int:
     value = config.get(key)
     if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-        raise ModelError(f"config.json: {key} must be a positive integer, not {value!r}")
+        raise ModelError(f"{source}: {key} must be a positive integer, not {value!r}")
     return value
 
 
-def tensor_shapes(config: dict) -> dict[str, tuple[int, ...]]:
-    """HF tensor name -> shape for a Llama-family (llama, mistral, qwen2) or BERT config."""
+def tensor_shapes(config: dict, source: str = "config.json") -> dict[str, tuple[int, ...]]:
+    """HF tensor name -> shape for a Llama-family (llama, mistral, qwen2) or BERT config.
+
+    The sizes are checked against ``arch.DIMENSION_LIMITS`` and the parameter count against
+    ``arch.MAX_PARAMS`` (from one block, before the blocks are listed), so a config that
+    claims 10**9 layers costs nothing.
+    """
     kind = config.get("model_type")
     if kind in ("llama", "mistral", "qwen2"):
-        return _llama_shapes(config, qkv_bias=kind == "qwen2" or bool(config.get("attention_bias")))
-    if kind == "bert":
-        return _bert_shapes(config)
-    raise ModelError(f"config.json: model_type must be one of llama, mistral, qwen2, bert, "
-                     f"not {kind!r}")
+        qkv_bias = kind == "qwen2" or bool(config.get("attention_bias"))
+        before, block, after = _llama_shapes(config, qkv_bias, source)
+    elif kind == "bert":
+        before, block, after = _bert_shapes(config, source)
+    else:
+        raise ModelError(f"{source}: model_type must be one of llama, mistral, qwen2, bert, "
+                         f"not {kind!r}")
+    arch.check_dimensions(config, source)
+    layers = _need(config, "num_hidden_layers", source)
+    params = param_count(before) + layers * param_count(block(0)) + param_count(after)
+    if params > arch.MAX_PARAMS:
+        raise ModelError(f"{source}: the config describes {params:,} parameters; at most "
+                         f"{arch.MAX_PARAMS:,} (several times the largest published model) "
+                         "are estimated")
+    shapes = dict(before)
+    for i in range(layers):
+        shapes.update(block(i))
+    shapes.update(after)
+    return shapes
 
 
-def _llama_shapes(config: dict, qkv_bias: bool) -> dict[str, tuple[int, ...]]:
-    hidden, inter = _need(config, "hidden_size"), _need(config, "intermediate_size")
-    layers, heads = _need(config, "num_hidden_layers"), _need(config, "num_attention_heads")
+def _llama_shapes(config: dict, qkv_bias: bool, source: str):
+    """(shapes before the blocks, block index -> that block's shapes, shapes after them)."""
+    hidden, inter = _need(config, "hidden_size", source), _need(config, "intermediate_size", source)
+    heads = _need(config, "num_attention_heads", source)
     kv_heads = config.get("num_key_value_heads") or heads
     head_dim = config.get("head_dim") or hidden // heads
-    vocab = _need(config, "vocab_size")
+    vocab = _need(config, "vocab_size", source)
     q_out, kv_out = heads * head_dim, kv_heads * head_dim
-    shapes: dict[str, tuple[int, ...]] = {"model.embed_tokens.weight": (vocab, hidden)}
-    for i in range(layers):
+
+    def block(i: int) -> dict[str, tuple[int, ...]]:
         p = f"model.layers.{i}."
-        shapes[p + "input_layernorm.weight"] = (hidden,)
-        shapes[p + "self_attn.q_proj.weight"] = (q_out, hidden)
-        shapes[p + "self_attn.k_proj.weight"] = (kv_out, hidden)
-        shapes[p + "self_attn.v_proj.weight"] = (kv_out, hidden)
+        shapes = {p + "input_layernorm.weight": (hidden,),
+                  p + "self_attn.q_proj.weight": (q_out, hidden),
+                  p + "self_attn.k_proj.weight": (kv_out, hidden),
+                  p + "self_attn.v_proj.weight": (kv_out, hidden)}
         if qkv_bias:
             shapes[p + "self_attn.q_proj.bias"] = (q_out,)
             shapes[p + "self_attn.k_proj.bias"] = (kv_out,)
@@ -145,25 +166,24 @@ def _llama_shapes(config: dict, qkv_bias: bool) -> dict[str, tuple[int, ...]]:
         shapes[p + "mlp.gate_proj.weight"] = (inter, hidden)
         shapes[p + "mlp.up_proj.weight"] = (inter, hidden)
         shapes[p + "mlp.down_proj.weight"] = (hidden, inter)
-    shapes["model.norm.weight"] = (hidden,)
+        return shapes
+
+    after: dict[str, tuple[int, ...]] = {"model.norm.weight": (hidden,)}
     if not config.get("tie_word_embeddings", False):
-        shapes["lm_head.weight"] = (vocab, hidden)
-    return shapes
+        after["lm_head.weight"] = (vocab, hidden)
+    return {"model.embed_tokens.weight": (vocab, hidden)}, block, after
 
 
-def _bert_shapes(config: dict) -> dict[str, tuple[int, ...]]:
-    hidden, inter = _need(config, "hidden_size"), _need(config, "intermediate_size")
-    layers, vocab = _need(config, "num_hidden_layers"), _need(config, "vocab_size")
-    positions = _need(config, "max_position_embeddings")
+def _bert_shapes(config: dict, source: str):
+    """(shapes before the blocks, block index -> that block's shapes, shapes after them)."""
+    hidden, inter = _need(config, "hidden_size", source), _need(config, "intermediate_size", source)
+    vocab = _need(config, "vocab_size", source)
+    positions = _need(config, "max_position_embeddings", source)
     types = config.get("type_vocab_size", 2)
-    shapes: dict[str, tuple[int, ...]] = {
-        "embeddings.word_embeddings.weight": (vocab, hidden),
-        "embeddings.position_embeddings.weight": (positions, hidden),
-        "embeddings.token_type_embeddings.weight": (types, hidden),
-        "embeddings.LayerNorm.weight": (hidden,), "embeddings.LayerNorm.bias": (hidden,),
-    }
-    for i in range(layers):
+
+    def block(i: int) -> dict[str, tuple[int, ...]]:
         p = f"encoder.layer.{i}."
+        shapes: dict[str, tuple[int, ...]] = {}
         for part in ("attention.self.query", "attention.self.key", "attention.self.value",
                      "attention.output.dense"):
             shapes[p + part + ".weight"] = (hidden, hidden)
@@ -175,9 +195,16 @@ def _bert_shapes(config: dict) -> dict[str, tuple[int, ...]]:
         for norm in ("attention.output.LayerNorm", "output.LayerNorm"):
             shapes[p + norm + ".weight"] = (hidden,)
             shapes[p + norm + ".bias"] = (hidden,)
-    shapes["pooler.dense.weight"] = (hidden, hidden)
-    shapes["pooler.dense.bias"] = (hidden,)
-    return shapes
+        return shapes
+
+    before: dict[str, tuple[int, ...]] = {
+        "embeddings.word_embeddings.weight": (vocab, hidden),
+        "embeddings.position_embeddings.weight": (positions, hidden),
+        "embeddings.token_type_embeddings.weight": (types, hidden),
+        "embeddings.LayerNorm.weight": (hidden,), "embeddings.LayerNorm.bias": (hidden,),
+    }
+    return before, block, {"pooler.dense.weight": (hidden, hidden),
+                           "pooler.dense.bias": (hidden,)}
 
 
 def param_count(shapes: dict[str, tuple[int, ...]]) -> int:

@@ -37,6 +37,7 @@ import ml_dtypes
 import numpy as np
 
 from taalasc.errors import ModelError
+from taalasc.inputfile import no_duplicate_keys
 
 MAX_HEADER_BYTES = 100_000_000  # same cap as the reference implementation
 
@@ -129,15 +130,6 @@ def read_header_from(f: IO[bytes], file_size: int, source: str) -> Header:
     return parse_header_json(raw, file_size, source)
 
 
-def json_object_no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in out:
-            raise ValueError(f"duplicate key {key!r}")
-        out[key] = value
-    return out
-
-
 def _no_constants(token: str) -> Any:
     raise ValueError(f"{token} is not valid JSON")
 
@@ -154,7 +146,7 @@ def parse_header_json(raw: bytes, file_size: int, source: str) -> Header:
     except UnicodeDecodeError as exc:
         raise ModelError(f"{source}: header is not UTF-8 (byte {exc.start})") from None
     try:
-        doc = json.loads(text, object_pairs_hook=json_object_no_duplicates,
+        doc = json.loads(text, object_pairs_hook=no_duplicate_keys,
                          parse_constant=_no_constants)
     except RecursionError:
         raise ModelError(f"{source}: header JSON is nested too deeply") from None

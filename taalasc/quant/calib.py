@@ -36,6 +36,7 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 
 from taalasc.errors import ModelError, QuantizationError
+from taalasc.inputfile import read_text
 from taalasc.sim.float_ref import CheckpointSource, FloatOps
 from taalasc.sim.graph import check_tokens, run_graph, vocab_size
 
@@ -43,6 +44,9 @@ DEFAULT_NAME = "default"
 DEFAULT_MAX_TOKENS = 4096
 DEFAULT_SEQ_TOKENS = 256
 MAX_TOKEN_FILE_BYTES = 64 << 20
+# Calibration uses at most DEFAULT_MAX_TOKENS tokens (~16 KB of text); GPTQ's usual 128 x 2048
+# tokens are ~1 MB. 16 MiB is plenty, and bounds what an endless file (/dev/zero) can cost.
+MAX_TEXT_FILE_BYTES = 16 << 20
 
 __all__ = ["DEFAULT_MAX_TOKENS", "DEFAULT_SEQ_TOKENS", "calibration_hessians",
            "calibration_sequences", "calibration_tokens", "collect_hessians", "default_text",
@@ -56,16 +60,10 @@ def default_text() -> str:
 
 
 def _read_text(path: Path) -> str:
-    if not path.is_file():
+    if not path.exists():
         raise QuantizationError(f"{path}: calibration text file does not exist")
-    try:
-        return path.read_text(encoding="utf-8")
-    except UnicodeDecodeError as exc:
-        raise QuantizationError(f"{path}: calibration text must be UTF-8 "
-                                f"(byte {exc.start} is not)") from None
-    except OSError as exc:
-        raise QuantizationError(f"{path}: cannot read calibration text: "
-                                f"{exc.strerror or exc}") from None
+    return read_text(path, MAX_TEXT_FILE_BYTES, "calibration text",
+                     lambda message: QuantizationError(f"{path}: {message}"))
 
 
 def _model_folder(ckpt: Any) -> Path | None:
@@ -227,20 +225,15 @@ def token_file_sequences(ckpt: Any, path: str | Path, max_tokens: int = DEFAULT_
     non-empty line; long lines are cut into windows of ``seq_tokens``. Ids are checked
     against the model's vocabulary when it has a config."""
     path = Path(path)
-    if not path.is_file():
+    if not path.exists():
         raise QuantizationError(f"{path}: calibration token file does not exist")
-    if path.stat().st_size > MAX_TOKEN_FILE_BYTES:
-        raise QuantizationError(f"{path}: calibration token file must be at most "
-                                f"{MAX_TOKEN_FILE_BYTES >> 20} MB")
     window = _window(ckpt, seq_tokens, max_tokens)
     vocab = (ckpt.config or {}).get("vocab_size") if getattr(ckpt, "config", None) else None
     sequences: list[list[int]] = []
     total = 0
-    try:
-        lines = path.read_text(encoding="ascii").splitlines()
-    except (UnicodeDecodeError, OSError):
-        raise QuantizationError(f"{path}: calibration token file must hold ASCII integers "
-                                "separated by whitespace") from None
+    lines = read_text(path, MAX_TOKEN_FILE_BYTES, "calibration token file",
+                      lambda message: QuantizationError(f"{path}: {message}"),
+                      encoding="ascii").splitlines()
     for lineno, line in enumerate(lines, 1):
         ids = []
         for word in line.split():

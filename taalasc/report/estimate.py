@@ -7,7 +7,11 @@ and placement facts). Both call ``build_report``.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from taalasc.errors import ModelError
+from taalasc.inputfile import display
+from taalasc.model import arch
 from taalasc.report.area import PlacementFacts, area_metrics, tile_map
 from taalasc.report.cost import cost_metrics
 from taalasc.report.datapath import datapath_extras
@@ -34,6 +38,10 @@ def build_report(model: ModelShape, bits: dict, base, facts: PlacementFacts | No
         raise ModelError(f"--context must be at least 1, not {context!r}")
     if not 0 < utilisation <= 1:
         raise ModelError(f"--utilisation must be in (0, 1], not {utilisation!r}")
+    # a folder name that is not UTF-8 (kept by Python as lone surrogates) must still print
+    # and be written into report.json
+    model = replace(model, name=display(model.name), source=display(model.source))
+    arch.require_matrices(model.tensors, model.source or model.name)
     facts = facts or PlacementFacts()
     nbits = normalise_bits(model, bits)
     asymmetric = frozenset(n for n, spec in bits.items() if getattr(spec, "asymmetric", False))

@@ -114,7 +114,7 @@ def stage_of(name: str) -> str | None:
 def shape_from_config(config: dict, name: str | None = None, source: str = "config") -> ModelShape:
     from taalasc.model.presets import tensor_shapes
 
-    shapes = tensor_shapes(config)
+    shapes = tensor_shapes(config, source)
     return ModelShape(name or str(config.get("_name_or_path") or config.get("model_type")),
                       dict(sorted(shapes.items())), config, source)
 
@@ -126,17 +126,13 @@ def shape_from_preset(preset: str) -> ModelShape:
 
 
 def shape_from_config_file(path: Path) -> ModelShape:
-    import json
+    from taalasc.inputfile import MAX_CONFIG_BYTES, display, read_json
 
     path = Path(path)
-    try:
-        config = json.loads(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise ModelError(f"{path}: cannot read ({exc.strerror})") from None
-    except ValueError as exc:
-        raise ModelError(f"{path}: not valid JSON ({exc})") from None
+    config = read_json(path, MAX_CONFIG_BYTES, "config.json")
     if not isinstance(config, dict):
-        raise ModelError(f"{path}: must hold a JSON object, not {type(config).__name__}")
+        raise ModelError(f"{display(path)}: must hold a JSON object, not "
+                         f"{type(config).__name__}")
     return shape_from_config(config, path.parent.name or path.stem, str(path))
 
 

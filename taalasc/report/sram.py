@@ -11,13 +11,14 @@ flight (L = max_position_embeddings, else 128), held in the kv_cache SRAM.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
 from taalasc.errors import ModelError
+from taalasc.inputfile import MAX_CONFIG_BYTES, read_json
+from taalasc.model.safetensors_io import read_header
 from taalasc.report.metrics import Metric, assumed, from_base, from_metric, from_model
-from taalasc.report.shape import ModelShape, _numel
+from taalasc.report.shape import ModelShape
 
 LORA_BITS = 16
 DEFAULT_LORA_TARGETS = ("q_proj", "v_proj")  # PEFT's default for Llama-family models
@@ -50,27 +51,13 @@ def lora_from_adapter(path: Path) -> Lora:
     path = Path(path)
     cfg_path = path / "adapter_config.json"
     tensors = path / "adapter_model.safetensors"
-    if not cfg_path.is_file() or not tensors.is_file():
+    if not cfg_path.exists() or not tensors.is_file():
         raise ModelError(f"{path}: a LoRA adapter folder needs adapter_config.json and "
                          "adapter_model.safetensors")
-    try:
-        cfg = json.loads(cfg_path.read_text(encoding="utf-8"))
-    except ValueError as exc:
-        raise ModelError(f"{cfg_path}: not valid JSON ({exc})") from None
+    cfg = read_json(cfg_path, MAX_CONFIG_BYTES, "adapter config")
     if not isinstance(cfg, dict):
         raise ModelError(f"{cfg_path}: must hold a JSON object")
-    with tensors.open("rb") as f:
-        head = f.read(8)
-        if len(head) != 8:
-            raise ModelError(f"{tensors}: too short for a safetensors header")
-        size = int.from_bytes(head, "little")
-        if size > 100_000_000:
-            raise ModelError(f"{tensors}: header length {size} exceeds 100 MB")
-        try:
-            header = json.loads(f.read(size))
-        except ValueError as exc:
-            raise ModelError(f"{tensors}: header is not valid JSON ({exc})") from None
-    params = sum(_numel(tuple(v["shape"])) for k, v in header.items() if k != "__metadata__")
+    params = sum(t.numel for t in read_header(tensors).tensors.values())
     return Lora(params, f"{path} (r={cfg.get('r')}, targets={cfg.get('target_modules')})")
 
 

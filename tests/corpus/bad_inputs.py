@@ -323,8 +323,9 @@ YAML_CASES: list[tuple[str, str | bytes, str]] = [
                                                            r"not -16"),
     ("nan-value", _sub("activity_factor: 0.15", "activity_factor: .nan"),
      r"datapath\.activity_factor: must be finite, not nan"),
-    ("coordinate-over-32-bits", _sub("width_nm: 2000000", "width_nm: 4294967296"),
-     r"die\.width_nm: 4294967296 nm does not fit a 32-bit GDS coordinate"),
+    ("die-beyond-reticle", _sub("width_nm: 2000000", "width_nm: 4294967296"),
+     r"die\.width_nm: 4294967296 nm is longer than the 33000000 nm side of the largest "
+     r"exposure field"),
     ("grid-over-32-bits", _sub("origin_nm: [100000, 100000]", "origin_nm: [2147483000, 100000]"),
      r"tile_grid: \d+ nm does not fit a 32-bit GDS coordinate"),
     ("duplicate-key", _sub("max_dies: 8", "max_dies: 8\nmax_dies: 9"), r"duplicate key 'max_dies'"),
@@ -338,7 +339,7 @@ YAML_CASES: list[tuple[str, str | bytes, str]] = [
     ("empty-file", "", r"<top>: must be a mapping, not null"),
     ("top-level-list", "- 1\n- 2\n", r"<top>: must be a mapping, not a list"),
     ("not-utf8", b"\xff\xfe\x00garbage", r"not UTF-8 text \(byte 0\)"),
-    ("over-1-MiB", "# " + "x" * (1 << 20) + "\n", r"configs are limited to 1048576"),
+    ("over-1-MiB", "# " + "x" * (1 << 20) + "\n", r"over the 1,048,576-byte limit"),
     ("deep-nesting", "a: " + "[" * 5000 + "]" * 5000 + "\n",
      r"nesting is too deep|must|unknown key"),
 ]
