@@ -52,7 +52,7 @@ def test_demo_writes_the_full_output_set(demo):
         assert info["sha256"] == hashlib.sha256(data).hexdigest()
 
 
-def test_only_the_two_custom_layers_and_one_via_per_bit(demo):
+def test_only_the_custom_layers_and_one_via_per_bit_plus_one_per_strap(demo):
     masks = demo / "masks"
     manifest = json.loads((masks / "manifest.json").read_text())
     die = manifest["dies"][0]
@@ -60,19 +60,23 @@ def test_only_the_two_custom_layers_and_one_via_per_bit(demo):
     pdk = load_base_array("sky130-demo").pdk
     via, metal = (pdk.layers.via.gds_layer, pdk.layers.via.gds_datatype), \
         (pdk.layers.top_metal.gds_layer, pdk.layers.top_metal.gds_datatype)
+    fill = (pdk.layers.top_metal_fill.gds_layer, pdk.layers.top_metal_fill.gds_datatype)
+    boundary = (pdk.layers.boundary.gds_layer, pdk.layers.boundary.gds_datatype)
     fields = placement["assignment_fields"]
     bits = 0
     for row in placement["assignments"]:
         a = dict(zip(fields, row))
         bits += (a["row1"] - a["row0"]) * (a["col1"] - a["col0"]) * a["bits"]
     assert die["bit_vias"] == bits
+    tiles = len(placement["assignments"])
+    assert die["tie_vias"] == tiles * 2 * load_base_array("sky130-demo").weight_tile.sites_y
     for fmt in ("gds", "oas"):
         counts = _klayout_shapes(masks / f"die0.{fmt}")
-        assert set(counts) == {via, metal}
-        assert counts[via] == bits + die["route_vias"] == die["via_count"]
+        assert set(counts) == {via, metal, fill, boundary} and counts[boundary] == 1
+        assert counts[via] == bits + die["tie_vias"] + die["route_vias"] == die["via_count"]
     lib = gdstk.read_gds(str(masks / "die0.gds"))
     flat = lib.top_level()[0].copy("flat").flatten()
-    assert {(p.layer, p.datatype) for p in flat.polygons} == {via, metal}
+    assert {(p.layer, p.datatype) for p in flat.polygons} == {via, metal, fill, boundary}
     assert sum(1 for p in flat.polygons if (p.layer, p.datatype) == via) == die["via_count"]
 
 

@@ -89,7 +89,7 @@ def test_site_pitch_below_via_pitch():
 
 def test_tiles_beyond_the_die():
     exc = base_error(lambda d: d["tile_grid"].__setitem__("columns", 40))
-    assert re.fullmatch(r"tile_grid\.columns: 40 columns at 60000 nm end at x = 2500000 nm, "
+    assert re.fullmatch(r"tile_grid\.columns: 40 columns at 61600 nm end at x = 2564000 nm, "
                         r"beyond the die width 2000000 nm", exc.problems[0])
 
 

@@ -15,11 +15,13 @@ TileSlot = namedtuple("TileSlot", "die column row")
 
 
 def small_base():
-    """sky130-demo shrunk: 3 x 2 tiles of 16 x 8 sites on a 380 x 320 um die (one window)."""
+    """sky130-demo shrunk: 3 x 2 tiles of 16 x 8 sites on a 306 x 325 um die (one window),
+    with a 50 um frame (seal ring and pad ring) whose area the fill leaves alone."""
     base = load_base_array("sky130-demo")
     tile = replace(base.weight_tile, sites_x=16, sites_y=8)
     grid = replace(base.tile_grid, columns=3, rows=2, pitch_x_nm=35_200, pitch_y_nm=62_400)
     return replace(base, weight_tile=tile, tile_grid=grid,
+                   frame=replace(base.frame, pad_ring_nm=40_000),
                    die=Die(width_nm=100_000 * 2 + 3 * 35_200, height_nm=100_000 * 2 + 2 * 62_400))
 
 

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from taalasc.emit.drc import check_file
-from taalasc.emit.fill import window_density_pct
+from taalasc.emit.fill import keep_out_area_rects, window_density_pct
 from taalasc.emit.readback import decode_tile_bits, read_vias
 from taalasc.emit.writer import DieMaskWriter, layer_properties_lyp
 from taalasc.errors import MaskError
@@ -40,12 +40,34 @@ def _layers(base):
     return (v.gds_layer, v.gds_datatype), (m.gds_layer, m.gds_datatype)
 
 
+def _fill_and_boundary(base):
+    f, b = base.pdk.layers.top_metal_fill, base.pdk.layers.boundary
+    return (f.gds_layer, f.gds_datatype), (b.gds_layer, b.gds_datatype)
+
+
+def _top_metal(layout, base):
+    """Drawn top metal and its fill, merged: one layer to the rules."""
+    return (_region(layout, _layers(base)[1]) + _region(layout, _fill_and_boundary(base)[0])).merged()
+
+
 @pytest.mark.parametrize("fmt", ["gds", "oas"])
-def test_only_the_two_custom_layers_exist_with_nm_dbu(written, fmt):
+def test_only_the_custom_layers_fill_and_boundary_exist_with_nm_dbu(written, fmt):
     base, result, _ = written
     layout = _layout(result.files[fmt])
     found = {(layout.get_info(i).layer, layout.get_info(i).datatype) for i in layout.layer_indexes()}
-    assert found == set(_layers(base))
+    assert found == set(_layers(base)) | set(_fill_and_boundary(base))
+    fill, boundary = _fill_and_boundary(base)
+    assert _region(layout, fill).count() == result.fill_shapes > 0
+    assert [(p.bbox().left, p.bbox().bottom, p.bbox().right, p.bbox().top)
+            for p in _region(layout, boundary).each()] == \
+        [(0, 0, base.die.width_nm, base.die.height_nm)]
+    # no fill in the keep-outs (the frame: seal ring, pad ring), nor within spacing of them
+    s = base.pdk.rules.top_metal_space_nm
+    import klayout.db as kdb
+    holes = kdb.Region()
+    for a, b, c, d in base.keep_out_rects_nm:
+        holes.insert(kdb.Box(a - s, b - s, c + s, d + s))
+    assert base.keep_out_rects_nm and (_region(layout, fill) & holes).is_empty()
     assert layout.dbu == pytest.approx(0.001)
     assert len(list(layout.top_cells())) == 1
 
@@ -54,7 +76,9 @@ def test_via_counts_agree_between_gdstk_klayout_and_formats(written):
     base, result, bits = written
     via, _ = _layers(base)
     assert result.bit_vias == sum(len(b) for b in bits.values())
-    assert result.route_vias == 8 and result.via_count == result.bit_vias + 8
+    tiles = len(bits)
+    assert result.tie_vias == tiles * 2 * base.weight_tile.sites_y   # one per strap
+    assert result.route_vias == 8 and result.via_count == result.bit_vias + result.tie_vias + 8
     centres = {}
     for fmt in ("gds", "oas"):
         centres[fmt] = read_vias(result.files[fmt], base.pdk)
@@ -77,7 +101,7 @@ def test_klayout_rule_checks_are_clean(written, fmt):
     assert {(p.bbox().width(), p.bbox().height()) for p in vias.each()} == \
         {(to_dbu(rules.via_size_nm), to_dbu(rules.via_size_nm))}
     assert vias.space_check(to_dbu(rules.via_space_nm)).count() == 0
-    top = _region(layout, metal).merged()
+    top = _top_metal(layout, base)
     assert top.width_check(to_dbu(rules.top_metal_width_nm)).count() == 0
     assert top.space_check(to_dbu(rules.top_metal_space_nm)).count() == 0
     min_area = rules.top_metal_min_area_um2 / layout.dbu ** 2
@@ -92,10 +116,14 @@ def test_density_is_within_limits_and_matches_klayout_area(written):
     rules = base.pdk.rules
     assert rules.top_metal_density_min_pct <= result.density_min_pct
     assert result.density_max_pct <= rules.top_metal_density_max_pct
-    # The small die is smaller than one window: density = merged metal area / die area.
+    # The small die is smaller than one window: density = merged metal area (fill included)
+    # / the die's area outside the keep-outs (grown by the spacing rule).
+    from taalasc.emit.fill import keep_out_area_rects
+
     layout = _layout(result.files["oas"])
-    area_um2 = _region(layout, _layers(base)[1]).merged().area() * layout.dbu ** 2
-    die_um2 = base.die.width_nm * base.die.height_nm * 1e-6
+    area_um2 = _top_metal(layout, base).area() * layout.dbu ** 2
+    kept_um2 = sum((c - a) * (d - b) for a, b, c, d in keep_out_area_rects(base)) * 1e-6
+    die_um2 = base.die.width_nm * base.die.height_nm * 1e-6 - kept_um2
     assert result.density_min_pct == pytest.approx(100 * area_um2 / die_um2, abs=0.05)
     assert result.fill_shapes > 0
 
@@ -134,9 +162,14 @@ def test_decode_reports_open_and_short():
 
 def test_our_drc_is_clean_on_written_files(written):
     base, result, _ = written
+    from taalasc.emit.fill import keep_out_area_rects
+
     die = (base.die.width_nm, base.die.height_nm)
-    assert check_file(result.files["gds"], base.pdk, die) == []
-    assert check_file(result.files["oas"], base.pdk, die) == []
+    keep_outs = keep_out_area_rects(base)
+    assert check_file(result.files["gds"], base.pdk, die, keep_outs) == []
+    assert check_file(result.files["oas"], base.pdk, die, keep_outs) == []
+    # Without them the frame's windows are short of metal: the check does measure density.
+    assert {v.rule for v in check_file(result.files["gds"], base.pdk, die)} == {"density"}
 
 
 def test_compiling_twice_gives_identical_bytes(tmp_path, written):
@@ -198,11 +231,16 @@ def test_a_port_is_used_once_then_other_sides(tmp_path):
     assert check_file(result.files["gds"], base.pdk) == []
 
 
-def test_layer_properties_name_both_layers():
+def test_layer_properties_name_the_custom_layers_fill_and_boundary():
     base = small_base()
     root = ET.fromstring(layer_properties_lyp(base.pdk))
     sources = sorted(p.findtext("source") for p in root.iter("properties"))
-    assert sources == ["71/44@1", "72/20@1"]
+    assert sources == ["235/4@1", "59/28@1", "71/44@1", "72/20@1"]
+
+
+FROZEN_VIAS = (465, "94467cc12e81f2ce")    # bit, tie and route vias
+FROZEN_METAL = (71, "f507a01d69da5fdd")    # 4 tiles x 16 straps + 7 route wires
+FROZEN_FILL = (598, "8c70906c327d3957")
 
 
 def _rect_digest(rects):
@@ -212,14 +250,19 @@ def _rect_digest(rects):
 
 @pytest.mark.parametrize("fmt", ["gds", "oas"])
 def test_geometry_equals_the_gdstk_writer_reference(written, fmt):
-    """Frozen from the earlier gdstk-based writer: the same die, flattened, both layers."""
-    from taalasc.emit.readback import custom_layers, read_rects
+    """Frozen from the earlier gdstk-based writer (the same die, flattened), refrozen when the
+    tie column, the fill datatype and the frame came (issue 14): 64 tie vias, straps one
+    site longer, fill on 59/28 outside the frame."""
+    from taalasc.emit.readback import custom_layers, mask_layers, read_rects
 
     base, result, _ = written
     via, metal = custom_layers(base.pdk)
-    rects = read_rects(result.files[fmt], {via, metal})
-    assert (len(rects[via]), _rect_digest(rects[via])) == (401, "b948ef83a03ffb63")
-    assert (len(rects[metal]), _rect_digest(rects[metal])) == (1677, "3f8fbb800fdb8bbf")
+    fill = (base.pdk.layers.top_metal_fill.gds_layer, base.pdk.layers.top_metal_fill.gds_datatype)
+    rects = read_rects(result.files[fmt], mask_layers(base.pdk))
+    assert len(rects[via]) == 401 + 4 * 2 * base.weight_tile.sites_y
+    assert (len(rects[via]), _rect_digest(rects[via])) == FROZEN_VIAS
+    assert (len(rects[metal]), _rect_digest(rects[metal])) == FROZEN_METAL
+    assert (len(rects[fill]), _rect_digest(rects[fill])) == FROZEN_FILL
 
 
 def _render(args):
@@ -278,9 +321,9 @@ def test_rows_that_are_not_whole_chunks_decode(tmp_path):
     die = (base.die.width_nm, base.die.height_nm)
     for fmt in ("gds", "oas"):
         centres = read_vias(result.files[fmt], base.pdk)
-        assert len(centres) == 96 + 53
+        assert len(centres) == 96 + 53 + 2 * 2 * base.weight_tile.sites_y  # + tie vias
         for (c, r), want in bits.items():
             got, _, shorts = decode_tile_bits(centres, base, c, r)
             np.testing.assert_array_equal(got[:len(want)], want)
             assert shorts.size == 0
-        assert check_file(result.files[fmt], base.pdk, die) == []
+        assert check_file(result.files[fmt], base.pdk, die, keep_out_area_rects(base)) == []

@@ -293,10 +293,12 @@ def base_array_from_mapping(data: object, source: str, resolve_pdk) -> BaseArray
 def keep_out_problems(base: BaseArray) -> list[str]:
     """A keep-out (or the frame) may not overlap the tile grid: tiles hold the weights."""
     grid, tile, die, rules = base.tile_grid, base.weight_tile, base.die, base.pdk.rules
-    x0, y0 = grid.origin_nm
-    # The grid's extent, grown by the spacing rule: metal there would touch a tile's straps.
-    x1 = x0 + (grid.columns - 1) * grid.pitch_x_nm + tile.width_nm
-    y1 = y0 + (grid.rows - 1) * grid.pitch_y_nm + tile.height_nm
+    # The grid's extent with the routing channels on every side (the router also uses the
+    # channel left of column 0 and below row 0), grown by the spacing rule.
+    cx, cy = grid.pitch_x_nm - tile.width_nm, grid.pitch_y_nm - tile.height_nm
+    x0, y0 = grid.origin_nm[0] - cx, grid.origin_nm[1] - cy
+    x1 = grid.origin_nm[0] + grid.columns * grid.pitch_x_nm
+    y1 = grid.origin_nm[1] + grid.rows * grid.pitch_y_nm
     s = rules.top_metal_space_nm
     problems = []
     named = ([("frame", r) for r in base.frame.rects_nm(die)] if base.frame else []) \
@@ -308,9 +310,9 @@ def keep_out_problems(base: BaseArray) -> list[str]:
             problems.append(f"{key}: [{a}, {b}, {c}, {d}] nm reaches beyond the "
                             f"{die.width_nm} x {die.height_nm} nm die")
         elif a < x1 + s and c > x0 - s and b < y1 + s and d > y0 - s:
-            problems.append(f"{key}: [{a}, {b}, {c}, {d}] nm overlaps the tile grid "
-                            f"[{x0}, {y0}, {x1}, {y1}] nm (or comes within the {s} nm "
-                            "top-metal spacing of it)")
+            problems.append(f"{key}: [{a}, {b}, {c}, {d}] nm overlaps the tile grid and its "
+                            f"routing channels [{x0}, {y0}, {x1}, {y1}] nm (or comes within "
+                            f"the {s} nm top-metal spacing of them)")
     return problems
 
 

@@ -202,6 +202,18 @@ def subtract(rect: tuple[int, int, int, int], holes: list[tuple[int, int, int, i
     return pieces
 
 
+def keep_out_area_rects(base: BaseArray) -> list[tuple[int, int, int, int]]:
+    """The area that is not the custom layers' to fill, as disjoint rectangles: every
+    keep-out grown by the top-metal spacing (fill must stay that far from the base chip's
+    own metal there), clipped to the die."""
+    s, W, H = base.pdk.rules.top_metal_space_nm, base.die.width_nm, base.die.height_nm
+    out: list[tuple[int, int, int, int]] = []
+    for a, b, c, d in base.keep_out_rects_nm:
+        grown = (max(a - s, 0), max(b - s, 0), min(c + s, W), min(d + s, H))
+        out += subtract(grown, out)
+    return out
+
+
 def plan_fill(base: BaseArray, used: set[tuple[int, int]], router, route_wires: np.ndarray,
               die_nm: tuple[int, int]) -> tuple[list[FillArray], np.ndarray]:
     """Fill for one die: square arrays (unused tiles, margin) and channel bars [n, 4]."""
@@ -222,7 +234,7 @@ def plan_fill(base: BaseArray, used: set[tuple[int, int]], router, route_wires: 
     dw, dh = die_nm
     # The margin around the grid, less the keep-outs (seal ring, pad ring, ...) grown by the
     # spacing rule: the base chip has top metal of its own there.
-    holes = [(a - s, b - s, c + s, d + s) for a, b, c, d in base.keep_out_rects_nm]
+    holes = keep_out_area_rects(base)
     for margin in ((s, s, dw - s, by0), (s, by1, dw - s, dh - s),
                    (s, by0 + s, bx0, by1 - s), (bx1, by0 + s, dw - s, by1 - s)):
         for x0, y0, x1, y1 in subtract(margin, holes):

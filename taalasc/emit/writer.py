@@ -7,8 +7,10 @@ the PDK's boundary layer (merge tools align to it; density decks measure inside 
 Hierarchy (names derived from content, so identical content shares a cell and names never
 depend on call order):
 
-* ``STRAPS``      both straps of every site row of a tile (top metal), each with its tie via
-                   down to its rail in the tile's tie column (top via); one cell for the die;
+* ``STRAPS``      both straps of every site row of a tile (top metal); one cell for the die;
+* ``TIES``        the tie via of every strap, down to its rail in the tile's tie column (top
+                   via); placed beside each used tile by the top cell, not inside the tile
+                   cell, so a tile cell holds bit vias only (extraction decodes it whole);
 * ``V{n}_{hex}``  the vias of a chunk of n <= 8 sites of one row with that bit pattern;
 * ``T_{sha256}``  a used tile: one STRAPS reference plus one chunk reference per chunk;
 * ``FILLSQ``      one fill square; ``FILL`` holds the fill arrays and channel bars;
@@ -36,11 +38,13 @@ import numpy as np
 from taalasc.config.base_array import BaseArray
 from taalasc.config.pdk import Pdk
 from taalasc.emit import gdsii, oasis
-from taalasc.emit.fill import FillArray, plan_fill, route_area_rects, window_density_pct
+from taalasc.emit.fill import (FillArray, keep_out_area_rects, plan_fill, route_area_rects,
+                               window_density_pct)
 from taalasc.emit.geometry import chunk_name, chunk_via_rects, strap_rects, tie_via_rects
 from taalasc.emit.routing import ChannelRouter
 from taalasc.emit.tiles import (DIE_REFNUM, FILL_REFNUM, FILLSQ_REFNUM, FIRST_TILE_REFNUM,
-                                STRAPS_REFNUM, RenderedTile, chunk_of_refnum, render_tile)
+                                STRAPS_REFNUM, TIES_REFNUM, RenderedTile, chunk_of_refnum,
+                                render_tile)
 from taalasc.errors import MaskError
 
 FORMATS = ("gds", "oas")
@@ -163,8 +167,8 @@ class DieMaskWriter:
         name = rendered.name
         if name not in self._tile_cells:
             if not self._tile_cells:
-                self._leaf("STRAPS", STRAPS_REFNUM, (self._strap_rects, self.metal_layer),
-                           (self._tie_rects, self.via_layer))
+                self._leaf("STRAPS", STRAPS_REFNUM, (self._strap_rects, self.metal_layer))
+                self._leaf("TIES", TIES_REFNUM, (self._tie_rects, self.via_layer))
             tile, via = self.base.weight_tile, self.base.pdk.rules.via_size_nm
             new = () if self._chunks.issuperset(rendered.chunks) else \
                 sorted(set(rendered.chunks) - self._chunks)
@@ -265,6 +269,8 @@ class DieMaskWriter:
                 table, lengths = gdsii.name_table(names, gdsii.SREF_HEAD)
                 body = gdsii.srefs(table, lengths,
                                    np.array([index[n] for _, (n, _) in placed]), xy).tobytes()
+                table, lengths = gdsii.name_table(["TIES"], gdsii.SREF_HEAD)
+                body += gdsii.srefs(table, lengths, np.zeros(len(placed), np.int64), xy).tobytes()
             self._out("gds", gdsii.begin_cell(top) + body + gdsii.boundaries(wires, metal)
                       + gdsii.boundaries(vias, via) + gdsii.boundaries(boundary, self.boundary_layer)
                       + gdsii.sref("FILL", 0, 0)
@@ -272,6 +278,8 @@ class DieMaskWriter:
         if "oas" in self._fh:
             body = b"".join(oasis.placement(self._tile_cells[n], *grid.tile_origin_nm(c, r))
                             for (c, r), (n, _) in placed)
+            body += b"".join(oasis.placement(TIES_REFNUM, *grid.tile_origin_nm(c, r))
+                             for (c, r), _ in placed)
             self._out("oas", oasis.cellname(top, DIE_REFNUM) + oasis.cell(DIE_REFNUM)
                       + body + oasis.rectangles(wires, metal) + oasis.rectangles(vias, via)
                       + oasis.rectangles(boundary, self.boundary_layer)
@@ -339,7 +347,7 @@ def _die_plan(base: BaseArray, used: tuple, routes: tuple) -> tuple:
     density = window_density_pct(metal_rects(), die_nm,
                                  int(round(rules.density_window_um * 1000)),
                                  int(round(rules.density_step_um * 1000)), g,
-                                 exclude=base.keep_out_rects_nm)
+                                 exclude=keep_out_area_rects(base))
     for arr in (wires, vias, bars, density):
         arr.setflags(write=False)  # shared between dies
     if len(_PLANS) >= 4:

@@ -101,7 +101,7 @@ def mask_cases(folder: Path) -> list[tuple[str, Path, str]]:
         ("gds-renamed-oas", put("really_gds.oas", g), unreadable),
         ("png-renamed-oas", put("picture.oas", png), unreadable),
         ("other-pdk-layers-gds", _single(folder, "layer1.gds", gdstk.rectangle(
-            (0, 0), (800, 800), layer=1, datatype=0)), r"shape on layer 1/0; only \[\(71, 44\)"),
+            (0, 0), (800, 800), layer=1, datatype=0)), r"shape on layer 1/0; only \[\(59, 28\), \(71, 44\)"),
         ("other-pdk-layers-oas", _single(folder, "layer1.oas", gdstk.rectangle(
             (0, 0), (800, 800), layer=1, datatype=0), oas=True), r"shape on layer 1/0"),
         ("gf180-via-layer", _single(folder, "gf180.gds", gdstk.rectangle(
