@@ -242,7 +242,8 @@ def compile_model(model: Path, out_dir: Path, options: CompileOptions,
     for a, b in placement.links:
         links.setdefault(a.die, []).append((a, b))
 
-    with staged_output(Path(out_dir), inputs_digest=digest, force=options.force) as stage:
+    with staged_output(Path(out_dir), inputs_digest=digest, force=options.force,
+                       inputs=_input_paths(model, ckpt, base, options)) as stage:
         # The overview, placement statistics and placement JSON depend on the placement only:
         # while dies run in other processes this thread would idle, so it makes them then.
         def placement_only():
@@ -288,6 +289,12 @@ def compile_model(model: Path, out_dir: Path, options: CompileOptions,
         manifest["placement_stats"] = stats
         (stage / MANIFEST).write_text(_manifest_text(manifest, placement_text))
     return CompileResult(out_dir=Path(out_dir), manifest=manifest, summary=_summary(manifest))
+
+
+def _input_paths(model, ckpt, base: BaseArray, options: CompileOptions) -> list:
+    """Every file the compile reads: the output folder must not hold any of them."""
+    calib = options.calib if options.calib != "default" else None
+    return [model, *ckpt.files, base.path, base.pdk.path, calib, options.calib_tokens]
 
 
 def _quantizer(ckpt, options: CompileOptions, specs: dict, tick):
