@@ -102,8 +102,14 @@ def _spawning() -> Iterator[None]:
             and callable(signal.getsignal(signal.SIGINT)))
     previous = signal.signal(signal.SIGINT, lambda signum, frame: caught.append(signum)) \
         if hold else None
-    mask = signal.pthread_sigmask(signal.SIG_BLOCK, held) \
-        if hasattr(signal, "pthread_sigmask") else None
+    mask = None
+    if hasattr(signal, "pthread_sigmask"):
+        # Starting multiprocessing's resource tracker unblocks SIGINT in this thread when it
+        # is done (bpo-33613): have it running before the mask is set.
+        from multiprocessing import resource_tracker
+
+        resource_tracker.ensure_running()
+        mask = signal.pthread_sigmask(signal.SIG_BLOCK, held)
     try:
         yield
     finally:

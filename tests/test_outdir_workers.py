@@ -4,6 +4,7 @@ once); a parent killed with SIGKILL takes its workers with it."""
 
 from __future__ import annotations
 
+import json
 import os
 import pathlib
 import signal
@@ -113,3 +114,31 @@ def test_workers_die_with_a_killed_parent(tmp_path):
         for pid in workers:
             if _alive(pid):
                 os.kill(pid, signal.SIGKILL)
+
+
+_MASKS = '''
+import json, multiprocessing, signal
+from concurrent.futures import ProcessPoolExecutor
+from taalasc.parallel import _spawning
+
+def blocked(_):
+    return sorted(int(s) for s in signal.pthread_sigmask(signal.SIG_BLOCK, set()))
+
+if __name__ == "__main__":
+    with _spawning():   # a fresh process: multiprocessing's resource tracker starts in here
+        pool = ProcessPoolExecutor(2, mp_context=multiprocessing.get_context("spawn"))
+        print(json.dumps(list(pool.map(blocked, range(2)))))
+    pool.shutdown()
+'''
+
+
+def test_workers_start_with_ctrl_c_blocked(tmp_path):
+    """A worker still booting when Ctrl-C reaches the group must not see it: processes started
+    under _spawning inherit a mask blocking SIGINT (no initializer here, so it shows)."""
+    script = tmp_path / "masks.py"
+    script.write_text(_MASKS)
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr
+    for mask in json.loads(done.stdout):
+        assert int(signal.SIGINT) in mask, done.stdout
