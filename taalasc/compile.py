@@ -242,7 +242,8 @@ def compile_model(model: Path, out_dir: Path, options: CompileOptions,
     planned = plan(Path(model), options)
     options = _as_planned(options, planned.base)
     digest = _digest(_inputs(planned.ckpt, planned.base, options))
-    with staged_output(Path(out_dir), inputs_digest=digest, force=options.force) as stage:
+    with staged_output(Path(out_dir), inputs_digest=digest, force=options.force,
+                       inputs=_input_paths(model, planned.ckpt, planned.base, options)) as stage:
         quantizer = _quantizer(planned.ckpt, options, planned.specs, progress)
         manifest, _ = build(planned, options, stage, quantizer, progress, jobs=jobs,
                             scheduler=scheduler)
@@ -345,6 +346,12 @@ def build(planned: "Planned", options: CompileOptions, stage: Path, quantizer,
     manifest["placement_stats"] = stats
     (stage / MANIFEST).write_text(_manifest_text(manifest, placement_text))
     return manifest, dies
+
+
+def _input_paths(model, ckpt, base: BaseArray, options: CompileOptions) -> list:
+    """Every file the compile reads: the output folder must not hold any of them."""
+    calib = options.calib if options.calib != "default" else None
+    return [model, *ckpt.files, base.path, base.pdk.path, calib, options.calib_tokens]
 
 
 def _quantizer(ckpt, options: CompileOptions, specs: dict, tick):

@@ -39,7 +39,10 @@ from taalasc.commands.common import base_option, parse_group_size, print_table, 
 @click.option("--native/--requantize", default=True, show_default=True,
               help="For a .gguf file: put its own Q8_0/Q4_0/Q4_1 codes on the chip as they are "
                    "(the model llama.cpp runs), or quantize every tensor again from its values.")
-@click.option("--force", is_flag=True, help="Replace an output folder holding a different compile.")
+@click.option("--force", is_flag=True,
+              help="Replace an output folder holding a different compile, or files its "
+                   "compile did not write. Never a folder without a manifest, the current "
+                   "folder, or one holding an input.")
 @click.option("--quiet", is_flag=True, help="No progress bar and no summary table.")
 @click.pass_context
 def compile_cmd(ctx, model, base, out_dir, bits, rules, group_size, auto, budget, method, asymmetric,
@@ -52,6 +55,7 @@ def compile_cmd(ctx, model, base, out_dir, bits, rules, group_size, auto, budget
 
     from taalasc.compile import CompileOptions, compile_model
     from taalasc.dieworker import parse_index_set
+    from taalasc.outdir import check_output_folder
 
     # Calibration files are recorded by absolute path (and hash, in the manifest's inputs):
     # verify quantizes again with them, from wherever it runs.
@@ -69,6 +73,7 @@ def compile_cmd(ctx, model, base, out_dir, bits, rules, group_size, auto, budget
                              dies=None if dies is None else parse_index_set(dies, "--die"))
     if out_dir is None:
         out_dir = Path(f"{model.name.removesuffix('.safetensors').removesuffix('.gguf')}.taalasc")
+    check_output_folder(out_dir)  # before the model is read: `-o .` and `-o ''` are refused
     with progress_bar(not quiet) as tick:
         result = compile_model(model, out_dir, options, progress=tick, jobs=jobs,
                                scheduler=scheduler)

@@ -21,6 +21,7 @@ def demo(out_dir: Path, force: bool):
     from taalasc.model.synth import write_demo
     from taalasc.verify import verify
 
+    _check_demo_folder(out_dir)
     model_dir = out_dir / "model"
     model_dir.mkdir(parents=True, exist_ok=True)
     write_demo(model_dir)
@@ -34,3 +35,27 @@ def demo(out_dir: Path, force: bool):
         raise CheckFailed("the demo's masks do not verify; please report it")
     click.echo(f"next: taalasc report {result.out_dir}   |   "
                f"klayout {result.out_dir}/die0.gds -l {result.out_dir}/sky130.lyp")
+
+
+# What a demo folder holds: the demo model (write_demo) and the compile folder.
+_DEMO = {"model": {"config.json", "model.safetensors"}, "masks": None}
+
+
+def _check_demo_folder(out_dir: Path) -> None:
+    """The demo writes OUT/model over and replaces OUT/masks: OUT must be new, empty or a
+    previous demo, never the current folder or one holding other files (OutputError)."""
+    from taalasc.errors import OutputError
+    from taalasc.outdir import check_output_folder
+
+    folder = check_output_folder(out_dir)
+    if not folder.exists():
+        return
+    if not folder.is_dir():
+        raise OutputError(f"{out_dir}: exists and is not a folder")
+    foreign = [p.name for p in folder.iterdir() if p.name not in _DEMO or not p.is_dir()]
+    model = folder / "model"
+    if model.is_dir():
+        foreign += [f"model/{p.name}" for p in model.iterdir() if p.name not in _DEMO["model"]]
+    if foreign:
+        raise OutputError(f"{out_dir}: holds {', '.join(sorted(foreign)[:3])}, not a taalasc "
+                          "demo's; choose another -o")

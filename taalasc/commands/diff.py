@@ -42,7 +42,11 @@ def diff_cmd(a, b, max_changed, json_path, md_path, png_path, xor_path, fmt, fla
     from taalasc.diff.report import (print_summary, write_heatmap, write_json, write_markdown,
                                      write_xor)
     from taalasc.errors import CheckFailed
+    from taalasc.outdir import atomic_file, check_output_file
 
+    for option, path in (("--json", json_path), ("--markdown", md_path),
+                         ("--heatmap", png_path), ("--xor", xor_path)):
+        check_output_file(path, (a, b), option)
     limit = parse_max_changed(max_changed)
     if xor_path is not None and xor_path.suffix.lower() not in (".gds", ".oas"):
         raise click.BadParameter(f"must end in .gds or .oas, not {xor_path.name!r}",
@@ -52,13 +56,17 @@ def diff_cmd(a, b, max_changed, json_path, md_path, png_path, xor_path, fmt, fla
     exceeded, detail = over_threshold(diff, limit)
     threshold = {"max_changed": max_changed, "exceeded": exceeded, "detail": detail}
     if json_path:
-        write_json(diff, json_path, threshold)
+        with atomic_file(json_path) as tmp:
+            write_json(diff, tmp, threshold)
     if md_path:
-        write_markdown(diff, md_path, threshold)
+        with atomic_file(md_path) as tmp:
+            write_markdown(diff, tmp, threshold)
     if png_path:
-        write_heatmap(diff, png_path)
+        with atomic_file(png_path) as tmp:
+            write_heatmap(diff, tmp)
     if xor_path:
-        write_xor(diff, xor_path)
+        with atomic_file(xor_path) as tmp:
+            write_xor(diff, tmp)
     if not quiet:
         print_summary(diff, threshold)
     if exceeded:

@@ -68,9 +68,12 @@ def estimate_cmd(model, config_path, preset, base, bits, rules, group_size, auto
     figures. Every figure lists its formula and its sourced inputs (--json, --markdown)."""
     from taalasc.config import load_base_array
     from taalasc.errors import ModelError
+    from taalasc.outdir import atomic_file, check_output_file
     from taalasc.report import estimate, lora_from_adapter, lora_from_rank
     from taalasc.report import shape as shp
 
+    yaml_base = base if str(base).endswith((".yaml", ".yml")) else None  # not a built-in name
+    check_output_file(plot, (model, config_path, lora_dir, yaml_base), "--plot")
     given = [x for x in (model, config_path, preset) if x is not None]
     if len(given) != 1:
         raise ModelError("estimate: give exactly one of MODEL, --config or --preset, "
@@ -115,5 +118,6 @@ def estimate_cmd(model, config_path, preset, base, bits, rules, group_size, auto
 
         Console(width=200).print(sweep_table(points, markdown=False))
     if plot is not None:
-        sweep_plot(points, plot)
+        with atomic_file(plot) as tmp:
+            sweep_plot(points, tmp)
         click.echo(f"wrote {plot}", err=True)

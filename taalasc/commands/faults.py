@@ -55,7 +55,10 @@ def faults_cmd(out_dir, model, rates, kinds, trials, seed, tokens, fragile, frag
     from rich.console import Console
 
     from taalasc.faults import FaultBench, fault_curve, fragility
+    from taalasc.outdir import atomic_file, check_output_file
 
+    check_output_file(json_path, (out_dir, model), "--json")
+    check_output_file(md_path, (out_dir, model), "--markdown")
     ids = parse_tokens(tokens) if tokens is not None else None
     options = {"open_model": open_model, "short_model": short_model}
     bench = FaultBench(out_dir, model, ids, fmt)
@@ -73,10 +76,12 @@ def faults_cmd(out_dir, model, rates, kinds, trials, seed, tokens, fragile, frag
     for title, header, rows in tables(result, fragile):
         console.print(_rich(title, header, rows))
     if json_path is not None:
-        json_path.write_text(json.dumps(jsonable(result), indent=1, sort_keys=True,
-                                        allow_nan=False) + "\n")
+        with atomic_file(json_path) as tmp:
+            tmp.write_text(json.dumps(jsonable(result), indent=1, sort_keys=True,
+                                      allow_nan=False) + "\n")
     if md_path is not None:
-        md_path.write_text(markdown(result, fragile))
+        with atomic_file(md_path) as tmp:
+            tmp.write_text(markdown(result, fragile))
 
 
 def _fmt(value: float) -> str:

@@ -95,6 +95,7 @@ def quality_cmd(model, original, text_path, window, max_tokens, bits, auto, budg
     from taalasc.config import load_base_array
     from taalasc.errors import ModelError
     from taalasc.model import open_checkpoint
+    from taalasc.outdir import atomic_file, check_output_file
     from taalasc.sim import quality as q
 
     compiled = (Path(model) / "manifest.json").is_file()
@@ -104,6 +105,8 @@ def quality_cmd(model, original, text_path, window, max_tokens, bits, auto, budg
     if compiled and original is None:
         raise ModelError(f"{model} is a compile folder: name the checkpoint it was compiled "
                          "from with --model (the float reference and the tokenizer need it)")
+    for option, path in (("--json", json_path), ("--plot", plot_path)):
+        check_output_file(path, (model, original, text_path), option)
     ckpt = open_checkpoint(original if compiled else model)
     parsed = [] if compiled else [(label, options, parse_policy(options, given))
                                   for label, options, given
@@ -151,10 +154,12 @@ def quality_cmd(model, original, text_path, window, max_tokens, bits, auto, budg
     json_text = _json_text(doc) if json_path is not None else None
     image = render_plot(doc) if plot_path is not None else None
     if json_text is not None:
-        _write(json_path, json_text)
+        with atomic_file(json_path) as tmp:
+            _write(tmp, json_text)
     if image is not None:
         from taalasc.png import write_png
-        write_png(plot_path, image)
+        with atomic_file(plot_path) as tmp:
+            write_png(tmp, image)
 
 
 def _sequences(ckpt, text_file: Path, window: int, max_tokens: int) -> list[list[int]]:

@@ -73,7 +73,10 @@ def simulate(ctx: click.Context, model: str, original: str | None, lora_dir: str
     from pathlib import Path
 
     from taalasc.errors import ModelError
+    from taalasc.outdir import check_output_file
 
+    # float.npy and chip.npy, names no adapter file has: only the model folders are guarded
+    check_output_file(save_dir, (model, original), "--save-logits")
     compiled = Path(model) / "manifest.json"
     if compiled.is_file():
         if original is None:

@@ -37,7 +37,10 @@ def verify_cmd(out_dir, model, fmt, tokens, lora_dir, min_top1, min_cosine, max_
     from rich.table import Table
 
     from taalasc.errors import CheckFailed, ModelError
+    from taalasc.outdir import atomic_file, check_output_file
     from taalasc.verify import Thresholds, verify
+
+    check_output_file(json_path, (out_dir, model, lora_dir), "--json")
 
     token_ids = None
     if tokens is not None:
@@ -64,7 +67,8 @@ def verify_cmd(out_dir, model, fmt, tokens, lora_dir, min_top1, min_cosine, max_
     for line in result.defects[:20]:
         console.print(f"  defect: {line}", highlight=False)
     if json_path is not None:
-        json_path.write_text(json.dumps(result.to_dict(), indent=1, sort_keys=True) + "\n")
+        with atomic_file(json_path) as tmp:
+            tmp.write_text(json.dumps(result.to_dict(), indent=1, sort_keys=True) + "\n")
     if not result.passed:
         failed = [c.name for c in result.checks if not c.passed]
         first = (result.mismatches or result.defects or result.differences or [""])[0]
