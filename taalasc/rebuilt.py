@@ -152,7 +152,9 @@ def _brief(value, limit: int = 60) -> str:
 
 def _show(text: str) -> str:
     """Names from an untrusted folder, printable: control characters as escapes."""
-    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+    from taalasc.errors import safe_text
+
+    return safe_text(text)
 
 
 def metal_differences(path: Path, layout, base, fmt: str) -> str:

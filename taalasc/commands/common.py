@@ -169,22 +169,33 @@ def print_table(title: str, rows: list[tuple[str, str]], justify: str = "right")
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title=title, show_header=False)
+    from taalasc.errors import safe_markup
+
+    # titles and values hold paths and names from the inputs: escaped
+    table = Table(title=safe_markup(title), show_header=False)
     table.add_column(style="bold")
     table.add_column(justify=justify)
     for key, value in rows:
-        table.add_row(key, value)
+        table.add_row(safe_markup(key), safe_markup(value))
     Console().print(table)
 
 
 def emit_report(report, as_json: bool, as_md: bool) -> None:
     """A taalasc.report.Report on stdout: JSON, Markdown, or rich tables."""
-    if as_json:
+    if as_json:  # json.dumps escapes control characters itself
         click.echo(report.to_json(), nl=False)
     elif as_md:
-        click.echo(report.to_markdown(), nl=False)
+        echo_safe(report.to_markdown(), nl=False)
     else:
         report.print()
+
+
+def echo_safe(text: str, nl: bool = True) -> None:
+    """click.echo for text that holds names and formulas read from files: each line escaped
+    by safe_text, so none can drive the terminal."""
+    from taalasc.errors import safe_text
+
+    click.echo("\n".join(safe_text(line) for line in text.split("\n")), nl=nl)
 
 
 def jsonable(value):

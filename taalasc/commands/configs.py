@@ -184,11 +184,14 @@ def show_cmd(name: str, kind: str, fmt: str) -> None:
         click.echo(json.dumps({"kind": kind, "path": obj.path, "values": [
             {"key": k, "value": v, "source": s} for k, v, s in rows]}, indent=2))
         return
-    click.echo(f"{'PDK' if kind == 'pdk' else 'base array'} {obj.name} ({obj.path})")
+    from taalasc.errors import safe_text
+
+    # names, values and sources come from the YAML file: escaped
+    click.echo(safe_text(f"{'PDK' if kind == 'pdk' else 'base array'} {obj.name} ({obj.path})"))
     width = max(len(k) for k, _, _ in rows)
     vwidth = min(24, max(len(_fmt(v)) for _, v, _ in rows))
     for key, value, source in rows:
-        click.echo(f"  {key:<{width}}  {_fmt(value):<{vwidth}}  {source}".rstrip())
+        click.echo(safe_text(f"  {key:<{width}}  {_fmt(value):<{vwidth}}  {source}".rstrip()))
 
 
 @configs.command("check")
@@ -200,15 +203,17 @@ def check_cmd(paths: tuple[Path, ...], kind: str) -> None:
 
     Each PATH is a PDK or base-array YAML file; with --kind auto the kind is read from its keys.
     """
+    from taalasc.errors import safe_text
+
     results = check_paths(list(paths), kind)
     bad = 0
     for path, found, problems in results:
         if not problems:
-            click.echo(f"ok  {path} ({found})")
+            click.echo(safe_text(f"ok  {path} ({found})"))
             continue
         bad += 1
-        for problem in problems:
-            click.echo(f"{path}: {problem}", err=True)
+        for problem in problems:  # problems quote keys and values of the file: escaped
+            click.echo(safe_text(f"{path}: {problem}"), err=True)
     if bad:
         # Raised, not ctx.exit(1): the CLI entry point turns it into "error: ..." and exit 1.
         from taalasc.errors import ConfigError

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import click
 
-from taalasc.commands.common import FiniteFloat, base_option, emit_report, parse_group_size, quant_options
+from taalasc.commands.common import (FiniteFloat, base_option, echo_safe, emit_report,
+                                     parse_group_size, quant_options)
 
 
 def _parse_rules(rules: tuple[str, ...]) -> list[tuple[str, int]]:
@@ -112,7 +113,7 @@ def estimate_cmd(model, config_path, preset, base, bits, rules, group_size, auto
 
         click.echo(json.dumps([p.to_dict() for _, p in points], indent=2, sort_keys=True))
     elif as_md:
-        click.echo(sweep_table(points, markdown=True))
+        echo_safe(sweep_table(points, markdown=True))
     else:
         from rich.console import Console
 

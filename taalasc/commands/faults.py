@@ -131,11 +131,13 @@ def tables(result: dict, fragile: int) -> list[tuple[str, list[str], list[list[s
 def _rich(title, header, rows):
     from rich.table import Table
 
+    from taalasc.errors import safe_markup
+
     table = Table(title=title)
     for i, name in enumerate(header):
         table.add_column(name, justify="left" if i == 0 else "right")
-    for row in rows:
-        table.add_row(*row)
+    for row in rows:  # tensor names come from the checkpoint: escaped
+        table.add_row(*(safe_markup(cell) for cell in row))
     return table
 
 

@@ -70,20 +70,24 @@ def inspect_cmd(model: str, as_json: bool) -> None:
     from rich.console import Console
     from rich.table import Table
 
+    from taalasc.errors import safe_markup
+
+    # names, paths and config values come from the file: escaped (safe_markup) on the way out
     many_files = len(data["files"]) > 1
-    table = Table(title=f"{data['path']} ({data['architecture']})")
-    longest = max(len(t["name"]) for t in data["tensors"])
+    table = Table(title=safe_markup(f"{data['path']} ({data['architecture']})"))
+    names = [safe_markup(t["name"]) for t in data["tensors"]]
+    longest = max(len(n) for n in names)
     table.add_column("tensor", no_wrap=True, min_width=longest)
     table.add_column("dtype")
     table.add_column("shape", justify="right")
     table.add_column("params", justify="right")
     if many_files:
         table.add_column("shard")
-    for t in data["tensors"]:
-        row = [t["name"], t["dtype"], " x ".join(map(str, t["shape"])) or "scalar",
+    for name, t in zip(names, data["tensors"]):
+        row = [name, safe_markup(t["dtype"]), " x ".join(map(str, t["shape"])) or "scalar",
                f"{t['params']:,}"]
         if many_files:
-            row.append(t["file"])
+            row.append(safe_markup(t["file"]))
         table.add_row(*row)
     console = Console()
     if not console.is_terminal:  # piped or captured: never fold tensor names
@@ -98,13 +102,14 @@ def inspect_cmd(model: str, as_json: bool) -> None:
         source = "tensor shapes (no config.json)"
     console.print(f"parameters: {data['param_count']:,} ({_human(data['param_count'])}), "
                   f"{data['nbytes']:,} bytes in {len(data['files'])} file(s)")
-    console.print(f"architecture: {data['architecture']}; from {source}: "
-                  + ", ".join(f"{k} {v}" for k, v in cfg.items()))
+    console.print(f"architecture: {safe_markup(data['architecture'])}; from {source}: "
+                  + ", ".join(safe_markup(f"{k} {v}") for k, v in cfg.items()))
     for name, reason in data["skipped"].items():
-        console.print(f"note: {name} left off the chip ({reason})")
+        console.print(safe_markup(f"note: {name} left off the chip ({reason})"))
     if data["format"] == "gguf":
         types = data["block_types"]
         native = data["native_types"]
-        console.print("GGUF block types: " + ", ".join(f"{k} {v}" for k, v in types.items())
-                      + "; blocks whose codes map exactly onto the chip: "
-                      + (", ".join(native) or "none"))
+        console.print(safe_markup("GGUF block types: "
+                                  + ", ".join(f"{k} {v}" for k, v in types.items())
+                                  + "; blocks whose codes map exactly onto the chip: "
+                                  + (", ".join(native) or "none")))

@@ -93,7 +93,7 @@ def quality_cmd(model, original, text_path, window, max_tokens, bits, auto, budg
     8-bit, 4-bit and --auto) or a compile folder (the weights read back from its masks; name
     the checkpoint with --model)."""
     from taalasc.config import load_base_array
-    from taalasc.errors import ModelError
+    from taalasc.errors import ModelError, safe_text
     from taalasc.model import open_checkpoint
     from taalasc.outdir import atomic_file, check_output_file
     from taalasc.sim import quality as q
@@ -149,7 +149,7 @@ def quality_cmd(model, original, text_path, window, max_tokens, bits, auto, budg
     _print_table(doc)
     for row in doc["policies"]:
         if row["note"]:
-            click.echo(f"note: {row['label']}: {row['note']}")
+            click.echo(safe_text(f"note: {row['label']}: {row['note']}"))
     # both outputs are made before either is written
     json_text = _json_text(doc) if json_path is not None else None
     image = render_plot(doc) if plot_path is not None else None
@@ -267,6 +267,8 @@ def _print_table(doc: dict) -> None:
     from rich.console import Console
     from rich.table import Table
 
+    from taalasc.errors import safe_markup
+
     decoder = doc["architecture"] == "llama"
     unit = ("window" if decoder else "sentence") + ("" if doc["sequences"] == 1 else "s")
     table = Table(title=f"chip vs float: {doc['tokens']} tokens in {doc['sequences']} {unit}",
@@ -279,7 +281,7 @@ def _print_table(doc: dict) -> None:
         table.add_column(title, justify="right")
     for row in doc["policies"]:
         values = {**row["figures"], "bits_per_weight": row["bits_per_weight"]}
-        table.add_row(row["label"], *(fmt.format(values[key]) for _, key, fmt in columns))
+        table.add_row(safe_markup(row["label"]), *(fmt.format(values[key]) for _, key, fmt in columns))
     Console().print(table)
 
 

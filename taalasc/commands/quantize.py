@@ -45,18 +45,21 @@ def _print_table(report) -> None:
     from rich.console import Console
     from rich.table import Table
 
+    from taalasc.errors import safe_markup
+
     table = Table(title="quantization", show_lines=False)
     table.add_column("tensor", overflow="fold")  # never cut a tensor name
     for col, justify in (("shape", "right"), ("bits", "right"), ("group", "right"),
                          ("SQNR dB", "right"), ("why", "left")):
         table.add_column(col, justify=justify)
-    for t in report.tensors:
+    names = [safe_markup(t.name) for t in report.tensors]  # names and rules: from the user
+    for name, t in zip(names, report.tensors):
         sqnr = "exact" if math.isinf(t.sqnr_db) else f"{t.sqnr_db:.2f}"
-        table.add_row(t.name, "x".join(str(d) for d in t.shape), str(t.bits),
-                      str(t.group_size), sqnr, t.reason)
+        table.add_row(name, "x".join(str(d) for d in t.shape), str(t.bits),
+                      str(t.group_size), sqnr, safe_markup(t.reason))
     console = Console()
     if not console.is_terminal:  # piped or captured: as wide as the names need
-        longest = max((len(t.name) for t in report.tensors), default=0)
+        longest = max((len(n) for n in names), default=0)
         console = Console(width=max(console.width, longest + 60))
     console.print(table)
     m = report.min_sqnr_db

@@ -36,7 +36,7 @@ def verify_cmd(out_dir, model, fmt, tokens, lora_dir, min_top1, min_cosine, max_
     from rich.console import Console
     from rich.table import Table
 
-    from taalasc.errors import CheckFailed, ModelError
+    from taalasc.errors import CheckFailed, ModelError, safe_markup
     from taalasc.outdir import atomic_file, check_output_file
     from taalasc.verify import Thresholds, verify
 
@@ -52,20 +52,21 @@ def verify_cmd(out_dir, model, fmt, tokens, lora_dir, min_top1, min_cosine, max_
             raise ModelError("--tokens is empty")
     result = verify(out_dir, model, fmt=fmt, tokens=token_ids, lora_dir=lora_dir,
                     thresholds=Thresholds(min_top1, min_cosine, max_kl), jobs=jobs)
-    table = Table(title=f"taalasc verify {out_dir}")
+    table = Table(title=safe_markup(f"taalasc verify {out_dir}"))
     table.add_column("check")
     table.add_column("result")
     table.add_column("detail")
     for check in result.checks:
-        table.add_row(check.name, "[green]pass[/]" if check.passed else "[red]FAIL[/]", check.detail)
+        table.add_row(safe_markup(check.name), "[green]pass[/]" if check.passed else "[red]FAIL[/]",
+                      safe_markup(check.detail))  # details name tensors from the files
     console = Console()
     console.print(table)
     for line in result.differences[:20]:
         console.print(f"  not as compiled: {line}", highlight=False, markup=False)
     for line in result.mismatches[:20]:
-        console.print(f"  differs: {line}", highlight=False)
+        console.print(f"  differs: {safe_markup(line)}", highlight=False)
     for line in result.defects[:20]:
-        console.print(f"  defect: {line}", highlight=False)
+        console.print(f"  defect: {safe_markup(line)}", highlight=False)
     if json_path is not None:
         with atomic_file(json_path) as tmp:
             tmp.write_text(json.dumps(result.to_dict(), indent=1, sort_keys=True) + "\n")

@@ -155,7 +155,10 @@ class Validator:
     # -- mappings --------------------------------------------------------------------------
     def mapping(self, data: Any, schema: dict[str, Field], path: str) -> dict | None:
         if not isinstance(data, dict):
-            self.problem(path, f"must be a mapping, not {_type_name(data)} {_fmt(data)}")
+            # A document that is not a mapping is likely not a config at all (a manifest may
+            # name /etc/passwd as its base array): none of it is quoted.
+            shown = f" {_fmt(data)}" if path else ""
+            self.problem(path, f"must be a mapping, not {_type_name(data)}{shown}")
             return None
         out: dict[str, Any] = {}
         ok = True

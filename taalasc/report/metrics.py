@@ -182,17 +182,23 @@ class Report:
     def rich_table(self, title: str | None = None):
         from rich.table import Table
 
-        table = Table(title=title or _title(self.meta), show_lines=False)
+        from taalasc.errors import safe_markup
+
+        # a report.json is a file like any other: names and formulas are escaped on the way out
+        table = Table(title=safe_markup(title or _title(self.meta)), show_lines=False)
         table.add_column("metric", style="cyan", no_wrap=True)
         table.add_column("value", justify="right", no_wrap=True)
         table.add_column("unit", no_wrap=True)
         table.add_column("formula", overflow="fold")
         for m in self.metrics:
-            table.add_row(m.name, format_value(m.value), m.unit, m.formula)
+            table.add_row(safe_markup(m.name), safe_markup(format_value(m.value)),
+                          safe_markup(m.unit), safe_markup(m.formula))
         return table
 
     def print(self, console=None) -> None:
         from rich.console import Console
+
+        from taalasc.errors import safe_text
 
         if console is None:
             console = Console()
@@ -200,7 +206,7 @@ class Report:
                 console = Console(width=160)
         console.print(self.rich_table())
         for note in self.notes:
-            console.print(f"note: {note}", markup=False, highlight=False)
+            console.print(safe_text(f"note: {note}"), markup=False, highlight=False)
 
 
 def _title(meta: dict[str, Any]) -> str:

@@ -64,11 +64,13 @@ def sweep_table(points: list[tuple[str, Report]], markdown: bool):
         return "\n".join(lines) + "\n"
     from rich.table import Table
 
-    table = Table(title=f"taalasc estimate sweep — {points[0][1].meta['model']}")
+    from taalasc.errors import safe_markup
+
+    table = Table(title=safe_markup(f"taalasc estimate sweep — {points[0][1].meta['model']}"))
     for i, head in enumerate(heads):
         table.add_column(head, justify="left" if i == 0 else "right", no_wrap=True)
-    for row in rows:
-        table.add_row(*row)
+    for row in rows:  # the model's name and base names come from files: escaped
+        table.add_row(*(safe_markup(cell) for cell in row))
     return table
 
 

@@ -87,6 +87,18 @@ def _cfg(config: dict, key: str, where: str):
     return config[key]
 
 
+def f32_setting(value, key: str, where: str = "config.json") -> np.float32:
+    """A config.json float (rope_theta, a RoPE factor, a norm epsilon) as the float32 the
+    graph computes with. ModelError when float32 cannot hold it: 1e300 would become inf and
+    1e-300 zero, and the forward pass would then divide by zero instead of computing."""
+    with np.errstate(over="ignore", under="ignore"):  # the overflow is the check below
+        f = F32(value)
+    if not np.isfinite(f) or (f == 0) != (float(value) == 0):
+        raise ModelError(f"{where}: {key} must fit a float32 (the simulation computes in "
+                         f"float32), not {float(value)!r}")
+    return f
+
+
 # --------------------------------------------------------------------------- RoPE
 
 
@@ -99,27 +111,35 @@ def rope_inv_freq(config: dict, head_dim: int) -> np.ndarray:
     other type is refused there.
     """
     rope = arch.rope_settings(config, "config.json")
-    base = F32(rope["rope_theta"])
+    base = f32_setting(rope["rope_theta"], "rope_theta")
     exponent = np.arange(0, head_dim, 2, dtype=np.int64).astype(F32) / F32(head_dim)
-    # base ** exponent rounded once to float32 (as torch's float32 pow), then 1/x in float32:
-    # bit-identical to transformers' inv_freq (numpy's float32 power is off by 1 ulp at times)
-    power = (np.float64(base) ** exponent.astype(np.float64)).astype(F32)
-    inv = (F32(1.0) / power).astype(F32)
     kind = rope["rope_type"]
-    if kind == "linear":
-        return (inv / F32(rope["factor"])).astype(F32)
-    if kind == "llama3":
-        factor, low, high = rope["factor"], rope["low_freq_factor"], rope["high_freq_factor"]
-        old_len = rope["original_max_position_embeddings"]
-        low_wavelen = old_len / low
-        high_wavelen = old_len / high
-        wavelen = (F32(2 * math.pi) / inv).astype(F32)
-        inv_l = np.where(wavelen > low_wavelen, inv / F32(factor), inv).astype(F32)
-        smooth = ((F32(old_len) / wavelen - F32(low)) / F32(high - low)).astype(F32)
-        smoothed = ((F32(1) - smooth) * inv_l / F32(factor) + smooth * inv_l).astype(F32)
-        medium = ~(wavelen < high_wavelen) & ~(wavelen > low_wavelen)
-        return np.where(medium, smoothed, inv_l).astype(F32)
-    return inv  # "default"
+    # Extreme (float32-representable) settings can overflow an intermediate (a llama3
+    # wavelength of 2*pi/1e-39 is inf, which the masks below compare correctly); what matters
+    # is the result, checked after the block.
+    with np.errstate(over="ignore", under="ignore", divide="ignore", invalid="ignore"):
+        # base ** exponent rounded once to float32 (as torch's float32 pow), then 1/x in
+        # float32: bit-identical to transformers' inv_freq (numpy's float32 power is off by
+        # 1 ulp at times)
+        power = (np.float64(base) ** exponent.astype(np.float64)).astype(F32)
+        inv = (F32(1.0) / power).astype(F32)
+        if kind == "linear":
+            inv = (inv / f32_setting(rope["factor"], "rope_scaling.factor")).astype(F32)
+        elif kind == "llama3":
+            factor, low, high = rope["factor"], rope["low_freq_factor"], rope["high_freq_factor"]
+            old_len = rope["original_max_position_embeddings"]
+            low_wavelen = old_len / low
+            high_wavelen = old_len / high
+            wavelen = (F32(2 * math.pi) / inv).astype(F32)
+            inv_l = np.where(wavelen > low_wavelen, inv / F32(factor), inv).astype(F32)
+            smooth = ((F32(old_len) / wavelen - F32(low)) / F32(high - low)).astype(F32)
+            smoothed = ((F32(1) - smooth) * inv_l / F32(factor) + smooth * inv_l).astype(F32)
+            medium = ~(wavelen < high_wavelen) & ~(wavelen > low_wavelen)
+            inv = np.where(medium, smoothed, inv_l).astype(F32)
+    if not np.isfinite(inv).all():
+        raise ModelError(f"config.json: the RoPE settings {rope} give inverse frequencies "
+                         "that float32 cannot hold (inf or NaN)")
+    return inv
 
 
 def _rotate_half(x: np.ndarray) -> np.ndarray:
@@ -149,7 +169,7 @@ def llama_forward(ops: Ops, config: dict, ids: np.ndarray) -> np.ndarray:
     n_kv = int(config.get("num_key_value_heads") or n_heads)
     head_dim = int(config.get("head_dim") or hidden // n_heads)
     n_layers = int(_cfg(config, "num_hidden_layers", where))
-    eps = float(config.get("rms_norm_eps") or 1e-6)
+    eps = f32_setting(config.get("rms_norm_eps") or 1e-6, "rms_norm_eps")
     if n_heads % n_kv:
         raise ModelError(f"{where}: num_attention_heads {n_heads} must be a multiple of "
                          f"num_key_value_heads {n_kv}")
@@ -219,7 +239,7 @@ def bert_forward(ops: Ops, config: dict, ids: np.ndarray
     n_heads = int(_cfg(config, "num_attention_heads", where))
     n_layers = int(_cfg(config, "num_hidden_layers", where))
     head_dim = hidden // n_heads
-    eps = float(config.get("layer_norm_eps") or 1e-12)
+    eps = f32_setting(config.get("layer_norm_eps") or 1e-12, "layer_norm_eps")
     max_pos = int(_cfg(config, "max_position_embeddings", where))
     names = set(ops.names())
     p = next((pre for pre in ("bert.", "roberta.", "")
@@ -287,7 +307,12 @@ def run_graph(ops: Ops, config: dict | None, architecture: str,
     # 32 inputs), and OpenBLAS threads on them cost more in hand-offs than they gain; measured
     # on SmolLM2 (128 tokens, 2 loaded cores) 6.4 s with one thread against 61 s with two.
     # Parallel work comes from worker processes (-j), as everywhere in taalasc.
-    with threadpool_limits(limits=1, user_api="blas"):
+    # Float32 arithmetic on extreme (but accepted) weights overflows to inf, and inf - inf
+    # gives NaN, in the float reference as in PyTorch and in the chip's float stages as in
+    # hardware. That is the result being simulated, and the quality metrics report it
+    # (NaN logits, cosine, KL); numpy's RuntimeWarnings would only add noise on stderr.
+    with threadpool_limits(limits=1, user_api="blas"), \
+            np.errstate(over="ignore", divide="ignore", invalid="ignore", under="ignore"):
         if architecture == "llama":
             result.logits = llama_forward(ops, config, ids)
         else:

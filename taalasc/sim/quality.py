@@ -30,6 +30,13 @@ from taalasc.errors import ModelError
 from taalasc.sim.graph import SimResult
 
 
+# An inf logit (a float32 overflow in the model or in a fault-injected chip) makes these
+# figures NaN through inf - inf or inf / inf: the NaN is the honest answer and is reported
+# (null in JSON), so numpy's warnings about it are silenced where it arises.
+_NONFINITE_IS_MEASURED = dict(over="ignore", divide="ignore", invalid="ignore")
+
+
+@np.errstate(**_NONFINITE_IS_MEASURED)
 def _cosine_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     a = np.asarray(a, dtype=np.float64)
     b = np.asarray(b, dtype=np.float64)
@@ -40,18 +47,21 @@ def _cosine_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.where(den > 0, num / np.where(den > 0, den, 1.0), np.where(both_zero, 1.0, 0.0))
 
 
+@np.errstate(**_NONFINITE_IS_MEASURED)
 def _log_softmax(x: np.ndarray) -> np.ndarray:
     x = np.asarray(x, dtype=np.float64)
     m = x.max(axis=-1, keepdims=True)
     return x - m - np.log(np.exp(x - m).sum(axis=-1, keepdims=True))
 
 
+@np.errstate(**_NONFINITE_IS_MEASURED)
 def kl_divergence(p_logits: np.ndarray, q_logits: np.ndarray) -> np.ndarray:
     """KL(softmax(p) || softmax(q)) per row, in nats, computed in float64."""
     lp, lq = _log_softmax(p_logits), _log_softmax(q_logits)
     return np.maximum((np.exp(lp) * (lp - lq)).sum(axis=-1), 0.0)
 
 
+@np.errstate(**_NONFINITE_IS_MEASURED)
 def compare(reference: SimResult, chip: SimResult) -> dict[str, float]:
     """Named quality figures of ``chip`` against ``reference`` (same tokens, same model)."""
     if reference.tokens != chip.tokens:
@@ -88,6 +98,7 @@ def compare(reference: SimResult, chip: SimResult) -> dict[str, float]:
 # --------------------------------------------------------------------------- sentences
 
 
+@np.errstate(**_NONFINITE_IS_MEASURED)
 def sentence_embedding(hidden: np.ndarray) -> np.ndarray:
     """float64 [hidden]: the mean of ``hidden`` [seq, hidden] over the tokens, L2-normalised
     (a zero mean stays zero)."""
@@ -122,6 +133,7 @@ def token_nll(logits: np.ndarray, tokens) -> np.ndarray:
     return -logp[np.arange(len(ids) - 1), ids[1:]]
 
 
+@np.errstate(**_NONFINITE_IS_MEASURED)
 def perplexity(nll_nats: float) -> float:
     """exp(mean NLL in nats)."""
     return float(np.exp(nll_nats))
