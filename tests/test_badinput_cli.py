@@ -232,9 +232,10 @@ def test_manifest_base_pointing_at_another_file_quotes_none_of_it(capfd, evil, e
     keys.write_text(json.dumps({f"k{i}\x1b": i for i in range(500)}))
     out = tmp_path / "out"
     manifest = json.loads((evil_out / "manifest.json").read_text())
-    for target, pattern in ((secret, r"<top>: must be a mapping, not a string$"),
-                            (binary, r"not UTF-8 text"),
-                            (keys, r": \d{3} problems$")):
+    # verify hashes the file a manifest names before it parses it: none of them is read as
+    # YAML (the loader's own refusals of such files are tested in test_badinput_configs).
+    refused = r"compiled for base array 'sky130-demo' with another YAML .* differs or is not a regular file$"
+    for target, pattern in ((secret, refused), (binary, refused), (keys, refused)):
         manifest["inputs"]["base_array"]["path"] = str(target)
         if out.exists():
             (out / "manifest.json").unlink()
@@ -245,7 +246,7 @@ def test_manifest_base_pointing_at_another_file_quotes_none_of_it(capfd, evil, e
         text = "\n".join(lines)
         assert code == 1 and re.search(pattern, lines[0]) and lines[0].startswith("error: "), text
         assert "TOPSECRET" not in text and not any(c in text for c in RAW)
-        assert len(lines) <= 52  # the header, 50 problems, "... and N more"
+        assert len(lines) == 1
 
 
 # --------------------------------------------------------------------------- pipes, warnings

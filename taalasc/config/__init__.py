@@ -11,7 +11,8 @@ from taalasc.config.pdk import Pdk, load_pdk_file
 from taalasc.config.yamlio import load_yaml_file
 from taalasc.errors import ConfigError
 
-__all__ = ["BaseArray", "Pdk", "builtin_names", "load_base_array", "load_pdk", "DEFAULT_BASE"]
+__all__ = ["BaseArray", "Pdk", "builtin_names", "load_base_array", "load_pdk", "resolve_base_path",
+           "DEFAULT_BASE"]
 
 DEFAULT_BASE = "sky130-demo"
 
@@ -46,6 +47,11 @@ def _resolve(kind: str, name_or_path: str | Path) -> Path:
 def load_pdk(name_or_path: str | Path) -> Pdk:
     """A PDK by built-in name (``sky130``) or YAML path."""
     return load_pdk_file(_resolve("pdk", name_or_path))
+
+
+def resolve_base_path(name_or_path: str | Path) -> Path:
+    """The YAML file a base-array name or path stands for, without reading it."""
+    return _resolve("base", name_or_path)
 
 
 def load_base_array(name_or_path: str | Path = DEFAULT_BASE) -> BaseArray:

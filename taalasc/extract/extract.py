@@ -46,14 +46,24 @@ def read_manifest(out_dir: Path) -> dict:
 
 
 def base_of(manifest: dict, out_dir: Path) -> BaseArray:
-    """The manifest's base array, refused if its YAML changed since the compile."""
-    info = manifest["inputs"]["base_array"]
+    """The manifest's base array, refused if its YAML changed since the compile. The file a
+    manifest names is hashed before it is parsed: a manifest pointing at some other file
+    gets a one-line refusal, never an excerpt of that file."""
+    from taalasc.config import resolve_base_path
+
+    where = f"{Path(out_dir) / MANIFEST}: inputs.base_array"
+    info = manifest.get("inputs", {}).get("base_array") if isinstance(
+        manifest.get("inputs"), dict) else None
+    if not isinstance(info, dict) or not all(isinstance(info.get(k), str)
+                                             for k in ("name", "sha256")):
+        raise MaskError(f"{where}: must give the base array's name and sha256")
     # A base given as a YAML path at compile time is found again by that path.
-    base = load_base_array(info.get("path") or info["name"])
-    if sha256_file(Path(base.path)) != info["sha256"]:
+    path = resolve_base_path(info.get("path") or info["name"])
+    if not path.is_file() or sha256_file(path) != info["sha256"]:
         raise MaskError(f"{out_dir}: compiled for base array {info['name']!r} with another "
-                        f"YAML (sha256 {info['sha256'][:12]}…); the installed one differs")
-    return base
+                        f"YAML (sha256 {info['sha256'][:12]}…); {path} differs or is not a "
+                        "regular file")
+    return load_base_array(path)
 
 
 def mask_path(out_dir: Path, manifest: dict, die: int, fmt: str) -> Path:
