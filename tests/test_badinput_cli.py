@@ -317,3 +317,16 @@ def test_entry_point_silences_library_warnings(tmp_path):
     loud = subprocess.run([sys.executable, "-W", "always", script], capture_output=True,
                           text=True, env=env)
     assert loud.returncode == 0 and "library noise" in loud.stderr
+
+
+def test_a_base_yaml_that_is_not_a_mapping_is_not_quoted(tmp_path):
+    """The loader's own refusal of such a file (verify never gets this far: it hashes first)."""
+    from taalasc.config import load_base_array
+    from taalasc.errors import ConfigError
+
+    secret = tmp_path / "secret.yaml"
+    secret.write_text("root:x:0:0:TOPSECRET:/root:/bin/bash\n" * 50)
+    with pytest.raises(ConfigError) as info:
+        load_base_array(secret)
+    assert re.search(r"<top>: must be a mapping, not a string$", str(info.value))
+    assert "TOPSECRET" not in str(info.value)
