@@ -262,3 +262,24 @@ def test_a_checkpoint_without_config_is_verified_for_files_and_codes(tmp_path):
     assert checks["datapath"]["detail"].startswith("skipped: no config.json")
     (out / "report.md").write_text("edited\n")
     assert main(["verify", str(out), str(bare / "model.safetensors")]) == 2
+
+
+def test_a_missing_tie_via_leaves_a_strap_floating_and_is_found(llama, tmp_path, capsys):
+    """Delete the tie via of one strap in the TIES cell: that strap of every used tile no
+    longer reaches its rail. Extraction counts tie vias per strap and reports each."""
+    model, out = llama
+    bad = tmp_path / "masks"
+    shutil.copytree(out, bad)
+    base = load_base_array("sky130-demo")
+    lib = gdstk.read_gds(str(out / "die0.gds"))
+    ties = next(c for c in lib.cells if c.name == "TIES")
+    assert len(ties.polygons) == 2 * base.weight_tile.sites_y
+    ties.remove(ties.polygons[3])   # site row 1, low strap (VGND)
+    lib.write_gds(str(bad / "die0.gds"))
+    assert main(["verify", str(bad), str(model), "--json", str(tmp_path / "v.json")]) == 2
+    result = json.loads((tmp_path / "v.json").read_text())
+    tiles = len(json.loads((out / "manifest.json").read_text())["placement"]["assignments"])
+    assert result["defect_count"] == tiles
+    assert all(d.startswith("tie-open at die 0 tile") and "low strap of site row 1" in d
+               for d in result["defects"])
+    assert "verify failed: files, codes" in capsys.readouterr().err
