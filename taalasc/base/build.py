@@ -191,3 +191,59 @@ def _frame(top: gdstk.Cell, frame: FramePlan, recipe: Recipe, layer) -> None:
         _rect(top, r, layer["via3"])
     for r in frame.ports:
         _rect(top, r, layer["met4"])
+
+
+# --- the base folder ----------------------------------------------------------------------
+
+BASE_FORMAT = "taalasc-base/1"
+BASE_FILE = "base.gds"
+
+
+def base_inputs(base: BaseArray) -> dict:
+    """What the base die is drawn from: the base YAML, its PDK, the cell library, taalasc."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    from taalasc import __version__
+    from taalasc.outdir import sha256_file
+
+    recipe = recipe_for(base.pdk)
+    try:
+        cells_version = version(recipe.package)
+    except PackageNotFoundError:
+        cells_version = None
+    return {"base_array": {"name": base.name, "sha256": sha256_file(Path(base.path))},
+            "pdk": {"name": base.pdk.name, "sha256": sha256_file(Path(base.pdk.path))},
+            "cells": {"package": recipe.package, "version": cells_version,
+                      "library": recipe.library},
+            "tool": {"name": "taalasc", "version": __version__}}
+
+
+def write_base_folder(base: BaseArray, out_dir: Path, force: bool = False) -> dict:
+    """Build the base die into ``out_dir`` (replaced as a whole): base.gds and manifest.json.
+    Returns the manifest."""
+    import hashlib
+    import json
+    import time
+
+    from taalasc.outdir import MANIFEST, sha256_file, staged_output
+
+    start = time.perf_counter()
+    die = build_base(base)
+    inputs = base_inputs(base)
+    digest = hashlib.sha256(json.dumps(inputs, sort_keys=True).encode()).hexdigest()
+    with staged_output(out_dir, inputs_digest=digest, force=force) as staging:
+        path = staging / BASE_FILE
+        write_base(die, path)
+        manifest = {
+            "format": BASE_FORMAT, "inputs": inputs, "inputs_digest": digest,
+            "top_cell": die.top, "file": BASE_FILE,
+            "outputs": {BASE_FILE: {"bytes": path.stat().st_size, "sha256": sha256_file(path)}},
+            "tile": {"rows": die.tile.rows, "gate_rows": sum(j is not None
+                                                             for j in die.tile.site_row_of),
+                     "row_sites": die.tile.row_sites},
+            "cells": [{"name": u.name, "count": u.count, "area_um2": round(u.area_um2, 4),
+                       "transistors": u.transistors} for u in die.usage],
+        }
+        (staging / MANIFEST).write_text(json.dumps(manifest, indent=1, sort_keys=True) + "\n")
+    manifest["seconds"] = time.perf_counter() - start
+    return manifest

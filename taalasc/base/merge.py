@@ -105,3 +105,95 @@ def merge_die(base_gds: Path, custom_gds: Path, out_path: Path) -> str:
         out.write(gdsii.begin_cell(top) + gdsii.sref(base_top, 0, 0) + gdsii.sref(custom_top, 0, 0)
                   + gdsii.end_cell() + gdsii.footer())
     return top
+
+
+MERGE_FORMAT = "taalasc-merge/1"
+
+
+def _read_manifest(path: Path, fmt: str, what: str) -> dict:
+    import json
+
+    from taalasc.errors import OutputError
+    from taalasc.outdir import MANIFEST
+
+    try:
+        manifest = json.loads((path / MANIFEST).read_text())
+    except FileNotFoundError:
+        raise OutputError(f"{path}: not a {what} ({MANIFEST} missing)") from None
+    except (OSError, ValueError) as exc:
+        raise OutputError(f"{path}: not a {what} ({MANIFEST} unreadable: {exc})") from None
+    if not isinstance(manifest, dict) or manifest.get("format") != fmt:
+        raise OutputError(f"{path}: not a {what} ({MANIFEST} is not {fmt})")
+    return manifest
+
+
+def merge_compile(compile_dir: Path, out_dir: Path, base_dir: Path | None = None,
+                  force: bool = False, base_name: str | None = None) -> dict:
+    """Merge every GDSII die of the compile in ``compile_dir`` with the base die of its base
+    array into ``out_dir`` (replaced as a whole): die{n}.gds and manifest.json. The base comes
+    from ``base_dir`` (a `taalasc base build` folder of the same base YAML) or is built here.
+    The base YAML is the one the compile names, or ``base_name``; either way it must be the
+    compile's byte for byte. Returns the manifest."""
+    import hashlib
+    import json
+    import time
+
+    from taalasc.base.build import BASE_FORMAT, base_inputs, build_base, write_base
+    from taalasc.config import load_base_array
+    from taalasc.errors import OutputError
+    from taalasc.outdir import MANIFEST, sha256_file, staged_output
+
+    start = time.perf_counter()
+    compile_dir, out_abs = Path(compile_dir).resolve(), Path(out_dir).absolute().resolve()
+    compiled = _read_manifest(compile_dir, "taalasc-manifest/1", "taalasc compile folder")
+    if out_abs == compile_dir or compile_dir in out_abs.parents:
+        raise OutputError(f"{out_dir}: inside the compile folder {compile_dir}; a compile folder "
+                          "holds exactly what the compile wrote, so write merged dies elsewhere")
+    try:
+        dies = [(int(d["die"]), str(d["files"]["gds"])) for d in compiled["dies"]
+                if d.get("present") and d["files"].get("gds")]
+        recorded = compiled["inputs"]["base_array"]
+        recorded_sha, recorded_name = str(recorded["sha256"]), str(recorded["name"])
+        base_name = base_name or compiled["inputs"]["options"]["base"]
+        compile_digest = compiled["inputs_digest"]
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise OutputError(f"{compile_dir}: {MANIFEST} lacks {exc} (not written by this "
+                          "taalasc?)") from None
+    if not dies:
+        raise OutputError(f"{compile_dir}: the compile wrote no GDSII die files; merge reads "
+                          "GDSII (compile with --format gds or both)")
+    base = load_base_array(base_name)
+    inputs = base_inputs(base)
+    if inputs["base_array"]["sha256"] != recorded_sha:
+        raise OutputError(f"{base.path}: base array {recorded_name!r} changed since the "
+                          f"compile in {compile_dir} (sha256 differs); recompile first")
+    if base_dir is not None:
+        built = _read_manifest(Path(base_dir), BASE_FORMAT, "taalasc base folder")
+        if built["inputs"] != inputs:
+            raise OutputError(f"{base_dir}: base die built from other inputs than the compile's "
+                              f"base array {recorded_name!r} (or another taalasc or cell "
+                              "library); rebuild it with `taalasc base build`")
+        base_gds = Path(base_dir) / built["file"]
+        base_sha = sha256_file(base_gds)
+        if base_sha != built["outputs"][built["file"]]["sha256"]:
+            raise OutputError(f"{base_gds}: changed since `taalasc base build` wrote it")
+    digest = hashlib.sha256(json.dumps({"compile": compile_digest, "base": inputs},
+                                       sort_keys=True).encode()).hexdigest()
+    with staged_output(Path(out_dir), inputs_digest=digest, force=force) as staging:
+        if base_dir is None:
+            base_gds = staging / ".base.gds"
+            write_base(build_base(base), base_gds)
+        outputs, tops = {}, {}
+        for die, file in dies:
+            name = f"die{die}.gds"
+            tops[name] = merge_die(base_gds, compile_dir / Path(file).name, staging / name)
+            outputs[name] = {"bytes": (staging / name).stat().st_size,
+                             "sha256": sha256_file(staging / name)}
+        if base_dir is None:
+            base_gds.unlink()
+        manifest = {"format": MERGE_FORMAT, "inputs_digest": digest,
+                    "inputs": {"compile_inputs_digest": compile_digest, "base": inputs},
+                    "top_cells": tops, "outputs": outputs}
+        (staging / MANIFEST).write_text(json.dumps(manifest, indent=1, sort_keys=True) + "\n")
+    manifest["seconds"] = time.perf_counter() - start
+    return manifest
