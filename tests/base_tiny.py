@@ -41,17 +41,20 @@ def tiny_base(folder: Path):
     return load_base_array(path)
 
 
-def tiny_custom_die(base, folder: Path, seed: int = 1) -> Path:
+def tiny_custom_die(base, folder: Path, seed: int = 1) -> tuple[Path, dict]:
     """The custom layers of one die on ``base``: random bits in every tile, a chain of routes
-    through all four tiles (the compile's writer, without a model)."""
+    through all four tiles (the compile's writer, without a model). Returns the GDSII path
+    and the bits by (column, row)."""
     from taalasc.emit.writer import DieMaskWriter
 
     writer = DieMaskWriter(base, 0, Path(folder), "die0", formats=("gds",))
     rng = np.random.default_rng(seed)
     order = [(0, 0), (1, 0), (1, 1), (0, 1)]
+    bits = {}
     for c, r in order:
-        writer.add_tile(c, r, rng.integers(0, 2, base.weight_tile.capacity_bits).astype(np.uint8))
+        bits[(c, r)] = rng.integers(0, 2, base.weight_tile.capacity_bits).astype(np.uint8)
+        writer.add_tile(c, r, bits[(c, r)])
     for a, b in zip(order, order[1:]):
         writer.add_route(a, b)
     writer.close()
-    return Path(folder) / "die0.gds"
+    return Path(folder) / "die0.gds", bits

@@ -40,7 +40,7 @@ def demo(tmp_path_factory):
 def tiny(tmp_path_factory):
     root = tmp_path_factory.mktemp("tiny")
     base = tiny_base(root)
-    die = tiny_custom_die(base, root)
+    die, _ = tiny_custom_die(base, root)
     write_base(build_base(base), root / "base.gds")
     merge_die(root / "base.gds", die, root / "merged.gds")
     return base, root

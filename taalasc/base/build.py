@@ -18,7 +18,7 @@ from pathlib import Path
 
 import gdstk
 
-from taalasc.base.frame import FramePlan, plan_frame
+from taalasc.base.frame import Bridge, FramePlan, channel_bridges, plan_frame
 from taalasc.base.recipe import Recipe, recipe_for
 from taalasc.base.tile import TilePlan, plan_tile
 from taalasc.config.base_array import BaseArray
@@ -66,12 +66,19 @@ def build_base(base: BaseArray) -> BaseDie:
     power = _stack_cell(lib, PREFIX + "POWER_STACK", recipe.power_stack, layer)
     rows = {kind: _row_cell(lib, kind, placed, tile, recipe, layer, pin, power)
             for kind, placed in (("GATE", tile.gate_row), ("FILL", tile.filler_row))}
-    tile_cell = _tile_cell(lib, base, tile, rows, layer)
+    tile_cell = _tile_cell(lib, base, tile, recipe, rows, layer)
     top = lib.new_cell(top_cell_name(base))
     _frame(top, frame, recipe, layer)
     g = base.tile_grid
     top.add(gdstk.Reference(tile_cell, g.origin_nm, columns=g.columns, rows=g.rows,
                             spacing=(g.pitch_x_nm, g.pitch_y_nm)))
+    if g.rows > 1:   # the bridges across the channels between tile rows
+        bridges = lib.new_cell(PREFIX + "BRIDGES")
+        for bridge in channel_bridges(base, tile):
+            _bridge(bridges, bridge, recipe, layer)
+        top.add(gdstk.Reference(bridges, (g.origin_nm[0], g.origin_nm[1] + g.pitch_y_nm),
+                                columns=g.columns, rows=g.rows - 1,
+                                spacing=(g.pitch_x_nm, g.pitch_y_nm)))
     return BaseDie(lib, top.name, tile, frame, cell_usage(base, tile))
 
 
@@ -142,7 +149,8 @@ def _row_cell(lib, kind, placed, tile: TilePlan, recipe: Recipe, layer, pin, pow
     return cell
 
 
-def _tile_cell(lib, base: BaseArray, tile: TilePlan, rows, layer) -> gdstk.Cell:
+def _tile_cell(lib, base: BaseArray, tile: TilePlan, recipe: Recipe, rows, layer
+               ) -> gdstk.Cell:
     wt = base.weight_tile
     landing = lib.new_cell(PREFIX + "LANDING")
     _rect(landing, tile.landings[0], layer["met4"])
@@ -155,10 +163,12 @@ def _tile_cell(lib, base: BaseArray, tile: TilePlan, rows, layer) -> gdstk.Cell:
                              spacing=(wt.site_pitch_x_nm, wt.site_pitch_y_nm)))
     cell.add(gdstk.Reference(tie, (0, 0), columns=1, rows=wt.sites_y,
                              spacing=(wt.site_pitch_x_nm, wt.site_pitch_y_nm)))
-    # The column's met3 rails over the whole tile pitch, so they run on through the channel
-    # into the next tile's.
+    # The tile's met3 rails, past the first and last row edges far enough to hold their power
+    # stacks; bridges join them to the next tile's (frame.py).
+    reach = dict(recipe.power_stack)[recipe.bridge_via] + recipe.rail_via_enclosure_nm
+    y1 = max(wt.height_nm, tile.rows * tile.site_nm[1] + reach)
     for x0, x1 in (tile.vpwr_rail_x, tile.vgnd_rail_x):
-        _rect(cell, (x0, 0, x1, base.tile_grid.pitch_y_nm), layer["met3"])
+        _rect(cell, (x0, -reach, x1, y1), layer[recipe.rail])
     row_h = tile.site_nm[1]
     for k, site_row in enumerate(tile.site_row_of):
         row = rows["GATE" if site_row is not None else "FILL"]
@@ -185,12 +195,18 @@ def _frame(top: gdstk.Cell, frame: FramePlan, recipe: Recipe, layer) -> None:
         _rect(top, s, layer["met3"])
         top.add(gdstk.Label(net, ((s[0] + s[2]) // 2, (s[1] + s[3]) // 2),
                             layer=layer["met3.label"][0], texttype=layer["met3.label"][1]))
-        for r in frame.rails[net]:
-            _rect(top, r, layer["met3"])
     for r in frame.spine_vias:
         _rect(top, r, layer["via3"])
+    for bridge in frame.bridges:
+        _bridge(top, bridge, recipe, layer)
     for r in frame.ports:
         _rect(top, r, layer["met4"])
+
+
+def _bridge(cell: gdstk.Cell, bridge: Bridge, recipe: Recipe, layer) -> None:
+    _rect(cell, bridge.metal(recipe), layer[recipe.bridge])
+    for r in bridge.cuts(recipe):
+        _rect(cell, r, layer[recipe.bridge_via])
 
 
 # --- the base folder ----------------------------------------------------------------------

