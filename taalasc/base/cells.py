@@ -43,18 +43,8 @@ def _nm(text: str) -> int:
     return int(round(float(text) * 1000))
 
 
-_CACHE: dict[tuple[str, str], StdCell] = {}
-
-
 def load_cell(recipe: Recipe, name: str) -> StdCell:
     """A cell's size and li1 pins (LEF) and transistor count (SPICE)."""
-    key = (recipe.library, name)
-    if key not in _CACHE:
-        _CACHE[key] = _load(recipe, name)
-    return _CACHE[key]
-
-
-def _load(recipe: Recipe, name: str) -> StdCell:
     family = name.removeprefix(recipe.library + "__").rsplit("_", 1)[0]
     folder = library_dir(recipe) / family
     lef, spice, gds = (folder / f"{name}.{ext}" for ext in ("lef", "spice", "gds"))
