@@ -34,7 +34,6 @@ from taalasc.config.base_array import BaseArray
 from taalasc.emit.geometry import landing_rects, tie_pad_rects
 from taalasc.errors import MaskError
 
-Rect = tuple[int, int, int, int]
 
 
 @dataclass(frozen=True)
