@@ -37,6 +37,8 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "faults": ("taalasc.commands.faults", "faults_cmd", "Inject via opens, shorts and flips at given rates and measure the quality they cost."),
     "quality": ("taalasc.commands.quality", "quality_cmd", "Does my model still work on this chip? Perplexity or embedding cosine of chip vs float on text, per bit policy."),
     "inspect": ("taalasc.commands.inspect", "inspect_cmd", "Show a checkpoint's tensors, parameter count and config (headers only)."),
+    "base": ("taalasc.commands.base", "base_group", "Draw the base die of a base array (standard cells, power grid, landings) as GDSII."),
+    "merge": ("taalasc.commands.base", "merge_cmd", "Merge the base die with a compile's custom layers: one GDSII file per die."),
 }
 
 
