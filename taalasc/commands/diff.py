@@ -24,8 +24,8 @@ import click
 @click.option("--format", "fmt", type=click.Choice(["gds", "oas"]), default="gds",
               show_default=True, help="Which die files of compile folders to read.")
 @click.option("--flat", is_flag=True,
-              help="Compare fully flattened geometry instead of skipping identical "
-                   "content-named tiles (slower; same counts).")
+              help="Compare fully flattened geometry instead of skipping cells whose "
+                   "content hash is the same in A and B (slower; same counts).")
 @click.option("--quiet", "-q", is_flag=True, help="No terminal summary.")
 def diff_cmd(a, b, max_changed, json_path, md_path, png_path, xor_path, fmt, flat, quiet):
     """Compare mask sets A and B: compile output folders, or two GDS/OASIS files.
@@ -36,7 +36,8 @@ def diff_cmd(a, b, max_changed, json_path, md_path, png_path, xor_path, fmt, fla
 
     \b
     Exit codes: 0 identical or within --max-changed, 2 more changed than --max-changed,
-    1 error (unreadable file, different base array or PDK).
+    1 error (unreadable file, a die file changed since its compile or named outside its
+    folder, different base array or PDK).
     """
     from taalasc.diff.core import diff_masks, over_threshold, parse_max_changed
     from taalasc.diff.report import (print_summary, write_heatmap, write_json, write_markdown,

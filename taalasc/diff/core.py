@@ -15,7 +15,7 @@ import numpy as np
 
 from taalasc.diff.attribute import Attribution, TensorDiff, TileDiff, respin_cost
 from taalasc.diff.hier import DieChange, diff_layouts
-from taalasc.diff.inputs import (MaskSet, check_compatible, load_base, load_library, open_mask_set,
+from taalasc.diff.inputs import (MaskSet, check_compatible, load_bases, load_die, open_mask_set,
                                  recognise_pdk)
 from taalasc.errors import MaskError
 
@@ -141,10 +141,12 @@ def diff_masks(a: str | Path, b: str | Path, fmt: str = "gds", trust_cell_names:
                count_total: bool = False) -> MaskDiff:
     """Compare two mask sets (compile folders or GDS/OASIS files).
 
-    ``fmt`` picks the die files of compile folders. ``trust_cell_names=False`` compares the
-    fully flattened geometry (slow; the default skips identical content-named tiles).
-    ``count_total`` also counts A's shapes, needed for a fractional threshold.
-    Raises MaskError when a side cannot be read or the base chips differ.
+    ``fmt`` picks the die files of compile folders. By default a reference to a cell whose
+    name and content hash (content.py) are the same on both sides is skipped unflattened;
+    ``trust_cell_names=False`` compares the fully flattened geometry instead (slow; same
+    counts). ``count_total`` also counts A's shapes, needed for a fractional threshold.
+    Raises MaskError when a side cannot be read, a folder's die file is not the one its
+    manifest records (name outside the folder, sha256 changed) or the base chips differ.
     """
     from taalasc.place.plan import Placement
 
@@ -153,16 +155,14 @@ def diff_masks(a: str | Path, b: str | Path, fmt: str = "gds", trust_cell_names:
         raise MaskError(f"format must be one of {', '.join(FORMATS)}, not {fmt!r}")
     sa, sb = open_mask_set(Path(a), fmt), open_mask_set(Path(b), fmt)
     check_compatible(sa, sb)
-    load_base(sa)
-    load_base(sb)
+    load_bases(sa, sb)
     pa = Placement.from_json(sa.manifest["placement"]) if sa.manifest else None
     pb = Placement.from_json(sb.manifest["placement"]) if sb.manifest else None
 
     dies: list[DieChange] = []
     shapes_a = 0
     for die in range(max(len(sa.files), len(sb.files))):
-        lib_a = load_library(sa.files[die]) if die < len(sa.files) else None
-        lib_b = load_library(sb.files[die]) if die < len(sb.files) else None
+        lib_a, lib_b = load_die(sa, die), load_die(sb, die)
         if not sa.is_folder:
             la = lib_a.layers_and_datatypes() if lib_a else set()
             lb = lib_b.layers_and_datatypes() if lib_b else set()

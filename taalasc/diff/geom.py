@@ -201,14 +201,30 @@ def xor_polygons(removed: np.ndarray, added: np.ndarray, all_a: np.ndarray, all_
     simple = (cluster_size[label] == 1) & ~touched
     count = int(simple.sum())
     rects = [changed[simple]]
+    # Members and context pairs grouped by cluster with one sort each: a scan per cluster is
+    # quadratic when a change touches everything (a moved fill cell: ~10^5 clusters).
     hard = np.flatnonzero(~simple)
-    for root in np.unique(label[hard]):
-        members = np.flatnonzero(label == root)
+    members_by, roots, starts, ends = _grouped(label[hard], hard)
+    ctx_b_by, ctx_b_roots, ctx_b_starts, ctx_b_ends = _grouped(label[ri], rj)
+    ctx_a_by, ctx_a_roots, ctx_a_starts, ctx_a_ends = _grouped(label[nr + ai], aj)
+    for root, s, e in zip(roots.tolist(), starts.tolist(), ends.tolist()):
+        members = members_by[s:e]
         rem = members[members < nr]
         add = members[members >= nr] - nr
-        ctx_b = all_b[np.unique(rj[np.isin(ri, rem)])]
-        ctx_a = all_a[np.unique(aj[np.isin(ai, add)])]
+        kb = np.searchsorted(ctx_b_roots, root)
+        ka = np.searchsorted(ctx_a_roots, root)
+        ctx_b = all_b[np.unique(ctx_b_by[ctx_b_starts[kb]:ctx_b_ends[kb]])] \
+            if kb < len(ctx_b_roots) and ctx_b_roots[kb] == root else EMPTY
+        ctx_a = all_a[np.unique(ctx_a_by[ctx_a_starts[ka]:ctx_a_ends[ka]])] \
+            if ka < len(ctx_a_roots) and ctx_a_roots[ka] == root else EMPTY
         n, r = _grid_xor(removed[rem], added[add], ctx_a, ctx_b)
         count += n
         rects.append(r)
     return count, np.concatenate(rects)
+
+
+def _grouped(keys: np.ndarray, values: np.ndarray):
+    """``values`` sorted by ``keys``, with the distinct keys and each one's [start, end)."""
+    order = np.argsort(keys, kind="stable")
+    roots, starts = np.unique(keys[order], return_index=True)
+    return values[order], roots, starts, np.r_[starts[1:], len(order)].astype(np.int64)

@@ -1,11 +1,12 @@
 """Diff two layouts (one die each) without flattening what is the same on both sides.
 
-The mask writer names tile cells by content (``T_<sha256 of the tile's bits>``) and chunk
-cells by their bit pattern, so a tile reference with the same cell name at the same place in
-A and B draws the same shapes and is skipped unflattened. That shortcut is only taken when
-it is safe: every cell such a tile uses (straps, chunks) is first checked to be identical
-in both files, by flattening those small cells. Other cells are trusted only when their
-flattened contents are equal. ``trust=False`` compares the full flat geometry instead.
+Each file's cells are hashed by content (content.py: a Merkle hash over the hierarchy, from
+the parsed records, never from the name). A reference to a cell of the same name at the same
+place in A and B is skipped unflattened only when that cell's content hash is the same on
+both sides. The mask writer names tile cells by content (``T_<sha256 of the tile's bits>``)
+and chunk cells by their bit pattern, so in two compiles almost every tile is skipped; a
+cell edited in place after the compile keeps its name but not its hash, and is compared.
+``trust=False`` compares the full flat geometry instead.
 
 A tile whose cell differs is compared one level down (its chunk references by name and
 position), so one flipped bit flattens one 8-via chunk per side, not the whole tile. The
@@ -22,9 +23,11 @@ from itertools import chain
 import gdstk
 import numpy as np
 
+from taalasc.diff.content import content_hashes
 from taalasc.diff.flatten import EMPTY, Flattener, Layer, polygon_rects, ref_offsets
-from taalasc.diff.geom import contact_pairs, distinct_index, rows_in, unique_rows, xor_polygons
+from taalasc.diff.geom import contact_pairs, distinct_index, rows_in, xor_polygons
 
+# The writer's tile cell names (bench/bench_diff.py finds tiles by it); the diff trusts no name.
 CONTENT_NAME = re.compile(r"T_[0-9a-f]{16}\Z")
 
 
@@ -67,33 +70,11 @@ def _top(lib: gdstk.Library | None, where: str) -> gdstk.Cell | None:
     return tops[0]
 
 
-def _same(a: dict[Layer, np.ndarray], b: dict[Layer, np.ndarray]) -> bool:
-    if set(a) != set(b):
-        return False
-    # Writers emit shapes in a fixed order: equal arrays is the common, cheap answer.
-    return all(np.array_equal(a[k], b[k]) or np.array_equal(unique_rows(a[k]), unique_rows(b[k]))
-               for k in a)
-
-
-def trusted_cells(lib_a, lib_b, fa: Flattener, fb: Flattener, tops: set[str]) -> set[str]:
-    """Cell names that draw the same shapes in both libraries (see the module docstring)."""
-    cells_a = {c.name: c for c in lib_a.cells}
-    cells_b = {c.name: c for c in lib_b.cells}
-    common = sorted((set(cells_a) & set(cells_b)) - tops)
-    content = [n for n in common if CONTENT_NAME.match(n)]
-    verified, failed = set(), set()
-    for name in common:
-        if name in content:
-            continue
-        (verified if _same(fa.cell(cells_a[name]), fb.cell(cells_b[name])) else failed).add(name)
-    if not failed:
-        return verified | set(content)
-    ok = set()
-    for name in content:  # only when some shared cell differs: check what tiles depend on
-        deps = {c.name for side in (cells_a, cells_b) for c in side[name].dependencies(True)}
-        if deps <= verified | set(content):
-            ok.add(name)
-    return verified | ok
+def trusted_cells(lib_a, lib_b, where: str, tops: set[str]) -> set[str]:
+    """Cell names (tops excluded) that draw the same shapes in both libraries: the name is in
+    both and so is the same content hash (see the module docstring)."""
+    ha, hb = content_hashes(lib_a, f"{where} (A)"), content_hashes(lib_b, f"{where} (B)")
+    return {name for name, digest in ha.items() if hb.get(name) == digest} - tops
 
 
 def _key(ref) -> tuple:
@@ -271,7 +252,7 @@ def diff_layouts(lib_a: gdstk.Library | None, lib_b: gdstk.Library | None, die: 
     fa, fb = Flattener(f"{where} (A)"), Flattener(f"{where} (B)")
     trusted: set[str] = set()
     if trust and top_a is not None and top_b is not None:
-        trusted = trusted_cells(lib_a, lib_b, fa, fb, {top_a.name, top_b.name})
+        trusted = trusted_cells(lib_a, lib_b, where, {top_a.name, top_b.name})
     refs_a = list(top_a.references) if top_a is not None else []
     refs_b = list(top_b.references) if top_b is not None else []
     context = _Skipped(fa)

@@ -14,6 +14,7 @@ from pathlib import Path
 import gdstk
 
 from taalasc.errors import MaskError
+from taalasc.outdir import MANIFEST, sha256_file
 
 MASK_SUFFIXES = (".gds", ".gds2", ".gdsii", ".oas", ".oasis")
 
@@ -55,14 +56,14 @@ def load_library(path: Path) -> gdstk.Library:
 
 def open_mask_set(path: Path, fmt: str = "gds") -> MaskSet:
     """A compile folder (reads its manifest) or a single GDS/OASIS file."""
-    from taalasc.extract.extract import mask_path, read_manifest
+    from taalasc.extract.extract import read_manifest
 
     path = Path(path)
     if path.is_dir():
         manifest = read_manifest(path)
         try:
-            files = [mask_path(path, manifest, d, fmt) for d in range(len(manifest["dies"]))]
-        except (KeyError, TypeError) as exc:
+            files = _die_files(path, manifest, fmt)
+        except (KeyError, TypeError, AttributeError) as exc:
             raise MaskError(f"{path}: malformed manifest ({type(exc).__name__}: {exc})") from None
         return MaskSet(path=path, files=files, manifest=manifest)
     if not path.exists():
@@ -71,6 +72,43 @@ def open_mask_set(path: Path, fmt: str = "gds") -> MaskSet:
         raise MaskError(f"{path}: must be a compile folder or a .gds/.oas file, "
                         f"not {path.suffix or 'a file without suffix'!r}")
     return MaskSet(path=path, files=[path])
+
+
+def _die_files(folder: Path, manifest: dict, fmt: str) -> list[Path]:
+    """The ``fmt`` file of every die, each a plain name of a file inside the folder."""
+    from taalasc.extract.extract import mask_path
+    from taalasc.folder import inside
+
+    files = []
+    for die, entry in enumerate(manifest["dies"]):
+        mask_path(folder, manifest, die, fmt)   # only its checks: die written, has this format
+        files.append(inside(folder, entry["files"][fmt],
+                            f"{folder / MANIFEST}: dies[{die}].files.{fmt}"))
+    return files
+
+
+def load_die(m: MaskSet, die: int) -> gdstk.Library | None:
+    """Die ``die`` of one side (None when that side has fewer dies), read with load_library.
+
+    A compile folder's die file must still be the one the compile wrote: its sha256 is
+    checked against the manifest's ``outputs`` first (~0.1 s per 100 MB), so that changed
+    geometry is not reported under the manifest's tensors and tiles. To compare such files
+    anyway, diff the mask files themselves (no manifest: geometry only)."""
+    if die >= len(m.files):
+        return None
+    path = m.files[die]
+    if m.manifest is not None:
+        outputs = m.manifest.get("outputs")
+        entry = outputs.get(path.name) if isinstance(outputs, dict) else None
+        want = entry.get("sha256") if isinstance(entry, dict) else None
+        if not isinstance(want, str):
+            raise MaskError(f"{path}: no sha256 for it in {MANIFEST} outputs, so it cannot be "
+                            "checked against the compile; diff the mask files themselves")
+        if sha256_file(path) != want:
+            raise MaskError(f"{path}: sha256 differs from {MANIFEST} outputs (the file was "
+                            "changed after the compile); diff the mask files themselves to "
+                            "compare their geometry")
+    return load_library(path)
 
 
 def _inputs(m: MaskSet) -> dict:
@@ -96,13 +134,16 @@ def check_compatible(a: MaskSet, b: MaskSet) -> None:
                                 "a mask diff needs the same base chip")
 
 
-def load_base(m: MaskSet) -> None:
-    """Load a compile folder's base array (refused if its YAML changed since the compile)."""
+def load_bases(a: MaskSet, b: MaskSet) -> None:
+    """Load the compile folders' base array (refused if its YAML changed since the compile).
+
+    Loaded once: check_compatible has shown both manifests name the same base array and PDK
+    with the same YAML sha256, so B's is the same content as A's."""
     from taalasc.extract.extract import base_of
 
-    if m.manifest is not None:
-        m.base = base_of(m.manifest, m.path)
-        m.pdk = m.base.pdk
+    if a.manifest is not None and b.manifest is not None:
+        a.base = b.base = base_of(a.manifest, a.path)
+        a.pdk = b.pdk = a.base.pdk
 
 
 def recognise_pdk(a: MaskSet, b: MaskSet, layers_a: set, layers_b: set) -> None:
