@@ -330,3 +330,23 @@ def test_a_base_yaml_that_is_not_a_mapping_is_not_quoted(tmp_path):
         load_base_array(secret)
     assert re.search(r"<top>: must be a mapping, not a string$", str(info.value))
     assert "TOPSECRET" not in str(info.value)
+
+
+def test_diff_escapes_hostile_tensor_names(evil, evil_out, tmp_path):
+    """diff's tables and markdown name tensors from the checkpoint: escaped like every other
+    command's output."""
+    import shutil
+
+    changed = tmp_path / "model"
+    shutil.copytree(evil, changed)
+    from safetensors.numpy import load_file, save_file
+
+    tensors = load_file(str(changed / "model.safetensors"))
+    tensors[EVIL_MATRIX] = tensors[EVIL_MATRIX] * -1.0
+    save_file(tensors, str(changed / "model.safetensors"))
+    out = tmp_path / "out"
+    assert cli.main(["compile", str(changed), "-o", str(out), "--quiet"]) == 0
+    done = _taalasc("diff", evil_out, out, "--markdown", tmp_path / "pr.md")
+    assert done.returncode in (0, 2), done.stderr
+    text = done.stdout + (tmp_path / "pr.md").read_text()
+    assert "pwned" in text and not any(c in text for c in RAW), text

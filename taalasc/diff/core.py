@@ -83,10 +83,16 @@ class MaskDiff:
 
 
 def _layer_names(pdk) -> dict[Layer, str]:
+    """The die file's layers by role; the fill datatype is made into the top-metal mask."""
     if pdk is None or pdk.layers is None:
         return {}
-    v, m = pdk.layers.via, pdk.layers.top_metal
-    return {(v.gds_layer, v.gds_datatype): "via", (m.gds_layer, m.gds_datatype): "top_metal"}
+    lay = pdk.layers
+    return {(l.gds_layer, l.gds_datatype): name for l, name in (
+        (lay.via, "via"), (lay.top_metal, "top_metal"), (lay.top_metal_fill, "top_metal_fill"),
+        (lay.boundary, "boundary"))}
+
+
+_MASK_OF = {"via": "via", "top_metal": "top_metal", "top_metal_fill": "top_metal"}
 
 
 def count_shapes(lib) -> int:
@@ -128,13 +134,15 @@ def _vias_are_vias(pdk, change, where) -> None:
 def _only_custom_layers(side, lib, die: int) -> None:
     if lib is None or side.pdk is None or side.pdk.layers is None:
         return
-    allowed = {(side.pdk.layers.via.gds_layer, side.pdk.layers.via.gds_datatype),
-               (side.pdk.layers.top_metal.gds_layer, side.pdk.layers.top_metal.gds_datatype)}
+    from taalasc.emit.readback import mask_layers
+
+    allowed = mask_layers(side.pdk)
     foreign = sorted(set(lib.layers_and_datatypes()) - allowed)
     if foreign:
         layer, datatype = foreign[0]
         raise MaskError(f"{side.files[die]}: shapes on layer {layer}/{datatype}, which is not one "
-                        f"of {side.pdk.name}'s two custom layers {sorted(allowed)}")
+                        f"of {side.pdk.name}'s custom layers, their fill or the boundary "
+                        f"{sorted(allowed)}")
 
 
 def diff_masks(a: str | Path, b: str | Path, fmt: str = "gds", trust_cell_names: bool = True,
@@ -196,7 +204,7 @@ def diff_masks(a: str | Path, b: str | Path, fmt: str = "gds", trust_cell_names:
             t.removed += len(lc.removed)
             t.xor_polygons += lc.xor_count
             if len(lc.added) or len(lc.removed):
-                changed.add(names[layer] if names[layer] in ("via", "top_metal") else "other")
+                changed.add(_MASK_OF.get(names[layer], "other"))
         masks_per_die.append(changed)
         attribution.add_die(d)
     tensors = attribution.finish()

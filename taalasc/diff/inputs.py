@@ -77,14 +77,8 @@ def open_mask_set(path: Path, fmt: str = "gds") -> MaskSet:
 def _die_files(folder: Path, manifest: dict, fmt: str) -> list[Path]:
     """The ``fmt`` file of every die, each a plain name of a file inside the folder."""
     from taalasc.extract.extract import mask_path
-    from taalasc.folder import inside
 
-    files = []
-    for die, entry in enumerate(manifest["dies"]):
-        mask_path(folder, manifest, die, fmt)   # only its checks: die written, has this format
-        files.append(inside(folder, entry["files"][fmt],
-                            f"{folder / MANIFEST}: dies[{die}].files.{fmt}"))
-    return files
+    return [mask_path(folder, manifest, die, fmt) for die in range(len(manifest["dies"]))]
 
 
 def load_die(m: MaskSet, die: int) -> gdstk.Library | None:
@@ -149,14 +143,13 @@ def load_bases(a: MaskSet, b: MaskSet) -> None:
 def recognise_pdk(a: MaskSet, b: MaskSet, layers_a: set, layers_b: set) -> None:
     """For bare files: name the PDK from the layers used; refuse two different PDKs."""
     from taalasc.config import builtin_names, load_pdk
+    from taalasc.emit.readback import mask_layers
 
     known = []
     for name in builtin_names("pdk"):
         pdk = load_pdk(name)
         if pdk.layers is not None:
-            own = {(pdk.layers.via.gds_layer, pdk.layers.via.gds_datatype),
-                   (pdk.layers.top_metal.gds_layer, pdk.layers.top_metal.gds_datatype)}
-            known.append((pdk, own))
+            known.append((pdk, mask_layers(pdk)))
 
     def match(layers: set):
         hits = [p for p, own in known if layers and layers <= own]

@@ -72,6 +72,13 @@ def _verdict(diff: MaskDiff) -> str:
     return f"{diff.changed_shapes:,} shapes changed — {diff.masks}{cost}"
 
 
+def _md_name(name: str) -> str:
+    """A tensor name from a checkpoint as inline markdown code: escaped, table-safe."""
+    from taalasc.errors import safe_text
+
+    return "`" + safe_text(name).replace("`", "'").replace("|", "\\|") + "`"
+
+
 def to_markdown(diff: MaskDiff, threshold: dict | None = None) -> str:
     """A pull-request comment: verdict, per layer, per tensor, re-spin cost."""
     lines = [f"### taalasc mask diff: {_verdict(diff)}", "",
@@ -99,7 +106,7 @@ def to_markdown(diff: MaskDiff, threshold: dict | None = None) -> str:
         for t in diff.tiles[:MD_TILES]:
             names = sorted({n for n in (t.tensor_a, t.tensor_b) if n})
             lines.append(f"| {t.die} | {t.label} | {_counts(t.added)} | {_counts(t.removed)} | "
-                         f"{', '.join(f'`{n}`' for n in names)} |")
+                         f"{', '.join(_md_name(n) for n in names)} |")
         if len(diff.tiles) > MD_TILES:
             lines.append(f"| | … {len(diff.tiles) - MD_TILES} more (see the JSON) | | | |")
         lines.append("")
@@ -108,13 +115,13 @@ def to_markdown(diff: MaskDiff, threshold: dict | None = None) -> str:
         for t in diff.tensors[:MD_TENSORS]:
             if t.placement_changed:
                 where = f"re-placed ({t.vias_added:,} vias added, {t.vias_removed:,} removed)"
-                lines.append(f"| `{t.tensor}` | – | – | {where} |")
+                lines.append(f"| {_md_name(t.tensor)} | – | – | {where} |")
                 continue
             shown = ", ".join(element_text(k, r, c) for k, r, c, _ in t.elements[:MD_ELEMENTS])
             more = t.values_changed - min(len(t.elements), MD_ELEMENTS)
             shown += f" … (+{more:,})" if more > 0 else ""
             kinds = ", ".join(f"{n:,} {k}" for k, n in sorted(t.changed.items()))
-            lines.append(f"| `{t.tensor}` | {kinds} | {t.bits_changed:,} | {shown} |")
+            lines.append(f"| {_md_name(t.tensor)} | {kinds} | {t.bits_changed:,} | {shown} |")
         if len(diff.tensors) > MD_TENSORS:
             more = len(diff.tensors) - MD_TENSORS
             lines.append(f"| … {more} more tensors (see the JSON) | | | |")
@@ -133,6 +140,8 @@ def print_summary(diff: MaskDiff, threshold: dict | None = None, console=None) -
     from rich.console import Console
     from rich.table import Table
 
+    from taalasc.errors import safe_markup
+
     console = console or Console()
     style = "green" if diff.identical else "yellow"
     console.print(f"[bold {style}]{_verdict(diff)}[/]  ({diff.seconds:.2f} s)")
@@ -149,10 +158,12 @@ def print_summary(diff: MaskDiff, threshold: dict | None = None, console=None) -
             tt.add_column(col)
         for t in diff.tensors[:MD_TENSORS]:
             if t.placement_changed:
-                tt.add_row(t.tensor, "re-placed", "", f"{t.vias_added + t.vias_removed:,} vias")
+                tt.add_row(safe_markup(t.tensor), "re-placed", "",
+                           f"{t.vias_added + t.vias_removed:,} vias")
                 continue
             first = ", ".join(element_text(k, r, c) for k, r, c, _ in t.elements[:4])
-            tt.add_row(t.tensor, f"{t.values_changed:,}", f"{t.bits_changed:,}", first)
+            tt.add_row(safe_markup(t.tensor), f"{t.values_changed:,}", f"{t.bits_changed:,}",
+                       safe_markup(first))
         console.print(tt)
     if diff.respin:
         console.print(f"re-spin: {diff.masks}, ${diff.respin['usd']:,.0f} "
@@ -162,7 +173,7 @@ def print_summary(diff: MaskDiff, threshold: dict | None = None, console=None) -
         word = "above" if threshold["exceeded"] else "within"
         console.print(f"[{colour}]{word} --max-changed: {threshold['detail']}[/]")
     for note in diff.notes:
-        console.print(f"[dim]{note}[/]")
+        console.print(f"[dim]{safe_markup(note)}[/]")
 
 
 # -- pictures and geometry -------------------------------------------------------------------

@@ -67,6 +67,10 @@ def base_of(manifest: dict, out_dir: Path) -> BaseArray:
 
 
 def mask_path(out_dir: Path, manifest: dict, die: int, fmt: str) -> Path:
+    """The die's mask file: a plain name of a regular file inside ``out_dir`` (folder.inside),
+    never a path the manifest sends elsewhere."""
+    from taalasc.folder import inside
+
     entry = manifest["dies"][die]
     if not entry.get("present", True):
         raise MaskError(f"{out_dir}: die {die} was not written (a --die compile); "
@@ -75,7 +79,8 @@ def mask_path(out_dir: Path, manifest: dict, die: int, fmt: str) -> Path:
     if fmt not in files:
         raise MaskError(f"{out_dir}: die {die} has no {fmt} file (compiled with "
                         f"{', '.join(sorted(files))})")
-    return Path(out_dir) / files[fmt]
+    return inside(Path(out_dir), files[fmt],
+                  f"{Path(out_dir) / MANIFEST}: dies[{die}].files.{fmt}")
 
 
 def extract(out_dir: Path, fmt: str = "gds", jobs: int = 1, *, manifest: dict | None = None,
