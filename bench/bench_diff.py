@@ -62,7 +62,7 @@ def bench_base_yaml(folder: Path, columns: int, rows: int) -> Path:
 
 def write_die(base, folder: Path, stem: str, seed: int = 0) -> tuple[Path, int]:
     """Every tile programmed with random bits by taalasc's mask writer: (path, vias)."""
-    from taalasc.emit.writer import DieMaskWriter
+    from taalasc.custom.writer import DieMaskWriter
 
     g, sites = base.tile_grid, base.weight_tile.sites
     rng = np.random.default_rng(seed)

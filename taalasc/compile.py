@@ -285,7 +285,7 @@ def build(planned: "Planned", options: CompileOptions, stage: Path, quantizer,
     """Write every output of the compile into ``stage`` (masks only when ``write_masks``);
     return its manifest and the dies' DieMaskResults. The bytes depend on the inputs alone."""
     from taalasc.dieworker import DieJob, compile_die
-    from taalasc.emit.writer import layer_properties_lyp
+    from taalasc.custom.writer import layer_properties_lyp
     from taalasc.parallel import run_ordered
     from taalasc.place.metrics import placement_stats, rowmajor_wirelength_nm
     from taalasc.place.overview import overview_png

@@ -48,8 +48,8 @@ class DieOutcome:
 
 def compile_die(job: DieJob) -> DieOutcome:
     """Read, quantize, pack and draw every tile of ``job.die``; rule-check the die files."""
-    from taalasc.emit.tiles import render_tiles
-    from taalasc.emit.writer import DieMaskWriter
+    from taalasc.custom.tiles import render_tiles
+    from taalasc.custom.writer import DieMaskWriter
     from taalasc.place.pack import pack_segment
     from taalasc.quant.method import TensorQuantizer
 
@@ -97,7 +97,7 @@ def quant_entry(qt) -> dict:
 
 def rule_check_die(base, die) -> None:
     """Check one written die against the PDK rules; CheckFailed on any violation."""
-    from taalasc.emit.check import check_die
+    from taalasc.checks.check import check_die
 
     violations = check_die(die, base)
     if violations:

@@ -159,10 +159,10 @@ def _show(text: str) -> str:
 
 def metal_differences(path: Path, layout, base, fmt: str) -> str:
     """What differs on the top metal (and its fill) of one die file from the rebuild's layout
-    (taalasc.emit.writer.DieLayout): shapes missing and shapes added, with the first of
+    (taalasc.custom.writer.DieLayout): shapes missing and shapes added, with the first of
     each. Every strap, route wire, fill square and fill bar is one rectangle."""
-    from taalasc.emit.geometry import strap_rects
-    from taalasc.emit.readback import custom_layers, read_layer_rects
+    from taalasc.custom.geometry import strap_rects
+    from taalasc.formats.readback import custom_layers, read_layer_rects
 
     _, metal = custom_layers(base.pdk)
     fill = (base.pdk.layers.top_metal_fill.gds_layer, base.pdk.layers.top_metal_fill.gds_datatype)

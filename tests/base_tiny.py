@@ -45,7 +45,7 @@ def tiny_custom_die(base, folder: Path, seed: int = 1) -> tuple[Path, dict]:
     """The custom layers of one die on ``base``: random bits in every tile, a chain of routes
     through all four tiles (the compile's writer, without a model). Returns the GDSII path
     and the bits by (column, row)."""
-    from taalasc.emit.writer import DieMaskWriter
+    from taalasc.custom.writer import DieMaskWriter
 
     writer = DieMaskWriter(base, 0, Path(folder), "die0", formats=("gds",))
     rng = np.random.default_rng(seed)

@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 from corpus.bad_inputs import BASE_YAML, assert_one_error, run_cli, small_llama
 from corpus.masks import GDSTK_CRASHERS, ReaderWorker, seed_library, write_seed
 from taalasc.config import load_pdk
-from taalasc.emit.readback import read_vias
+from taalasc.formats.readback import read_vias
 from taalasc.errors import MaskError
 
 FAST = settings(max_examples=60, deadline=None, derandomize=True,

@@ -1,4 +1,4 @@
-"""Bad mask files through the reader used by verify and diff (taalasc.emit.readback).
+"""Bad mask files through the reader used by verify and diff (taalasc.formats.readback).
 
 Files that gdstk handles are read in-process; files that crash gdstk (it is C code) are read by
 a worker process (corpus/mask_worker.py), so a crash fails one test instead of killing pytest.
@@ -15,7 +15,7 @@ from corpus.bad_inputs import assert_one_error, run_cli, small_llama
 from corpus.masks import GDSTK_CRASHERS, ReaderWorker, aref_bomb, mask_cases, truncated_oas
 from taalasc.cli import COMMANDS
 from taalasc.config import load_pdk
-from taalasc.emit.readback import read_vias
+from taalasc.formats.readback import read_vias
 from taalasc.errors import MaskError
 
 

@@ -13,7 +13,7 @@ import pytest
 
 from taalasc.compile import CompileOptions, compile_model
 from taalasc.errors import MaskError
-from taalasc.emit import readback
+from taalasc.formats import readback
 from taalasc.extract import die as die_mod
 from taalasc.extract.die import DieReadJob, extract_die
 from taalasc.extract.extract import base_of, read_manifest

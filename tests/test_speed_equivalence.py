@@ -9,7 +9,7 @@ import pytest
 
 from taalasc.compile import _dumps, _manifest_text
 from taalasc.config import load_base_array
-from taalasc.emit.tiles import render_tile, render_tiles
+from taalasc.custom.tiles import render_tile, render_tiles
 from taalasc.place.pack import pack_segment
 from taalasc.place.plan import Segment
 from taalasc.quant.quantize import QuantizedTensor, QuantSpec, quantize_tensor

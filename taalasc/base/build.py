@@ -24,7 +24,7 @@ from taalasc.base.tile import TilePlan, plan_tile
 from taalasc.config.base_array import BaseArray
 
 PREFIX = "TLB_"
-TIMESTAMP = datetime.datetime(2000, 1, 1)   # as taalasc.emit.gdsii: fixed, for reproducibility
+TIMESTAMP = datetime.datetime(2000, 1, 1)   # as taalasc.formats.gdsii: fixed, for reproducibility
 
 
 @dataclass(frozen=True)

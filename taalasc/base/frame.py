@@ -12,7 +12,7 @@
   Why bridges and not one rail per column: rails abutting from tile to tile merge into
   polygons as tall as the grid, and hierarchical DRC then checks each against every tile of
   its column (the sky130 deck: 32 s instead of 5 s on the demo base).
-* A met4 pad under every dataflow port of every tile (taalasc.emit.routing), where a route's
+* A met4 pad under every dataflow port of every tile (taalasc.custom.routing), where a route's
   via lands.
 
 Nothing of the base is on the custom layers (via4, met5) or their fill.
@@ -27,8 +27,8 @@ import numpy as np
 from taalasc.base.recipe import Recipe
 from taalasc.base.tile import TilePlan
 from taalasc.config.base_array import BaseArray
-from taalasc.emit.geometry import centred
-from taalasc.emit.routing import ChannelRouter
+from taalasc.custom.geometry import centred
+from taalasc.custom.routing import ChannelRouter
 from taalasc.errors import MaskError
 
 Rect = tuple[int, int, int, int]

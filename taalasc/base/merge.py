@@ -5,7 +5,7 @@ The output is a new library: every cell of the base file, every cell of the cust
 cell ``TLM_<custom top>`` that places both tops at the origin. Both files must use 1 nm
 database units. A cell name defined in both files is refused: GDS merges cells by name, so a
 clash would silently replace one cell's contents with the other's. The library header is
-written with the fixed timestamp of taalasc.emit.gdsii, so the same inputs give the same bytes.
+written with the fixed timestamp of taalasc.formats.gdsii, so the same inputs give the same bytes.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import struct
 from pathlib import Path
 from typing import BinaryIO, Iterator
 
-from taalasc.emit import gdsii
+from taalasc.formats import gdsii
 from taalasc.errors import MaskError
 
 MERGED_PREFIX = "TLM_"

@@ -1,6 +1,6 @@
 """One weight tile of the base die, as numbers (nm, tile-relative; drawing is build.py's).
 
-Top down, per bit site (the landing shape and tie pads come from taalasc.emit.geometry, the
+Top down, per bit site (the landing shape and tie pads come from taalasc.custom.geometry, the
 contract with the custom layers):
 
 * met4 (below_metal): one landing under both via slots of the site; per strap a tie pad
@@ -31,7 +31,7 @@ from taalasc.base.cells import StdCell, load_cell
 from taalasc.base.recipe import Recipe
 from taalasc.base.rows import Placed, place_gates, row_cells
 from taalasc.config.base_array import BaseArray
-from taalasc.emit.geometry import landing_rects, tie_pad_rects
+from taalasc.custom.geometry import landing_rects, tie_pad_rects
 from taalasc.errors import MaskError
 
 

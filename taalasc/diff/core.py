@@ -134,7 +134,7 @@ def _vias_are_vias(pdk, change, where) -> None:
 def _only_custom_layers(side, lib, die: int) -> None:
     if lib is None or side.pdk is None or side.pdk.layers is None:
         return
-    from taalasc.emit.readback import mask_layers
+    from taalasc.formats.readback import mask_layers
 
     allowed = mask_layers(side.pdk)
     foreign = sorted(set(lib.layers_and_datatypes()) - allowed)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import gdstk
 import numpy as np
 
-from taalasc.emit.readback import add_plain, cell_rects, is_plain, place_rects, ref_offsets
+from taalasc.formats.readback import add_plain, cell_rects, is_plain, place_rects, ref_offsets
 from taalasc.errors import MaskError
 
 __all__ = ["EMPTY", "Flattener", "Layer", "polygon_rects", "ref_offsets"]

@@ -44,9 +44,9 @@ class MaskSet:
 def load_library(path: Path) -> gdstk.Library:
     """A GDSII or OASIS file as a gdstk Library in 1 nm units; MaskError when unreadable.
 
-    The file is first read in a child process (taalasc.emit.safe_read), so a corrupt file
+    The file is first read in a child process (taalasc.formats.safe_read), so a corrupt file
     that crashes gdstk gives a MaskError instead of killing the diff."""
-    from taalasc.emit.safe_read import load_library as safe_load
+    from taalasc.formats.safe_read import load_library as safe_load
 
     lib = safe_load(Path(path))
     if not lib.cells:
@@ -143,7 +143,7 @@ def load_bases(a: MaskSet, b: MaskSet) -> None:
 def recognise_pdk(a: MaskSet, b: MaskSet, layers_a: set, layers_b: set) -> None:
     """For bare files: name the PDK from the layers used; refuse two different PDKs."""
     from taalasc.config import builtin_names, load_pdk
-    from taalasc.emit.readback import mask_layers
+    from taalasc.formats.readback import mask_layers
 
     known = []
     for name in builtin_names("pdk"):

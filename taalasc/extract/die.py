@@ -4,8 +4,8 @@
 centre gives its tile from the grid, its site from the site pitch and its bit from the strap
 it sits on; one bincount over (tile, site, strap) then gives every site's bit, opens
 (no via) and shorts (both straps) for the whole die. A GDSII file is streamed through our
-own reader (emit/gdsread.py) in batches, so memory is one die's bit counts, not its shapes;
-OASIS goes through gdstk (emit/readback.read_vias).
+own reader (formats/gdsread.py) in batches, so memory is one die's bit counts, not its shapes;
+OASIS goes through gdstk (formats/readback.read_vias).
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from taalasc.config import BaseArray
-from taalasc.emit.readback import SiteDecoder, iter_vias
+from taalasc.formats.readback import SiteDecoder, iter_vias
 
 MAX_DEFECTS_KEPT = 1000  # a badly broken mask would list millions; the count stays exact
 

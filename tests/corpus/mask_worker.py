@@ -19,7 +19,7 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 from pathlib import Path  # noqa: E402
 
 from taalasc.config import load_pdk  # noqa: E402
-from taalasc.emit.readback import read_vias  # noqa: E402
+from taalasc.formats.readback import read_vias  # noqa: E402
 from taalasc.errors import MaskError  # noqa: E402
 
 pdk = load_pdk(sys.argv[1])

@@ -91,7 +91,7 @@ def rectangles(rects: np.ndarray, layer: tuple[int, int]) -> bytes:
     """RECTANGLE records (absolute xy mode). The first names layer, datatype, width and
     height; later ones leave out what equals the modal value (same layer; same w / h as the
     record before), so a cell of equal vias costs ~7 bytes per via."""
-    from taalasc.emit.gdsii import concat_rows
+    from taalasc.formats.gdsii import concat_rows
 
     r = np.asarray(rects, np.int64).reshape(-1, 4)
     n = len(r)

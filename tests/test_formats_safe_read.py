@@ -1,4 +1,4 @@
-"""taalasc.emit.safe_read: structure checks, the child-process read, the expansion cap."""
+"""taalasc.formats.safe_read: structure checks, the child-process read, the expansion cap."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 from corpus.masks import GDSTK_CRASHERS, aref_bomb, seed_library, write_seed
-from taalasc.emit import safe_read
-from taalasc.emit.readback import read_rects
+from taalasc.formats import safe_read
+from taalasc.formats.readback import read_rects
 from taalasc.errors import MaskError
 
 

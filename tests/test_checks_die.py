@@ -8,9 +8,9 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from taalasc.emit.check import check_die, slot_via_rects, tile_proof
-from taalasc.emit.drc import check_file
-from test_emit_helpers import small_base, write_small
+from taalasc.checks.check import check_die, slot_via_rects, tile_proof
+from taalasc.checks.drc import check_file
+from test_custom_helpers import small_base, write_small
 
 
 @pytest.fixture(scope="module")
@@ -25,7 +25,7 @@ def _rules(violations):
 def test_clean_die_passes_both_checks(written):
     base, result, _ = written
     assert check_die(result, base) == []
-    from taalasc.emit.fill import keep_out_area_rects
+    from taalasc.custom.fill import keep_out_area_rects
 
     assert check_file(result.files["oas"], base.pdk, (base.die.width_nm, base.die.height_nm),
                       keep_out_area_rects(base)) == []

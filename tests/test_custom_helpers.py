@@ -31,7 +31,7 @@ def random_bits(seed: int, n: int) -> np.ndarray:
 
 def write_small(out_dir, formats=("gds", "oas"), seed=0, routes=True):
     """Program 4 of the 6 tiles (one partially, 37 sites) and route them; return (result, bits)."""
-    from taalasc.emit.writer import DieMaskWriter
+    from taalasc.custom.writer import DieMaskWriter
 
     base = small_base()
     writer = DieMaskWriter(base, 0, out_dir, "die0", formats=formats)
@@ -51,7 +51,7 @@ def write_small(out_dir, formats=("gds", "oas"), seed=0, routes=True):
 
 def test_oasis_rectangles_leave_out_modal_fields():
     """Layer on the first record only; width / height only when they change."""
-    from taalasc.emit.oasis import rectangles
+    from taalasc.formats.oasis import rectangles
 
     rects = np.array([[0, 0, 800, 800], [1600, 0, 2400, 800], [3200, 1600, 4000, 3000]])
     assert rectangles(rects, (71, 44)).hex(" ") == (

@@ -1,4 +1,4 @@
-"""Our own GDSII reader (taalasc/emit/gdsread.py, gdsflat.py) against gdstk and KLayout.
+"""Our own GDSII reader (taalasc/formats/gdsread.py, gdsflat.py) against gdstk and KLayout.
 
 gdstk and KLayout are the readers we did not write: every library here is built with gdstk
 (random hierarchies with rotations, reflections and arrays; a compiled die), flattened by
@@ -14,9 +14,9 @@ import gdstk
 import numpy as np
 import pytest
 
-from taalasc.emit.gdsflat import flat_rects, iter_layer
-from taalasc.emit.gdsread import read_gds
-from taalasc.emit.readback import read_rects
+from taalasc.formats.gdsflat import flat_rects, iter_layer
+from taalasc.formats.gdsread import read_gds
+from taalasc.formats.readback import read_rects
 from taalasc.errors import MaskError
 
 VIA, METAL = (71, 44), (72, 20)

@@ -15,8 +15,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from taalasc.config.base_array import BaseArray, WeightTile
-from taalasc.emit import gdsii, oasis
-from taalasc.emit.geometry import CHUNK_SITES, chunk_name, tile_cell_name
+from taalasc.formats import gdsii, oasis
+from taalasc.custom.geometry import CHUNK_SITES, chunk_name, tile_cell_name
 from taalasc.errors import MaskError
 
 # OASIS reference numbers, all two-byte varints (128..16383) so a tile's records have a fixed

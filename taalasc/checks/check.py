@@ -28,9 +28,9 @@ import hashlib
 import numpy as np
 
 from taalasc.config.base_array import BaseArray
-from taalasc.emit.drc import Violation, _near_pairs, check_rects
-from taalasc.emit.geometry import CHUNK_SITES, centred, chunk_via_rects, strap_rects
-from taalasc.emit.writer import DieLayout, DieMaskResult
+from taalasc.checks.drc import Violation, _near_pairs, check_rects
+from taalasc.custom.geometry import CHUNK_SITES, centred, chunk_via_rects, strap_rects
+from taalasc.custom.writer import DieLayout, DieMaskResult
 
 _PROOFS: dict[str, list[Violation]] = {}
 _DIES: dict[str, list[Violation]] = {}

@@ -18,8 +18,8 @@ from pathlib import Path
 import numpy as np
 
 from taalasc.config.pdk import Pdk
-from taalasc.emit.fill import window_density_pct
-from taalasc.emit.readback import custom_layers, mask_layers, read_rects
+from taalasc.custom.fill import window_density_pct
+from taalasc.formats.readback import custom_layers, mask_layers, read_rects
 
 
 @dataclass(frozen=True)

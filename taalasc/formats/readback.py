@@ -15,9 +15,9 @@ import numpy as np
 
 from taalasc.config.base_array import BaseArray
 from taalasc.config.pdk import Pdk
-from taalasc.emit.gdsflat import check_square, iter_layer, ragged
-from taalasc.emit.gdsread import read_gds
-from taalasc.emit.safe_read import MAX_SHAPES, read_flat
+from taalasc.formats.gdsflat import check_square, iter_layer, ragged
+from taalasc.formats.gdsread import read_gds
+from taalasc.formats.safe_read import MAX_SHAPES, read_flat
 from taalasc.errors import MaskError
 
 Layer = tuple[int, int]
@@ -213,7 +213,7 @@ def iter_vias(path: Path, pdk: Pdk, instances: bool = False):
     gdsflat.Instances instead (see gdsflat.iter_layer).
 
     Layer-checked: only the PDK's two custom layers may appear, and every via must be a
-    ``via_size_nm`` square. GDSII files go through our own reader (emit/gdsread.py, ~6x
+    ``via_size_nm`` square. GDSII files go through our own reader (formats/gdsread.py, ~6x
     gdstk's speed on a full die); OASIS through gdstk in a child process (safe_read).
     """
 

@@ -1,4 +1,4 @@
-"""Flattening a GdsLibrary (emit/gdsread.py) without holding the flat die.
+"""Flattening a GdsLibrary (formats/gdsread.py) without holding the flat die.
 
 The top cell is expanded lazily, in pieces of about ``batch`` shapes. Small cells (at most
 MEMO_SHAPES shapes, e.g. a tile's chunk cells) are flattened once into one table that every
@@ -16,8 +16,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from taalasc.emit.gdsread import GdsLibrary, Layer, _Refs
-from taalasc.emit.safe_read import MAX_SHAPES
+from taalasc.formats.gdsread import GdsLibrary, Layer, _Refs
+from taalasc.formats.safe_read import MAX_SHAPES
 from taalasc.errors import MaskError
 
 MEMO_SHAPES = 4096      # cells up to this many shapes are flattened once and reused

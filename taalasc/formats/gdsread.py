@@ -12,7 +12,7 @@ It is pure Python and numpy: a corrupt file raises MaskError and cannot crash th
 so no child process is needed. gdstk and KLayout stay the independent readers the tests
 compare it with. Supported: BOUNDARY rectangles, SREF and AREF at 90-degree rotations with
 reflection and magnification 1; TEXT is skipped (labels carry no geometry); PATH, BOX and
-NODE are refused. Flattening is emit/gdsflat.py's (streamed: memory is a batch of shapes,
+NODE are refused. Flattening is formats/gdsflat.py's (streamed: memory is a batch of shapes,
 not the die).
 """
 
@@ -80,7 +80,7 @@ def read_gds(path: Path, allowed: set[Layer] | None = None) -> GdsLibrary:
         raw = path.read_bytes()
     except OSError as exc:
         raise MaskError(f"{path}: cannot read mask file ({exc.strerror or exc})") from None
-    from taalasc.emit.gdsflat import check_counts
+    from taalasc.formats.gdsflat import check_counts
 
     lib = _Parser(raw, path, allowed).parse()
     check_counts(lib)

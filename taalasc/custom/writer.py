@@ -37,12 +37,12 @@ import numpy as np
 
 from taalasc.config.base_array import BaseArray
 from taalasc.config.pdk import Pdk
-from taalasc.emit import gdsii, oasis
-from taalasc.emit.fill import (FillArray, keep_out_area_rects, plan_fill, route_area_rects,
+from taalasc.formats import gdsii, oasis
+from taalasc.custom.fill import (FillArray, keep_out_area_rects, plan_fill, route_area_rects,
                                window_density_pct)
-from taalasc.emit.geometry import chunk_name, chunk_via_rects, strap_rects, tie_via_rects
-from taalasc.emit.routing import ChannelRouter
-from taalasc.emit.tiles import (DIE_REFNUM, FILL_REFNUM, FILLSQ_REFNUM, FIRST_TILE_REFNUM,
+from taalasc.custom.geometry import chunk_name, chunk_via_rects, strap_rects, tie_via_rects
+from taalasc.custom.routing import ChannelRouter
+from taalasc.custom.tiles import (DIE_REFNUM, FILL_REFNUM, FILLSQ_REFNUM, FIRST_TILE_REFNUM,
                                 STRAPS_REFNUM, TIES_REFNUM, RenderedTile, chunk_of_refnum,
                                 render_tile)
 from taalasc.errors import MaskError
@@ -159,7 +159,7 @@ class DieMaskWriter:
             self.base, bits, self.formats, where=f"die {self.die}: tile ({column}, {row})"))
 
     def add_rendered(self, column: int, row: int, rendered: RenderedTile) -> None:
-        """Place a tile rendered by :func:`taalasc.emit.tiles.render_tile` (same formats)."""
+        """Place a tile rendered by :func:`taalasc.custom.tiles.render_tile` (same formats)."""
         self._check_slot(column, row)
         if set(rendered.data) != set(self.formats):
             raise MaskError(f"die {self.die}: tile ({column}, {row}) was rendered for "

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from taalasc.emit.drc import check_rects
-from test_emit_helpers import small_base
+from taalasc.checks.drc import check_rects
+from test_custom_helpers import small_base
 
 PDK = small_base().pdk
 

@@ -9,12 +9,12 @@ import klayout.db as kdb
 import numpy as np
 import pytest
 
-from taalasc.emit.drc import check_file
-from taalasc.emit.fill import keep_out_area_rects, window_density_pct
-from taalasc.emit.readback import decode_tile_bits, read_vias
-from taalasc.emit.writer import DieMaskWriter, layer_properties_lyp
+from taalasc.checks.drc import check_file
+from taalasc.custom.fill import keep_out_area_rects, window_density_pct
+from taalasc.formats.readback import decode_tile_bits, read_vias
+from taalasc.custom.writer import DieMaskWriter, layer_properties_lyp
 from taalasc.errors import MaskError
-from test_emit_helpers import random_bits, small_base, write_small
+from test_custom_helpers import random_bits, small_base, write_small
 
 
 @pytest.fixture(scope="module")
@@ -118,7 +118,7 @@ def test_density_is_within_limits_and_matches_klayout_area(written):
     assert result.density_max_pct <= rules.top_metal_density_max_pct
     # The small die is smaller than one window: density = merged metal area (fill included)
     # / the die's area outside the keep-outs (grown by the spacing rule).
-    from taalasc.emit.fill import keep_out_area_rects
+    from taalasc.custom.fill import keep_out_area_rects
 
     layout = _layout(result.files["oas"])
     area_um2 = _top_metal(layout, base).area() * layout.dbu ** 2
@@ -162,7 +162,7 @@ def test_decode_reports_open_and_short():
 
 def test_our_drc_is_clean_on_written_files(written):
     base, result, _ = written
-    from taalasc.emit.fill import keep_out_area_rects
+    from taalasc.custom.fill import keep_out_area_rects
 
     die = (base.die.width_nm, base.die.height_nm)
     keep_outs = keep_out_area_rects(base)
@@ -253,7 +253,7 @@ def test_geometry_equals_the_gdstk_writer_reference(written, fmt):
     """Frozen from the earlier gdstk-based writer (the same die, flattened), refrozen when the
     tie column, the fill datatype and the frame came (issue 14): 64 tie vias, straps one
     site longer, fill on 59/28 outside the frame."""
-    from taalasc.emit.readback import custom_layers, mask_layers, read_rects
+    from taalasc.formats.readback import custom_layers, mask_layers, read_rects
 
     base, result, _ = written
     via, metal = custom_layers(base.pdk)
@@ -266,7 +266,7 @@ def test_geometry_equals_the_gdstk_writer_reference(written, fmt):
 
 
 def _render(args):
-    from taalasc.emit.tiles import render_tile
+    from taalasc.custom.tiles import render_tile
 
     base, bits = args
     return render_tile(base, bits, ("gds", "oas"))
@@ -288,7 +288,7 @@ def test_tiles_rendered_in_worker_processes_give_identical_bytes(tmp_path, writt
 
 
 def test_add_rendered_needs_the_writer_formats(tmp_path):
-    from taalasc.emit.tiles import render_tile
+    from taalasc.custom.tiles import render_tile
 
     base = small_base()
     writer = DieMaskWriter(base, 0, tmp_path, "die0", formats=("oas",))
@@ -298,7 +298,7 @@ def test_add_rendered_needs_the_writer_formats(tmp_path):
 
 
 def test_batch_rendering_equals_single_tiles():
-    from taalasc.emit.tiles import render_tile, render_tiles
+    from taalasc.custom.tiles import render_tile, render_tiles
 
     base = small_base()
     tiles = [random_bits(1, 128), random_bits(2, 37), random_bits(3, 128), random_bits(1, 128)]

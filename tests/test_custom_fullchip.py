@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 from taalasc.config import load_base_array
-from taalasc.emit.readback import decode_tile_bits, read_vias
-from taalasc.emit.writer import DieMaskWriter
+from taalasc.formats.readback import decode_tile_bits, read_vias
+from taalasc.custom.writer import DieMaskWriter
 
 
 def _gilbert(w, h):
@@ -54,7 +54,7 @@ def test_full_die_counts_density_and_decoding(die):
 
 
 def test_full_die_structural_check_is_clean(die):
-    from taalasc.emit.check import check_die
+    from taalasc.checks.check import check_die
 
     base, result, _ = die
     assert check_die(result, base) == []

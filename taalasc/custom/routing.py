@@ -40,7 +40,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from taalasc.config.base_array import BaseArray
-from taalasc.emit.geometry import centred
+from taalasc.custom.geometry import centred
 from taalasc.errors import MaskError
 
 _DIRS = ((1, 0), (-1, 0), (0, 1), (0, -1))

@@ -1,0 +1,1 @@
+"""Our own rule check of the custom layers (the PDKs' decks are run by sign-off)."""
