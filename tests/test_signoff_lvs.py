@@ -134,9 +134,10 @@ def test_merged_die_is_clean_with_its_rails_labelled(mini):
     assert lvs["vias_on_nothing"] == lvs["vias_not_checked"] == 0
 
 
+@pytest.mark.slow   # draws the whole sky130-demo base die: about 15 s
 def test_merged_by_the_base_die_builder_when_it_is_there(mini, tmp_path):
     """With issue 14's `taalasc merge` on the branch: its merged die signs off clean, the
-    rails reached through its via3 and labelled met3 spines."""
+    tie pads reaching the labelled supply through its via3, met3 rails and met2 bridges."""
     merging = pytest.importorskip("taalasc.base.merge",
                                   reason="the base die builder (issue 14) is not on this branch")
     if not hasattr(merging, "merge_compile"):

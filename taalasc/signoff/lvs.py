@@ -2,8 +2,8 @@
 
 KLayout's netlist extractor (``klayout.db.LayoutToNetlist``) connects the real layer stack of
 a die: top metal (with its fill) - custom via - the metal below (the base die's landings and
-tie pads) and, on a merged die, the rail via and rail metal under the tie pads, with the
-base's VPWR/VGND labels. Small probe squares, drawn by us on layers of their own and
+tie pads) and, on a merged die, the base's supply path under the tie pads (``RAILS``), with
+its VPWR/VGND labels. Small probe squares, drawn by us on layers of their own and
 connected to the metal below only, mark every bit site's landing (its gate input) and every
 tie pad (VPWR under a high strap, VGND under a low one; taalasc.emit.geometry). One
 extraction, then one net-level query (``evaluate_nets``) counts, for the net of every landing
@@ -39,24 +39,34 @@ PROBE_HALF_NM = 10   # probe squares: 20 nm, inside any landing or pad
 
 @dataclass(frozen=True)
 class RailLayers:
-    """The base die's layers under the tie pads (GDS layer/datatype), from the PDK's deck."""
-    metal: Layer
-    via: Layer
-    labels: tuple[Layer, Layer, Layer]   # texts on the rail metal, below metal, top metal
+    """The base die's supply path under the tie pads, top down (GDS layer/datatype): the via
+    under the pads, the rail metal, and the via and metal that carry the rails on to the
+    labelled supply (the issue-14 base: met3 rails under each tile's tie column, met2 bridges
+    across the channels to met3 spines). Labels: on the top metal, the metal below the
+    custom via, then each metal of the stack."""
+    stack: tuple[Layer, Layer, Layer, Layer]     # via, metal, via, metal
+    labels: tuple[Layer, Layer, Layer, Layer]
     source: str
 
 
 RAILS: dict[str, RailLayers] = {
-    "sky130": RailLayers((70, 20), (70, 44), ((70, 5), (71, 5), (72, 5)),
-                         "google/skywater-pdk docs/rules/gds_layers.csv: met3 70/20, via3 70/44, "
-                         "labels met3 70/5, met4 71/5, met5 72/5"),
-    "ihp-sg13g2": RailLayers((67, 0), (125, 0), ((67, 25), (126, 25), (134, 25)),
-                             "IHP ihp-sg13g2 rule_decks/layers_def.drc: Metal5 67/0, TopVia1 "
-                             "125/0, texts 67/25, 126/25, 134/25"),
-    "gf180mcu": RailLayers((42, 0), (40, 0), ((42, 10), (46, 10), (81, 10)),
-                           "gf180mcuD_mr.drc: Metal3 42/0, Via3 40/0, labels 42/10, 46/10, "
-                           "81/10"),
+    "sky130": RailLayers(((70, 44), (70, 20), (69, 44), (69, 20)),
+                         ((72, 5), (71, 5), (70, 5), (69, 5)),
+                         "google/skywater-pdk docs/rules/gds_layers.csv: via3 70/44, met3 "
+                         "70/20, via2 69/44, met2 69/20; labels met5 72/5, met4 71/5, met3 70/5, "
+                         "met2 69/5"),
+    "ihp-sg13g2": RailLayers(((125, 0), (67, 0), (66, 0), (50, 0)),
+                             ((134, 25), (126, 25), (67, 25), (50, 25)),
+                             "IHP ihp-sg13g2 rule_decks/layers_def.drc: TopVia1 125/0, Metal5 "
+                             "67/0, Via4 66/0, Metal4 50/0; texts 134/25, 126/25, 67/25, 50/25"),
+    "gf180mcu": RailLayers(((40, 0), (42, 0), (38, 0), (36, 0)),
+                           ((81, 10), (46, 10), (42, 10), (36, 10)),
+                           "gf180mcuD_mr.drc: Via3 40/0, Metal3 42/0, Via2 38/0, Metal2 36/0; "
+                           "labels 81/10, 46/10, 42/10, 36/10"),
 }
+_RAIL_NAMES = ("rail_via", "rail_metal", "bridge_via", "bridge_metal")
+_LABELS = (("label_top", "top"), ("label_below", "below"), ("label_rail", "rail_metal"),
+           ("label_bridge", "bridge_metal"))
 
 
 @dataclass
@@ -94,8 +104,8 @@ def connect_die(path: Path, base: BaseArray, tiles: list[tuple[int, int]], *,
     if rails and rail is None:
         raise MaskError(f"PDK {pdk.name!r}: the layers under its tie pads are not known")
     if rail is not None:
-        wanted.update(rail_metal=rail.metal, rail_via=rail.via, label_rail=rail.labels[0],
-                      label_below=rail.labels[1], label_top=rail.labels[2])
+        wanted.update(zip(_RAIL_NAMES, rail.stack))
+        wanted.update(zip((label for label, _ in _LABELS), rail.labels))
     ly = kdb.Layout()
     options = kdb.LoadLayoutOptions()
     layer_map = kdb.LayerMap()
@@ -133,10 +143,9 @@ def connect_die(path: Path, base: BaseArray, tiles: list[tuple[int, int]], *,
              ("below", "probe_vgnd")]
     texts = {}
     if rail is not None:
-        regions["rail_via"], regions["rail_metal"] = flat("rail_via"), flat("rail_metal")
-        chain += [("below", "rail_via"), ("rail_via", "rail_metal")]
-        texts = {name: kdb.Texts(top.begin_shapes_rec(index[name]))
-                 for name in ("label_rail", "label_below", "label_top")}
+        regions.update((name, flat(name)) for name in _RAIL_NAMES)
+        chain += list(zip(("below",) + _RAIL_NAMES[:-1], _RAIL_NAMES))
+        texts = {label: kdb.Texts(top.begin_shapes_rec(index[label])) for label, _ in _LABELS}
     l2n = kdb.LayoutToNetlist(top.name, ly.dbu)
     for name, region in regions.items():
         l2n.register(region, name)
@@ -146,10 +155,9 @@ def connect_die(path: Path, base: BaseArray, tiles: list[tuple[int, int]], *,
         l2n.connect(regions[a], regions[b])
     for region in regions.values():
         l2n.connect(region)
-    for name, metal in (("label_rail", "rail_metal"), ("label_below", "below"),
-                        ("label_top", "top")):
-        if name in texts:
-            l2n.connect(regions[metal], texts[name])
+    for label, metal in _LABELS:
+        if label in texts:
+            l2n.connect(regions[metal], texts[label])
     clock.lap("layers")
     l2n.extract_netlist()
     clock.lap("extract")
