@@ -33,6 +33,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "configs": ("taalasc.commands.configs", "configs", "List, show and check PDK and base-array YAML files."),
     "simulate": ("taalasc.commands.simulate", "simulate", "Run the float reference and the bit-accurate chip model on token ids; print predictions and quality."),
     "verify": ("taalasc.commands.verify", "verify_cmd", "Extract the weights from the masks and prove the chip computes the model."),
+    "signoff": ("taalasc.commands.signoff", "signoff_cmd", "Sign-off: the PDK's own KLayout DRC decks and an LVS-style extraction of every bit site; exit 0/2/1."),
     "diff": ("taalasc.commands.diff", "diff_cmd", "Compare two mask sets: shapes, tiles, tensors, masks to re-make, re-spin cost; exit 0/2/1 for CI."),
     "faults": ("taalasc.commands.faults", "faults_cmd", "Inject via opens, shorts and flips at given rates and measure the quality they cost."),
     "quality": ("taalasc.commands.quality", "quality_cmd", "Does my model still work on this chip? Perplexity or embedding cosine of chip vs float on text, per bit policy."),

@@ -112,6 +112,11 @@ class OutputError(TaalascError):
     """An output folder cannot be written safely (exists, read-only, disk full)."""
 
 
+class ToolError(TaalascError):
+    """An outside tool a command needs (the KLayout application, a PDK's DRC deck) is
+    missing, too old, or failed; the line says what to install or where the log is."""
+
+
 class CheckFailed(TaalascError):
     """A check ran to completion and failed (verify, diff threshold, DRC)."""
 

@@ -30,6 +30,14 @@ def test_ci_runs_exactly_the_readme_test_command():
     assert _first_block()[1] in ci.splitlines()
 
 
+def test_ci_installs_klayout_when_missing_as_the_readme_says():
+    ci = (ROOT / ".ci" / "run").read_text()
+    assert "if ! command -v klayout >/dev/null; then" in ci
+    assert "apt-get install -y --no-install-recommends klayout" in ci
+    assert ci.index("klayout") < ci.index(_first_block()[1])   # before the tests
+    assert "CI (`.ci/run`) installs it when it is missing" in " ".join(README.split())
+
+
 def test_every_command_in_the_table_exists():
     named = set(re.findall(r"^\| `taalasc (\w+)", README, re.M))
     assert named and named <= set(COMMANDS)
