@@ -135,13 +135,11 @@ def test_merged_die_is_clean_with_its_rails_labelled(mini):
 
 
 @pytest.mark.slow   # draws the whole sky130-demo base die: about 15 s
-def test_merged_by_the_base_die_builder_when_it_is_there(mini, tmp_path):
-    """With issue 14's `taalasc merge` on the branch: its merged die signs off clean, the
-    tie pads reaching the labelled supply through its via3, met3 rails and met2 bridges."""
-    merging = pytest.importorskip("taalasc.base.merge",
-                                  reason="the base die builder (issue 14) is not on this branch")
-    if not hasattr(merging, "merge_compile"):
-        pytest.skip("taalasc.base.merge has no merge_compile")
+def test_merged_by_the_base_die_builder_signs_off(mini, tmp_path):
+    """`taalasc merge`'s merged die signs off clean, the tie pads reaching the labelled
+    supply through the base's via3, met3 rails and met2 bridges."""
+    from taalasc.base import merge as merging
+
     root, _, _ = mini
     merging.merge_compile(root / "out", tmp_path / "merged")
     report = signoff(root / "out", tmp_path / "so", SignoffOptions(drc=False,
