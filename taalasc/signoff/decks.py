@@ -193,13 +193,15 @@ def run_deck(klayout: str, found: FoundDeck, gds: Path, report: Path, log: Path,
     """Run one deck on one die; KLayout's output goes to ``log``. The die file's single top
     cell is checked (every deck takes it when no top cell is named)."""
     deck = found.deck
+    # KLayout runs in the log's folder: every path it is given must not depend on our cwd.
+    gds, report, log = Path(gds).absolute(), Path(report).absolute(), Path(log).absolute()
     switches = [("input", str(gds)), ("report", str(report))]
     if deck.thread_variable:
         switches.append((deck.thread_variable, str(threads)))
     if deck.pdk == "ihp-sg13g2":
         switches.append(("log", str(log.with_suffix(".deck.log"))))
     switches += found.switches()
-    argv = [klayout, "-b", "-r", str(found.path)]
+    argv = [klayout, "-b", "-r", str(Path(found.path).absolute())]
     for key, value in switches:
         argv += ["-rd", f"{key}={value}"]
     start = time.perf_counter()
