@@ -118,6 +118,13 @@ def test_area_is_the_sum_of_its_parts(base):
         r.value("design__die__area") * r.value("design__die__count"))
 
 
+def test_estimated_vias_are_the_bits_plus_one_tie_via_per_strap(base):
+    r = estimate(tiny_llama(), base, default_bits=4)
+    via = next(m for m in r.metrics if m.name == "design__via__count")
+    bits = r.value("design__weights__bits") + via.inputs["constant_bits"][0]
+    assert via.value == bits + r.value("design__tiles__used") * 2 * base.weight_tile.sites_y
+
+
 @pytest.mark.parametrize("low", [2, 3, 4])
 def test_twice_the_bits_never_costs_less_area(base, low):
     model = tiny_llama(hidden=96, inter=320, vocab=1000)

@@ -192,10 +192,14 @@ def area_metrics(model: ModelShape, tmap: TileMap, base, facts: PlacementFacts,
         add("design__via__count", facts.via_count, "shapes", "from the emitted via mask",
             {"placement.via_count": (facts.via_count, "compile mask emission")})
     else:
-        add("design__via__count", wbits.value + tmap.constant_bits, "shapes",
-            "one via per programmed bit (tie-high/tie-low encoding): weight + constant bits",
+        ties = from_base(base, "weight_tile.sites_y")
+        add("design__via__count",
+            wbits.value + tmap.constant_bits + used.value * 2 * ties[0], "shapes",
+            "one via per programmed bit (tie-high/tie-low encoding): weight + constant bits, "
+            "plus one tie via per strap: design__tiles__used × 2 × sites_y",
             {"design__weights__bits": from_metric(wbits),
-             "constant_bits": from_model(tmap.constant_bits, "constants and scales")})
+             "constant_bits": from_model(tmap.constant_bits, "constants and scales"),
+             "design__tiles__used": from_metric(used), "sites_y": ties})
     if facts.top_metal_shape_count is not None:
         add("design__top_metal__count", facts.top_metal_shape_count, "shapes",
             "from the emitted top-metal mask",
