@@ -55,3 +55,41 @@ def test_many_violations_are_capped_with_a_summary():
     violations = [v for v in check_rects(vias, np.zeros((0, 4)), PDK, max_per_rule=5)
                   if v.rule == "via.space"]
     assert len(violations) == 6 and violations[-1].message == "... and 54 more"
+
+
+def test_fill_rules_apart_from_drawn_metal_where_the_pdk_has_them():
+    """IHP rules its TopMetal2 filler apart (TM2Fil.a/a1/b/c): 3 um from drawn metal and from
+    other fill, 5..10 um wide. sky130's fill follows the drawn metal's rules."""
+    import numpy as np
+
+    from taalasc.checks.drc import fill_violations
+    from taalasc.config import load_pdk
+
+    drawn = np.array([[0, 0, 2000, 50_000]])
+    filled = np.array([[4_500, 0, 11_150, 6_650],       # 2.5 um from the strap: too close
+                       [14_150, 0, 20_800, 6_650],      # 3 um from the first square: fine
+                       [4_500, 10_000, 40_000, 16_650],  # 35.5 um long: too large
+                       [23_300, 0, 29_950, 6_650]])     # 2.5 um from the second: too close
+    rules = {v.rule: v for v in fill_violations(filled, drawn, load_pdk("ihp-sg13g2"))}
+    found = sorted((v.rule, v.x_nm) for v in fill_violations(filled, drawn,
+                                                               load_pdk("ihp-sg13g2")))
+    assert ("fill.clearance", 4_500) in found and ("fill.size", 4_500) in found
+    assert {x for r, x in found if r == "fill.space"} == {14_150}   # the pair's first
+    assert set(rules) == {"fill.clearance", "fill.size", "fill.space"}
+    assert fill_violations(filled, drawn, load_pdk("sky130")) == []
+
+
+def test_an_ihp_compile_keeps_its_filler_rules(tmp_path):
+    from taalasc.checks.drc import check_file
+    from taalasc.compile import CompileOptions, compile_model
+    from taalasc.config import load_base_array
+    from taalasc.custom.fill import keep_out_area_rects
+    from taalasc.model.synth import llama_config, write_llama
+
+    model = write_llama(tmp_path / "m", llama_config(hidden=64, layers=1, intermediate=128,
+                                                     vocab=256))
+    out = tmp_path / "o"
+    compile_model(model, out, CompileOptions(base="ihp-sg13g2-chip", formats=("oas",)))
+    base = load_base_array("ihp-sg13g2-chip")
+    assert check_file(out / "die0.oas", base.pdk, (base.die.width_nm, base.die.height_nm),
+                      keep_out_area_rects(base)) == []

@@ -92,6 +92,40 @@ def check_die(die: DieMaskResult | DieLayout, base: BaseArray,
     return list(_DIES[key])
 
 
+def _fill_rules(fill: np.ndarray, layout: DieLayout, base: BaseArray,
+                max_per_rule: int) -> list[Violation]:
+    """Where the PDK rules fill apart from drawn metal (IHP TopMetal2:filler): fill keeps its
+    clearance from the routes, each fill shape stays within the size limits, and squares in
+    an array keep the fill spacing."""
+    rules, out = base.pdk.rules, []
+    reach = rules.fill_clearance
+    if len(fill) and len(layout.wires):
+        p = _near_pairs(fill, layout.wires, reach, max(4 * reach, 1))
+        a, b = fill[p[:, 0]], layout.wires[p[:, 1]]
+        gx = np.maximum(a[:, 0], b[:, 0]) - np.minimum(a[:, 2], b[:, 2])
+        gy = np.maximum(a[:, 1], b[:, 1]) - np.minimum(a[:, 3], b[:, 3])
+        d2 = np.maximum(gx, 0) ** 2 + np.maximum(gy, 0) ** 2
+        for i in np.unique(p[d2 < reach ** 2, 0])[:max_per_rule].tolist():
+            out.append(Violation("fill.clearance", int(fill[i, 0]), int(fill[i, 1]),
+                                 f"fill within {reach} nm of a route"))
+    shapes = [(b, "fill bar") for b in layout.bars.tolist()] + \
+        [((a.x_nm, a.y_nm, a.x_nm + a.size_nm, a.y_nm + a.size_nm), "fill square")
+         for a in layout.arrays]
+    lo, hi = rules.fill_width_min_nm, rules.fill_width_max_nm
+    for (x0, y0, x1, y1), what in shapes:
+        if (hi and max(x1 - x0, y1 - y0) > hi) or (lo and min(x1 - x0, y1 - y0) < lo):
+            out.append(Violation("fill.size", x0, y0, f"{what} {x1 - x0} x {y1 - y0} nm "
+                                 f"outside the fill's {lo or 0}..{hi or 'any'} nm"))
+            if len(out) >= max_per_rule:
+                break
+    for a in layout.arrays:
+        if a.pitch_nm - a.size_nm < rules.fill_space and a.columns * a.rows > 1:
+            out.append(Violation("fill.space", a.x_nm, a.y_nm, f"fill squares "
+                                 f"{a.pitch_nm - a.size_nm} nm apart, need {rules.fill_space}"))
+            break
+    return out
+
+
 def _check_layout(layout: DieLayout, base: BaseArray, max_per_rule: int) -> list[Violation]:
     rules, g, grid, tile = base.pdk.rules, base.pdk.grid_nm, base.tile_grid, base.weight_tile
     out = list(tile_proof(base))
@@ -111,6 +145,8 @@ def _check_layout(layout: DieLayout, base: BaseArray, max_per_rule: int) -> list
                             for a in layout.arrays], np.int64).reshape(-1, 4)
     metal = np.concatenate([layout.wires, layout.bars, array_boxes])
     out += check_rects(layout.route_vias, metal, base.pdk, max_per_rule=max_per_rule)
+    fill = np.concatenate([layout.bars, array_boxes])
+    out += _fill_rules(fill, layout, base, max_per_rule)
     samples = {(a.size_nm, a.pitch_nm, min(a.columns, 2), min(a.rows, 2)) for a in layout.arrays}
     for size, pitch, cols, rows in sorted(samples):
         xy = np.array([(i * pitch, j * pitch) for i in range(cols) for j in range(rows)])
@@ -119,6 +155,7 @@ def _check_layout(layout: DieLayout, base: BaseArray, max_per_rule: int) -> list
                 for v in check_rects(np.zeros((0, 4)), squares, base.pdk)]
     # 2b. Clearance of everything outside from every used tile box.
     for kind, rects, reach in (("metal", metal, rules.top_metal_space_nm),
+                               ("fill", fill, rules.fill_clearance),
                                ("via", layout.route_vias, rules.via_space_nm)):
         if not len(rects) or not len(boxes):
             continue

@@ -157,6 +157,48 @@ def check_file(path: Path, pdk: Pdk, die_nm: tuple[int, int] | None = None,
     fill = (pdk.layers.top_metal_fill.gds_layer, pdk.layers.top_metal_fill.gds_datatype)
     rects = read_rects(Path(path), mask_layers(pdk))
     empty = np.zeros((0, 4), np.int64)
-    # Fill is top metal to the rules (spacing, width, density): checked as one layer.
-    top = np.concatenate([rects.get(metal, empty), rects.get(fill, empty)])
-    return check_rects(rects.get(via, empty), top, pdk, die_nm=die_nm, keep_outs=keep_outs)
+    # Fill is top metal to the rules (spacing, width, density): checked as one layer; and,
+    # where the PDK rules fill apart (IHP TopMetal2:filler), against its own rules too.
+    drawn, filled = rects.get(metal, empty), rects.get(fill, empty)
+    top = np.concatenate([drawn, filled])
+    found = check_rects(rects.get(via, empty), top, pdk, die_nm=die_nm, keep_outs=keep_outs)
+    return found + fill_violations(filled, drawn, pdk)
+
+
+def fill_violations(filled: np.ndarray, drawn: np.ndarray, pdk: Pdk,
+                    max_per_rule: int = 20) -> list[Violation]:
+    """Fill shapes against the PDK's fill rules: clearance to drawn metal, size limits, and
+    spacing between fill shapes (only what differs from the drawn metal's rules)."""
+    r, out = pdk.rules, []
+    c = r.fill_clearance
+    if c > r.top_metal_space_nm and len(filled) and len(drawn):
+        p = _near_pairs(filled, drawn, c, max(4 * c, 1))
+        gap = _gap2(filled[p[:, 0]], drawn[p[:, 1]])
+        for i in np.unique(p[gap < c ** 2, 0])[:max_per_rule].tolist():
+            out.append(Violation("fill.clearance", int(filled[i, 0]), int(filled[i, 1]),
+                                 f"fill within {c} nm of drawn top metal"))
+    w, h = filled[:, 2] - filled[:, 0], filled[:, 3] - filled[:, 1]
+    bad = np.zeros(len(filled), bool)
+    if r.fill_width_max_nm:
+        bad |= np.maximum(w, h) > r.fill_width_max_nm
+    if r.fill_width_min_nm:
+        bad |= np.minimum(w, h) < r.fill_width_min_nm
+    for i in np.flatnonzero(bad)[:max_per_rule].tolist():
+        out.append(Violation("fill.size", int(filled[i, 0]), int(filled[i, 1]),
+                             f"fill shape {w[i]} x {h[i]} nm outside "
+                             f"{r.fill_width_min_nm or 0}..{r.fill_width_max_nm or 'any'} nm"))
+    f = r.fill_space
+    if f > r.top_metal_space_nm and len(filled) > 1:
+        p = _near_pairs(filled, None, f, max(4 * f, 1))
+        gap = _gap2(filled[p[:, 0]], filled[p[:, 1]])
+        for i in np.unique(p[gap < f ** 2, 0])[:max_per_rule].tolist():
+            out.append(Violation("fill.space", int(filled[i, 0]), int(filled[i, 1]),
+                                 f"fill shapes closer than {f} nm"))
+    return out
+
+
+def _gap2(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Squared Euclidean gap between rectangle pairs (0 when they touch or overlap)."""
+    gx = np.maximum(np.maximum(a[:, 0], b[:, 0]) - np.minimum(a[:, 2], b[:, 2]), 0)
+    gy = np.maximum(np.maximum(a[:, 1], b[:, 1]) - np.minimum(a[:, 3], b[:, 3]), 0)
+    return gx ** 2 + gy ** 2

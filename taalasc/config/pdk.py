@@ -63,6 +63,14 @@ PDK_SCHEMA: dict[str, Field] = {
         "top_metal_density_max_pct": _num(max=100),
         "density_window_um": _num(),
         "density_step_um": _num(),
+        # Fill (dummy) shapes on the fill datatype, where the PDK rules them apart from drawn
+        # metal (IHP TopMetal2:filler); absent: fill follows the drawn metal's rules.
+        "fill_width_min_nm": _num("int", required=False, doc="smallest fill shape side"),
+        "fill_width_max_nm": _num("int", required=False,
+                                  doc="largest fill shape extent (its bounding box)"),
+        "fill_space_nm": _num("int", required=False, doc="fill to fill spacing"),
+        "fill_to_metal_space_nm": _num("int", required=False,
+                                       doc="fill to drawn top metal spacing"),
     }),
     "electrical": Field("map", schema={
         "supply_v": _num(),
@@ -139,7 +147,21 @@ class Rules:
     top_metal_density_max_pct: float
     density_window_um: float
     density_step_um: float
+    fill_width_min_nm: int | None = None
+    fill_width_max_nm: int | None = None
+    fill_space_nm: int | None = None
+    fill_to_metal_space_nm: int | None = None
     sources: dict[str, str] = field(default_factory=dict, compare=False, repr=False)
+
+    @property
+    def fill_space(self) -> int:
+        """Fill to fill spacing, nm (the drawn metal's where the PDK has no fill rule)."""
+        return self.fill_space_nm or self.top_metal_space_nm
+
+    @property
+    def fill_clearance(self) -> int:
+        """Fill to drawn top metal (and to the base's metal in keep-outs) spacing, nm."""
+        return self.fill_to_metal_space_nm or self.top_metal_space_nm
 
 
 @dataclass(frozen=True)

@@ -149,14 +149,18 @@ def route_area_rects(wires: np.ndarray) -> np.ndarray:
 
 
 def fill_square_nm(base: BaseArray) -> int:
-    """Side of the fill square whose pattern density is mid-range, on grid, >= width and area."""
+    """Side of the fill square whose pattern density (at the fill spacing) is mid-range, on
+    grid, within the fill's width limits, >= the metal width and area."""
     rules, g = base.pdk.rules, base.pdk.grid_nm
     target = (rules.top_metal_density_min_pct + rules.top_metal_density_max_pct) / 200.0
     root = math.sqrt(target)
-    side = rules.top_metal_space_nm * root / (1 - root)
+    side = rules.fill_space * root / (1 - root)
     min_area_side = math.sqrt(rules.top_metal_min_area_um2) * 1000
-    side = max(side, rules.top_metal_width_nm, min_area_side)
-    return int(math.ceil(side / g)) * g
+    side = max(side, rules.top_metal_width_nm, min_area_side, rules.fill_width_min_nm or 0)
+    side = int(math.ceil(side / g)) * g
+    if rules.fill_width_max_nm:
+        side = min(side, rules.fill_width_max_nm // g * g)
+    return side
 
 
 def array_in(x0: int, y0: int, x1: int, y1: int, size: int, pitch: int, grid: int) -> FillArray | None:
@@ -204,9 +208,9 @@ def subtract(rect: tuple[int, int, int, int], holes: list[tuple[int, int, int, i
 
 def keep_out_area_rects(base: BaseArray) -> list[tuple[int, int, int, int]]:
     """The area that is not the custom layers' to fill, as disjoint rectangles: every
-    keep-out grown by the top-metal spacing (fill must stay that far from the base chip's
-    own metal there), clipped to the die."""
-    s, W, H = base.pdk.rules.top_metal_space_nm, base.die.width_nm, base.die.height_nm
+    keep-out grown by the fill's clearance to metal (fill must stay that far from the base
+    chip's own metal there), clipped to the die."""
+    s, W, H = base.pdk.rules.fill_clearance, base.die.width_nm, base.die.height_nm
     out: list[tuple[int, int, int, int]] = []
     for a, b, c, d in base.keep_out_rects_nm:
         grown = (max(a - s, 0), max(b - s, 0), min(c + s, W), min(d + s, H))
@@ -216,63 +220,73 @@ def keep_out_area_rects(base: BaseArray) -> list[tuple[int, int, int, int]]:
 
 def plan_fill(base: BaseArray, used: set[tuple[int, int]], router, route_wires: np.ndarray,
               die_nm: tuple[int, int]) -> tuple[list[FillArray], np.ndarray]:
-    """Fill for one die: square arrays (unused tiles, margin) and channel bars [n, 4]."""
+    """Fill for one die: square arrays (unused tiles, margin) and channel bars [n, 4].
+
+    Two spacings: ``c``, fill to drawn metal (tiles, routes, the keep-outs' own metal), and
+    ``f``, fill to fill; both the drawn metal's spacing unless the PDK rules its fill apart.
+    A PDK that caps a fill shape's extent (IHP TM2Fil.a1) gets square arrays in the channels
+    instead of long bars.
+    """
     rules, g, grid, tile = base.pdk.rules, base.pdk.grid_nm, base.tile_grid, base.weight_tile
-    s, W, H = rules.top_metal_space_nm, tile.width_nm, tile.height_nm
+    c, f, W, H = rules.fill_clearance, rules.fill_space, tile.width_nm, tile.height_nm
     size = fill_square_nm(base)
-    pitch = size + s
+    pitch = size + f
     arrays: list[FillArray] = []
-    for c in range(grid.columns):
+    # An unused tile's box: routes run top_metal_space from it, fill must keep c from them.
+    d = max(c - rules.top_metal_space_nm, 0)
+    for col in range(grid.columns):
         for r in range(grid.rows):
-            if (c, r) not in used:
-                ox, oy = grid.tile_origin_nm(c, r)
-                arrays.append(array_in(ox, oy, ox + W, oy + H, size, pitch, g))
-    bx0 = min([grid.origin_nm[0]] + [x0 for x0, _ in router.vchannels.values()]) - s
-    by0 = min([grid.origin_nm[1]] + [y0 for y0, _ in router.hchannels.values()]) - s
-    bx1 = grid.origin_nm[0] + grid.columns * grid.pitch_x_nm + s
-    by1 = grid.origin_nm[1] + grid.rows * grid.pitch_y_nm + s
+            if (col, r) not in used:
+                ox, oy = grid.tile_origin_nm(col, r)
+                arrays.append(array_in(ox + d, oy + d, ox + W - d, oy + H - d, size, pitch, g))
+    bx0 = min([grid.origin_nm[0]] + [x0 for x0, _ in router.vchannels.values()]) - c
+    by0 = min([grid.origin_nm[1]] + [y0 for y0, _ in router.hchannels.values()]) - c
+    bx1 = grid.origin_nm[0] + grid.columns * grid.pitch_x_nm + c
+    by1 = grid.origin_nm[1] + grid.rows * grid.pitch_y_nm + c
     dw, dh = die_nm
     # The margin around the grid, less the keep-outs (seal ring, pad ring, ...) grown by the
-    # spacing rule: the base chip has top metal of its own there.
+    # clearance: the base chip has top metal of its own there.
     holes = keep_out_area_rects(base)
-    for margin in ((s, s, dw - s, by0), (s, by1, dw - s, dh - s),
-                   (s, by0 + s, bx0, by1 - s), (bx1, by0 + s, dw - s, by1 - s)):
+    for margin in ((c, c, dw - c, by0), (c, by1, dw - c, dh - c),
+                   (c, by0 + f, bx0, by1 - f), (bx1, by0 + f, dw - c, by1 - f)):
         for x0, y0, x1, y1 in subtract(margin, holes):
             arrays.append(array_in(x0, y0, x1, y1, size, pitch, g))
-    arrays = [a for a in arrays if a is not None]
 
     wires = np.asarray(route_wires, dtype=np.int64).reshape(-1, 4)
     min_area_nm2 = rules.top_metal_min_area_um2 * 1e6
+    min_width = max(rules.top_metal_width_nm, rules.fill_width_min_nm or 0)
     bars: list[tuple[int, int, int, int]] = []
 
     def near(lo, hi, axis):
-        """The wires within spacing of the band [lo, hi] along ``axis`` (0: x, 1: y)."""
-        return wires[(wires[:, axis] < hi + s) & (wires[:, axis + 2] > lo - s)]
+        """The wires within clearance of the band [lo, hi] along ``axis`` (0: x, 1: y)."""
+        return wires[(wires[:, axis] < hi + c) & (wires[:, axis + 2] > lo - c)]
 
     def blocked(group, x0, y0, x1, y1, axis):
-        hit = group[(group[:, 0] < x1 + s) & (group[:, 2] > x0 - s)
-                    & (group[:, 1] < y1 + s) & (group[:, 3] > y0 - s)]
-        return [(int(a) - s, int(b) + s) for a, b in zip(hit[:, axis], hit[:, axis + 2])]
+        hit = group[(group[:, 0] < x1 + c) & (group[:, 2] > x0 - c)
+                    & (group[:, 1] < y1 + c) & (group[:, 3] > y0 - c)]
+        return [(int(a) - c, int(b) + c) for a, b in zip(hit[:, axis], hit[:, axis + 2])]
 
     def keep(x0, y0, x1, y1):
-        if min(x1 - x0, y1 - y0) >= rules.top_metal_width_nm and \
-                (x1 - x0) * (y1 - y0) >= min_area_nm2:
+        if rules.fill_width_max_nm and max(x1 - x0, y1 - y0) > rules.fill_width_max_nm:
+            arrays.append(array_in(x0, y0, x1, y1, size, pitch, g))
+        elif min(x1 - x0, y1 - y0) >= min_width and (x1 - x0) * (y1 - y0) >= min_area_nm2:
             bars.append((x0, y0, x1, y1))
 
-    for c, (cx0, cx1) in sorted(router.vchannels.items()):
+    for col, (cx0, cx1) in sorted(router.vchannels.items()):
         group = near(cx0, cx1, 0)  # only this channel's wires: linear, not wires x channels
         for r in range(grid.rows):
             oy = grid.tile_origin_nm(0, r)[1]
             b_y, a_y = router.port_y[r]
-            for y0, y1 in ((oy, b_y - s), (a_y + router.w + s, oy + H)):
-                for a, b in free_intervals(cx0 + s, cx1 - s, blocked(group, cx0, y0, cx1, y1, 0)):
+            for y0, y1 in ((oy, b_y - c), (a_y + router.w + c, oy + H)):
+                for a, b in free_intervals(cx0 + c, cx1 - c, blocked(group, cx0, y0, cx1, y1, 0)):
                     keep(a, y0, b, y1)
     for r, (hy0, hy1) in sorted(router.hchannels.items()):
         group = near(hy0, hy1, 1)
-        for c in range(grid.columns):
-            ox = grid.tile_origin_nm(c, 0)[0]
-            b_x, a_x = router.port_x[c]
-            for x0, x1 in ((ox, b_x - s), (a_x + router.w + s, ox + W)):
-                for a, b in free_intervals(hy0 + s, hy1 - s, blocked(group, x0, hy0, x1, hy1, 1)):
+        for col in range(grid.columns):
+            ox = grid.tile_origin_nm(col, 0)[0]
+            b_x, a_x = router.port_x[col]
+            for x0, x1 in ((ox, b_x - c), (a_x + router.w + c, ox + W)):
+                for a, b in free_intervals(hy0 + c, hy1 - c, blocked(group, x0, hy0, x1, hy1, 1)):
                     keep(x0, a, x1, b)
+    arrays = [a for a in arrays if a is not None]
     return arrays, np.array(bars, dtype=np.int64).reshape(-1, 4)
