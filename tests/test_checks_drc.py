@@ -93,3 +93,24 @@ def test_an_ihp_compile_keeps_its_filler_rules(tmp_path):
     base = load_base_array("ihp-sg13g2-chip")
     assert check_file(out / "die0.oas", base.pdk, (base.die.width_nm, base.die.height_nm),
                       keep_out_area_rects(base)) == []
+
+
+def test_wide_metal_spacing_like_ihp_tm2_br():
+    """A line at least 5 um wide beside another for more than 50 um needs 5 um (IHP TM2.bR,
+    a recommended rule); shorter runs and narrow lines keep the ordinary spacing."""
+    import numpy as np
+
+    from taalasc.checks.drc import wide_metal_violations
+    from taalasc.config import load_pdk
+
+    ihp = load_pdk("ihp-sg13g2")
+    wide = [0, 0, 6_000, 100_000]
+    beside_long = [9_000, 0, 11_000, 60_000]       # 3 um away for 60 um: too close
+    beside_short = [9_000, 70_000, 11_000, 110_000]  # 30 um of run: fine
+    far = [11_500, 0, 13_500, 100_000]             # 5.5 um away: fine
+    found = wide_metal_violations(np.array([wide, beside_long, beside_short]), ihp)
+    assert [(v.rule, v.x_nm) for v in found] == [("metal.wide_space", 0)]
+    assert wide_metal_violations(np.array([wide, far]), ihp) == []
+    narrow = [0, 0, 2_000, 100_000]
+    assert wide_metal_violations(np.array([narrow, beside_long]), ihp) == []
+    assert wide_metal_violations(np.array([wide, beside_long]), load_pdk("sky130")) == []

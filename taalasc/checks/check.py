@@ -28,7 +28,7 @@ import hashlib
 import numpy as np
 
 from taalasc.config.base_array import BaseArray
-from taalasc.checks.drc import Violation, _near_pairs, check_rects
+from taalasc.checks.drc import Violation, _near_pairs, check_rects, wide_metal_violations
 from taalasc.custom.geometry import CHUNK_SITES, centred, chunk_via_rects, strap_rects
 from taalasc.custom.writer import DieLayout, DieMaskResult
 
@@ -56,7 +56,7 @@ def tile_proof(base: BaseArray) -> list[Violation]:
     slots = slot_via_rects(base)
     straps = strap_rects(tile, g)
     found = [Violation(v.rule, v.x_nm, v.y_nm, f"tile cell (every slot used): {v.message}")
-             for v in check_rects(slots, straps, base.pdk)]
+             for v in check_rects(slots, straps, base.pdk) + wide_metal_violations(straps, base.pdk)]
     box = np.array([0, 0, tile.width_nm, tile.height_nm])
     for name, rects in (("slots", slots), ("STRAPS", straps)):
         if (rects[:, :2] < box[:2]).any() or (rects[:, 2:] > box[2:]).any():
@@ -147,6 +147,7 @@ def _check_layout(layout: DieLayout, base: BaseArray, max_per_rule: int) -> list
     out += check_rects(layout.route_vias, metal, base.pdk, max_per_rule=max_per_rule)
     fill = np.concatenate([layout.bars, array_boxes])
     out += _fill_rules(fill, layout, base, max_per_rule)
+    out += wide_metal_violations(layout.wires, base.pdk, max_per_rule)
     samples = {(a.size_nm, a.pitch_nm, min(a.columns, 2), min(a.rows, 2)) for a in layout.arrays}
     for size, pitch, cols, rows in sorted(samples):
         xy = np.array([(i * pitch, j * pitch) for i in range(cols) for j in range(rows)])

@@ -162,7 +162,7 @@ def check_file(path: Path, pdk: Pdk, die_nm: tuple[int, int] | None = None,
     drawn, filled = rects.get(metal, empty), rects.get(fill, empty)
     top = np.concatenate([drawn, filled])
     found = check_rects(rects.get(via, empty), top, pdk, die_nm=die_nm, keep_outs=keep_outs)
-    return found + fill_violations(filled, drawn, pdk)
+    return found + fill_violations(filled, drawn, pdk) + wide_metal_violations(drawn, pdk)
 
 
 def fill_violations(filled: np.ndarray, drawn: np.ndarray, pdk: Pdk,
@@ -194,6 +194,36 @@ def fill_violations(filled: np.ndarray, drawn: np.ndarray, pdk: Pdk,
         for i in np.unique(p[gap < f ** 2, 0])[:max_per_rule].tolist():
             out.append(Violation("fill.space", int(filled[i, 0]), int(filled[i, 1]),
                                  f"fill shapes closer than {f} nm"))
+    return out
+
+
+def wide_metal_violations(drawn: np.ndarray, pdk: Pdk, max_per_rule: int = 20
+                          ) -> list[Violation]:
+    """IHP TM2.bR and the like: a drawn top-metal rectangle at least ``wide_width`` wide
+    needs ``wide_space`` to any drawn metal it runs beside for more than ``wide_run``."""
+    r = pdk.rules
+    width, run, space = r.top_metal_wide_width_nm, r.top_metal_wide_run_nm, \
+        r.top_metal_wide_space_nm
+    drawn = np.asarray(drawn, np.int64).reshape(-1, 4)
+    if not (width and run and space) or not len(drawn):
+        return []
+    wide = np.flatnonzero(np.minimum(drawn[:, 2] - drawn[:, 0], drawn[:, 3] - drawn[:, 1])
+                          >= width)
+    if not len(wide):
+        return []
+    p = np.unique(_near_pairs(drawn[wide], drawn, space, max(4 * space, run)), axis=0)
+    a, b = drawn[wide][p[:, 0]], drawn[p[:, 1]]
+    gx, gy = _gaps(a, b)
+    # Facing edges: apart in x with their y ranges overlapping for more than the run, or
+    # apart in y with their x ranges overlapping for more than the run.
+    bad = (wide[p[:, 0]] != p[:, 1]) & (
+        ((gx > 0) & (gx < space) & (-gy > run)) | ((gy > 0) & (gy < space) & (-gx > run)))
+    out = []
+    for k in np.flatnonzero(bad)[:max_per_rule].tolist():
+        out.append(Violation("metal.wide_space", int(a[k, 0]), int(a[k, 1]),
+                             f"top metal at least {width} nm wide runs beside other metal "
+                             f"for more than {run} nm only {int(max(gx[k], gy[k]))} nm away, "
+                             f"need {space}"))
     return out
 
 

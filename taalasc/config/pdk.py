@@ -71,6 +71,11 @@ PDK_SCHEMA: dict[str, Field] = {
         "fill_space_nm": _num("int", required=False, doc="fill to fill spacing"),
         "fill_to_metal_space_nm": _num("int", required=False,
                                        doc="fill to drawn top metal spacing"),
+        # Wide-metal spacing (IHP TM2.bR): a line at least this wide needs more space to a
+        # neighbour it runs beside for longer than the run length.
+        "top_metal_wide_width_nm": _num("int", required=False),
+        "top_metal_wide_run_nm": _num("int", required=False),
+        "top_metal_wide_space_nm": _num("int", required=False),
     }),
     "electrical": Field("map", schema={
         "supply_v": _num(),
@@ -151,6 +156,9 @@ class Rules:
     fill_width_max_nm: int | None = None
     fill_space_nm: int | None = None
     fill_to_metal_space_nm: int | None = None
+    top_metal_wide_width_nm: int | None = None
+    top_metal_wide_run_nm: int | None = None
+    top_metal_wide_space_nm: int | None = None
     sources: dict[str, str] = field(default_factory=dict, compare=False, repr=False)
 
     @property
