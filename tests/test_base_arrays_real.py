@@ -107,7 +107,7 @@ def test_not_fitting_names_the_builtin_bases_that_hold_it():
             r"^model needs 102,567,168 bits in 50,716 weight tiles, but base array sky130-demo "
             r"has 256 tiles per die and allows 8 dies \(2,048 tiles\); 199 dies would be needed; "
             r"built-in bases that hold it: sky130-reticle \(4 dies\), ihp-sg13g2-reticle "
-            r"\(6 dies\)$")):
+            r"\(6 dies\), gf180mcu-chip \(8 dies\)$")):
         plan_placement(specs_of(tensor_shapes(MINILM)), demo)
 
 
@@ -119,7 +119,8 @@ def test_an_explicit_max_dies_limits_the_suggestions_too():
     # [128, 1024] at 4 bits: 256 code + 32 scale tiles on sky130-demo (2 dies); on
     # ihp-sg13g2-chip 128 + 16 of its 238 tiles, on either reticle 24 + 1
     with pytest.raises(PlacementError, match=r"; 2 dies would be needed; built-in bases that "
-                                             r"hold it: ihp-sg13g2-chip \(1 die\), "
+                                             r"hold it: gf180mcu-chip \(1 die\), "
+                                             r"ihp-sg13g2-chip \(1 die\), "
                                              r"ihp-sg13g2-reticle \(1 die\), "
                                              r"sky130-reticle \(1 die\)$"):
         plan_placement(specs_of({"w": (128, 1024)}), demo, max_dies=1)
@@ -283,4 +284,4 @@ def test_estimate_names_the_bases_that_hold_it_including_estimate_only_ones():
     assert [n for n in report.notes if re.fullmatch(
         r"the model needs \d+ dies; sky130-demo allows at most 8; built-in bases that hold it: "
         r"hc1-n6 \(1 die, estimate only\), sky130-reticle \(4 dies\), ihp-sg13g2-reticle "
-        r"\(6 dies\)", n)], report.notes
+        r"\(6 dies\), gf180mcu-chip \(8 dies\)", n)], report.notes

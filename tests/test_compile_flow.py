@@ -143,7 +143,8 @@ def test_too_big_for_the_allowed_dies_is_an_error_before_writing(tmp_path, capsy
     assert re.fullmatch(r"error: model needs [\d,]+ bits in [\d,]+ weight tiles, but base array "
                         r"sky130-demo has 256 tiles per die and allows 1 dies? \(256 tiles\); "
                         r"\d+ dies would be needed; built-in bases that hold it: "
-                        r"ihp-sg13g2-reticle \(1 die\), sky130-reticle \(1 die\)\n", err), err
+                        r"gf180mcu-chip \(1 die\), ihp-sg13g2-reticle \(1 die\), "
+                        r"sky130-reticle \(1 die\)\n", err), err
     assert not out.exists()
     assert [p.name for p in tmp_path.iterdir()] == ["m"]
 
