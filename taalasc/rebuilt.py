@@ -24,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
+from taalasc.errors import safe_text
 from taalasc.outdir import MANIFEST, sha256_file
 
 MASK_SUFFIXES = (".gds", ".oas")
@@ -57,7 +58,7 @@ def compare_folder(out_dir: Path, rebuilt: Path, expected: dict) -> FolderCompar
             if entry.name not in wanted:
                 kind = ("link" if entry.is_symlink() else
                         "folder" if entry.is_dir(follow_symlinks=False) else "file")
-                out.problems.append(f"{_show(entry.name)}: a {kind} the compile does not write")
+                out.problems.append(f"{safe_text(entry.name)}: a {kind} the compile does not write")
     for name in sorted(wanted):
         entry = found.get(name)
         if entry is None:
@@ -147,14 +148,9 @@ def _join(key: str, k) -> str:
 
 def _brief(value, limit: int = 60) -> str:
     text = json.dumps(value, sort_keys=True) if not isinstance(value, str) else repr(value)
-    return _show(text if len(text) <= limit else text[:limit] + "…")
+    return safe_text(text if len(text) <= limit else text[:limit] + "…")
 
 
-def _show(text: str) -> str:
-    """Names from an untrusted folder, printable: control characters as escapes."""
-    from taalasc.errors import safe_text
-
-    return safe_text(text)
 
 
 def metal_differences(path: Path, layout, base, fmt: str) -> str:

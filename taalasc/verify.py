@@ -225,8 +225,6 @@ class _Requantized(Mapping):
 def recorded_options(manifest: dict, out_dir: Path):
     """The CompileOptions a manifest recorded, type-checked: verify runs the compile again
     from them, so a hand-edited value must fail here, not deep inside the compile."""
-    import dataclasses
-
     from taalasc.compile import CompileOptions
     from taalasc.errors import MaskError
 
@@ -238,23 +236,25 @@ def recorded_options(manifest: dict, out_dir: Path):
         options = CompileOptions.from_json(recorded)
     except (KeyError, TypeError, ValueError) as exc:
         raise MaskError(f"{where}: not what a compile records ({exc})") from None
-    kinds = {"base": str, "default_bits": int, "group_size": (int, type(None)), "auto": bool,
-             "budget_bits_per_weight": (int, float), "max_dies": (int, type(None)),
-             "curve": str, "layers": (str, type(None)), "method": str, "asymmetric": bool,
-             "calib": (str, type(None)), "calib_tokens": (str, type(None)), "native": bool,
-             "awq": bool}
-    for f in dataclasses.fields(options):
-        value = getattr(options, f.name)
-        kind = kinds.get(f.name)
-        if kind is not None and (not isinstance(value, kind)
-                                 or (isinstance(value, bool) and bool not in (kind if
-                                     isinstance(kind, tuple) else (kind,)))):
-            raise MaskError(f"{where}.{f.name}: {type(value).__name__} {value!r:.40} is not a "
-                            "value a compile records")
-    for name in ("rules", "formats", "dies"):
+    none = type(None)
+    scalars = {"base": (str,), "default_bits": (int,), "group_size": (int, none),
+               "auto": (bool,), "budget_bits_per_weight": (int, float),
+               "max_dies": (int, none), "curve": (str,), "layers": (str, none),
+               "method": (str,), "asymmetric": (bool,), "calib": (str, none),
+               "calib_tokens": (str, none), "native": (bool,), "awq": (bool,)}
+    sequences = {"rules": (str,), "formats": (str,), "dies": (int,)}
+
+    def recorded(value, kinds) -> bool:   # a JSON true is an int to isinstance: not here
+        return isinstance(value, kinds) and (bool in kinds or not isinstance(value, bool))
+
+    for name, kinds in scalars.items():
         value = getattr(options, name)
-        if value is not None and not all(isinstance(v, int if name == "dies" else str)
-                                         and not isinstance(v, bool) for v in value):
+        if not recorded(value, kinds):
+            raise MaskError(f"{where}.{name}: {type(value).__name__} {value!r:.40} is not a "
+                            "value a compile records")
+    for name, kinds in sequences.items():
+        value = getattr(options, name)
+        if value is not None and not all(recorded(v, kinds) for v in value):
             raise MaskError(f"{where}.{name}: holds a value a compile does not record")
     return options
 

@@ -404,16 +404,17 @@ class SiteDecoder:
 
     def tie_counts(self) -> tuple[np.ndarray, np.ndarray]:
         """(tie vias of the high strap, of the low strap) per [used tile, site row]."""
-        keys = np.concatenate(self.tie_keys) if self.tie_keys else np.zeros(0, np.int64)
-        self.tie_keys = []
-        n = np.bincount(keys, minlength=self.slots * self.tile.sites_y * 2)
-        n = n.reshape(self.slots, self.tile.sites_y, 2)
-        return n[..., 1], n[..., 0]
+        keys, self.tie_keys = self.tie_keys, []
+        return self._high_low(keys, self.tile.sites_y)
 
     def counts(self) -> tuple[np.ndarray, np.ndarray]:
         """(vias on the high strap, vias on the low strap) per [used tile, site]."""
-        keys = np.concatenate(self.keys) if self.keys else np.zeros(0, np.int64)
-        self.keys = []
-        n = np.bincount(keys, minlength=self.slots * self.tile.sites * 2)
-        n = n.reshape(self.slots, self.tile.sites, 2)
+        keys, self.keys = self.keys, []
+        return self._high_low(keys, self.tile.sites)
+
+    def _high_low(self, keys: list[np.ndarray], per_tile: int) -> tuple[np.ndarray, np.ndarray]:
+        """Keys ``(tile * per_tile + k) << 1 | high`` counted into (high, low) [tile, k]."""
+        keys = np.concatenate(keys) if keys else np.zeros(0, np.int64)
+        n = np.bincount(keys, minlength=self.slots * per_tile * 2)
+        n = n.reshape(self.slots, per_tile, 2)
         return n[..., 1], n[..., 0]
