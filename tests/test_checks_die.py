@@ -61,3 +61,29 @@ def test_route_via_off_its_wire_and_bad_density_are_found(written):
     dens = result.layout.density_pct.copy()
     dens[0, 0] = 90.0
     assert _rules(check_die(replace(result.layout, density_pct=dens), base)) == ["density"]
+
+
+def test_the_die_check_holds_ihp_fill_to_its_filler_rules(tmp_path):
+    """The die check judges fill with the PDK's fill rules: squares too close, a bar too
+    long, fill too near a route are each found on an IHP die's layout."""
+    from dataclasses import replace as change
+
+    from taalasc.config import load_base_array
+    from taalasc.custom.writer import DieMaskWriter
+
+    base = load_base_array("ihp-sg13g2-chip")
+    writer = DieMaskWriter(base, 0, None, "die0", formats=("oas",))
+    writer.add_tile(0, 0, np.ones(100, np.uint8))
+    writer.add_tile(1, 0, np.ones(100, np.uint8))
+    writer.add_route((0, 0), (1, 0))
+    layout = writer.close().layout
+    assert check_die(layout, base) == []
+    a = layout.arrays[0]
+    tight = change(a, pitch_nm=a.size_nm + 2_500)
+    wire = layout.wires[0]
+    near = np.array([[wire[2] + 2_500, wire[1], wire[2] + 9_000, wire[1] + 6_000]])
+    long_bar = np.array([[a.x_nm, a.y_nm - 30_000, a.x_nm + 6_000, a.y_nm - 10_000]])
+    broken = change(layout, arrays=(tight,) + layout.arrays[1:],
+                    bars=np.concatenate([layout.bars, near, long_bar]))
+    rules = {v.rule for v in check_die(broken, base)}
+    assert {"fill.space", "fill.clearance", "fill.size"} <= rules

@@ -28,7 +28,8 @@ import hashlib
 import numpy as np
 
 from taalasc.config.base_array import BaseArray
-from taalasc.checks.drc import Violation, _near_pairs, check_rects, wide_metal_violations
+from taalasc.checks.drc import (Violation, _near_pairs, check_rects, fill_clearance, fill_sizes,
+                                 fill_spacing, wide_metal_violations)
 from taalasc.custom.geometry import CHUNK_SITES, centred, chunk_via_rects, strap_rects
 from taalasc.custom.writer import DieLayout, DieMaskResult
 
@@ -94,36 +95,23 @@ def check_die(die: DieMaskResult | DieLayout, base: BaseArray,
 
 def _fill_rules(fill: np.ndarray, layout: DieLayout, base: BaseArray,
                 max_per_rule: int) -> list[Violation]:
-    """Where the PDK rules fill apart from drawn metal (IHP TopMetal2:filler): fill keeps its
-    clearance from the routes, each fill shape stays within the size limits, and squares in
-    an array keep the fill spacing."""
-    rules, out = base.pdk.rules, []
-    reach = rules.fill_clearance
-    if len(fill) and len(layout.wires):
-        p = _near_pairs(fill, layout.wires, reach, max(4 * reach, 1))
-        a, b = fill[p[:, 0]], layout.wires[p[:, 1]]
-        gx = np.maximum(a[:, 0], b[:, 0]) - np.minimum(a[:, 2], b[:, 2])
-        gy = np.maximum(a[:, 1], b[:, 1]) - np.minimum(a[:, 3], b[:, 3])
-        d2 = np.maximum(gx, 0) ** 2 + np.maximum(gy, 0) ** 2
-        for i in np.unique(p[d2 < reach ** 2, 0])[:max_per_rule].tolist():
-            out.append(Violation("fill.clearance", int(fill[i, 0]), int(fill[i, 1]),
-                                 f"fill within {reach} nm of a route"))
-    shapes = [(b, "fill bar") for b in layout.bars.tolist()] + \
-        [((a.x_nm, a.y_nm, a.x_nm + a.size_nm, a.y_nm + a.size_nm), "fill square")
-         for a in layout.arrays]
-    lo, hi = rules.fill_width_min_nm, rules.fill_width_max_nm
-    for (x0, y0, x1, y1), what in shapes:
-        if (hi and max(x1 - x0, y1 - y0) > hi) or (lo and min(x1 - x0, y1 - y0) < lo):
-            out.append(Violation("fill.size", x0, y0, f"{what} {x1 - x0} x {y1 - y0} nm "
-                                 f"outside the fill's {lo or 0}..{hi or 'any'} nm"))
-            if len(out) >= max_per_rule:
-                break
+    """Where the PDK rules fill apart from drawn metal (IHP TopMetal2:filler): fill (bars and
+    whole arrays as boxes) keeps its clearance from the routes; each bar and array square
+    stays within the size limits; squares keep the fill spacing (each array's first square
+    and its neighbours in x and y: all squares of an array sit at one pitch)."""
+    pdk, squares, samples = base.pdk, [], []
     for a in layout.arrays:
-        if a.pitch_nm - a.size_nm < rules.fill_space and a.columns * a.rows > 1:
-            out.append(Violation("fill.space", a.x_nm, a.y_nm, f"fill squares "
-                                 f"{a.pitch_nm - a.size_nm} nm apart, need {rules.fill_space}"))
-            break
-    return out
+        first = (a.x_nm, a.y_nm, a.x_nm + a.size_nm, a.y_nm + a.size_nm)
+        squares.append(first)
+        samples.append(first)
+        if a.columns > 1:
+            samples.append((first[0] + a.pitch_nm, first[1], first[2] + a.pitch_nm, first[3]))
+        if a.rows > 1:
+            samples.append((first[0], first[1] + a.pitch_nm, first[2], first[3] + a.pitch_nm))
+    as_rects = lambda rows: np.array(rows, np.int64).reshape(-1, 4)  # noqa: E731
+    return (fill_clearance(fill, layout.wires, pdk, max_per_rule)
+            + fill_sizes(np.concatenate([layout.bars, as_rects(squares)]), pdk, max_per_rule)
+            + fill_spacing(as_rects(samples), pdk, max_per_rule))
 
 
 def _check_layout(layout: DieLayout, base: BaseArray, max_per_rule: int) -> list[Violation]:

@@ -169,32 +169,53 @@ def fill_violations(filled: np.ndarray, drawn: np.ndarray, pdk: Pdk,
                     max_per_rule: int = 20) -> list[Violation]:
     """Fill shapes against the PDK's fill rules: clearance to drawn metal, size limits, and
     spacing between fill shapes (only what differs from the drawn metal's rules)."""
-    r, out = pdk.rules, []
+    return (fill_clearance(filled, drawn, pdk, max_per_rule)
+            + fill_sizes(filled, pdk, max_per_rule) + fill_spacing(filled, pdk, max_per_rule))
+
+
+def fill_clearance(filled: np.ndarray, drawn: np.ndarray, pdk: Pdk,
+                   max_per_rule: int = 20) -> list[Violation]:
+    """Fill closer to drawn metal than the fill's clearance (where it exceeds the metal
+    spacing, which check_rects already holds every top-metal shape to)."""
+    r = pdk.rules
     c = r.fill_clearance
-    if c > r.top_metal_space_nm and len(filled) and len(drawn):
-        p = _near_pairs(filled, drawn, c, max(4 * c, 1))
-        gap = _gap2(filled[p[:, 0]], drawn[p[:, 1]])
-        for i in np.unique(p[gap < c ** 2, 0])[:max_per_rule].tolist():
-            out.append(Violation("fill.clearance", int(filled[i, 0]), int(filled[i, 1]),
-                                 f"fill within {c} nm of drawn top metal"))
+    if c <= r.top_metal_space_nm or not len(filled) or not len(drawn):
+        return []
+    p = _near_pairs(filled, drawn, c, max(4 * c, 1))
+    gap = _gap2(filled[p[:, 0]], drawn[p[:, 1]])
+    return [Violation("fill.clearance", int(filled[i, 0]), int(filled[i, 1]),
+                      f"fill within {c} nm of drawn top metal")
+            for i in np.unique(p[gap < c ** 2, 0])[:max_per_rule].tolist()]
+
+
+def fill_sizes(filled: np.ndarray, pdk: Pdk, max_per_rule: int = 20) -> list[Violation]:
+    """Fill shapes narrower or larger (bounding box) than the PDK's fill allows."""
+    r = pdk.rules
+    filled = np.asarray(filled, np.int64).reshape(-1, 4)
     w, h = filled[:, 2] - filled[:, 0], filled[:, 3] - filled[:, 1]
     bad = np.zeros(len(filled), bool)
     if r.fill_width_max_nm:
         bad |= np.maximum(w, h) > r.fill_width_max_nm
     if r.fill_width_min_nm:
         bad |= np.minimum(w, h) < r.fill_width_min_nm
-    for i in np.flatnonzero(bad)[:max_per_rule].tolist():
-        out.append(Violation("fill.size", int(filled[i, 0]), int(filled[i, 1]),
-                             f"fill shape {w[i]} x {h[i]} nm outside "
-                             f"{r.fill_width_min_nm or 0}..{r.fill_width_max_nm or 'any'} nm"))
+    return [Violation("fill.size", int(filled[i, 0]), int(filled[i, 1]),
+                      f"fill shape {w[i]} x {h[i]} nm outside "
+                      f"{r.fill_width_min_nm or 0}..{r.fill_width_max_nm or 'any'} nm")
+            for i in np.flatnonzero(bad)[:max_per_rule].tolist()]
+
+
+def fill_spacing(filled: np.ndarray, pdk: Pdk, max_per_rule: int = 20) -> list[Violation]:
+    """Fill shapes closer to each other than the fill spacing (where it exceeds the metal
+    spacing)."""
+    r = pdk.rules
     f = r.fill_space
-    if f > r.top_metal_space_nm and len(filled) > 1:
-        p = _near_pairs(filled, None, f, max(4 * f, 1))
-        gap = _gap2(filled[p[:, 0]], filled[p[:, 1]])
-        for i in np.unique(p[gap < f ** 2, 0])[:max_per_rule].tolist():
-            out.append(Violation("fill.space", int(filled[i, 0]), int(filled[i, 1]),
-                                 f"fill shapes closer than {f} nm"))
-    return out
+    if f <= r.top_metal_space_nm or len(filled) < 2:
+        return []
+    p = _near_pairs(filled, None, f, max(4 * f, 1))
+    gap = _gap2(filled[p[:, 0]], filled[p[:, 1]])
+    return [Violation("fill.space", int(filled[i, 0]), int(filled[i, 1]),
+                      f"fill shapes closer than {f} nm")
+            for i in np.unique(p[gap < f ** 2, 0])[:max_per_rule].tolist()]
 
 
 def wide_metal_violations(drawn: np.ndarray, pdk: Pdk, max_per_rule: int = 20
@@ -229,6 +250,5 @@ def wide_metal_violations(drawn: np.ndarray, pdk: Pdk, max_per_rule: int = 20
 
 def _gap2(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Squared Euclidean gap between rectangle pairs (0 when they touch or overlap)."""
-    gx = np.maximum(np.maximum(a[:, 0], b[:, 0]) - np.minimum(a[:, 2], b[:, 2]), 0)
-    gy = np.maximum(np.maximum(a[:, 1], b[:, 1]) - np.minimum(a[:, 3], b[:, 3]), 0)
-    return gx ** 2 + gy ** 2
+    gx, gy = _gaps(a, b)
+    return np.maximum(gx, 0) ** 2 + np.maximum(gy, 0) ** 2
