@@ -241,11 +241,11 @@ def compile_model(model: Path, out_dir: Path, options: CompileOptions,
     """
     planned = plan(Path(model), options)
     options = _as_planned(options, planned.base)
-    digest = _digest(_inputs(planned.ckpt, planned.base, options))
-    with staged_output(Path(out_dir), inputs_digest=digest, force=options.force,
+    inputs = _inputs(planned.ckpt, planned.base, options)   # hashes every checkpoint file
+    with staged_output(Path(out_dir), inputs_digest=_digest(inputs), force=options.force,
                        inputs=_input_paths(model, planned.ckpt, planned.base, options)) as stage:
         quantizer = _quantizer(planned.ckpt, options, planned.specs, progress)
-        manifest, _ = build(planned, options, stage, quantizer, progress, jobs=jobs,
+        manifest, _ = build(planned, options, inputs, stage, quantizer, progress, jobs=jobs,
                             scheduler=scheduler)
     return CompileResult(out_dir=Path(out_dir), manifest=manifest, summary=_summary(manifest))
 
@@ -266,8 +266,8 @@ def rebuild(model: Path, options: CompileOptions, stage: Path, *, base: BaseArra
     options = _as_planned(options, planned.base)
     if quantizer is None:
         quantizer = _quantizer(planned.ckpt, options, planned.specs, progress)
-    manifest, dies = build(planned, options, stage, quantizer, progress, jobs=jobs,
-                           write_masks=False)
+    manifest, dies = build(planned, options, _inputs(planned.ckpt, planned.base, options),
+                           stage, quantizer, progress, jobs=jobs, write_masks=False)
     return planned, manifest, dies, quantizer
 
 
@@ -279,11 +279,13 @@ def _as_planned(options: CompileOptions, base: BaseArray) -> CompileOptions:
     return options
 
 
-def build(planned: "Planned", options: CompileOptions, stage: Path, quantizer,
+def build(planned: "Planned", options: CompileOptions, inputs: dict, stage: Path, quantizer,
           progress: Progress | None = None, *, jobs: int = 1, scheduler: Any = None,
           write_masks: bool = True) -> tuple[dict, list]:
     """Write every output of the compile into ``stage`` (masks only when ``write_masks``);
-    return its manifest and the dies' DieMaskResults. The bytes depend on the inputs alone."""
+    return its manifest and the dies' DieMaskResults. ``inputs``: ``_inputs`` of these
+    options, made once by the caller (it hashes every checkpoint file). The bytes depend on
+    the inputs alone."""
     from taalasc.dieworker import DieJob, compile_die
     from taalasc.custom.writer import layer_properties_lyp
     from taalasc.parallel import run_ordered
@@ -292,7 +294,6 @@ def build(planned: "Planned", options: CompileOptions, stage: Path, quantizer,
 
     base, ckpt, specs, tensors, placement = planned
     dies_wanted = _dies_wanted(placement, options.dies)
-    inputs = _inputs(ckpt, base, options)
     digest = _digest(inputs)
     tick = progress or (lambda stage, done, total: None)
     on_die: dict[int, list] = {}
