@@ -64,7 +64,7 @@ def test_configs_list_shows_the_reticle_and_check_passes():
     assert result.exit_code == 0, result.output
     assert re.search(r"^  sky130-reticle +pdk sky130 +400\.00 mm² +2116 tiles ", result.output,
                      re.M), result.output
-    assert re.search(r"^  ihp-sg13g2-reticle +pdk ihp-sg13g2 +400\.00 mm² +1332 tiles ",
+    assert re.search(r"^  ihp-sg13g2-reticle +pdk ihp-sg13g2 +400\.00 mm² +756 tiles ",
                      result.output, re.M), result.output
     paths = [ROOT / "base_array" / f"{n}.yaml" for n in ("sky130-reticle", "ihp-sg13g2-reticle")]
     assert check_paths(paths) == [(str(p), "base", []) for p in paths]
@@ -79,7 +79,7 @@ def test_published_configs_rebuild_the_real_parameter_counts():
 @pytest.mark.parametrize("name,config,asymmetric,dies", [
     ("sky130-reticle", MINILM, False, 4), ("sky130-reticle", MINILM, True, 5),
     ("sky130-reticle", SMOLLM2, False, 22), ("sky130-reticle", SMOLLM2, True, 24),
-    ("ihp-sg13g2-reticle", MINILM, False, 6), ("ihp-sg13g2-reticle", SMOLLM2, True, 38)])
+    ("ihp-sg13g2-reticle", MINILM, False, 11), ("ihp-sg13g2-reticle", SMOLLM2, True, 67)])
 def test_real_model_shapes_fit_the_reticles(name, config, asymmetric, dies):
     base = load_base_array(name)
     placement = plan_placement(specs_of(tensor_shapes(config), asymmetric=asymmetric), base)
@@ -106,8 +106,8 @@ def test_not_fitting_names_the_builtin_bases_that_hold_it():
     with pytest.raises(PlacementError, match=(
             r"^model needs 102,567,168 bits in 50,716 weight tiles, but base array sky130-demo "
             r"has 256 tiles per die and allows 8 dies \(2,048 tiles\); 199 dies would be needed; "
-            r"built-in bases that hold it: sky130-reticle \(4 dies\), ihp-sg13g2-reticle "
-            r"\(6 dies\), gf180mcu-chip \(8 dies\)$")):
+            r"built-in bases that hold it: sky130-reticle \(4 dies\), gf180mcu-chip \(8 dies\), "
+            r"ihp-sg13g2-reticle \(11 dies\)$")):
         plan_placement(specs_of(tensor_shapes(MINILM)), demo)
 
 
@@ -117,10 +117,9 @@ def test_an_explicit_max_dies_limits_the_suggestions_too():
                                              r"array holds it$"):
         plan_placement(specs_of(tensor_shapes(MINILM)), demo, max_dies=3)
     # [128, 1024] at 4 bits: 256 code + 32 scale tiles on sky130-demo (2 dies); on
-    # ihp-sg13g2-chip 128 + 16 of its 238 tiles, on either reticle 24 + 1
+    # more than ihp-sg13g2-chip's 126 tiles; on either reticle 24 + 1
     with pytest.raises(PlacementError, match=r"; 2 dies would be needed; built-in bases that "
                                              r"hold it: gf180mcu-chip \(1 die\), "
-                                             r"ihp-sg13g2-chip \(1 die\), "
                                              r"ihp-sg13g2-reticle \(1 die\), "
                                              r"sky130-reticle \(1 die\)$"):
         plan_placement(specs_of({"w": (128, 1024)}), demo, max_dies=1)
@@ -283,5 +282,5 @@ def test_estimate_names_the_bases_that_hold_it_including_estimate_only_ones():
     assert not report.value("design__die__fits")
     assert [n for n in report.notes if re.fullmatch(
         r"the model needs \d+ dies; sky130-demo allows at most 8; built-in bases that hold it: "
-        r"hc1-n6 \(1 die, estimate only\), sky130-reticle \(4 dies\), ihp-sg13g2-reticle "
-        r"\(6 dies\), gf180mcu-chip \(8 dies\)", n)], report.notes
+        r"hc1-n6 \(1 die, estimate only\), sky130-reticle \(4 dies\), gf180mcu-chip "
+        r"\(8 dies\), ihp-sg13g2-reticle \(11 dies\)", n)], report.notes

@@ -35,7 +35,8 @@ def _inside(inner, outer, margin):
 @pytest.mark.parametrize("name", ["sky130-demo", "sky130-reticle"])
 def test_every_site_has_one_gate_whose_pin_stack_lands_in_its_landing(name):
     base = load_base_array(name)
-    plan = plan_tile(base, SKY130)
+    tile = plan_tile(base, SKY130)
+    plan = tile.rows
     wt = base.weight_tile
     half = SKY130.rail_via_half_nm
     row_h = plan.site_nm[1]
@@ -48,11 +49,11 @@ def test_every_site_has_one_gate_whose_pin_stack_lands_in_its_landing(name):
             y = k * row_h + (y if k % 2 == 0 else row_h - y)   # odd rows are flipped
             via3 = (x - half, y - half, x + half, y + half)
             # met4 encloses via3 by 0.065 um (m4.3); we keep 0.09
-            assert _inside(via3, plan.landings[j * wt.sites_x + i], 90), (k, i)
+            assert _inside(via3, tile.landings[j * wt.sites_x + i], 90), (k, i)
     # The two met3 rails under the tie column keep met3 spacing, and the last pin stack's
     # met3 pad keeps it from the VPWR rail.
-    assert plan.vgnd_rail_x[0] - plan.vpwr_rail_x[1] >= SKY130.rail_space_nm
-    assert plan.vpwr_rail_x[0] - (plan.pin_stacks[-1][0] + 250) >= SKY130.rail_space_nm
+    assert tile.vgnd_rail_x[0] - tile.vpwr_rail_x[1] >= SKY130.rail_space_nm
+    assert tile.vpwr_rail_x[0] - (plan.pin_stacks[-1][0] + 250) >= SKY130.rail_space_nm
     # Rows fill the tile: gate rows and filler rows end to end, with taps.
     for row in (plan.gate_row, plan.filler_row):
         ends = [s + plan.cells[n].width_nm // plan.site_nm[0] for s, n in row]
@@ -93,7 +94,7 @@ def test_cell_report_counts_real_cells(tiny):
     assert nand.area_um2 == pytest.approx(sites * 1.38 * 2.72)  # LEF SIZE 1.38 x 2.72
     assert use["sky130_fd_sc_hd__tapvpwrvgnd_1"].transistors == 0
     # Every row is full: the cells' widths add up to rows x row length.
-    plan = die.tile
+    plan = die.tile.rows
     width = sum(u.count * plan.cells[u.name].width_nm for u in die.usage)
     assert width == plan.rows * plan.row_width_nm * tiny.tile_grid.tiles
 
@@ -122,18 +123,24 @@ def test_missing_cell_package_names_what_to_install(tiny, tmp_path, monkeypatch,
 
 
 def test_pdk_without_a_recipe_is_one_line(tmp_path, capsys):
-    assert main(["base", "build", "ihp-sg13g2-chip", "-o", str(tmp_path / "b")]) == 1
+    assert main(["base", "build", "hc1-n6", "-o", str(tmp_path / "b")]) == 1
     err = capsys.readouterr().err.strip().splitlines()
-    assert err == ["error: pdk 'ihp-sg13g2': no base-die recipe (taalasc draws the base die "
-                   "for sky130 only)"]
+    assert err == ["error: pdk 'n6-class': no base-die recipe (taalasc draws the base die "
+                   "for gf180mcu, ihp-sg13g2, sky130 only)"]
 
 
-def test_sites_too_narrow_for_the_gate_is_refused(tiny):
+def test_sites_too_narrow_for_the_landings_or_the_gate_are_refused(tiny):
     import dataclasses
 
-    # A 1.2 um site pitch cannot hold a 1.38 um nand2_1 per site in one row.
+    # A 1.2 um site pitch leaves 20 nm between 1.18 um landings (m4.2 needs 0.3 um).
     narrow = dataclasses.replace(tiny, weight_tile=dataclasses.replace(
         tiny.weight_tile, site_pitch_x_nm=1200))
-    with pytest.raises(MaskError, match=r"bit site column 0: no place for its gate"):
+    with pytest.raises(MaskError, match=r"^weight_tile.site_pitch_x_nm: 20 nm between "
+                                        r"neighbouring landings on met4; the base die needs 300"):
         plan_tile(narrow, SKY130)
+    # A 3.68 um nand2_4 per 1.6 um site cannot sit in one row.
+    wide = dataclasses.replace(SKY130, cells=dataclasses.replace(
+        SKY130.cells, gate="sky130_fd_sc_hd__nand2_4"))
+    with pytest.raises(MaskError, match=r"bit site column 0: no place for its gate"):
+        plan_tile(tiny, wide)
     assert np.all(plan_tile(tiny, SKY130).landings[:, 0] >= 0)

@@ -66,7 +66,7 @@ def test_base_power_grid_and_landings(tiny):
     base, die, root, _ = tiny
     ex = Extracted(root / "base.gds")
     plan, wt = die.tile, base.weight_tile
-    row_h = plan.site_nm[1]
+    row_h = plan.rows.site_nm[1]
     landing_nets = set()
     for c in range(base.tile_grid.columns):
         for r in range(base.tile_grid.rows):
@@ -74,7 +74,7 @@ def test_base_power_grid_and_landings(tiny):
             for k, pad in enumerate(plan.tie_pads):
                 assert ex.name("met4", *_centre(pad, ox, oy)) == ("VPWR", "VGND")[k % 2]
             # Every follow-pin met1 rail: VGND on even row edges, VPWR on odd ones.
-            for k in range(plan.rows + 1):
+            for k in range(plan.rows.rows + 1):
                 assert ex.name("met1", ox + 700, oy + k * row_h) == ("VGND", "VPWR")[k % 2]
             for s, landing in enumerate(plan.landings):
                 net = ex.net("met4", *_centre(landing, ox, oy))

@@ -103,11 +103,16 @@ def test_sky130_demo_keeps_its_shape():
     assert base.pdk.name == "sky130"
 
 
-def test_ihp_chip_is_a_real_size_die_at_the_via_pitch():
+def test_ihp_chip_is_a_real_size_die_at_the_landing_pitch():
+    from taalasc.base.recipe import IHP_SG13G2
+
     base = load_base_array("ihp-sg13g2-chip")
     rules = base.pdk.rules
     assert 20 <= base.die.area_mm2 <= 30
-    assert base.weight_tile.site_pitch_x_nm == rules.via_size_nm + rules.via_space_nm  # 1960
+    # The base's TopMetal1 landing (via + enclosure both sides) plus TopMetal1 spacing: the
+    # via pitch alone (900 + 1060) would put landings 60 nm apart.
+    landing = rules.via_size_nm + 2 * rules.via_enclosure_below_nm
+    assert base.weight_tile.site_pitch_x_nm == landing + IHP_SG13G2.below_space_nm   # 3540
 
 
 # Llama 3.1 8B: 8,030,261,248 parameters (config: 32 layers, hidden 4096, FFN 14336,

@@ -55,18 +55,11 @@ def build_base(base: BaseArray) -> BaseDie:
     tile = plan_tile(base, recipe)
     frame = plan_frame(base, recipe, tile)
     lib = gdstk.Library(name=PREFIX + "BASE", unit=1e-9, precision=1e-9)
-    used = {name for _, name in tile.gate_row + tile.filler_row}
-    for cell in (c for name, c in tile.cells.items() if name in used):
-        # The library's GDS is in um; read it in nm so every coordinate is an integer.
-        for c in gdstk.read_gds(str(cell.gds), unit=1e-9).cells:
-            if c.name not in _names(lib):
-                lib.add(c)
     layer = _layers(base, recipe)
-    pin = _stack_cell(lib, PREFIX + "PIN_STACK", recipe.pin_stack, layer)
-    power = _stack_cell(lib, PREFIX + "POWER_STACK", recipe.power_stack, layer)
-    rows = {kind: _row_cell(lib, kind, placed, tile, recipe, layer, pin, power)
-            for kind, placed in (("GATE", tile.gate_row), ("FILL", tile.filler_row))}
-    tile_cell = _tile_cell(lib, base, tile, recipe, rows, layer)
+    rows = None
+    if tile.rows is not None:
+        rows = _row_cells(lib, tile, recipe, layer)
+    tile_cell = _tile_cell(lib, base, tile, rows, layer)
     top = lib.new_cell(top_cell_name(base))
     _frame(top, frame, recipe, layer)
     g = base.tile_grid
@@ -93,16 +86,20 @@ def cell_report(base: BaseArray) -> list[CellUse]:
 
 
 def cell_usage(base: BaseArray, tile: TilePlan) -> list[CellUse]:
-    """Library cells in the whole die, by name: counts, LEF area, transistors."""
-    gate_rows = sum(1 for j in tile.site_row_of if j is not None)
+    """Library cells in the whole die, by name: counts, LEF area, transistors (none for a
+    base without standard cells)."""
+    rows = tile.rows
+    if rows is None:
+        return []
+    gate_rows = sum(1 for j in rows.site_row_of if j is not None)
     per_tile: dict[str, int] = {}
-    for placed, times in ((tile.gate_row, gate_rows), (tile.filler_row, tile.rows - gate_rows)):
+    for placed, times in ((rows.gate_row, gate_rows), (rows.filler_row, rows.rows - gate_rows)):
         for _, name in placed:
             per_tile[name] = per_tile.get(name, 0) + times
     tiles = base.tile_grid.tiles
     out = []
     for name in sorted(per_tile):
-        cell, n = tile.cells[name], per_tile[name] * tiles
+        cell, n = rows.cells[name], per_tile[name] * tiles
         out.append(CellUse(name, n, n * cell.width_nm * cell.height_nm * 1e-6,
                            n * cell.transistors))
     return out
@@ -117,7 +114,7 @@ def _names(lib: gdstk.Library) -> set[str]:
 def _layers(base: BaseArray, recipe: Recipe) -> dict[str, tuple[int, int]]:
     layers = base.pdk.layers
     out = dict(recipe.layers)
-    out["met4"] = (layers.below_metal.gds_layer, layers.below_metal.gds_datatype)
+    out["below"] = (layers.below_metal.gds_layer, layers.below_metal.gds_datatype)
     out["boundary"] = (layers.boundary.gds_layer, layers.boundary.gds_datatype)
     return out
 
@@ -125,6 +122,11 @@ def _layers(base: BaseArray, recipe: Recipe) -> dict[str, tuple[int, int]]:
 def _rect(cell: gdstk.Cell, r, lay: tuple[int, int]) -> None:
     cell.add(gdstk.rectangle((int(r[0]), int(r[1])), (int(r[2]), int(r[3])),
                              layer=lay[0], datatype=lay[1]))
+
+
+def _label(cell: gdstk.Cell, text: str, r, lay: tuple[int, int]) -> None:
+    cell.add(gdstk.Label(text, ((int(r[0]) + int(r[2])) // 2, (int(r[1]) + int(r[3])) // 2),
+                         layer=lay[0], texttype=lay[1]))
 
 
 def _stack_cell(lib, name, stack, layer) -> gdstk.Cell:
@@ -135,48 +137,67 @@ def _stack_cell(lib, name, stack, layer) -> gdstk.Cell:
     return cell
 
 
-def _row_cell(lib, kind, placed, tile: TilePlan, recipe: Recipe, layer, pin, power) -> gdstk.Cell:
+def _row_cells(lib: gdstk.Library, tile: TilePlan, recipe: Recipe, layer
+               ) -> dict[str, gdstk.Cell]:
+    """The library cells the rows use, the via stacks, and the two row cells (gate, filler)."""
+    cells, plan = recipe.cells, tile.rows
+    used = {name for _, name in plan.gate_row + plan.filler_row}
+    for cell in (c for name, c in plan.cells.items() if name in used):
+        # The library's GDS is in um; read it in nm so every coordinate is an integer.
+        for c in gdstk.read_gds(str(cell.gds), unit=1e-9).cells:
+            if c.name not in _names(lib):
+                lib.add(c)
+    pin = _stack_cell(lib, PREFIX + "PIN_STACK", cells.pin_stack, layer)
+    power = _stack_cell(lib, PREFIX + "POWER_STACK", cells.power_stack, layer)
+    return {kind: _row_cell(lib, kind, placed, tile, recipe, layer, pin, power)
+            for kind, placed in (("GATE", plan.gate_row), ("FILL", plan.filler_row))}
+
+
+def _row_cell(lib, kind, placed, tile: TilePlan, recipe: Recipe, layer, pin, power
+              ) -> gdstk.Cell:
     """One standard-cell row in its own coordinates: VGND rail at y = 0, VPWR at the row
-    height; both rails drawn on met1 (the cells carry them only as pins) with a power stack
-    where each crosses its met3 rail."""
-    site_w, row_h = tile.site_nm
+    height; both rails drawn on the row metal (the cells carry them only as pins) with a
+    power stack where each crosses its rail-layer rail."""
+    plan = tile.rows
+    site_w, row_h = plan.site_nm
     cell = lib.new_cell(f"{PREFIX}ROW_{kind}")
     for site, name in placed:
         cell.add(gdstk.Reference(lib[name], (site * site_w, 0)))
-    half = recipe.rail_half_nm
+    half = recipe.cells.rail_half_nm
     for y in (0, row_h):
-        _rect(cell, (0, y - half, tile.row_width_nm, y + half), layer["met1"])
+        _rect(cell, (0, y - half, plan.row_width_nm, y + half), layer[recipe.cells.row_metal])
     vgnd_x = (tile.vgnd_rail_x[0] + tile.vgnd_rail_x[1]) // 2
     vpwr_x = (tile.vpwr_rail_x[0] + tile.vpwr_rail_x[1]) // 2
     cell.add(gdstk.Reference(power, (vgnd_x, 0)), gdstk.Reference(power, (vpwr_x, row_h)))
     if kind == "GATE":
-        for xy in tile.pin_stacks:
+        for xy in plan.pin_stacks:
             cell.add(gdstk.Reference(pin, xy))
     return cell
 
 
-def _tile_cell(lib, base: BaseArray, tile: TilePlan, recipe: Recipe, rows, layer
-               ) -> gdstk.Cell:
+def _tile_cell(lib, base: BaseArray, tile: TilePlan, rows, layer) -> gdstk.Cell:
     wt = base.weight_tile
+    recipe = recipe_for(base.pdk)
     landing = lib.new_cell(PREFIX + "LANDING")
-    _rect(landing, tile.landings[0], layer["met4"])
+    _rect(landing, tile.landings[0], layer["below"])
     tie = lib.new_cell(PREFIX + "TIE")
     for k in (0, 1):
-        _rect(tie, tile.tie_pads[k], layer["met4"])
-        _rect(tie, tile.tie_vias[k], layer["via3"])
+        _rect(tie, tile.tie_pads[k], layer["below"])
+        _rect(tie, tile.tie_vias[k], layer[recipe.rail_via])
     cell = lib.new_cell(PREFIX + "TILE")
     cell.add(gdstk.Reference(landing, (0, 0), columns=wt.sites_x, rows=wt.sites_y,
                              spacing=(wt.site_pitch_x_nm, wt.site_pitch_y_nm)))
     cell.add(gdstk.Reference(tie, (0, 0), columns=1, rows=wt.sites_y,
                              spacing=(wt.site_pitch_x_nm, wt.site_pitch_y_nm)))
-    # The tile's met3 rails, past the first and last row edges far enough to hold their power
-    # stacks; bridges join them to the next tile's (frame.py).
-    reach = dict(recipe.power_stack)[recipe.bridge_via] + recipe.rail_via_enclosure_nm
-    y1 = max(wt.height_nm, tile.rows * tile.site_nm[1] + reach)
+    # The tile's rails; bridges join them to the next tile's (frame.py).
+    y0, y1 = tile.rail_y
     for x0, x1 in (tile.vpwr_rail_x, tile.vgnd_rail_x):
-        _rect(cell, (x0, -reach, x1, y1), layer[recipe.rail])
-    row_h = tile.site_nm[1]
-    for k, site_row in enumerate(tile.site_row_of):
+        _rect(cell, (x0, y0, x1, y1), layer[recipe.rail])
+    if tile.rows is None:
+        return cell
+    plan = tile.rows
+    row_h = plan.site_nm[1]
+    for k, site_row in enumerate(plan.site_row_of):
         row = rows["GATE" if site_row is not None else "FILL"]
         if k % 2 == 0:
             cell.add(gdstk.Reference(row, (0, k * row_h)))
@@ -187,26 +208,23 @@ def _tile_cell(lib, base: BaseArray, tile: TilePlan, recipe: Recipe, rows, layer
 
 def _frame(top: gdstk.Cell, frame: FramePlan, recipe: Recipe, layer) -> None:
     _rect(top, frame.boundary, layer["boundary"])
-    for lay in recipe.seal_layers + ("met4",):
+    for lay in recipe.seal_layers + ("below",):
         for r in frame.seal:
             _rect(top, r, layer[lay])
+    rail_label = layer[recipe.rail + ".label"]
     for net in ("VPWR", "VGND"):
         for r in frame.rings[net]:
-            _rect(top, r, layer["met4"])
+            _rect(top, r, layer["below"])
         if frame.rings[net]:
-            x0, y0, x1, y1 = frame.rings[net][0]
-            top.add(gdstk.Label(net, ((x0 + x1) // 2, (y0 + y1) // 2), layer=layer["met4.label"][0],
-                                texttype=layer["met4.label"][1]))
-        s = frame.spines[net]
-        _rect(top, s, layer["met3"])
-        top.add(gdstk.Label(net, ((s[0] + s[2]) // 2, (s[1] + s[3]) // 2),
-                            layer=layer["met3.label"][0], texttype=layer["met3.label"][1]))
+            _label(top, net, frame.rings[net][0], layer["below.label"])
+        _rect(top, frame.spines[net], layer[recipe.rail])
+        _label(top, net, frame.spines[net], rail_label)
     for r in frame.spine_vias:
-        _rect(top, r, layer["via3"])
+        _rect(top, r, layer[recipe.rail_via])
     for bridge in frame.bridges:
         _bridge(top, bridge, recipe, layer)
     for r in frame.ports:
-        _rect(top, r, layer["met4"])
+        _rect(top, r, layer["below"])
 
 
 def _bridge(cell: gdstk.Cell, bridge: Bridge, recipe: Recipe, layer) -> None:
@@ -216,6 +234,15 @@ def _bridge(cell: gdstk.Cell, bridge: Bridge, recipe: Recipe, layer) -> None:
 
 
 # --- the base folder ----------------------------------------------------------------------
+
+def _tile_summary(tile: TilePlan) -> dict | None:
+    """The cell rows under a tile, for the manifest (None: a base without cells)."""
+    rows = tile.rows
+    if rows is None:
+        return None
+    return {"rows": rows.rows, "gate_rows": sum(j is not None for j in rows.site_row_of),
+            "row_sites": rows.row_sites}
+
 
 BASE_FORMAT = "taalasc-base/1"
 BASE_FILE = "base.gds"
@@ -229,14 +256,15 @@ def base_inputs(base: BaseArray) -> dict:
     from taalasc.outdir import sha256_file
 
     recipe = recipe_for(base.pdk)
+    cells = recipe.cells
     try:
-        cells_version = version(recipe.package)
+        cells_version = version(cells.package) if cells else None
     except PackageNotFoundError:
         cells_version = None
     return {"base_array": {"name": base.name, "sha256": sha256_file(Path(base.path))},
             "pdk": {"name": base.pdk.name, "sha256": sha256_file(Path(base.pdk.path))},
-            "cells": {"package": recipe.package, "version": cells_version,
-                      "library": recipe.library},
+            "cells": cells and {"package": cells.package, "version": cells_version,
+                                "library": cells.library},
             "tool": {"name": "taalasc", "version": __version__}}
 
 
@@ -260,9 +288,7 @@ def write_base_folder(base: BaseArray, out_dir: Path, force: bool = False) -> di
             "format": BASE_FORMAT, "inputs": inputs, "inputs_digest": digest,
             "top_cell": die.top, "file": BASE_FILE,
             "outputs": {BASE_FILE: {"bytes": path.stat().st_size, "sha256": sha256_file(path)}},
-            "tile": {"rows": die.tile.rows, "gate_rows": sum(j is not None
-                                                             for j in die.tile.site_row_of),
-                     "row_sites": die.tile.row_sites},
+            "tile": _tile_summary(die.tile),
             "cells": [{"name": u.name, "count": u.count, "area_um2": round(u.area_um2, 4),
                        "transistors": u.transistors} for u in die.usage],
         }

@@ -12,7 +12,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from taalasc.base.recipe import Recipe
+from taalasc.base.recipe import CellLibrary
 from taalasc.errors import MaskError
 
 Rect = tuple[int, int, int, int]
@@ -28,30 +28,30 @@ class StdCell:
     gds: Path
 
 
-def library_dir(recipe: Recipe) -> Path:
+def library_dir(lib: CellLibrary) -> Path:
     """The folder of the library's cells, or one error line saying what to install."""
-    spec = importlib.util.find_spec(recipe.package)
+    spec = importlib.util.find_spec(lib.package)
     roots = list(spec.submodule_search_locations or []) if spec else []
     for root in roots:
-        cells = Path(root) / "src" / recipe.library / "cells"
+        cells = Path(root) / "src" / lib.library / "cells"
         if cells.is_dir():
             return cells
-    raise MaskError(f"the {recipe.library} standard cells are missing: {recipe.install_hint}")
+    raise MaskError(f"the {lib.library} standard cells are missing: {lib.install_hint}")
 
 
 def _nm(text: str) -> int:
     return int(round(float(text) * 1000))
 
 
-def load_cell(recipe: Recipe, name: str) -> StdCell:
+def load_cell(lib: CellLibrary, name: str) -> StdCell:
     """A cell's size and li1 pins (LEF) and transistor count (SPICE)."""
-    family = name.removeprefix(recipe.library + "__").rsplit("_", 1)[0]
-    folder = library_dir(recipe) / family
+    family = name.removeprefix(lib.library + "__").rsplit("_", 1)[0]
+    folder = library_dir(lib) / family
     lef, spice, gds = (folder / f"{name}.{ext}" for ext in ("lef", "spice", "gds"))
     for path in (lef, spice, gds):
         if not path.is_file():
             raise MaskError(f"{path}: missing; cell {name!r} is not in the installed "
-                            f"{recipe.library} library ({recipe.install_hint})")
+                            f"{lib.library} library ({lib.install_hint})")
     text = lef.read_text()
     size = re.search(r"^\s*SIZE\s+([\d.]+)\s+BY\s+([\d.]+)\s*;", text, re.M)
     if size is None:

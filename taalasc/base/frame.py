@@ -59,9 +59,8 @@ class Bridge:
 
 def channel_bridges(base: BaseArray, tile: TilePlan) -> list[Bridge]:
     """The bridges across one channel, in the coordinates of the tile above it."""
-    row_h = tile.site_nm[1]
-    low = (tile.rows - 1) * row_h + row_h // 2 - base.tile_grid.pitch_y_nm
-    return [Bridge(x, low, row_h // 2) for x in (tile.vpwr_rail_x, tile.vgnd_rail_x)]
+    low = tile.bridge_y[1] - base.tile_grid.pitch_y_nm
+    return [Bridge(x, low, tile.bridge_y[0]) for x in (tile.vpwr_rail_x, tile.vgnd_rail_x)]
 
 
 @dataclass(frozen=True)
@@ -75,12 +74,12 @@ class FramePlan:
     ports: np.ndarray                 # [n, 4] met4 pads under the route vias
 
 
-def ring(die_w: int, die_h: int, inner: int, outer: int) -> list[Rect]:
+def ring(die_w: int, die_h: int, inner: int, outer: int, gap: int = _MARGIN_NM) -> list[Rect]:
     """Four bars between insets ``inner`` < ``outer`` from the die edge: left, right, bottom,
-    top, ``_MARGIN_NM`` apart at the corners. Not closed on purpose: a closed ring merges into
+    top, ``gap`` apart at the corners. Not closed on purpose: a closed ring merges into
     one polygon whose bounding box is the whole die, and hierarchical DRC then checks it
     against every tile (the sky130 deck took 4.5 times as long on the demo die)."""
-    a, b, gap = inner, outer, _MARGIN_NM
+    a, b = inner, outer
     return [(a, a, b, die_h - a), (die_w - b, a, die_w - a, die_h - a),
             (b + gap, a, die_w - b - gap, b), (b + gap, die_h - b, die_w - b - gap, die_h - a)]
 
@@ -108,12 +107,22 @@ def plan_frame(base: BaseArray, recipe: Recipe, tile: TilePlan) -> FramePlan:
     rings: dict[str, list[Rect]] = {"VPWR": [], "VGND": []}
     frame_in = 0
     span = {"VPWR": (ox, gx1), "VGND": (ox, gx1)}
+    # Corners and the bars of a split ring keep the below metal's spacing (IHP TopMetal1:
+    # 1.64 um, more than the 1 um margin).
+    gap = max(_MARGIN_NM, snap(2 * recipe.below_space_nm))
     if base.frame is not None:
         s, p = base.frame.seal_ring_nm, base.frame.pad_ring_nm
-        seal = ring(W, H, snap(s // 10), snap(s - s // 10))
+        seal = ring(W, H, snap(s // 10), snap(s - s // 10), gap)
         for net, (a, b) in (("VPWR", (1, 3)), ("VGND", (4, 6))):
             inner, outer = snap(s + a * p // 8), snap(s + b * p // 8)
-            rings[net] = ring(W, H, inner, outer)
+            # A PDK that slots wide metal (IHP Slt.c: TopMetal1 over 30 um) gets the ring as
+            # parallel rings no wider than that.
+            n = 1 if not recipe.below_max_width_nm else \
+                -(-(outer - inner + gap) // (recipe.below_max_width_nm + gap))
+            width = snap((outer - inner - (n - 1) * gap) // n)
+            for k in range(n):
+                x0 = inner + k * (width + gap)
+                rings[net] += ring(W, H, x0, x0 + width, gap)
             span[net] = (inner, W - inner)
         frame_in = s + p
     bottom = (frame_in + _MARGIN_NM, oy - 3 * _MARGIN_NM)
@@ -126,37 +135,38 @@ def plan_frame(base: BaseArray, recipe: Recipe, tile: TilePlan) -> FramePlan:
     spines = {"VPWR": (span["VPWR"][0], bottom[0], span["VPWR"][1], bottom[1]),
               "VGND": (span["VGND"][0], top[0], span["VGND"][1], top[1])}
     # The first tile row's VPWR rails bridge down to their spine, the last row's VGND rails up.
-    row_h = tile.site_nm[1]
     top_tile = oy + (grid.rows - 1) * grid.pitch_y_nm
     bridges = []
     for c in range(grid.columns):
         tx = grid.tile_origin_nm(c, 0)[0]
         bridges.append(Bridge((tx + tile.vpwr_rail_x[0], tx + tile.vpwr_rail_x[1]),
-                              (bottom[0] + bottom[1]) // 2, oy + row_h // 2))
+                              (bottom[0] + bottom[1]) // 2, oy + tile.bridge_y[0]))
         bridges.append(Bridge((tx + tile.vgnd_rail_x[0], tx + tile.vgnd_rail_x[1]),
-                              top_tile + (tile.rows - 1) * row_h + row_h // 2,
+                              top_tile + tile.bridge_y[1],
                               (top[0] + top[1]) // 2))
     vias: list[Rect] = []
     half = recipe.rail_via_half_nm
     for net in ("VPWR", "VGND"):
-        for side in rings[net][:2]:   # left and right bars
+        for side in (bar for k, bar in enumerate(rings[net]) if k % 4 < 2):  # left, right
             area = _overlap(spines[net], side)
             if area is not None:
                 inset = (area[0] + _MARGIN_NM // 2, area[1] + _MARGIN_NM // 2,
                          area[2] - _MARGIN_NM // 2, area[3] - _MARGIN_NM // 2)
                 vias += _via_array(inset, half, _VIA_PITCH_NM)
-    return FramePlan((0, 0, W, H), seal, rings, spines, bridges, vias, port_pads(base))
+    return FramePlan((0, 0, W, H), seal, rings, spines, bridges, vias,
+                     port_pads(base, recipe.port_pad_grow_nm))
 
 
-def port_pads(base: BaseArray) -> np.ndarray:
-    """A below-metal pad (the via enclosure all round) under every dataflow port of every
-    tile, sorted: the places where a route's via may land."""
+def port_pads(base: BaseArray, grow_nm: int = 0) -> np.ndarray:
+    """A below-metal pad (the via enclosure all round, plus ``grow_nm`` where the base's
+    rules ask for more) under every dataflow port of every tile, sorted: the places where a
+    route's via may land."""
     rules, g = base.pdk.rules, base.pdk.grid_nm
     router = ChannelRouter(base)
     centres = sorted({xy for c in range(base.tile_grid.columns) for r in range(base.tile_grid.rows)
                       for kind in ("in", "out")
                       for xy in router.port_centres_nm(c, r, kind).values()})
-    size = rules.via_size_nm + 2 * rules.via_enclosure_below_nm
+    size = rules.via_size_nm + 2 * (rules.via_enclosure_below_nm + grow_nm)
     out = np.empty((len(centres), 4), np.int64)
     for k, (x, y) in enumerate(centres):
         (x0, x1), (y0, y1) = centred(x, size, g), centred(y, size, g)

@@ -7,7 +7,7 @@ tap cell at least every ``tap_pitch_sites`` sites.
 
 from __future__ import annotations
 
-from taalasc.base.recipe import Recipe
+from taalasc.base.recipe import CellLibrary
 from taalasc.errors import MaskError
 
 Placed = tuple[int, str]   # (site, cell name)
@@ -29,34 +29,34 @@ def place_gates(windows_nm: list[tuple[int, int]], pin_x_nm: int, gate_sites: in
     return sites
 
 
-def fill(start: int, end: int, recipe: Recipe, widths: dict[str, int]) -> list[Placed]:
+def fill(start: int, end: int, lib: CellLibrary, widths: dict[str, int]) -> list[Placed]:
     """Fill sites [start, end): a tap every ``tap_pitch_sites`` sites, fillers in between."""
     out: list[Placed] = []
     site = start
     while site < end:
-        segment = min(end, site + recipe.tap_pitch_sites)
-        out.append((site, recipe.tap))
-        site += widths[recipe.tap]
-        for name in recipe.fillers:
+        segment = min(end, site + lib.tap_pitch_sites)
+        out.append((site, lib.tap))
+        site += widths[lib.tap]
+        for name in lib.fillers:
             while site + widths[name] <= segment:
                 out.append((site, name))
                 site += widths[name]
     return out
 
 
-def row_cells(gate_sites: list[int], recipe: Recipe, widths: dict[str, int],
+def row_cells(gate_sites: list[int], lib: CellLibrary, widths: dict[str, int],
               row_sites: int) -> tuple[Placed, ...]:
     """A whole row: the gates at ``gate_sites``, the gaps and both ends filled."""
     out: list[Placed] = []
     free = 0
     for site in gate_sites:
-        out += fill(free, site, recipe, widths)
-        out.append((site, recipe.gate))
-        free = site + widths[recipe.gate]
-    out += fill(free, row_sites, recipe, widths)
-    taps = [s for s, name in out if name == recipe.tap] + [row_sites]
+        out += fill(free, site, lib, widths)
+        out.append((site, lib.gate))
+        free = site + widths[lib.gate]
+    out += fill(free, row_sites, lib, widths)
+    taps = [s for s, name in out if name == lib.tap] + [row_sites]
     gaps = [b - a for a, b in zip([0] + taps, taps)]
-    if max(gaps) > recipe.tap_pitch_sites + widths[recipe.gate]:
+    if max(gaps) > lib.tap_pitch_sites + widths[lib.gate]:
         raise MaskError(f"a cell row has {max(gaps)} sites between tap cells; the gates leave "
-                        f"no gap for a tap within {recipe.tap_pitch_sites} sites")
+                        f"no gap for a tap within {lib.tap_pitch_sites} sites")
     return tuple(out)

@@ -20,8 +20,9 @@ def base_group():
 @click.option("--force", is_flag=True, help="Replace a base folder built from other inputs.")
 def build_cmd(base_name: str, out_dir: Path, force: bool):
     """Draw the base die of BASE (a built-in name or a base-array YAML): boundary, seal ring,
-    supply rings, power grid, and per weight tile the standard-cell rows, one gate per bit
-    site with its input carried up to a landing under the custom via's two slots."""
+    supply rings, power grid, and per weight tile a landing under the custom via's two slots
+    of every bit site; where the PDK's standard cells are installed (sky130), the cell rows
+    too, one gate per bit site with its input carried up to its landing."""
     from taalasc.base.build import write_base_folder
     from taalasc.commands.common import print_table
     from taalasc.config import load_base_array
@@ -34,10 +35,14 @@ def build_cmd(base_name: str, out_dir: Path, force: bool):
 def summary_rows(base, manifest: dict) -> list[tuple[str, str]]:
     g, t = base.tile_grid, manifest["tile"]
     out = manifest["outputs"][manifest["file"]]
+    if t is None:
+        under = "landings, tie pads and rails only (no standard-cell package for this PDK)"
+    else:
+        under = (f"each {t['rows']} cell rows ({t['gate_rows']} with gates) of "
+                 f"{t['row_sites']} sites")
     rows = [("base array", f"{base.name} ({base.pdk.name})"),
             ("die", f"{base.die.width_nm / 1e6:g} × {base.die.height_nm / 1e6:g} mm"),
-            ("tiles", f"{g.columns} × {g.rows}, each {t['rows']} cell rows ({t['gate_rows']} "
-                      f"with gates) of {t['row_sites']} sites"),
+            ("tiles", f"{g.columns} × {g.rows}, {under}"),
             ("file", f"{manifest['file']}: {out['bytes']:,} bytes, top cell "
                      f"{manifest['top_cell']}"),
             ("build time", f"{manifest['seconds']:.2f} s")]
@@ -48,8 +53,9 @@ def summary_rows(base, manifest: dict) -> list[tuple[str, str]]:
         area += c["area_um2"]
         transistors += c["transistors"]
         count += c["count"]
-    rows.append(("all cells", f"{count:,} cells, {area / 1e6:.4f} mm², {transistors:,} "
-                              "transistors (LEF sizes, SPICE devices)"))
+    if manifest["cells"]:
+        rows.append(("all cells", f"{count:,} cells, {area / 1e6:.4f} mm², {transistors:,} "
+                                  "transistors (LEF sizes, SPICE devices)"))
     return rows
 
 

@@ -36,6 +36,7 @@ def signoff_cmd(out_dir, signoff_dir, merged, decks, klayout, drc, lvs, threads,
     Exit codes: 0 clean, 2 violations, 1 KLayout, a deck or an input missing."""
     from taalasc.commands.common import echo_safe, print_table
     from taalasc.errors import CheckFailed, ToolError
+    from taalasc.signoff.report import NO_CELLS, NOT_CHECKABLE, TOOL_FALSE
     from taalasc.signoff.run import REPORT_MD, SignoffOptions, signoff
 
     if not drc and not lvs:
@@ -60,10 +61,10 @@ def signoff_cmd(out_dir, signoff_dir, merged, decks, klayout, drc, lvs, threads,
             rows.append((r.rule, f"{r.count:,} markers"))
         if len(violations) > 10:
             rows.append(("", f"… {len(violations) - 10} more rules in the report"))
-        waiting = [r for r in report.rules if r.section != "violation"]
-        if waiting:
-            rows.append(("not checkable without the base die",
-                         ", ".join(f"{r.rule} {r.count:,}" for r in waiting)))
+        for section in (NOT_CHECKABLE, NO_CELLS, TOOL_FALSE):
+            apart = [r for r in report.rules if r.section == section]
+            if apart:
+                rows.append((section, ", ".join(f"{r.rule} {r.count:,}" for r in apart)))
     for die, d in sorted(report.lvs.items()):
         rows.append((f"die {die} extraction", f"{d['sites']:,} sites, {d['errors']:,} errors, "
                                               f"{d['seconds']:.1f} s"))

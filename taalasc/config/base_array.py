@@ -82,6 +82,9 @@ BASE_ARRAY_SCHEMA: dict[str, Field] = {
         "strap_width_nm": _pos(),
         "input_lanes": _pos(doc="activations entering the tile per cycle (adder-tree inputs)"),
         "max_weight_bits": Field("int", min=2, max=8),
+        "tie_columns": Field("int", required=False, default=1, min=1, max=8,
+                             doc="site columns right of the bit sites: the tie vias, and the "
+                                 "base's two supply rails under them"),
     }),
     "datapath": Field("map", schema={
         "activation_bits": Field("int", min=2, max=16),
@@ -143,9 +146,6 @@ class TileGrid:
                 self.origin_nm[1] + row * self.pitch_y_nm)
 
 
-TIE_COLUMNS = 1   # site columns right of the bit sites that hold the straps' tie vias
-
-
 @dataclass(frozen=True)
 class WeightTile:
     encoding: str
@@ -158,6 +158,7 @@ class WeightTile:
     strap_width_nm: int
     input_lanes: int
     max_weight_bits: int
+    tie_columns: int = 1   # site columns right of the bit sites that hold the tie vias
 
     @property
     def sites(self) -> int:
@@ -169,8 +170,8 @@ class WeightTile:
 
     @property
     def width_nm(self) -> int:
-        """Bit sites plus the tie column (see ``tie_slot_x_nm``)."""
-        return (self.sites_x + TIE_COLUMNS) * self.site_pitch_x_nm
+        """Bit sites plus the tie columns (see ``tie_slot_x_nm``)."""
+        return (self.sites_x + self.tie_columns) * self.site_pitch_x_nm
 
     @property
     def height_nm(self) -> int:

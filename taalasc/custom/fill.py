@@ -57,13 +57,21 @@ def _window_starts(extent_nm: int, window_nm: int, step_nm: int) -> tuple[np.nda
     return np.array(starts, dtype=np.int64), window_nm
 
 
+# A window mostly over keep-outs (a die corner: seal ring and pad ring on two sides) is judged
+# by the base die's own metal there, which the custom layers cannot see; the sliver left to
+# them (a few um between the frame and the grid's channels, much of it the fill's clearance)
+# says nothing about the window. Such windows are not ours to measure.
+MIN_OWNED_FRACTION = 0.25
+
+
 def window_density_pct(rects: np.ndarray, die_nm: tuple[int, int], window_nm: int, step_nm: int,
                        grid_nm: int, exclude=()) -> np.ndarray:
     """Metal density (percent) of every window: array [n_x_windows, n_y_windows].
 
     ``rects`` is one [n, 4] array or an iterable of them (streamed: memory stays bounded).
     ``exclude``: disjoint rectangles (keep-outs) whose area is not the custom layers' to fill:
-    a window's density is its metal over its area outside them, NaN when none is left.
+    a window's density is its metal over its area outside them, NaN when less than
+    ``MIN_OWNED_FRACTION`` of the window is left.
     """
     xs, wx = _window_starts(die_nm[0], window_nm, step_nm)
     ys, wy = _window_starts(die_nm[1], window_nm, step_nm)
@@ -74,7 +82,7 @@ def window_density_pct(rects: np.ndarray, die_nm: tuple[int, int], window_nm: in
     if len(exclude):
         owned = owned - _window_areas(np.asarray(exclude, np.int64).reshape(-1, 4), X, Y, xs,
                                       ys, wx, wy, grid_nm)
-        owned = np.where(owned > 0, owned, np.nan)
+        owned = np.where(owned >= MIN_OWNED_FRACTION * wx / grid_nm * wy / grid_nm, owned, np.nan)
     return 100.0 * metal / owned
 
 

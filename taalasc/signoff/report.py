@@ -14,6 +14,14 @@ from dataclasses import asdict, dataclass, field
 from taalasc.signoff.sites import KINDS, Finding
 
 NOT_CHECKABLE = "not checkable without the base die"
+NO_CELLS = "not checkable: the base die is drawn without standard cells"
+TOOL_FALSE = "false positives of the KLayout version"
+SECTIONS = (("violation", "Violations"),
+            (NOT_CHECKABLE, "Not checkable without the base die"),
+            (NO_CELLS, "Not checkable: the base die is drawn without standard cells or lower-"
+                       "layer fill"),
+            (TOOL_FALSE, "False positives of this KLayout (axis-parallel edges flagged by an "
+                         "angle rule: KLayout 0.30.0 misjudges vertical edges over ~3 mm)"))
 FORMAT = "taalasc-signoff/1"
 
 
@@ -23,7 +31,7 @@ class RuleRow:
     rule: str
     description: str
     count: int                   # markers, summed over the dies
-    section: str                 # "violation" or NOT_CHECKABLE
+    section: str                 # "violation", NOT_CHECKABLE, NO_CELLS or TOOL_FALSE
 
 
 @dataclass
@@ -62,7 +70,9 @@ class SignoffReport:
         if self.klayout is not None:
             out["klayout__drc_error__count"] = self.drc_errors
             out["signoff__drc_not_checkable__count"] = sum(
-                r.count for r in self.rules if r.section == NOT_CHECKABLE)
+                r.count for r in self.rules if r.section in (NOT_CHECKABLE, NO_CELLS))
+            out["signoff__drc_tool_false_positive__count"] = sum(
+                r.count for r in self.rules if r.section == TOOL_FALSE)
             out["signoff__drc_rules__count"] = self.rules_checked
             out["signoff__drc__seconds"] = round(sum(r["seconds"] for r in self.runs), 3)
         if self.lvs:
@@ -100,9 +110,10 @@ class SignoffReport:
             for d in self.decks:
                 if d.get("skipped"):
                     lines.append(f"- {d['name']}: skipped, {d['skipped']}")
-            for section, title in (("violation", "Violations"),
-                                   (NOT_CHECKABLE, "Not checkable without the base die")):
+            for section, title in SECTIONS:
                 rows = [r for r in self.rules if r.section == section]
+                if not rows and section in (NO_CELLS, TOOL_FALSE):
+                    continue
                 lines += ["", f"### {title}", ""]
                 if not rows:
                     lines.append("none" if section == "violation" else
@@ -132,12 +143,24 @@ class SignoffReport:
 
 
 def rule_rows(deck: str, descriptions: dict[str, str], counts: Counter,
-              needs_base: frozenset[str], merged: bool) -> list[RuleRow]:
-    """Rows for the categories with markers; rules that need the base die go to their own
-    section when there is none (on a merged die they are ordinary violations)."""
+              needs_base: frozenset[str], merged: bool, needs_cells: frozenset[str] = frozenset(),
+              false_positives: Counter | None = None) -> list[RuleRow]:
+    """Rows for the categories with markers. Rules that need the base die go to their own
+    section when there is none (on a merged die they are ordinary violations); on a merged
+    die whose base has no standard cells, ``needs_cells`` rules go to theirs; markers in
+    ``false_positives`` (rule -> count) are listed apart as the tool's."""
     rows = []
+    false_positives = false_positives or Counter()
     for rule, count in sorted(counts.items()):
-        if count:
-            section = NOT_CHECKABLE if rule in needs_base and not merged else "violation"
-            rows.append(RuleRow(deck, rule, descriptions.get(rule, ""), count, section))
+        text = descriptions.get(rule, "")
+        wrong = min(false_positives[rule], count)
+        if wrong:
+            rows.append(RuleRow(deck, rule, text, wrong, TOOL_FALSE))
+        if count - wrong:
+            section = "violation"
+            if rule in needs_base and not merged:
+                section = NOT_CHECKABLE
+            elif rule in needs_cells and merged:
+                section = NO_CELLS
+            rows.append(RuleRow(deck, rule, text, count - wrong, section))
     return rows

@@ -18,6 +18,7 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
+from taalasc.base.recipe import recipe_for
 from taalasc.errors import MaskError, OutputError, ToolError
 from taalasc.extract.extract import base_of, mask_path, read_manifest
 from taalasc.outdir import MANIFEST, check_output_folder, sha256_file, staged_output
@@ -84,19 +85,25 @@ def signoff(out_dir: Path, signoff_dir: Path,
                        inputs=[out_dir, options.merged, *options.decks]) as stage:
         counts: dict[str, Counter] = {}
         descriptions: dict[str, dict[str, str]] = {}
+        false_positives: dict[str, Counter] = {}
         for die in dies:
             layout = merged[die] if merged else custom[die]
             for found in runnable:
                 _drc(report, stage, die, layout, found, options.klayout, threads, counts,
-                     descriptions)
+                     descriptions, false_positives)
             if options.lvs:
                 _lvs(report, stage, die, base, placement, custom[die], merged)
+        needs_cells = frozenset()
+        if merged is not None and recipe_for(base.pdk).cells is None:
+            needs_cells = decks_mod.NEEDS_CELLS.get(base.pdk.name, frozenset())
         for deck, per_rule in counts.items():
             report.rules += rule_rows(deck, descriptions[deck], per_rule,
                                       decks_mod.NEEDS_BASE.get(base.pdk.name, frozenset()),
-                                      merged is not None)
+                                      merged is not None, needs_cells,
+                                      false_positives.get(deck))
         report.rules_checked = sum(len(d) for d in descriptions.values())
-        report.notes += _limits(report, merged is not None)
+        report.notes += _limits(report, merged is not None, bool(needs_cells) or (
+            merged is not None and recipe_for(base.pdk).cells is None))
         (stage / REPORT_JSON).write_text(report.to_json())
         (stage / REPORT_MD).write_text(report.to_markdown())
         _write_manifest(stage, digest, out_dir, options)
@@ -104,8 +111,8 @@ def signoff(out_dir: Path, signoff_dir: Path,
 
 
 def _drc(report, stage: Path, die: int, layout: Path, found, klayout: str, threads: int,
-         counts: dict, descriptions: dict) -> None:
-    from taalasc.signoff.rdb import read_markers
+         counts: dict, descriptions: dict, false_positives: dict) -> None:
+    from taalasc.signoff.rdb import axis_parallel_angle_markers, read_markers
 
     name = f"die{die}.{found.deck.name}"
     run = decks_mod.run_deck(klayout, found, layout, stage / f"{name}.lyrdb",
@@ -115,6 +122,8 @@ def _drc(report, stage: Path, die: int, layout: Path, found, klayout: str, threa
         db = read_markers(run.report)
         counts.setdefault(found.deck.name, Counter()).update(db.counts)
         descriptions.setdefault(found.deck.name, {}).update(db.descriptions)
+        false_positives.setdefault(found.deck.name, Counter()).update(
+            axis_parallel_angle_markers(run.report, {r for r, n in db.counts.items() if n}))
         markers = sum(db.counts.values())
     report.runs.append({"die": die, "deck": found.deck.name, "input": layout.name,
                         "seconds": round(run.seconds, 3), "markers": markers,
@@ -229,8 +238,14 @@ def _digest(manifest: dict, merged: dict | None, runnable: list, klayout: str | 
     return hashlib.sha256(json.dumps(inputs, sort_keys=True).encode()).hexdigest()
 
 
-def _limits(report: SignoffReport, merged: bool) -> list[str]:
+def _limits(report: SignoffReport, merged: bool, no_cells: bool = False) -> list[str]:
     """What this run could not check, in words."""
+    if merged and no_cells:
+        return ["The base die of this PDK is drawn without standard cells (no Python package "
+                "ships them): frame, power grid, landings and tie pads only. The extraction "
+                "proves every landing (a gate input's place) reaches its rail through the "
+                "custom layers; the density of the front end and the metals under the rails "
+                "is the full base die's, listed as not checkable."]
     if merged:
         return []
     notes = ["No merged die was given: the checks ran on the custom layers alone. Merge the "
