@@ -490,20 +490,25 @@ def _die_entry(d) -> dict:
 
 
 def _summary(manifest: dict) -> list[tuple[str, str]]:
-    dies = manifest["dies"]
+    dies = manifest["dies"]  # in die order: die0, die1, …, die10
     bits = sum(d["bit_vias"] for d in dies)
     model = manifest["inputs"]["model"]
     rows = [("base array", manifest["inputs"]["base_array"]["name"]),
             *([("left off the chip", ", ".join(model["skipped"]))] if "skipped" in model else []),
             *([("GGUF types quantized by taalasc", ", ".join(model["requantized_block_types"]))]
               if "requantized_block_types" in model else []),
-            ("dies", str(len(dies)) if all(d.get("present", True) for d in dies) else
-             f"{sum(d.get('present', True) for d in dies)} of {len(dies)} (--die)"),
-            ("tiles used", str(len(manifest["placement"]["assignments"]))),
+            ("dies", f"{len(dies):,}" if all(d.get("present", True) for d in dies) else
+             f"{sum(d.get('present', True) for d in dies):,} of {len(dies):,} (--die)"),
+            ("tiles used", f"{len(manifest['placement']['assignments']):,}"),
             ("programmed bits (vias)", f"{bits:,}"),
             ("tie vias (strap to rail)", f"{sum(d.get('tie_vias', 0) for d in dies):,}"),
             ("route vias", f"{sum(d['route_vias'] for d in dies):,}")]
-    for name, info in manifest["outputs"].items():
-        if name.endswith((".gds", ".oas")):
-            rows.append((name, f"{info['bytes']:,} bytes ({info['bytes'] / max(bits, 1):.3f} B/bit)"))
+    # Each mask file holds one die: its bytes per programmed bit are over that die's bits.
+    for die in dies:
+        for fmt in ("gds", "oas"):
+            name = die["files"].get(fmt)
+            if name is not None:
+                size = manifest["outputs"][name]["bytes"]
+                rows.append((name, f"{size:,} bytes "
+                                   f"({size / max(die['bit_vias'], 1):.3f} B/bit)"))
     return rows
