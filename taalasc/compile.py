@@ -290,7 +290,7 @@ def build(planned: "Planned", options: CompileOptions, inputs: dict, stage: Path
     from taalasc.custom.writer import layer_properties_lyp
     from taalasc.parallel import run_ordered
     from taalasc.place.metrics import placement_stats, rowmajor_wirelength_nm
-    from taalasc.place.overview import overview_png
+    from taalasc.place.overview import write_pictures
 
     base, ckpt, specs, tensors, placement = planned
     dies_wanted = _dies_wanted(placement, options.dies)
@@ -303,10 +303,10 @@ def build(planned: "Planned", options: CompileOptions, inputs: dict, stage: Path
     for a, b in placement.links:
         links.setdefault(a.die, []).append((a, b))
 
-    # The overview, placement statistics and placement JSON depend on the placement only:
+    # The pictures, placement statistics and placement JSON depend on the placement only:
     # while dies run in other processes this thread would idle, so it makes them then.
     def placement_only():
-        legend = overview_png(placement, base, stage / "overview.png")
+        legend = write_pictures(placement, base, stage, dies_wanted, Path(ckpt.path).name)
         stats = placement_stats(placement, base) | {
             "place__wirelength_rowmajor_nm": rowmajor_wirelength_nm(
                 tensors, base, max_dies=options.max_dies, placement=placement)}
