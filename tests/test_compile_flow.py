@@ -165,7 +165,8 @@ def test_bf16_sharded_tied_checkpoint_compiles_on_two_dies(tmp_path):
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["placement"]["dies"] >= 2
     assert sorted(p.name for p in out.glob("die*")) == \
-        sorted(f"die{d}.{ext}" for d in range(manifest["placement"]["dies"]) for ext in ("oas", "png"))
+        sorted(f"die{d}.{ext}" for d in range(manifest["placement"]["dies"])
+               for ext in ("oas", "png"))
     assert "lm_head.weight" not in manifest["quantization"]
 
 

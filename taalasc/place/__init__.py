@@ -11,6 +11,7 @@ from taalasc.place.plan import (Placement, Segment, TensorSpec, TileSlot, plan_p
 __all__ = [
     "CURVES", "Placement", "Segment", "TensorSpec", "TileSlot", "curve_order", "gilbert",
     "die_map_image", "die_map_png", "overview_image", "overview_png", "pack_segment",
-    "placement_stats", "plan_placement", "rowmajor_wirelength_nm", "segments_of", "tensor_span_nm", "tensor_specs", "unpack_segment",
+    "placement_stats", "plan_placement", "rowmajor_wirelength_nm", "segments_of",
+    "tensor_span_nm", "tensor_specs", "unpack_segment",
     "wirelength_nm",
 ]

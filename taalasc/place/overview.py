@@ -79,7 +79,8 @@ class TileColours:
 
 
 def _short_names(roles: list[str]) -> dict[str, str]:
-    """The fewest trailing dotted parts that tell each role apart (q_proj, attention.output.dense)."""
+    """The fewest trailing dotted parts that tell each role apart (q_proj,
+    attention.output.dense)."""
     out = {}
     for role in roles:
         parts = role.split(".")
@@ -459,7 +460,8 @@ def write_pictures(placement: Placement, base: BaseArray, folder: Path, dies, mo
     img, legend = overview_image(placement, base, model, colours)
     write_png(Path(folder) / "overview.png", img)
     for die in dies:
-        write_png(Path(folder) / f"die{die}.png", die_map_image(placement, base, die, model, colours))
+        write_png(Path(folder) / f"die{die}.png",
+                  die_map_image(placement, base, die, model, colours))
     return legend
 
 
