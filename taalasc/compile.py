@@ -290,7 +290,7 @@ def build(planned: "Planned", options: CompileOptions, inputs: dict, stage: Path
     from taalasc.custom.writer import layer_properties_lyp
     from taalasc.parallel import run_ordered
     from taalasc.place.metrics import placement_stats, rowmajor_wirelength_nm
-    from taalasc.place.overview import overview_png
+    from taalasc.place.overview import write_pictures
 
     base, ckpt, specs, tensors, placement = planned
     dies_wanted = _dies_wanted(placement, options.dies)
@@ -303,10 +303,10 @@ def build(planned: "Planned", options: CompileOptions, inputs: dict, stage: Path
     for a, b in placement.links:
         links.setdefault(a.die, []).append((a, b))
 
-    # The overview, placement statistics and placement JSON depend on the placement only:
+    # The pictures, placement statistics and placement JSON depend on the placement only:
     # while dies run in other processes this thread would idle, so it makes them then.
     def placement_only():
-        legend = overview_png(placement, base, stage / "overview.png")
+        legend = write_pictures(placement, base, stage, dies_wanted, Path(ckpt.path).name)
         stats = placement_stats(placement, base) | {
             "place__wirelength_rowmajor_nm": rowmajor_wirelength_nm(
                 tensors, base, max_dies=options.max_dies, placement=placement)}
@@ -490,20 +490,25 @@ def _die_entry(d) -> dict:
 
 
 def _summary(manifest: dict) -> list[tuple[str, str]]:
-    dies = manifest["dies"]
+    dies = manifest["dies"]  # in die order: die0, die1, …, die10
     bits = sum(d["bit_vias"] for d in dies)
     model = manifest["inputs"]["model"]
     rows = [("base array", manifest["inputs"]["base_array"]["name"]),
             *([("left off the chip", ", ".join(model["skipped"]))] if "skipped" in model else []),
             *([("GGUF types quantized by taalasc", ", ".join(model["requantized_block_types"]))]
               if "requantized_block_types" in model else []),
-            ("dies", str(len(dies)) if all(d.get("present", True) for d in dies) else
-             f"{sum(d.get('present', True) for d in dies)} of {len(dies)} (--die)"),
-            ("tiles used", str(len(manifest["placement"]["assignments"]))),
+            ("dies", f"{len(dies):,}" if all(d.get("present", True) for d in dies) else
+             f"{sum(d.get('present', True) for d in dies):,} of {len(dies):,} (--die)"),
+            ("tiles used", f"{len(manifest['placement']['assignments']):,}"),
             ("programmed bits (vias)", f"{bits:,}"),
             ("tie vias (strap to rail)", f"{sum(d.get('tie_vias', 0) for d in dies):,}"),
             ("route vias", f"{sum(d['route_vias'] for d in dies):,}")]
-    for name, info in manifest["outputs"].items():
-        if name.endswith((".gds", ".oas")):
-            rows.append((name, f"{info['bytes']:,} bytes ({info['bytes'] / max(bits, 1):.3f} B/bit)"))
+    # Each mask file holds one die: its bytes per programmed bit are over that die's bits.
+    for die in dies:
+        for fmt in ("gds", "oas"):
+            name = die["files"].get(fmt)
+            if name is not None:
+                size = manifest["outputs"][name]["bytes"]
+                rows.append((name, f"{size:,} bytes "
+                                   f"({size / max(die['bit_vias'], 1):.3f} B/bit)"))
     return rows

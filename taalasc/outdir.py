@@ -130,8 +130,11 @@ def _check_replaceable(target: Path, inputs_digest: str, force: bool) -> None:
         raise OutputError(f"{target}: holds a different compile; pass --force to replace it")
     outputs = manifest.get("outputs")
     ours = set(outputs) if isinstance(outputs, dict) else set()
-    extra = sorted(n for n in names - {MANIFEST}
-                   if n not in ours or not (target / n).is_file() or (target / n).is_symlink())
+    from taalasc.model.arch import natural_key  # die2 before die10
+
+    extra = sorted((n for n in names - {MANIFEST}
+                    if n not in ours or not (target / n).is_file() or (target / n).is_symlink()),
+                   key=natural_key)
     if extra:
         listed = ", ".join(extra[:3]) + (f" and {len(extra) - 3} more" if len(extra) > 3 else "")
         raise OutputError(f"{target}: also holds {listed}, not written by its compile; move "

@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from taalasc.errors import safe_text
+from taalasc.model.arch import natural_key  # die2 before die10
 from taalasc.outdir import MANIFEST, sha256_file
 
 MASK_SUFFIXES = (".gds", ".oas")
@@ -53,13 +54,13 @@ def compare_folder(out_dir: Path, rebuilt: Path, expected: dict) -> FolderCompar
     out.files = len(wanted)
     found: dict[str, os.DirEntry] = {}
     with os.scandir(out_dir) as entries:
-        for entry in sorted(entries, key=lambda e: e.name):
+        for entry in sorted(entries, key=lambda e: natural_key(e.name)):
             found[entry.name] = entry
             if entry.name not in wanted:
                 kind = ("link" if entry.is_symlink() else
                         "folder" if entry.is_dir(follow_symlinks=False) else "file")
                 out.problems.append(f"{safe_text(entry.name)}: a {kind} the compile does not write")
-    for name in sorted(wanted):
+    for name in sorted(wanted, key=natural_key):
         entry = found.get(name)
         if entry is None:
             out.problems.append(f"{name}: missing")

@@ -327,13 +327,13 @@ def _codes_check(result: VerifyResult, out_dir: Path, fmt: str, jobs: int, plann
     ckpt = planned.ckpt
     placed = _placed_tensors(expected)
     names = [n for n in ckpt.tensors if n in placed]
-    files = sorted(f for d in expected["dies"] for k, f in d["files"].items() if k == fmt)
+    files = [f for d in expected["dies"] for k, f in d["files"].items() if k == fmt]  # die order
     if not files:
         result.checks.append(Check("codes", False, f"the compile writes no {fmt.upper()} "
                                    "files; verify with --format "
                                    + "/".join(sorted(expected["inputs"]["options"]["formats"]))))
         return {}, names
-    unreadable = sorted(set(files) & folder.unreadable)
+    unreadable = [f for f in files if f in folder.unreadable]
     if unreadable:
         result.checks.append(Check("codes", False, "not read: " + ", ".join(unreadable)
                                    + " missing or not a regular file"))

@@ -43,8 +43,8 @@ def _klayout_shapes(path: Path) -> dict[tuple[int, int], int]:
 def test_demo_writes_the_full_output_set(demo):
     masks = demo / "masks"
     names = sorted(p.name for p in masks.iterdir())
-    assert names == ["die0.gds", "die0.oas", "manifest.json", "overview.png", "report.json",
-                     "report.md", "sky130.lyp"]
+    assert names == ["die0.gds", "die0.oas", "die0.png", "manifest.json", "overview.png",
+                     "report.json", "report.md", "sky130.lyp"]
     manifest = json.loads((masks / "manifest.json").read_text())
     for name, info in manifest["outputs"].items():
         data = (masks / name).read_bytes()
@@ -165,7 +165,8 @@ def test_bf16_sharded_tied_checkpoint_compiles_on_two_dies(tmp_path):
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["placement"]["dies"] >= 2
     assert sorted(p.name for p in out.glob("die*")) == \
-        [f"die{d}.oas" for d in range(manifest["placement"]["dies"])]
+        sorted(f"die{d}.{ext}" for d in range(manifest["placement"]["dies"])
+               for ext in ("oas", "png"))
     assert "lm_head.weight" not in manifest["quantization"]
 
 

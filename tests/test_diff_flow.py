@@ -15,7 +15,9 @@ from taalasc import cli
 from taalasc.cli import main
 from taalasc.compile import CompileOptions, compile_model
 from taalasc.config import load_base_array
-from taalasc.diff import diff_masks, to_json, to_markdown
+from taalasc.diff import diff_masks, heatmap_rgb, to_json, to_markdown
+from taalasc.diff.report import _heat_dies
+from taalasc.png import png_bytes
 from taalasc.model import open_checkpoint
 from taalasc.model.synth import llama_config, write_demo, write_llama, write_safetensors
 from taalasc.quant import BitPolicy, assign_bits, quantize_tensor
@@ -204,9 +206,13 @@ def test_json_markdown_heatmap_xor_outputs(pair, folder_diff, tmp_path):
     assert md.startswith("### taalasc mask diff:") and f"`{DOWN}`" in md
     assert "via mask only" in md and "codes[40, 100]" in md and "vector[7]" in md
     assert "| 0 | tile (" in md
-    # PNG: the die scaled so its longer side is 512 px (sky130-demo: 2 x 7.2 mm).
+    # PNG: the die scaled so its longer side is 512 px (sky130-demo: 2 x 7.2 mm), with a
+    # title above and a colour scale of the changed shapes per pixel below.
     w, h = struct.unpack(">II", out["png"].read_bytes()[16:24])
-    assert (w, h) == (round(2.0 / 7.2 * 512), 512)
+    dies, most, nm_per_px, die_w, _ = _heat_dies(folder_diff, 512)
+    assert (die_w, dies.shape[0]) == (round(2.0 / 7.2 * 512), 512)
+    assert most >= 1 and w > die_w and h > 512 + 100
+    assert out["png"].read_bytes() == png_bytes(heatmap_rgb(folder_diff))
     # The XOR file holds exactly the changed vias, as KLayout sees them.
     layout = kdb.Layout()
     layout.read(str(out["gds"]))

@@ -119,6 +119,46 @@ def test_sweep_table_and_plot(tmp_path):
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_fewer_bits_giving_fewer_tokens_is_explained_beside_the_sweep(tmp_path):
+    """On hc1-n6 a 3-bit tile holds 4/3 the rows of a 4-bit one: fewer tokens/s. The table
+    and the plot say why; where fewer bits are faster nothing is added."""
+    from taalasc.report.sweep import render_sweep, sweep, sweep_notes
+
+    model = shape_from_preset("llama-3.2-1b")
+    bases = [load_base_array("hc1-n6"), load_base_array("sky130-reticle")]
+    points = sweep(model, bases, [3, 4])
+    tokens = {label: r.value("throughput__aggregate__tokens_per_s") for label, r in points}
+    assert tokens["hc1-n6 3 bits"] < tokens["hc1-n6 4 bits"]
+    assert tokens["sky130-reticle 3 bits"] > tokens["sky130-reticle 4 bits"]
+    notes = sweep_notes(points)
+    assert len(notes) == 1 and notes[0].startswith("hc1-n6: fewer bits give fewer tokens/s")
+    assert "capacity / (lanes × bits)" in notes[0] and "cycles per token" in notes[0]
+    res = CliRunner().invoke(estimate_cmd, ["--preset", "llama-3.2-1b", "--sweep-base",
+                                            "hc1-n6", "--sweep-bits", "3,4"])
+    assert res.exit_code == 0 and "note: hc1-n6: fewer bits give fewer tokens/s" in res.output
+    img = render_sweep(points)  # the note is drawn under the charts: the picture grows
+    assert img.shape[0] > render_sweep(points[2:]).shape[0]
+    np.testing.assert_array_equal(img, render_sweep(points))
+
+
+def test_sweep_plot_has_axes_units_and_a_legend():
+    from taalasc.draw import INK, RULE
+    from taalasc.report.sweep import PANELS, render_sweep, sweep
+
+    points = sweep(shape_from_preset("llama-3.2-1b"),
+                   [load_base_array("sky130-demo"), load_base_array("hc1-n6")], [4, 8])
+    img = render_sweep(points)
+    ink = (img == np.array(INK, np.uint8)).all(axis=2)
+    assert ink.any(axis=0).sum() > img.shape[1] // 2          # axes, titles, tick labels
+    assert (img == np.array(RULE, np.uint8)).all(axis=2).sum() > 1000  # grid lines
+    assert len(PANELS) == 4 and all(points[0][1][m].unit for m, _ in PANELS)
+
+
+def test_route_delay_says_it_is_not_in_the_clock_period(report):
+    formula = report["timing__route__elmore_ps"].formula
+    assert "not in the clock period" in formula and "timing__route__hops" in formula
+
+
 def test_lora_adapter_folder(tmp_path):
     save_file({"base_model.model.layers.0.q_proj.lora_A.weight": np.zeros((8, 64), np.float16),
                "base_model.model.layers.0.q_proj.lora_B.weight": np.zeros((64, 8), np.float16)},

@@ -81,8 +81,8 @@ def test_die_compile_matches_the_full_compile(two_die):
     part = compile_model(model, root / "die1", CompileOptions(
         base="sky130-demo", formats=("gds", "oas"), dies=(1,)))
     got = _digests(root / "die1")
-    assert sorted(n for n in got if n.startswith("die")) == ["die1.gds", "die1.oas"]
-    assert got["die1.gds"] == expected["die1.gds"] and got["die1.oas"] == expected["die1.oas"]
+    assert sorted(n for n in got if n.startswith("die")) == ["die1.gds", "die1.oas", "die1.png"]
+    assert all(got[f"die1.{ext}"] == expected[f"die1.{ext}"] for ext in ("gds", "oas", "png"))
     dies = part.manifest["dies"]
     assert [d["present"] for d in dies] == [False, True]
     assert part.manifest["selection"] == {"layers": None, "dies": [1], "partial": True}

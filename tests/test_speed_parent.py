@@ -9,8 +9,9 @@ import pytest
 
 from taalasc.config import load_base_array
 from taalasc.errors import OutputError, PlacementError
+from taalasc.model.arch import block_role
 from taalasc.outdir import MANIFEST, staged_output
-from taalasc.place import (TensorSpec, overview_image, placement_stats, plan_placement,
+from taalasc.place import (TensorSpec, placement_stats, plan_placement,
                            rowmajor_wirelength_nm, tensor_span_nm, wirelength_nm)
 from taalasc.place import overview as ov
 from test_place_curve import _square_base
@@ -24,32 +25,42 @@ def demo():
     return load_base_array("sky130-demo")
 
 
-def reference_overview(placement, base):
-    """The overview drawn tile by tile and link by link (the definition in place/overview)."""
+def reference_colour(placement, seg):
+    """A tile's colour by the definition: the palette in order of the roles' first use
+    (vectors dark grey), halfway to white for scales and minimums."""
+    vector = {s.tensor for _, s in placement.assignments if s.kind == "vector"}
+    roles = []
+    for name, _ in placement.layers:
+        if name not in vector and block_role(name) not in roles:
+            roles.append(block_role(name))
+    if seg.tensor in vector:
+        colour = ov.VECTORS
+    else:
+        i = roles.index(block_role(seg.tensor))
+        colour = ov.PALETTE[i] if i < len(ov.PALETTE) else ov.OTHER
+    if seg.kind in ("scales", "mins"):
+        colour = tuple(int(round(0.45 * c + 0.55 * 255)) for c in colour)
+    return colour
+
+
+def reference_die(placement, base, die, size):
+    """One die drawn tile by tile and link by link (the definition in place/overview)."""
     grid = base.tile_grid
-    dies = max(placement.dies, 1)
-    cw, ch = ov._cell_px(base, dies)
-    die_w, die_h = grid.columns * cw, grid.rows * ch
-    img = np.full((die_h, dies * die_w + (dies - 1) * ov._DIE_GAP_PX, 3), ov.BACKGROUND, np.uint8)
-    gap = 1 if min(cw, ch) >= 4 else 0
-
-    def box(die, column, row):
-        return die * (die_w + ov._DIE_GAP_PX) + column * cw, (grid.rows - 1 - row) * ch
-
-    for die in range(dies):
-        x0, _ = box(die, 0, 0)
-        img[:, x0:x0 + die_w] = ov.UNUSED
-        if gap:
-            img[:, x0:x0 + die_w][np.arange(die_h) % ch == ch - 1] = ov.BACKGROUND
-            img[:, x0:x0 + die_w][:, np.arange(die_w) % cw == cw - 1] = ov.BACKGROUND
-    stage, _ = ov._stages(placement)
+    width, height, cw, ch = size
+    img = np.full((height, width, 3), ov.UNUSED, np.uint8)
+    seam = 1 if min(cw, ch) >= ov.SEAM_MIN_PX else 0
+    if seam:
+        img[np.arange(height) % ch == ch - 1] = ov.BACKGROUND
+        img[:, np.arange(width) % cw == cw - 1] = ov.BACKGROUND
     for slot, seg in placement.assignments:
-        x, y = box(slot.die, slot.column, slot.row)
-        img[y:y + ch - gap, x:x + cw - gap] = ov._hue(stage.get(seg.tensor, 0), seg.kind != "codes")
-    if min(cw, ch) >= 3:
+        if slot.die == die:
+            x, y = slot.column * cw, (grid.rows - 1 - slot.row) * ch
+            img[y:y + ch - seam, x:x + cw - seam] = reference_colour(placement, seg)
+    if min(cw, ch) >= ov.LINK_MIN_PX:
         for a, b in placement.links:
-            (xa, ya), (xb, yb) = box(a.die, a.column, a.row), box(b.die, b.column, b.row)
-            reference_line(img, xa + cw // 2, ya + ch // 2, xb + cw // 2, yb + ch // 2)
+            if a.die == b.die == die:
+                reference_line(img, a.column * cw + cw // 2, (grid.rows - 1 - a.row) * ch + ch // 2,
+                               b.column * cw + cw // 2, (grid.rows - 1 - b.row) * ch + ch // 2)
     return img
 
 
@@ -60,23 +71,45 @@ def reference_line(img, x0, y0, x1, y1):
     img[ys, xs] = ov.LINK
 
 
+def drawn_die(placement, base, die, size):
+    img = np.zeros((size[1], size[0], 3), np.uint8)
+    colours = ov.tile_colours(placement, base)
+    links = ov._links_of(placement) if placement.links else None
+    ov.draw_die(img, 0, 0, colours, die, size, colours.lut(), links, base)
+    return img
+
+
 @pytest.mark.parametrize("curve", CURVES)
-def test_overview_matches_per_tile_drawing_on_demo(demo, curve):
-    # 60 x 420 um pitch: tall cells with a seam; rowmajor adds long diagonal row-wrap links.
+def test_die_drawing_matches_per_tile_drawing_on_demo(demo, curve):
+    # 61.6 x 420 um pitch: tall cells with a seam and links; rowmajor adds long row-wrap links.
     placement = plan_placement(llama(layers=3), demo, curve=curve)
-    img, legend = overview_image(placement, demo)
-    np.testing.assert_array_equal(img, reference_overview(placement, demo))
-    assert legend[-1] == (ov.LINK, "dataflow link (same die)")
+    size = ov.die_size_px(demo, 900, 900)
+    assert min(size[2:]) >= ov.LINK_MIN_PX
+    for die in range(placement.dies):
+        np.testing.assert_array_equal(drawn_die(placement, demo, die, size),
+                                      reference_die(placement, demo, die, size))
 
 
-@pytest.mark.parametrize("columns, rows, layers", [(8, 8, 2), (6, 5, 6), (4, 3, 12), (46, 46, 2)])
-def test_overview_matches_on_square_pitch(tmp_path, columns, rows, layers):
-    # From 1 die with big cells to many small dies (cells under 4 px: no seam; under 3: no links).
+@pytest.mark.parametrize("columns, rows, layers, px", [(8, 8, 2, 400), (6, 5, 6, 30),
+                                                       (4, 3, 12, 9), (46, 46, 2, 40)])
+def test_die_drawing_matches_on_square_pitch(tmp_path, columns, rows, layers, px):
+    # From big cells with seams and links to small ones (no seam, no links) and to a die
+    # sampled at under one pixel per tile.
     base = _square_base(tmp_path, columns, rows)
     placement = plan_placement(llama(hidden=64, layers=layers, inter=256), base, curve="rowmajor",
                                max_dies=200)
-    img, _ = overview_image(placement, base)
-    np.testing.assert_array_equal(img, reference_overview(placement, base))
+    size = ov.die_size_px(base, px, px)
+    for die in range(placement.dies):
+        got = drawn_die(placement, base, die, size)
+        if size[2]:
+            np.testing.assert_array_equal(got, reference_die(placement, base, die, size))
+        else:  # sampled: each pixel shows the tile under it
+            colours = ov.tile_colours(placement, base)
+            w, h = size[:2]
+            for y in range(0, h, 7):
+                for x in range(0, w, 5):
+                    code = colours.codes[die, y * rows // h, x * columns // w]
+                    assert tuple(got[y, x]) == tuple(colours.lut()[code])
 
 
 def test_lines_match_linspace_in_chunks(monkeypatch):

@@ -104,7 +104,7 @@ def estimate_cmd(model, config_path, preset, base, bits, rules, group_size, auto
                           **common)
         emit_report(report, as_json, as_md)
         return
-    from taalasc.report.sweep import sweep, sweep_plot, sweep_table
+    from taalasc.report.sweep import sweep, sweep_notes, sweep_plot, sweep_table
 
     points = sweep(shape, [load_base_array(b) for b in bases], bits_list or [bits],
                    auto=auto_t, **common)
@@ -114,10 +114,14 @@ def estimate_cmd(model, config_path, preset, base, bits, rules, group_size, auto
         click.echo(json.dumps([p.to_dict() for _, p in points], indent=2, sort_keys=True))
     elif as_md:
         echo_safe(sweep_table(points, markdown=True))
+        for note in sweep_notes(points):
+            echo_safe(f"> {note}\n")
     else:
         from rich.console import Console
 
         Console(width=200).print(sweep_table(points, markdown=False))
+        for note in sweep_notes(points):  # beside the figure that surprises
+            echo_safe(f"note: {note}")
     if plot is not None:
         with atomic_file(plot) as tmp:
             sweep_plot(points, tmp)

@@ -290,18 +290,19 @@ def render_plot(doc: dict):
     1 - embedding cosine) against bits per weight, one labelled point per policy."""
     import numpy as np
 
-    from taalasc.png import draw_text
+    from taalasc.draw import MUTED, draw_text
 
     decoder = doc["architecture"] == "llama"
-    title = "PPL INCREASE % VS BITS/WEIGHT" if decoder else "1 - EMBEDDING COSINE VS BITS/WEIGHT"
+    title = ("Perplexity increase of the chip over float (%) against bits per weight" if decoder
+             else "1 − embedding cosine (chip vs float) against bits per weight")
     points = [(row["bits_per_weight"],
                row["figures"]["ppl_increase_pct"] if decoder
                else 1.0 - row["figures"]["embedding_cosine_mean"], row["label"])
               for row in doc["policies"]]
     width, left, top, plot_w, plot_h = 640, 70, 40, 540, 260
-    height = top + plot_h + 60 + 14 * len(points)
+    height = top + plot_h + 60 + 16 * len(points)
     img = np.full((height, width, 3), 255, dtype=np.uint8)
-    draw_text(img, left, 12, title)
+    draw_text(img, 12, 12, title, bold=True)
     xs = [p[0] for p in points]
     ys = [p[1] if np.isfinite(p[1]) else 0.0 for p in points]
     x_lo, x_hi = min(2.0, min(xs)), max(8.0, max(xs))
@@ -312,12 +313,13 @@ def render_plot(doc: dict):
     for b in range(int(np.ceil(x_lo)), int(np.floor(x_hi)) + 1):
         x = left + int(round((b - x_lo) / (x_hi - x_lo) * plot_w))
         img[bottom:bottom + 5, x] = (0, 0, 0)
-        draw_text(img, x - 3, bottom + 8, str(b), scale=2)
+        draw_text(img, x - 3, bottom + 8, str(b))
     for frac in (0.0, 0.5, 1.0):
         y = bottom - int(round(frac * plot_h))
         img[y, left - 5:left] = (0, 0, 0)
-        draw_text(img, 4, y - 3, f"{y_lo + frac * (y_hi - y_lo):.3g}", scale=1)
-    draw_text(img, left + plot_w // 2 - 40, bottom + 24, "BITS/WEIGHT", scale=2)
+        text = f"{y_lo + frac * (y_hi - y_lo):.3g}"
+        draw_text(img, left - 8 - 6 * len(text), y - 6, text, MUTED)
+    draw_text(img, left + plot_w // 2 - 45, bottom + 24, "bits per weight", MUTED)
     palette = [(31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189),
                (140, 86, 75), (227, 119, 194), (127, 127, 127)]
     for i, ((bx, _, label), by) in enumerate(zip(points, ys)):
@@ -325,8 +327,7 @@ def render_plot(doc: dict):
         y = bottom - int(round((by - y_lo) / (y_hi - y_lo) * plot_h))
         color = palette[i % len(palette)]
         img[max(y - 3, 0):y + 4, max(x - 3, 0):x + 4] = color
-        ly = bottom + 50 + 14 * i
+        ly = bottom + 50 + 16 * i
         img[ly:ly + 10, 10:20] = color
-        shown = label.replace("<=", "max")  # the raster font has no "<"
-        draw_text(img, 26, ly, f"{shown} ({bx:.2f}, {by:.4g})", scale=2)
+        draw_text(img, 26, ly, f"{label} ({bx:.2f} bits/weight, {by:.4g})")
     return img

@@ -183,9 +183,18 @@ UNIT_M = 1e-9
 _GAP_PX = 8
 
 
-def heatmap_rgb(diff: MaskDiff, side_px: int = HEATMAP_SIDE_PX) -> np.ndarray:
-    """The dies side by side, longer side ``side_px``; changed shapes per pixel, log-scaled
-    from yellow to red over a grey die (weight tiles lighter when the base array is known)."""
+DIE_GREY, TILE_GREY = (70, 70, 70), (110, 110, 110)
+
+
+def _heat_colours(level: np.ndarray) -> np.ndarray:
+    """Yellow (level 0: one changed shape) to red (level 1: the most in any pixel)."""
+    return np.stack([np.full_like(level, 255), 230 * (1 - level), 40 * (1 - level)],
+                    -1).astype(np.uint8)
+
+
+def _heat_dies(diff: MaskDiff, side_px: int) -> tuple[np.ndarray, int, float, int, int]:
+    """The dies side by side, longer side ``side_px``: (RGB image, most changed shapes in a
+    pixel, nm per pixel, die width in pixels, reach in pixels of one change)."""
     base = diff.a.base or diff.b.base
     extents = []
     for d in diff.dies:
@@ -200,10 +209,12 @@ def heatmap_rgb(diff: MaskDiff, side_px: int = HEATMAP_SIDE_PX) -> np.ndarray:
     dw, dh = max(1, int(round(w_nm * scale))), max(1, int(round(h_nm * scale)))
     n = len(diff.dies)
     img = np.full((dh, n * dw + (n - 1) * _GAP_PX, 3), 255, np.uint8)
+    reach = max(1, side_px // 160)
+    counted = []
     for k, (d, (x0, y0, _, _)) in enumerate(zip(diff.dies, extents)):
         left = k * (dw + _GAP_PX)
         die = img[:, left:left + dw]
-        die[:] = (70, 70, 70)
+        die[:] = DIE_GREY
         if base is not None:
             g, t = base.tile_grid, base.weight_tile
             for c in range(g.columns):
@@ -213,7 +224,7 @@ def heatmap_rgb(diff: MaskDiff, side_px: int = HEATMAP_SIDE_PX) -> np.ndarray:
                     px1 = max(px0 + 1, int((ox + t.width_nm) * scale))
                     py1 = dh - int(oy * scale)
                     py0 = min(py1 - 1, dh - int((oy + t.height_nm) * scale))
-                    die[max(py0, 0):py1, px0:px1] = (110, 110, 110)
+                    die[max(py0, 0):py1, px0:px1] = TILE_GREY
         counts = np.zeros((dh, dw), np.int64)
         for lc in d.layers.values():
             for rects in (lc.added, lc.removed):
@@ -224,18 +235,68 @@ def heatmap_rgb(diff: MaskDiff, side_px: int = HEATMAP_SIDE_PX) -> np.ndarray:
                     iy = np.clip(dh - 1 - cy.astype(np.int64), 0, dh - 1)
                     np.add.at(counts, (iy, ix), 1)
         # Grow each changed pixel to a small square so that one flipped bit stays visible.
-        reach = max(1, side_px // 160)
         padded = np.pad(counts, reach)
         grown = counts.copy()
         for dy in range(2 * reach + 1):
             for dx in range(2 * reach + 1):
                 grown = np.maximum(grown, padded[dy:dy + dh, dx:dx + dw])
-        counts = grown
+        counted.append((die, grown))
+    top = max((int(c.max()) for _, c in counted), default=0)
+    for die, counts in counted:  # one scale for all dies: the same colour, the same count
         hot = counts > 0
         if hot.any():
-            level = np.log1p(counts[hot]) / np.log1p(counts.max())
-            colour = np.stack([np.full_like(level, 255), 230 * (1 - level), 40 * (1 - level)], 1)
-            die[hot] = colour.astype(np.uint8)
+            die[hot] = _heat_colours(np.log(counts[hot]) / np.log(max(top, 2)))
+    return img, top, 1 / scale, dw, reach
+
+
+def heatmap_rgb(diff: MaskDiff, side_px: int = HEATMAP_SIDE_PX) -> np.ndarray:
+    """Where the masks differ: each die (its longer side ``side_px``) with the changed shapes
+    per pixel, log-scaled from yellow to red over a grey die (weight tiles lighter when the
+    base array is known); a title, die numbers, a colour scale with its unit and a legend."""
+    from taalasc import draw
+
+    dies, top, nm_per_px, die_w, reach = _heat_dies(diff, side_px)
+    margin = 12
+    title = f"taalasc diff: {diff.a.path.name} → {diff.b.path.name}"
+    px_um = nm_per_px / 1000
+    about = (f"{diff.changed_shapes:,} changed shapes ({diff.masks}) on {len(diff.dies)} "
+             f"{'die' if len(diff.dies) == 1 else 'dies'}; a pixel is {px_um:.3g} × "
+             f"{px_um:.3g} µm; a change is drawn {2 * reach + 1} pixels wide so that one "
+             "flipped bit shows.")
+    inner = max(dies.shape[1], 420)
+    about_lines = draw.wrap(about, inner)
+    legend = [(DIE_GREY, "die, unchanged")]
+    if diff.a.base or diff.b.base:
+        legend.append((TILE_GREY, "weight tile, unchanged"))
+    bar_h = 12
+    height = (margin + (2 + len(about_lines)) * draw.LINE_H + 6 + dies.shape[0] + 10
+              + 3 * draw.LINE_H + bar_h + 12 + draw.legend_height(legend, inner) + margin)
+    img = np.full((height, inner + 2 * margin, 3), 255, np.uint8)
+    y = margin
+    draw.draw_text(img, margin, y, draw.fit_text(title, inner), bold=True)
+    y += draw.LINE_H + 2
+    for line in about_lines:
+        draw.draw_text(img, margin, y, line, draw.MUTED)
+        y += draw.LINE_H
+    y += 4
+    for k, d in enumerate(diff.dies):
+        draw.draw_text(img, margin + k * (die_w + _GAP_PX), y,
+                       draw.fit_text(f"die {d.die}", die_w) or str(d.die), bold=True)
+    y += draw.LINE_H
+    img[y:y + dies.shape[0], margin:margin + dies.shape[1]] = dies
+    y += dies.shape[0] + 10
+    bar_w = min(inner, 360)
+    unit = f"changed shapes per {px_um:.3g} × {px_um:.3g} µm pixel (log scale)"
+    if top:
+        ticks = [v for v in (1, 10, 100, 1000, 10000, 100000) if v < top] + [top]
+        marks = [(float(np.log(v) / np.log(max(top, 2))), f"{v:,}") for v in ticks]
+        y = draw.colour_bar(img, margin, y, bar_w, bar_h,
+                            _heat_colours(np.linspace(0.0, 1.0, 64)), marks,
+                            draw.fit_text(unit, inner)) + 2
+    else:
+        draw.draw_text(img, margin, y, "no changed shape", draw.MUTED)
+        y += draw.LINE_H + bar_h + 12 + draw.LINE_H
+    draw.draw_legend(img, margin, y, legend, inner)
     return img
 
 

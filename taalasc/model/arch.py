@@ -45,6 +45,14 @@ def natural_key(text: str) -> tuple:
     return tuple(int(p) if p.isdigit() else p for p in re.split(r"(\d+)", text))
 
 
+def block_role(name: str) -> str:
+    """A tensor's name inside its transformer block, without the parameter suffix
+    ("model.layers.3.mlp.up_proj.weight" -> "mlp.up_proj"); outside a block, the module
+    ("lm_head.weight" -> "lm_head")."""
+    m = _LAYER_RE.search(name)
+    return _split_param(name[m.end():] if m else name)[0]
+
+
 def layer_of(name: str) -> int | None:
     """Transformer block index of a tensor name, None for embeddings, heads and others."""
     m = _LAYER_RE.search(name)

@@ -1,7 +1,7 @@
 """Sweeps: the same model over several bit widths and base arrays; a table and a bar chart.
 
-The chart is rasterised with numpy (no plotting library): one panel per metric, one bar per
-sweep point, labelled with a built-in 3×5 pixel font.
+The chart is rasterised with numpy (taalasc/draw.py: why no plotting library): one panel
+per metric with its unit, a group of bars per bit width, a colour per base array.
 """
 
 from __future__ import annotations
@@ -10,7 +10,6 @@ from pathlib import Path
 
 import numpy as np
 
-from taalasc.png import draw_text
 from taalasc.report.estimate import estimate
 from taalasc.report.metrics import Report, format_value
 
@@ -20,9 +19,6 @@ COLUMNS = (("design__die__count", "dies"), ("design__die__total_area", "area mm�
            ("throughput__aggregate__tokens_per_s", "tok/s"), ("power__total__watts", "W"),
            ("power__token__joules", "J/token"), ("cost__silicon__usd", "silicon $"),
            ("cost__tokens__usd_per_million", "$/Mtok"))
-PLOTTED = (("design__die__total_area", "AREA MM2"),
-           ("throughput__aggregate__tokens_per_s", "TOKENS/S"),
-           ("power__total__watts", "WATTS"), ("cost__tokens__usd_per_million", "USD/MTOK"))
 
 
 def sweep(model, bases, bits_list, *, auto=None, **options) -> list[tuple[str, Report]]:
@@ -74,65 +70,154 @@ def sweep_table(points: list[tuple[str, Report]], markdown: bool):
     return table
 
 
-# --- a tiny raster font and bar chart ----------------------------------------------------------
+# --- what a sweep shows that surprises ----------------------------------------------------------
 
-def _short(v: float) -> str:
-    for div, suffix in ((1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "K")):
-        if abs(v) >= div:
-            return f"{v / div:.3g}{suffix}"
-    return f"{v:.3g}"
+def _bits(report: Report) -> int | None:
+    """The default bits of an estimate ("4 bits, group 32" -> 4); None for --auto."""
+    head = str(report.meta.get("bits", "")).split(" ")[0]
+    return int(head) if head.isdigit() else None
+
+
+def sweep_notes(points: list[tuple[str, Report]]) -> list[str]:
+    """Explanations for figures that look wrong: fewer bits giving fewer tokens/s.
+
+    That is the model's arithmetic, not a slip: a weight tile streams its output rows one per
+    cycle and holds capacity / (lanes × bits) of them (report/area.py, report/timing.py), so
+    at fewer bits each tile holds more rows, fewer tiles share a matrix, and every matrix
+    stage takes more cycles.
+    """
+    notes = []
+    by_base: dict[str, list[tuple[int, float, Report]]] = {}
+    for _, report in points:
+        bits, tokens = _bits(report), _value(report, "throughput__aggregate__tokens_per_s")
+        if bits is not None and tokens is not None:
+            by_base.setdefault(report.meta.get("base_array", ""), []).append((bits, tokens, report))
+    for base, rows in by_base.items():
+        rows.sort(key=lambda r: r[0])
+        slower = [(a, b) for a, b in zip(rows, rows[1:]) if a[1] < b[1]]
+        if not slower:
+            continue
+        (lo, lo_tok, lo_rep), (hi, hi_tok, hi_rep) = slower[0]
+        cycles = "timing__pipeline__depth_cycles"
+        per_token = (f" tokens/s ({format_value(lo_rep.value(cycles))} vs "
+                     f"{format_value(hi_rep.value(cycles))} cycles per token)"
+                     if cycles in lo_rep.names() and cycles in hi_rep.names() else "")
+        notes.append(
+            f"{base}: fewer bits give fewer tokens/s here, e.g. {lo} bits "
+            f"{format_value(lo_tok)} vs {hi} bits {format_value(hi_tok)}{per_token}. "
+            "A weight tile streams its output rows one per "
+            f"cycle and holds capacity / (lanes × bits) of them: at {lo} bits a tile holds "
+            f"{hi}/{lo} as many rows as at {hi}, so fewer tiles share each matrix and every "
+            "matrix stage takes longer. Fewer bits buy area, power and cost, not speed.")
+    return notes
+
+
+# --- the chart ---------------------------------------------------------------------------------
+
+PANELS = (("design__die__total_area", "Silicon area"),
+          ("throughput__aggregate__tokens_per_s", "Throughput (all users)"),
+          ("power__total__watts", "Power"),
+          ("cost__tokens__usd_per_million", "Cost per token"))
+SERIES = ((31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189),
+          (140, 86, 75), (227, 119, 194), (127, 127, 127))
+_PANEL_H, _AXIS_W, _GROUP_GAP = 250, 58, 18
+
+
+def _unit(points: list[tuple[str, Report]], name: str) -> str:
+    for _, report in points:
+        for candidate in (name, _ENCODER_FALLBACK.get(name)):
+            if candidate and candidate in report.names():
+                return report[candidate].unit
+    return ""
 
 
 def render_sweep(points: list[tuple[str, Report]]) -> np.ndarray:
-    """An RGB uint8 image: one panel per PLOTTED metric, one bar per sweep point."""
-    n = len(points)
-    bar_w, gap, panel_h, pad = 28, 12, 170, 30
-    panel_w = max(220, n * (bar_w + gap) + 2 * pad)
-    width, height = panel_w * 2, panel_h * 2 + 40 + 14 * n
-    img = np.full((height, width, 3), 255, dtype=np.uint8)
-    palette = [(31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189),
-               (140, 86, 75), (227, 119, 194), (127, 127, 127)]
-    for p, (metric, title) in enumerate(PLOTTED):
-        ox, oy = (p % 2) * panel_w, (p // 2) * panel_h
-        draw_text(img, ox + pad, oy + 8, title)
-        values = [float(_value(r, metric) or 0.0) for _, r in points]
-        top = max(values) or 1.0
-        base_y, plot_h = oy + panel_h - 22, panel_h - 60
-        img[base_y, ox + pad - 4: ox + panel_w - pad + 4] = (0, 0, 0)
-        for i, v in enumerate(values):
-            h = int(round(plot_h * v / top)) if np.isfinite(v) else plot_h
-            x0 = ox + pad + i * (bar_w + gap)
-            img[base_y - h:base_y, x0:x0 + bar_w] = palette[i % len(palette)]
-            draw_text(img, x0, base_y - h - 12, _short(v), scale=1)
-            draw_text(img, x0 + bar_w // 2 - 3, base_y + 5, str(i + 1), scale=2)
-    legend_y = panel_h * 2 + 12
-    for i, (label, _) in enumerate(points):
-        y = legend_y + 14 * i
-        img[y:y + 10, 10:20] = palette[i % len(palette)]
-        draw_text(img, 26, y, f"{i + 1} {label}", scale=2)
+    """An RGB uint8 image: one bar chart per PANELS metric with its unit on the y axis; a
+    group of bars per bit width (or per base array when only bases are swept), one colour
+    per base array; the surprising figures explained below (sweep_notes)."""
+    from taalasc import draw
+
+    bases = list(dict.fromkeys(r.meta.get("base_array", label) for label, r in points))
+    widths = list(dict.fromkeys(str(r.meta.get("bits", "")).split(",")[0] for _, r in points))
+    by_width = len(widths) > 1 or len(bases) == 1
+    groups = widths if by_width else bases
+    series = bases if by_width else [widths[0]]
+    x_title = "weights (default bits per weight)" if by_width else "base array"
+    # bars as wide as their value labels, so that neighbours' labels do not overlap
+    labels = [draw.number(float(v)) for metric, _ in PANELS for _, r in points
+              if (v := _value(r, metric)) is not None]
+    bar_w = max([26] + [draw.text_width(t) + 5 for t in labels])
+    group_w = len(series) * bar_w + _GROUP_GAP
+    label_w = max(draw.text_width(g) for g in groups) + 8
+    panel_w = max(330, _AXIS_W + len(groups) * max(group_w, label_w) + 16)
+    step = max(group_w, label_w)
+    model = points[0][1].meta.get("model", "")
+    title = f"taalasc estimate sweep: {model}"
+    meta = points[0][1].meta
+    context = f"{meta.get('users', 1)} user(s), context {meta.get('context', '?')} tokens"
+    inner = 2 * panel_w
+    notes = sweep_notes(points)
+    note_lines = [line for note in notes for line in draw.wrap("Note: " + note, inner)]
+    legend = [(SERIES[i % len(SERIES)], name) for i, name in enumerate(series)] \
+        if len(series) > 1 else []
+    top = 12
+    height = (top + 2 * draw.LINE_H + 8 + 2 * _PANEL_H + draw.legend_height(legend, inner)
+              + len(note_lines) * draw.LINE_H + 24)
+    img = np.full((height, inner + 24, 3), 255, dtype=np.uint8)
+    draw.draw_text(img, 12, top, title, bold=True)
+    draw.draw_text(img, 12, top + draw.LINE_H + 2, context, draw.MUTED)
+    y0 = top + 2 * draw.LINE_H + 8
+    for p, (metric, name) in enumerate(PANELS):
+        ox, oy = 12 + (p % 2) * panel_w, y0 + (p // 2) * _PANEL_H
+        unit = _unit(points, metric)
+        draw.draw_text(img, ox, oy, name, bold=True)
+        draw.draw_text(img, ox + draw.text_width(name) + 8, oy, f"({unit})" if unit else "",
+                       draw.MUTED)
+        values = {(str(r.meta.get("bits", "")).split(",")[0], r.meta.get("base_array", label)):
+                  _value(r, metric) for label, r in points}
+        finite = [float(v) for v in values.values() if v is not None and np.isfinite(float(v))]
+        ticks = draw.nice_ticks(0.0, max(finite, default=1.0) or 1.0, 4)
+        plot_top, plot_bottom = oy + 2 * draw.LINE_H, oy + _PANEL_H - 3 * draw.LINE_H
+        left, right = ox + _AXIS_W, ox + panel_w - 16
+
+        def to_y(v: float) -> int:
+            return plot_bottom - int(round((plot_bottom - plot_top) * v / ticks[-1]))
+
+        for t in ticks:
+            ty = to_y(t)
+            draw.fill(img, left, ty, right, ty + 1, draw.RULE)
+            text = draw.number(t)
+            draw.draw_text(img, left - 6 - draw.text_width(text), ty - draw.CHAR_H // 2, text,
+                           draw.MUTED)
+        draw.fill(img, left, plot_top, left + 1, plot_bottom + 1, draw.INK)
+        draw.fill(img, left, plot_bottom, right, plot_bottom + 1, draw.INK)
+        for g, group in enumerate(groups):
+            gx = left + 8 + g * step
+            for k, member in enumerate(series):
+                key = (group, member) if by_width else (member, group)
+                v = values.get(key)
+                if v is None:
+                    continue
+                v = float(v)
+                bx = gx + k * bar_w
+                by = to_y(min(v, ticks[-1])) if np.isfinite(v) else plot_top
+                draw.fill(img, bx, by, bx + bar_w - 3, plot_bottom, SERIES[k % len(SERIES)])
+                text = draw.number(v)
+                draw.draw_text(img, bx + (bar_w - 3 - draw.text_width(text)) // 2,
+                               by - draw.LINE_H, text)
+            cx = gx + (len(series) * bar_w - 3) // 2
+            draw.draw_text(img, cx - draw.text_width(group) // 2, plot_bottom + 4, group)
+        draw.draw_text(img, left + (right - left - draw.text_width(x_title)) // 2,
+                       plot_bottom + 4 + draw.LINE_H, x_title, draw.MUTED)
+    y = y0 + 2 * _PANEL_H
+    y = draw.draw_legend(img, 12, y, legend, inner) + 6
+    for line in note_lines:
+        draw.draw_text(img, 12, y, line)
+        y += draw.LINE_H
     return img
 
 
 def sweep_plot(points: list[tuple[str, Report]], path: Path) -> None:
-    try:
-        from taalasc.png import write_png
-    except ImportError:  # the shared writer is not there yet: use the local one
-        write_png = _write_png
+    from taalasc.png import write_png
+
     write_png(Path(path), render_sweep(points))
-
-
-def _write_png(path: Path, rgb: np.ndarray) -> None:
-    """Minimal deterministic PNG writer (RGB, 8 bit, no ancillary chunks)."""
-    import struct
-    import zlib
-
-    h, w, _ = rgb.shape
-    raw = b"".join(b"\x00" + rgb[y].tobytes() for y in range(h))
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + \
-            struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
-
-    png = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0)) \
-        + chunk(b"IDAT", zlib.compress(raw, 9)) + chunk(b"IEND", b"")
-    Path(path).write_bytes(png)

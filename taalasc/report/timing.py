@@ -129,7 +129,10 @@ def timing_metrics(model: ModelShape, tmap: TileMap, base, facts: PlacementFacts
     cap, via = from_pdk(pdk, "electrical.top_metal_cap_ff_per_um"), from_pdk(pdk,
                                                                              "electrical.via_res_ohm")
     add("timing__route__elmore_ps", elmore_ps(length.value, r_um, cap[0], via[0]), "ps",
-        "0.5·(sheet_R / width)·c·L² + 2·R_via·c·L  (distributed RC, Elmore)",
+        "0.5·(sheet_R / width)·c·L² + 2·R_via·c·L  (distributed RC, Elmore) of the longest "
+        "route as one unregistered wire, for reference only: not in the clock period, routes "
+        "are pipelined with a register at every tile they cross (timing__route__hops cycles; "
+        "the clock holds one hop, timing__route__hop_elmore_ps)",
         {"L_um": from_metric(length), "top_metal_sheet_res_ohm_per_sq": sheet,
          "route_width_nm": width, "top_metal_cap_ff_per_um": cap, "via_res_ohm": via},
         higher_is_better=False, description="the longest route if it were not registered "

@@ -637,8 +637,8 @@ def _foreign(name: str):
     return _replace_with(name, lambda folder, g: g.foreign / name)
 
 
-OUTPUTS = ("die0.gds", "die0.oas", "die1.gds", "die1.oas", "overview.png", "report.json",
-           "report.md", "sky130.lyp")
+OUTPUTS = ("die0.gds", "die0.oas", "die0.png", "die1.gds", "die1.oas", "die1.png", "overview.png",
+           "report.json", "report.md", "sky130.lyp")
 
 
 def _file_cases() -> list[Case]:
@@ -687,6 +687,7 @@ def _file_cases() -> list[Case]:
         gds("one-byte-overview.png", _one_byte("overview.png")),
         gds("one-byte-overview.png-resealed", _chain(_one_byte("overview.png"),
                                                      _reseal("overview.png"))),
+        gds("one-byte-die1.png-resealed", _chain(_one_byte("die1.png"), _reseal("die1.png"))),
         gds("one-byte-sky130.lyp", _one_byte("sky130.lyp")),
     ]
     # A geometry edit with the manifest's sha256 and size made to match the edited file.
