@@ -1,6 +1,6 @@
 """Make the example pictures in docs/img/ (run from the repository root):
 
-    python tools/docs_pictures.py
+    python docs/tools/docs_pictures.py
 
 overview-smollm2.png   the overview of SmolLM2-135M's shapes (4-bit, group 32) on sky130-reticle
 overview-195-dies.png  the overview of Llama-3.2-1B's shapes on sky130-reticle: 195 dies
