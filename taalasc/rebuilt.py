@@ -18,14 +18,13 @@ by shape (the via layer is decoded site by site by the extraction).
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from taalasc.errors import safe_text
-from taalasc.outdir import MANIFEST, sha256_file
+from taalasc.outdir import MANIFEST, output_entries, sha256_file
 
 MASK_SUFFIXES = (".gds", ".oas")
 _SHOWN = 8   # differing files named in a check's detail
@@ -51,14 +50,9 @@ def compare_folder(out_dir: Path, rebuilt: Path, expected: dict) -> FolderCompar
     outputs = expected["outputs"]
     wanted = set(outputs) | {MANIFEST}
     out.files = len(wanted)
-    found: dict[str, os.DirEntry] = {}
-    with os.scandir(out_dir) as entries:
-        for entry in sorted(entries, key=lambda e: e.name):
-            found[entry.name] = entry
-            if entry.name not in wanted:
-                kind = ("link" if entry.is_symlink() else
-                        "folder" if entry.is_dir(follow_symlinks=False) else "file")
-                out.problems.append(f"{safe_text(entry.name)}: a {kind} the compile does not write")
+    found, others = output_entries(Path(out_dir), wanted)
+    for name, kind in others:
+        out.problems.append(f"{safe_text(name)}: a {kind} the compile does not write")
     for name in sorted(wanted):
         entry = found.get(name)
         if entry is None:
