@@ -270,7 +270,9 @@ def rebuild(model: Path, options: CompileOptions, stage: Path, *, base: BaseArra
 
     The small files (manifest, reports, overview, layer properties) go into ``stage``; the
     mask files are drawn into a hash-only writer, so their sizes and sha256 digests are in
-    the manifest's ``outputs`` but nothing of their size touches the disk. ``base`` replaces
+    the manifest's ``outputs`` but nothing of their size touches the disk - except with
+    ``options.merge``: each die is then written to ``stage``, merged into a hash-only sink
+    and removed before the next (the merge reads the die file). ``base`` replaces
     loading ``options.base`` (a YAML path recorded relative to another folder). ``quantizer``:
     a TensorQuantizer to share (its calibration Hessians are costly); default the compile's.
     Returns (Planned, manifest dict, the dies' DieMaskResults, the quantizer used or None

@@ -3,9 +3,11 @@
 A compile is deterministic: the same checkpoint, base array and options give the same bytes.
 So verify does not trust anything the folder says about itself beyond the options: it runs
 the compile again (taalasc.compile.rebuild: small files into a scratch folder, masks into a
-hash-only writer) and requires the folder to hold exactly those files, byte for byte:
+hash-only writer, merged dies of a --merge compile hashed as merged) and requires the folder
+to hold exactly those files, byte for byte:
 
-* no file missing, no file, folder or link that the compile would not write;
+* no file missing, no file, folder or link that the compile would not write (in the folder
+  and in its merged/ sub-folder);
 * every file equal to the rebuild's (masks by size and sha256, small files by content),
   so a strap deleted, a fill square added, a cell renamed, a foreign or swapped die file or
   an edited report cannot pass, whatever the manifest claims;
