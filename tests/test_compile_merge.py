@@ -131,3 +131,15 @@ def test_a_failing_merge_keeps_the_previous_output(demo, tmp_path, capsys, monke
     assert "merge failed here" in _one_error(capsys)
     assert snapshot(out) == before
     assert [p.name for p in tmp_path.iterdir()] == ["masks"]   # no staging left behind
+
+
+def test_a_users_file_in_merged_is_never_replaced(demo, tmp_path, capsys):
+    import shutil
+
+    model, masks = demo
+    out = tmp_path / "masks"
+    shutil.copytree(masks, out)
+    (out / "merged" / "notes.txt").write_text("mine")
+    assert main(["compile", str(model), "-o", str(out), "--quiet", "--merge"]) == 1
+    assert "also holds merged/notes.txt, not written by its compile" in _one_error(capsys)
+    assert (out / "merged" / "notes.txt").read_text() == "mine"

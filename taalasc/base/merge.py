@@ -296,7 +296,7 @@ class DieMerger:
         out = {}
         for fmt in self.formats:
             name = f"die{die}.{fmt}"
-            with open(folder / name, "wb") if folder is not None else \
+            with open(folder / name, "wb", buffering=_BLOCK) if folder is not None else \
                     contextlib.nullcontext() as fh:
                 sink = _Counted(fh)
                 top = merge_gds(self.base_gds, Path(files[fmt]), sink) if fmt == "gds" else \
