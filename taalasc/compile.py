@@ -14,6 +14,7 @@ byte-identical to the same files of the full compile.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -52,6 +53,7 @@ class CompileOptions:
     # The base was not chosen by the user: a model too large for it goes to the built-in
     # base that holds it (the manifest records the base used, not this flag).
     base_fallback: bool = False
+    merge: bool = False                   # also write OUT/merged: base die + custom layers
 
     # Quantization options recorded in the manifest only when they differ from the default,
     # so compiles made before they existed keep their inputs digest.
@@ -71,6 +73,8 @@ class CompileOptions:
         for key, default in self._QUANT_DEFAULTS.items():
             if getattr(self, key) != default:
                 out[key] = getattr(self, key)
+        if self.merge:
+            out["merge"] = True
         return out
 
     def bit_policy(self):
@@ -90,7 +94,7 @@ class CompileOptions:
         """The options a manifest recorded (``to_json``), for verify to quantize again."""
         keep = {k: d[k] for k in ("base", "default_bits", "group_size", "auto",
                                   "budget_bits_per_weight", "max_dies", "curve", "layers",
-                                  *cls._QUANT_DEFAULTS) if k in d}
+                                  "merge", *cls._QUANT_DEFAULTS) if k in d}
         return cls(rules=tuple(d.get("rules", ())), formats=tuple(d.get("formats", FORMATS)),
                    dies=None if d.get("dies") is None else tuple(d["dies"]), **keep)
 
@@ -185,6 +189,7 @@ def plan(model: Path, options: CompileOptions, *, base: BaseArray | None = None)
     for fmt in options.formats:
         if fmt not in FORMATS:
             raise PlacementError(f"format must be one of {', '.join(FORMATS)}, not {fmt!r}")
+    _check_mergeable(base, options)
     ckpt = open_checkpoint(model)
     # Bits are chosen on the whole model, so a --layers compile quantizes its tensors exactly
     # as the full compile does (the auto policy's budget is a whole-model budget).
@@ -215,7 +220,16 @@ def plan(model: Path, options: CompileOptions, *, base: BaseArray | None = None)
         base = larger
         placement = plan_placement(tensors, base, max_dies=options.max_dies,
                                    curve=options.curve)
+        _check_mergeable(base, options)
     return Planned(base, ckpt, specs, tensors, placement)
+
+
+def _check_mergeable(base: BaseArray, options: CompileOptions) -> None:
+    """--merge: one error line before the model is read when the base die cannot be drawn."""
+    if options.merge:
+        from taalasc.base.merge import check_mergeable
+
+        check_mergeable(base)
 
 
 def _larger_base(tensors, base: BaseArray, options: CompileOptions) -> BaseArray | None:
@@ -256,7 +270,9 @@ def rebuild(model: Path, options: CompileOptions, stage: Path, *, base: BaseArra
 
     The small files (manifest, reports, overview, layer properties) go into ``stage``; the
     mask files are drawn into a hash-only writer, so their sizes and sha256 digests are in
-    the manifest's ``outputs`` but nothing of their size touches the disk. ``base`` replaces
+    the manifest's ``outputs`` but nothing of their size touches the disk - except with
+    ``options.merge``: each die is then written to ``stage``, merged into a hash-only sink
+    and removed before the next (the merge reads the die file). ``base`` replaces
     loading ``options.base`` (a YAML path recorded relative to another folder). ``quantizer``:
     a TensorQuantizer to share (its calibration Hessians are costly); default the compile's.
     Returns (Planned, manifest dict, the dies' DieMaskResults, the quantizer used or None
@@ -286,6 +302,7 @@ def build(planned: "Planned", options: CompileOptions, inputs: dict, stage: Path
     return its manifest and the dies' DieMaskResults. ``inputs``: ``_inputs`` of these
     options, made once by the caller (it hashes every checkpoint file). The bytes depend on
     the inputs alone."""
+    from taalasc.base.merge import die_merger
     from taalasc.dieworker import DieJob, compile_die
     from taalasc.custom.writer import layer_properties_lyp
     from taalasc.parallel import run_ordered
@@ -313,33 +330,40 @@ def build(planned: "Planned", options: CompileOptions, inputs: dict, stage: Path
         as_json = placement.to_json()
         return legend, stats, as_json, _dumps(as_json)
 
-    side = _Side(placement_only, background=jobs > 1 or scheduler is not None)
-    work = [DieJob(ckpt=ckpt, base=base, die=d, assignments=tuple(on_die[d]),
-                   links=tuple(links.get(d, ())),
-                   specs={seg.tensor: specs[seg.tensor] for _, seg in on_die[d]
-                          if seg.tensor in specs},
-                   stage=str(stage) if write_masks else None, formats=tuple(options.formats),
-                   quantizer=None if quantizer is None else quantizer.for_tensors(
-                       seg.tensor for _, seg in on_die[d]))
-            for d in dies_wanted]
     quant_stats: dict[str, dict] = {}
-    dies = []
-    try:
-        for done, outcome in enumerate(run_ordered(compile_die, work, jobs=jobs,
-                                                   scheduler=scheduler)):
-            dies.append(outcome.result)
-            quant_stats.update(outcome.quant_stats)
-            tick("dies", done + 1, len(work))
-    except BaseException:
-        side.wait()  # it writes into the staging folder: let it finish before cleanup
-        raise
+    dies, merged = [], {}
+    with contextlib.ExitStack() as stack:
+        # --merge: the base die is built once, before any thread or worker starts.
+        merger = stack.enter_context(die_merger(base, tuple(options.formats))) \
+            if options.merge else None
+        side = _Side(placement_only, background=jobs > 1 or scheduler is not None)
+        work = [DieJob(ckpt=ckpt, base=base, die=d, assignments=tuple(on_die[d]),
+                       links=tuple(links.get(d, ())),
+                       specs={seg.tensor: specs[seg.tensor] for _, seg in on_die[d]
+                              if seg.tensor in specs},
+                       stage=str(stage) if write_masks or merger is not None else None,
+                       formats=tuple(options.formats),
+                       quantizer=None if quantizer is None else quantizer.for_tensors(
+                           seg.tensor for _, seg in on_die[d]))
+                for d in dies_wanted]
+        try:
+            for done, outcome in enumerate(run_ordered(compile_die, work, jobs=jobs,
+                                                       scheduler=scheduler)):
+                dies.append(outcome.result)
+                quant_stats.update(outcome.quant_stats)
+                if merger is not None:
+                    merged.update(_merge_die(merger, outcome.result, stage, write_masks))
+                tick("dies", done + 1, len(work))
+        except BaseException:
+            side.wait()  # it writes into the staging folder: let it finish before cleanup
+            raise
     (stage / f"{base.pdk.name}.lyp").write_text(layer_properties_lyp(base.pdk))
     legend, stats, placement_json, placement_text = side.result()
     report = _report(base, ckpt, specs, placement, dies, tensors)
     report.write(stage / "report.json")
     (stage / "report.md").write_text(report.to_markdown())
     manifest = _manifest(inputs, digest, placement, placement_json,
-                         dict(sorted(quant_stats.items())), dies, legend, stage)
+                         dict(sorted(quant_stats.items())), dies, legend, stage, merged)
     manifest["selection"] = {"layers": options.layers,
                              "dies": None if options.dies is None else list(dies_wanted),
                              "partial": options.dies is not None
@@ -347,6 +371,24 @@ def build(planned: "Planned", options: CompileOptions, inputs: dict, stage: Path
     manifest["placement_stats"] = stats
     (stage / MANIFEST).write_text(_manifest_text(manifest, placement_text))
     return manifest, dies
+
+
+MERGED_DIR = "merged"
+
+
+def _merge_die(merger, die, stage: Path, write_masks: bool) -> dict:
+    """--merge: one die's files merged with the base die into ``stage``/merged (taalasc.base.
+    merge, as `taalasc merge` does). Verify's rebuild (``write_masks`` false) only hashes the
+    merged files, and removes the die files it wrote for them, so it holds one die at a time."""
+    folder = stage / MERGED_DIR if write_masks else None
+    if folder is not None:
+        folder.mkdir(exist_ok=True)
+    out = merger.merge(die.die, die.files, folder)
+    if not write_masks:
+        for path in die.files.values():
+            Path(path).unlink()
+    return {f"{MERGED_DIR}/{name}": {"bytes": o["bytes"], "sha256": o["sha256"]}
+            for name, o in out.items()}
 
 
 def _input_paths(model, ckpt, base: BaseArray, options: CompileOptions) -> list:
@@ -447,12 +489,12 @@ def _manifest_text(manifest: dict, placement_text: str) -> str:
 
 
 def _manifest(inputs, digest, placement, placement_json, quant_stats, dies, legend,
-              stage: Path) -> dict:
+              stage: Path, merged: dict) -> dict:
     # Die files were hashed by their writer as they were closed (and may not have been
     # written at all, see rebuild): their figures come from the writer, not the disk.
     masks = {Path(p).name: {"bytes": d.nbytes[fmt], "sha256": d.sha256[fmt]}
              for d in dies for fmt, p in d.files.items()}
-    files = dict(masks)
+    files = dict(masks) | merged   # merged: "merged/die{n}.{fmt}", hashed as they were written
     for path in sorted(p for p in stage.iterdir() if p.is_file() and p.name != MANIFEST):
         if path.name not in masks:
             files[path.name] = {"bytes": path.stat().st_size, "sha256": sha256_file(path)}
@@ -511,4 +553,7 @@ def _summary(manifest: dict) -> list[tuple[str, str]]:
                 size = manifest["outputs"][name]["bytes"]
                 rows.append((name, f"{size:,} bytes "
                                    f"({size / max(die['bit_vias'], 1):.3f} B/bit)"))
+    for name, info in manifest["outputs"].items():
+        if name.startswith(MERGED_DIR + "/"):
+            rows.append((name, f"{info['bytes']:,} bytes (base die + custom layers)"))
     return rows

@@ -97,6 +97,31 @@ def _read_manifest(folder: Path) -> dict | None:
     return manifest if isinstance(manifest, dict) else None
 
 
+def output_entries(folder: Path, names: set[str]) -> tuple[dict[str, os.DirEntry],
+                                                           list[tuple[str, str]]]:
+    """The entries of ``folder`` that ``names`` lists (paths relative to it, '/' between
+    parts: a compile's 'merged/die0.gds'), and every other entry as (path, 'file' / 'folder'
+    / 'link'). Only real sub-folders that hold a listed name are entered; links never."""
+    folders = {n.rsplit("/", k)[0] for n in names for k in range(1, n.count("/") + 1)}
+    found: dict[str, os.DirEntry] = {}
+    others: list[tuple[str, str]] = []
+
+    def walk(path: str, prefix: str) -> None:
+        with os.scandir(path) as entries:
+            for entry in sorted(entries, key=lambda e: e.name):
+                rel = prefix + entry.name
+                if rel in folders and entry.is_dir(follow_symlinks=False):
+                    walk(entry.path, rel + "/")
+                elif rel in names:
+                    found[rel] = entry
+                else:
+                    others.append((rel, "link" if entry.is_symlink() else
+                                   "folder" if entry.is_dir(follow_symlinks=False) else "file"))
+
+    walk(str(folder), "")
+    return found, others
+
+
 def _check_inputs_outside(target: Path, inputs: Iterable[Path | str | None]) -> None:
     """The whole target is replaced, so an input inside it would be deleted: never, even
     with --force."""
@@ -129,11 +154,12 @@ def _check_replaceable(target: Path, inputs_digest: str, force: bool) -> None:
     if manifest is None or manifest.get("inputs_digest") != inputs_digest:
         raise OutputError(f"{target}: holds a different compile; pass --force to replace it")
     outputs = manifest.get("outputs")
-    ours = set(outputs) if isinstance(outputs, dict) else set()
+    ours = {str(n) for n in outputs} if isinstance(outputs, dict) else set()
     from taalasc.model.arch import natural_key  # die2 before die10
 
-    extra = sorted((n for n in names - {MANIFEST}
-                    if n not in ours or not (target / n).is_file() or (target / n).is_symlink()),
+    found, others = output_entries(target, ours | {MANIFEST})
+    extra = sorted([n for n, _ in others] + [n for n, e in found.items()
+                                             if e.is_symlink() or not e.is_file()],
                    key=natural_key)
     if extra:
         listed = ", ".join(extra[:3]) + (f" and {len(extra) - 3} more" if len(extra) > 3 else "")

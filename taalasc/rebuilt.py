@@ -3,9 +3,11 @@
 A compile is deterministic: the same checkpoint, base array and options give the same bytes.
 So verify does not trust anything the folder says about itself beyond the options: it runs
 the compile again (taalasc.compile.rebuild: small files into a scratch folder, masks into a
-hash-only writer) and requires the folder to hold exactly those files, byte for byte:
+hash-only writer, merged dies of a --merge compile hashed as merged) and requires the folder
+to hold exactly those files, byte for byte:
 
-* no file missing, no file, folder or link that the compile would not write;
+* no file missing, no file, folder or link that the compile would not write (in the folder
+  and in its merged/ sub-folder);
 * every file equal to the rebuild's (masks by size and sha256, small files by content),
   so a strap deleted, a fill square added, a cell renamed, a foreign or swapped die file or
   an edited report cannot pass, whatever the manifest claims;
@@ -18,7 +20,6 @@ by shape (the via layer is decoded site by site by the extraction).
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -26,7 +27,7 @@ import numpy as np
 
 from taalasc.errors import safe_text
 from taalasc.model.arch import natural_key  # die2 before die10
-from taalasc.outdir import MANIFEST, sha256_file
+from taalasc.outdir import MANIFEST, output_entries, sha256_file
 
 MASK_SUFFIXES = (".gds", ".oas")
 _SHOWN = 8   # differing files named in a check's detail
@@ -52,14 +53,9 @@ def compare_folder(out_dir: Path, rebuilt: Path, expected: dict) -> FolderCompar
     outputs = expected["outputs"]
     wanted = set(outputs) | {MANIFEST}
     out.files = len(wanted)
-    found: dict[str, os.DirEntry] = {}
-    with os.scandir(out_dir) as entries:
-        for entry in sorted(entries, key=lambda e: natural_key(e.name)):
-            found[entry.name] = entry
-            if entry.name not in wanted:
-                kind = ("link" if entry.is_symlink() else
-                        "folder" if entry.is_dir(follow_symlinks=False) else "file")
-                out.problems.append(f"{safe_text(entry.name)}: a {kind} the compile does not write")
+    found, others = output_entries(Path(out_dir), wanted)
+    for name, kind in others:
+        out.problems.append(f"{safe_text(name)}: a {kind} the compile does not write")
     for name in sorted(wanted, key=natural_key):
         entry = found.get(name)
         if entry is None:

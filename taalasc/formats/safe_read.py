@@ -23,12 +23,12 @@ from pathlib import Path
 import numpy as np
 
 from taalasc.errors import MaskError
+from taalasc.formats.oasread import MAGIC as OASIS_MAGIC, Cursor, read_start
 
 Layer = tuple[int, int]
 # A flattened file may hold at most this many shapes (~8.6 GiB of int64 rectangles, ~500x
 # the demo die): a few hundred bytes of nested arrays can otherwise ask for terabytes.
 MAX_SHAPES = 2**28
-OASIS_MAGIC = b"%SEMI-OASIS\r\n"
 _OASIS_END_BYTES = 256  # the END record is padded to exactly 256 bytes (OASIS spec, END)
 
 _GDS_HEADER = b"\x00\x06\x00\x02"  # HEADER record: 6 bytes, int16 version
@@ -71,12 +71,8 @@ def check_oas(path: Path) -> None:
         f.seek(size - _OASIS_END_BYTES)
         end = f.read()
         try:
-            start = _Bytes(head, len(OASIS_MAGIC))
-            if start.uint() != 1 or start.string() != b"1.0":
-                raise ValueError("no OASIS 1.0 START record")
-            start.real()
-            tables_in_end = start.uint() == 1
-            tail = _Bytes(end, 0)
+            _, tables_in_end, _ = read_start(head)
+            tail = Cursor(end, 0)
             if tail.uint() != 2:
                 raise ValueError("the last 256 bytes are not an OASIS END record: truncated?")
             if tables_in_end:
@@ -100,43 +96,6 @@ def check_oas(path: Path) -> None:
             if got != int.from_bytes(end[-4:], "little"):
                 raise bad(f"OASIS {('CRC32', 'checksum32')[scheme - 1]} does not match: "
                           f"the file is damaged")
-
-
-class _Bytes:
-    """Just enough of OASIS's encoding (unsigned varints, strings, reals) for START/END."""
-
-    def __init__(self, data: bytes, pos: int):
-        self.data, self.pos = data, pos
-
-    def uint(self) -> int:
-        value = shift = 0
-        while True:
-            byte = self.data[self.pos]
-            self.pos += 1
-            value |= (byte & 0x7F) << shift
-            shift += 7
-            if byte < 0x80:
-                return value
-            if shift > 63:
-                raise ValueError("an OASIS integer in START/END is too long")
-
-    def string(self) -> bytes:
-        n = self.uint()
-        if self.pos + n > len(self.data):
-            raise IndexError(n)
-        self.pos += n
-        return self.data[self.pos - n:self.pos]
-
-    def real(self) -> None:
-        kind = self.uint()
-        if kind in (0, 1, 2, 3):
-            self.uint()
-        elif kind in (4, 5):
-            self.uint(), self.uint()
-        elif kind in (6, 7):
-            self.pos += 4 if kind == 6 else 8
-        else:
-            raise ValueError(f"OASIS START has an unknown real type {kind}")
 
 
 def read_flat(path: Path, flatten: Callable[[object], dict[Layer, np.ndarray]]
