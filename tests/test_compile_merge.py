@@ -80,7 +80,8 @@ def test_a_tampered_merged_folder_fails_verify(demo, tmp_path, capsys, tamper):
 def test_merge_without_the_cell_package_is_one_line_and_writes_nothing(demo, tmp_path, capsys,
                                                                       monkeypatch):
     model, masks = demo
-    missing = dataclasses.replace(recipe_mod.SKY130, package="taalasc_no_such_cell_package")
+    missing = dataclasses.replace(recipe_mod.SKY130, cells=dataclasses.replace(
+        recipe_mod.SKY130.cells, package="taalasc_no_such_cell_package"))
     monkeypatch.setitem(recipe_mod.RECIPES, "sky130", missing)
     assert main(["compile", str(model), "-o", str(tmp_path / "out"), "--merge"]) == 1
     line = _one_error(capsys)
@@ -99,8 +100,8 @@ def test_merge_with_format_oas(demo, tmp_path, capsys):
     assert main(["compile", str(model), "-o", str(out), "--quiet", "--merge",
                  "--format", "oas"]) == 0
     assert sorted(p.name for p in out.iterdir()) == [
-        "die0.oas", "manifest.json", "merged", "overview.png", "report.json", "report.md",
-        "sky130.lyp"]
+        "die0.oas", "die0.png", "manifest.json", "merged", "overview.png", "report.json",
+        "report.md", "sky130.lyp"]
     assert sorted(p.name for p in (out / "merged").iterdir()) == ["die0.oas"]
     assert (out / "merged" / "die0.oas").read_bytes() == \
         (masks / "merged" / "die0.oas").read_bytes()

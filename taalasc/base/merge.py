@@ -326,7 +326,9 @@ def check_mergeable(base_array) -> None:
     from taalasc.base.recipe import recipe_for
 
     try:
-        library_dir(recipe_for(base_array.pdk))
+        cells = recipe_for(base_array.pdk).cells
+        if cells is not None:
+            library_dir(cells)
     except MaskError as exc:
         raise MaskError(f"merging draws the base die of {base_array.name!r}: {exc}") from None
 
