@@ -360,6 +360,10 @@ def build(planned: "Planned", options: CompileOptions, inputs: dict, stage: Path
     (stage / f"{base.pdk.name}.lyp").write_text(layer_properties_lyp(base.pdk))
     legend, stats, placement_json, placement_text = side.result()
     report = _report(base, ckpt, specs, placement, dies, tensors)
+    if options.merge:   # the base die is drawn: its real cells beside the formula figures
+        from taalasc.base.build import cell_metrics
+
+        report.metrics += cell_metrics(base)
     report.write(stage / "report.json")
     (stage / "report.md").write_text(report.to_markdown())
     manifest = _manifest(inputs, digest, placement, placement_json,

@@ -105,6 +105,41 @@ def cell_usage(base: BaseArray, tile: TilePlan) -> list[CellUse]:
     return out
 
 
+def cell_metrics(base: BaseArray) -> list:
+    """Report metrics of the cells the base die of ``base`` is drawn from (``[]`` for a base
+    without standard cells): per die, their count, LEF area and SPICE transistors. For a
+    compile that draws the base die (``--merge``), beside the formula figures of
+    taalasc.report.area: these count the cells actually placed, the gates the bit sites
+    program and the taps and fillers around them, not the datapath's adders."""
+    from taalasc.report.metrics import Metric
+
+    usage = cell_report(base)
+    if not usage:
+        return []
+    cells = recipe_for(base.pdk).cells
+    source = f"placed, {cells.library} LEF/SPICE"
+    count = sum(u.count for u in usage)
+    gates = next(u for u in usage if u.name == cells.gate)
+    inputs = {u.name: (u.count, source) for u in usage}
+    return [
+        Metric("base__cells__count", count, "cells", "Σ cells placed in the base die",
+               inputs, description="per die: standard cells of the drawn base die"),
+        Metric("base__cells__area", round(sum(u.area_um2 for u in usage) * 1e-6, 6), "mm²",
+               "Σ count × LEF width × height", {u.name: (round(u.area_um2 * 1e-6, 6), source)
+                                                 for u in usage},
+               higher_is_better=False, description="per die: area of the drawn base die's "
+               "standard cells"),
+        Metric("base__cells__transistors", sum(u.transistors for u in usage), "transistors",
+               "Σ count × devices in the cell's SPICE netlist",
+               {u.name: (u.transistors, source) for u in usage},
+               description="per die, the cells drawn (the bit sites' gates, taps, fillers); "
+                           "the datapath's adders are in design__transistors__count"),
+        Metric("base__gates__count", gates.count, "gates",
+               f"{cells.gate} cells placed: one per bit site",
+               {cells.gate: (gates.count, source)}, description="per die"),
+    ]
+
+
 # --- drawing ------------------------------------------------------------------------------
 
 def _names(lib: gdstk.Library) -> set[str]:
