@@ -12,9 +12,10 @@ import pytest
 from taalasc.checks.drc import check_file
 from taalasc.custom.fill import keep_out_area_rects, window_density_pct
 from taalasc.formats.readback import decode_tile_bits, read_vias
+from taalasc.custom.names import TILE
 from taalasc.custom.writer import DieMaskWriter, layer_properties_lyp
 from taalasc.errors import MaskError
-from test_custom_helpers import random_bits, small_base, write_small
+from test_custom_helpers import PREFIX, TAG, random_bits, small_base, write_small
 
 
 @pytest.fixture(scope="module")
@@ -187,20 +188,20 @@ def test_compiling_twice_gives_identical_bytes(tmp_path, written):
 
 def test_identical_tiles_share_one_cell(tmp_path):
     base = small_base()
-    writer = DieMaskWriter(base, 0, tmp_path, "die0", formats=("oas",))
+    writer = DieMaskWriter(base, 0, tmp_path, "die0", formats=("oas",), tag=TAG)
     bits = random_bits(5, 128)
     writer.add_tile(0, 0, bits)
     writer.add_tile(2, 1, bits)
     result = writer.close()
     layout = _layout(result.files["oas"])
     names = [layout.cell(i).name for i in range(layout.cells())]
-    assert sum(n.startswith("T_") for n in names) == 1
+    assert sum(bool(TILE.match(n)) for n in names) == 1
     assert result.bit_vias == 256 and not list(tmp_path.glob("*.tmp"))
 
 
 def test_bad_calls_raise_mask_errors(tmp_path):
     base = small_base()
-    writer = DieMaskWriter(base, 0, tmp_path, "die0", formats=("gds",))
+    writer = DieMaskWriter(base, 0, tmp_path, "die0", formats=("gds",), tag=TAG)
     writer.add_tile(0, 0, random_bits(1, 10))
     with pytest.raises(MaskError, match=r"^die 0: tile \(0, 0\) is programmed twice$"):
         writer.add_tile(0, 0, random_bits(1, 10))
@@ -216,12 +217,12 @@ def test_bad_calls_raise_mask_errors(tmp_path):
     with pytest.raises(MaskError, match=r"already closed"):
         writer.add_tile(1, 1, random_bits(1, 10))
     with pytest.raises(MaskError, match=r"^formats must be a non-empty subset of gds, oas"):
-        DieMaskWriter(base, 0, tmp_path, "x", formats=("svg",))
+        DieMaskWriter(base, 0, tmp_path, "x", formats=("svg",), tag=TAG)
 
 
 def test_a_port_is_used_once_then_other_sides(tmp_path):
     base = small_base()
-    writer = DieMaskWriter(base, 0, tmp_path, "die0", formats=("gds",))
+    writer = DieMaskWriter(base, 0, tmp_path, "die0", formats=("gds",), tag=TAG)
     for c in range(3):
         writer.add_tile(c, 0, random_bits(c, 16))
     writer.add_route((0, 0), (1, 0))
@@ -269,7 +270,7 @@ def _render(args):
     from taalasc.custom.tiles import render_tile
 
     base, bits = args
-    return render_tile(base, bits, ("gds", "oas"))
+    return render_tile(base, bits, ("gds", "oas"), prefix=PREFIX)
 
 
 def test_tiles_rendered_in_worker_processes_give_identical_bytes(tmp_path, written):
@@ -277,7 +278,7 @@ def test_tiles_rendered_in_worker_processes_give_identical_bytes(tmp_path, writt
     from concurrent.futures import ProcessPoolExecutor
 
     base, first, bits = written
-    writer = DieMaskWriter(base, 0, tmp_path, "die0")
+    writer = DieMaskWriter(base, 0, tmp_path, "die0", tag=TAG)
     with ProcessPoolExecutor(2) as pool:
         rendered = list(pool.map(_render, [(base, b) for b in bits.values()]))
     for (column, row), tile in zip(bits, rendered):
@@ -291,9 +292,9 @@ def test_add_rendered_needs_the_writer_formats(tmp_path):
     from taalasc.custom.tiles import render_tile
 
     base = small_base()
-    writer = DieMaskWriter(base, 0, tmp_path, "die0", formats=("oas",))
+    writer = DieMaskWriter(base, 0, tmp_path, "die0", formats=("oas",), tag=TAG)
     with pytest.raises(MaskError, match=r"rendered for \['gds'\], the writer writes \['oas'\]"):
-        writer.add_rendered(0, 0, render_tile(base, random_bits(1, 10), ("gds",)))
+        writer.add_rendered(0, 0, render_tile(base, random_bits(1, 10), ("gds",), prefix=PREFIX))
     writer.abort()
 
 
@@ -302,9 +303,10 @@ def test_batch_rendering_equals_single_tiles():
 
     base = small_base()
     tiles = [random_bits(1, 128), random_bits(2, 37), random_bits(3, 128), random_bits(1, 128)]
-    assert render_tiles(base, tiles) == [render_tile(base, b) for b in tiles]
+    assert render_tiles(base, tiles, prefix=PREFIX) == [render_tile(base, b, prefix=PREFIX)
+                                                     for b in tiles]
     with pytest.raises(MaskError, match=r"^tile 1 site 0 must be 0 or 1, not 3$"):
-        render_tiles(base, [tiles[0], np.array([3], np.uint8)])
+        render_tiles(base, [tiles[0], np.array([3], np.uint8)], prefix=PREFIX)
 
 
 def test_rows_that_are_not_whole_chunks_decode(tmp_path):
@@ -313,7 +315,7 @@ def test_rows_that_are_not_whole_chunks_decode(tmp_path):
 
     base = small_base()
     base = replace(base, weight_tile=replace(base.weight_tile, sites_x=12))
-    writer = DieMaskWriter(base, 0, tmp_path, "die0")
+    writer = DieMaskWriter(base, 0, tmp_path, "die0", tag=TAG)
     bits = {(0, 0): random_bits(4, 96), (1, 0): random_bits(5, 53)}
     for (c, r), b in bits.items():
         writer.add_tile(c, r, b)

@@ -14,8 +14,6 @@ OASIS (deflate-compressed tile cells) near 0.4.
 
 from __future__ import annotations
 
-import hashlib
-
 import numpy as np
 
 from taalasc.config.base_array import BaseArray, WeightTile
@@ -82,16 +80,6 @@ def chunk_via_rects(tile: WeightTile, via_nm: int, grid_nm: int, n: int, value: 
         y0, y1 = centred(tile.strap_y_nm(0, bool((value >> i) & 1)), via_nm, grid_nm)
         rects[i] = (x0, y0, x1, y1)
     return rects
-
-
-def chunk_name(n: int, value: int) -> str:
-    """Content-derived name of a chunk cell: its site count and bit pattern (site 0 = bit 0)."""
-    return f"V{n}_{value:0{(n + 3) // 4}x}"
-
-
-def tile_cell_name(bits: np.ndarray) -> str:
-    """Content-derived name of a tile cell: identical bit vectors share a cell."""
-    return "T_" + hashlib.sha256(bits.tobytes()).hexdigest()[:16]
 
 
 def tile_chunks(bits: np.ndarray, tile: WeightTile) -> list[tuple[int, int, int, int]]:
