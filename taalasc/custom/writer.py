@@ -1,21 +1,26 @@
 """Stream one die's two custom mask layers (top via, top metal) to GDSII and/or OASIS.
 
 Beside the two layers the files carry what a merge needs: the top metal's fill on the PDK's
-fill datatype (fill flows and extraction tell it from design metal) and the die boundary on
-the PDK's boundary layer (merge tools align to it; density decks measure inside it).
+fill datatype (fill flows and extraction tell it from design metal), the die boundary on
+the PDK's boundary layer (merge tools align to it; density decks measure inside it) and,
+where the PDK names a top-metal label layer, labels: each strap's net (VPWR on the high
+strap, VGND on the low one, at its centre) in STRAPS, so one text per strap of the die file
+names every placed tile's straps, and the top cell's name once at the die origin.
 
 Hierarchy (every name starts with the die's prefix ``T<hash>_D<die>_``, names.py, so die
 files of different dies and compiles merge without a clash; within a die file, names derive
 from content, so identical content shares a cell and names never depend on call order):
 
-* ``STRAPS``      both straps of every site row of a tile (top metal); one cell for the die;
+* ``STRAPS``      both straps of every site row of a tile (top metal) and their net labels;
+                   one cell for the die;
 * ``TIES``        the tie via of every strap, down to its rail in the tile's tie column (top
                    via); placed beside each used tile by the top cell, not inside the tile
                    cell, so a tile cell holds bit vias only (extraction decodes it whole);
 * ``V{n}_{hex}``  the vias of a chunk of n <= 8 sites of one row with that bit pattern;
 * ``T{sha256}``   a used tile: one STRAPS reference plus one chunk reference per chunk;
 * ``FILLSQ``      one fill square; ``FILL`` holds the fill arrays and channel bars;
-* ``DIE``         the top cell: tiles (sorted by row, column), routes with their vias, FILL.
+* ``DIE``         the top cell: tiles (sorted by row, column), routes with their vias, FILL,
+                   the boundary and the die's label.
 
 Both formats are written by our own record writers (gdsii.py, oasis.py) straight to the
 files: a tile's cell is rendered to bytes (tiles.render_tile, possibly in a worker process)
@@ -40,7 +45,7 @@ from taalasc.config.pdk import Pdk
 from taalasc.formats import gdsii, oasis
 from taalasc.custom.fill import (FillArray, keep_out_area_rects, plan_fill, route_area_rects,
                                window_density_pct)
-from taalasc.custom.geometry import chunk_via_rects, strap_rects, tie_via_rects
+from taalasc.custom.geometry import chunk_via_rects, strap_labels, strap_rects, tie_via_rects
 from taalasc.custom import names
 from taalasc.custom.routing import ChannelRouter
 from taalasc.custom.tiles import (DIE_REFNUM, FILL_REFNUM, FILLSQ_REFNUM, FIRST_TILE_REFNUM,
@@ -116,6 +121,8 @@ class DieMaskWriter:
         self.fill_layer = (pdk.layers.top_metal_fill.gds_layer,
                            pdk.layers.top_metal_fill.gds_datatype)
         self.boundary_layer = (pdk.layers.boundary.gds_layer, pdk.layers.boundary.gds_datatype)
+        label = pdk.layers.top_metal_label
+        self.label_layer = None if label is None else (label.gds_layer, label.gds_datatype)
         self.grid_nm = pdk.grid_nm
         self.formats = tuple(sorted(set(formats)))
         self._write = out_dir is not None
@@ -139,6 +146,8 @@ class DieMaskWriter:
         self._tiles: dict[tuple[int, int], tuple[str, int]] = {}  # (col,row) -> (cell, bits)
         self._strap_rects = strap_rects(base.weight_tile, self.grid_nm)
         self._tie_rects = tie_via_rects(base.weight_tile, pdk.rules.via_size_nm, self.grid_nm)
+        self._strap_labels = strap_labels(base.weight_tile, self.grid_nm) \
+            if self.label_layer else []
         self._routes: list[tuple[tuple[int, int], tuple[int, int]]] = []
         self._closed = False
 
@@ -150,8 +159,10 @@ class DieMaskWriter:
             self._digest[fmt].update(data)
             self._nbytes[fmt] += len(data)
 
-    def _leaf(self, name: str, refnum: int, *shapes: tuple[np.ndarray, tuple]) -> None:
-        gds, oas = _leaf_bytes(self.prefix + name, refnum, *shapes)
+    def _leaf(self, name: str, refnum: int, *shapes: tuple[np.ndarray, tuple],
+              labels=()) -> None:
+        gds, oas = _leaf_bytes(self.prefix + name, refnum, *shapes, labels=labels,
+                               label_layer=self.label_layer)
         self._out("gds", gds)
         self._out("oas", oas)
 
@@ -175,7 +186,8 @@ class DieMaskWriter:
                             f"not for this die file (cell names start {self.prefix!r})")
         if name not in self._tile_cells:
             if not self._tile_cells:
-                self._leaf(names.STRAPS, STRAPS_REFNUM, (self._strap_rects, self.metal_layer))
+                self._leaf(names.STRAPS, STRAPS_REFNUM, (self._strap_rects, self.metal_layer),
+                           labels=self._strap_labels)
                 self._leaf(names.TIES, TIES_REFNUM, (self._tie_rects, self.via_layer))
             tile, via = self.base.weight_tile, self.base.pdk.rules.via_size_nm
             new = () if self._chunks.issuperset(rendered.chunks) else \
@@ -268,6 +280,7 @@ class DieMaskWriter:
         self._out("oas", b"".join(oas_fill) + oasis.rectangles(bars, fill))
 
         top = self.top
+        die_label = [(top, 0, 0)] if self.label_layer else []
         placed = sorted(self._tiles.items(), key=lambda t: (t[0][1], t[0][0]))
         if "gds" in self._fh:
             tile_cells = sorted(self._tile_cells)
@@ -283,7 +296,7 @@ class DieMaskWriter:
                 body += gdsii.srefs(table, lengths, np.zeros(len(placed), np.int64), xy).tobytes()
             self._out("gds", gdsii.begin_cell(top) + body + gdsii.boundaries(wires, metal)
                       + gdsii.boundaries(vias, via) + gdsii.boundaries(boundary, self.boundary_layer)
-                      + gdsii.sref(fill_cell, 0, 0)
+                      + gdsii.texts(die_label, self.label_layer) + gdsii.sref(fill_cell, 0, 0)
                       + gdsii.end_cell() + gdsii.footer())
         if "oas" in self._fh:
             body = b"".join(oasis.placement(self._tile_cells[n], *grid.tile_origin_nm(c, r))
@@ -293,6 +306,7 @@ class DieMaskWriter:
             self._out("oas", oasis.cellname(top, DIE_REFNUM) + oasis.cell(DIE_REFNUM)
                       + body + oasis.rectangles(wires, metal) + oasis.rectangles(vias, via)
                       + oasis.rectangles(boundary, self.boundary_layer)
+                      + oasis.texts(die_label, self.label_layer)
                       + oasis.placement(FILL_REFNUM, 0, 0) + oasis.end())
 
         for fh in self._fh.values():
@@ -366,13 +380,15 @@ def _die_plan(base: BaseArray, used: tuple, routes: tuple) -> tuple:
     return _PLANS[key]
 
 
-def _leaf_bytes(name: str, refnum: int, *shapes: tuple[np.ndarray, tuple]
-                ) -> tuple[bytes, bytes]:
-    """A cell of (rectangles, layer) groups: (GDS structure, OASIS CELLNAME + CELL records)."""
+def _leaf_bytes(name: str, refnum: int, *shapes: tuple[np.ndarray, tuple], labels=(),
+                label_layer: tuple[int, int] | None = None) -> tuple[bytes, bytes]:
+    """A cell of (rectangles, layer) groups and ``labels`` (text, x, y) on ``label_layer``:
+    (GDS structure, OASIS CELLNAME + CELL records)."""
     return (gdsii.begin_cell(name) + b"".join(gdsii.boundaries(r, layer) for r, layer in shapes)
-            + gdsii.end_cell(),
+            + gdsii.texts(labels, label_layer) + gdsii.end_cell(),
             oasis.cellname(name, refnum) + oasis.cell(refnum)
-            + b"".join(oasis.rectangles(r, layer) for r, layer in shapes))
+            + b"".join(oasis.rectangles(r, layer) for r, layer in shapes)
+            + oasis.texts(labels, label_layer))
 
 
 def _chunk_bytes(tile, via_nm: int, grid_nm: int, layer, refnum: int, prefix: str
@@ -384,14 +400,16 @@ def _chunk_bytes(tile, via_nm: int, grid_nm: int, layer, refnum: int, prefix: st
 
 
 def layer_properties_lyp(pdk: Pdk) -> str:
-    """KLayout layer-properties XML naming and colouring the custom layers, fill, boundary."""
+    """KLayout layer-properties XML naming and colouring the custom layers, fill, boundary
+    and (where the PDK has one) the top metal's label layer."""
     if pdk.layers is None:
         raise MaskError(f"PDK {pdk.name!r} has no mask layers to describe")
     entries = []
-    for layer, colour, pattern in ((pdk.layers.top_metal, "#3060ff", "I5"),
-                                   (pdk.layers.top_metal_fill, "#90a8ff", "I9"),
-                                   (pdk.layers.via, "#ff3030", "I1"),
-                                   (pdk.layers.boundary, "#808080", "I0")):
+    shown = [(pdk.layers.top_metal, "#3060ff", "I5"), (pdk.layers.top_metal_fill, "#90a8ff", "I9"),
+             (pdk.layers.via, "#ff3030", "I1"), (pdk.layers.boundary, "#808080", "I0")]
+    if pdk.layers.top_metal_label is not None:
+        shown.append((pdk.layers.top_metal_label, "#3060ff", "I0"))
+    for layer, colour, pattern in shown:
         entries.append(
             " <properties>\n"
             f"  <frame-color>{colour}</frame-color>\n  <fill-color>{colour}</fill-color>\n"

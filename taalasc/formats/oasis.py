@@ -120,6 +120,19 @@ def rectangles(rects: np.ndarray, layer: tuple[int, int]) -> bytes:
     return concat_rows(parts, n).tobytes()
 
 
+def texts(labels, layer: tuple[int, int]) -> bytes:
+    """One TEXT record per label ``(text, x, y)`` on ``layer`` (its datatype is the
+    texttype), every field explicit (string, textlayer, texttype, x, y), in the cell's xy
+    mode: absolute unless an XYRELATIVE record came before."""
+    out = []
+    for text, x, y in labels:
+        info = 0x40 | 0x10 | 0x08 | 0x02 | 0x01   # text-string, X, Y, texttype, textlayer
+        # text-string is an a-string: the same encoding as nstring's (length, bytes)
+        out.append(b"\x13" + bytes([info]) + nstring(text) + uint(layer[0]) + uint(layer[1])
+                   + sint(x) + sint(y))
+    return b"".join(out)
+
+
 def placement(refnum: int, x: int, y: int, columns: int = 1, rows: int = 1, dx: int = 0,
               dy: int = 0) -> bytes:
     """PLACEMENT by reference number (absolute mode), with a grid repetition if > 1 x 1."""

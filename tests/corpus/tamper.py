@@ -526,6 +526,13 @@ def add_label(lib, top, g, die, rng):
     top.add(gdstk.Label("tampered", (0, 0), layer=g.metal_layer[0], texttype=g.metal_layer[1]))
 
 
+def relabel_strap(lib, top, g, die, rng):
+    """One strap's net label names the other rail (VPWR <-> VGND): the same shapes, but LVS
+    would name that strap's net wrong in every tile."""
+    label = _pick(rng, _straps(lib).labels)
+    label.text = {"VPWR": "VGND", "VGND": "VPWR"}[label.text]
+
+
 def add_path(lib, top, g, die, rng):
     width = g.base.pdk.rules.top_metal_width_nm
     top.add(gdstk.FlexPath([(10000, 10000), (40000, 10000)], width, layer=g.metal_layer[0],
@@ -555,6 +562,7 @@ HIERARCHY_OPS: list[tuple[str, Op]] = [
     ("extra-top-cell", extra_top_cell),
     ("unused-cell-with-a-via", unused_cell_with_a_via),
     ("add-label", add_label),
+    ("relabel-strap", relabel_strap),
     ("add-path", add_path),
     ("flatten-one-tile", flatten_one_tile),
     ("mirror-tile-ref", mirror_tile_ref),
