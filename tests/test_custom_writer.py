@@ -105,7 +105,8 @@ def test_klayout_reads_a_net_label_on_every_strap_and_the_die_name(written, fmt)
     want = [(top, 0, 0)]
     for column, row in bits:
         ox, oy = base.tile_grid.tile_origin_nm(column, row)
-        want += [(net, x + ox, y + oy) for net, x, y in strap_labels(base.weight_tile, base.pdk.grid_nm)]
+        want += [(net, x + ox, y + oy)
+                 for net, x, y in strap_labels(base.weight_tile, base.pdk.grid_nm)]
     assert _texts(layout, _label_layer(base)) == sorted(want)
     # each net label sits on top metal, nearer its own strap's centre line than the other's
     tile, grid = base.weight_tile, base.tile_grid
