@@ -153,8 +153,9 @@ def diff_masks(a: str | Path, b: str | Path, fmt: str = "gds", trust_hashes: boo
     on both sides to cells of the same content hash (content.py; names play no part) are
     skipped unflattened; ``trust_hashes=False`` compares the fully flattened geometry
     instead (slow; same counts). ``count_total`` also counts A's shapes, needed for a
-    fractional threshold. Raises MaskError when a side cannot be read, a folder's die file is not the one its
-    manifest records (name outside the folder, sha256 changed) or the base chips differ.
+    fractional threshold. Raises MaskError when a side cannot be read, a folder's die file
+    is not the one its manifest records (name outside the folder, sha256 changed) or the base
+    chips differ.
     """
     from taalasc.place.plan import Placement
 
