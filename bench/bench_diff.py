@@ -62,11 +62,12 @@ def bench_base_yaml(folder: Path, columns: int, rows: int) -> Path:
 
 def write_die(base, folder: Path, stem: str, seed: int = 0) -> tuple[Path, int]:
     """Every tile programmed with random bits by taalasc's mask writer: (path, vias)."""
+    from taalasc.custom.names import compile_tag
     from taalasc.custom.writer import DieMaskWriter
 
     g, sites = base.tile_grid, base.weight_tile.sites
     rng = np.random.default_rng(seed)
-    writer = DieMaskWriter(base, 0, folder, stem=stem, formats=("gds",))
+    writer = DieMaskWriter(base, 0, folder, stem=stem, formats=("gds",), tag=compile_tag("0" * 64))
     for k in range(g.columns * g.rows):
         writer.add_tile(k % g.columns, k // g.columns,
                         rng.integers(0, 2, size=sites, dtype=np.uint8))
@@ -82,13 +83,14 @@ def flip_bits(src: Path, dst: Path, flips: int, site_pitch_y_nm: int, seed: int 
     """
     import gdstk
 
-    from taalasc.diff.hier import CONTENT_NAME
+    from taalasc.custom.names import PREFIX, TILE, chunk_name, local_name
 
     lib = gdstk.read_gds(str(src), unit=1e-9)
     cells = {c.name: c for c in lib.cells}
     top = lib.top_level()[0]
-    tiles = sorted((r for r in top.references if CONTENT_NAME.match(r.cell_name)),
+    tiles = sorted((r for r in top.references if TILE.match(r.cell_name)),
                    key=lambda r: (r.origin[1], r.origin[0]))
+    prefix = PREFIX.match(top.name).group()
     rng = np.random.default_rng(seed)
     chosen: dict[int, dict[int, set[int]]] = {}
     made = 0
@@ -97,10 +99,10 @@ def flip_bits(src: Path, dst: Path, flips: int, site_pitch_y_nm: int, seed: int 
         t = int(rng.integers(len(tiles)))
         if t not in chunk_lists:
             chunk_lists[t] = [k for k, r in enumerate(tiles[t].cell.references)
-                              if r.cell_name.startswith("V")]
+                              if local_name(r.cell_name).startswith("V")]
         chunks = chunk_lists[t]
         k = chunks[int(rng.integers(len(chunks)))]
-        n = int(tiles[t].cell.references[k].cell_name[1:].split("_")[0])
+        n = int(local_name(tiles[t].cell.references[k].cell_name)[1:].split("_")[0])
         bit = int(rng.integers(n))
         got = chosen.setdefault(t, {}).setdefault(k, set())
         if bit not in got:
@@ -114,11 +116,11 @@ def flip_bits(src: Path, dst: Path, flips: int, site_pitch_y_nm: int, seed: int 
             if k not in per_chunk:
                 refs.append(gdstk.Reference(ref.cell, ref.origin))
                 continue
-            n_text, value_text = ref.cell_name[1:].split("_")
+            n_text, value_text = local_name(ref.cell_name)[1:].split("_")
             n, value = int(n_text), int(value_text, 16)
             for bit in per_chunk[k]:
                 value ^= 1 << bit
-            name = f"V{n}_{value:0{(n + 3) // 4}x}"
+            name = prefix + chunk_name(n, value)
             if name not in cells:
                 moved = []
                 flipped = value ^ int(value_text, 16)
@@ -129,7 +131,7 @@ def flip_bits(src: Path, dst: Path, flips: int, site_pitch_y_nm: int, seed: int 
                     moved.append(gdstk.Polygon(poly.points + (0, dy), poly.layer, poly.datatype))
                 cells[name] = lib.new_cell(name).add(*moved)
             refs.append(gdstk.Reference(cells[name], ref.origin))
-        new = lib.new_cell(f"T_{rng.integers(1 << 62):016x}"[:18]).add(*refs)
+        new = lib.new_cell(f"{prefix}T{rng.integers(1 << 62):016x}").add(*refs)
         top.remove(old)
         top.add(gdstk.Reference(new, old.origin))
     used = {c.name for c in [top] + top.dependencies(True)}

@@ -166,6 +166,17 @@ def _digest(obj: dict) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()
 
 
+def cell_name_tag(inputs: dict) -> str:
+    """The compile's part of every cell name of its die files (custom/names.py): from the
+    digest of its inputs without the --die and --format selections, which choose the files
+    written, not what a die draws; so a die file is the same whichever dies and formats are
+    written, and differs (in every cell name) from any other compile's."""
+    from taalasc.custom.names import compile_tag
+
+    drawn = {k: v for k, v in inputs["options"].items() if k not in ("dies", "formats")}
+    return compile_tag(_digest({**inputs, "options": drawn}))
+
+
 class Planned(NamedTuple):
     base: BaseArray
     ckpt: Any                     # taalasc.model.Checkpoint
@@ -342,7 +353,7 @@ def build(planned: "Planned", options: CompileOptions, inputs: dict, stage: Path
                        specs={seg.tensor: specs[seg.tensor] for _, seg in on_die[d]
                               if seg.tensor in specs},
                        stage=str(stage) if write_masks or merger is not None else None,
-                       formats=tuple(options.formats),
+                       formats=tuple(options.formats), tag=cell_name_tag(inputs),
                        quantizer=None if quantizer is None else quantizer.for_tensors(
                            seg.tensor for _, seg in on_die[d]))
                 for d in dies_wanted]

@@ -37,6 +37,7 @@ class DieJob:
     specs: dict                   # tensor -> QuantSpec (only tensors on this die)
     stage: str | None             # folder the die files are written into; None: hash only
     formats: tuple[str, ...]
+    tag: str                      # the compile's part of every cell name (names.compile_tag)
     quantizer: object = None      # taalasc.quant.method.TensorQuantizer; None: round to nearest
 
 
@@ -57,8 +58,7 @@ def compile_die(job: DieJob) -> DieOutcome:
     quantizer = job.quantizer or TensorQuantizer(job.ckpt, None)
 
     writer = DieMaskWriter(job.base, job.die, None if job.stage is None else Path(job.stage),
-                           stem=f"die{job.die}",
-                           formats=job.formats)
+                           stem=f"die{job.die}", formats=job.formats, tag=job.tag)
     stats: dict[str, dict] = {}
     try:
         for name, pairs in _by_tensor(job.assignments):
@@ -73,7 +73,7 @@ def compile_die(job: DieJob) -> DieOutcome:
                 rendered = render_tiles(job.base, [pack_segment(seg, source) for _, seg in batch],
                                         job.formats,
                                         where=[f"die {job.die} tile ({slot.column}, {slot.row})"
-                                               for slot, _ in batch])
+                                               for slot, _ in batch], prefix=writer.prefix)
                 for (slot, _), tile in zip(batch, rendered):
                     writer.add_rendered(slot.column, slot.row, tile)
             del source

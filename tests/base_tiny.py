@@ -106,8 +106,9 @@ def tiny_custom_die(base, folder: Path, seed: int = 1) -> tuple[Path, dict]:
     through all four tiles (the compile's writer, without a model). Returns the GDSII path
     and the bits by (column, row)."""
     from taalasc.custom.writer import DieMaskWriter
+    from test_custom_helpers import TAG
 
-    writer = DieMaskWriter(base, 0, Path(folder), "die0", formats=("gds",))
+    writer = DieMaskWriter(base, 0, Path(folder), "die0", formats=("gds",), tag=TAG)
     rng = np.random.default_rng(seed)
     order = [(0, 0), (1, 0), (1, 1), (0, 1)]
     bits = {}

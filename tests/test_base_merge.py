@@ -14,6 +14,7 @@ from taalasc.base import cells as cells_mod
 from taalasc.base.build import build_base, write_base
 from taalasc.base.merge import merge_die
 from taalasc.cli import main
+from taalasc.custom.names import PREFIX, local_name
 from taalasc.errors import MaskError
 from taalasc.model.synth import write_demo
 
@@ -46,6 +47,13 @@ def tiny(tmp_path_factory):
     return base, root
 
 
+def _custom_top(path) -> str:
+    """The top cell of a compile's die file: its prefix (custom/names.py) and DIE."""
+    (top,) = gdstk.read_gds(str(path)).top_level()
+    assert PREFIX.match(top.name) and local_name(top.name) == "DIE"
+    return top.name
+
+
 def _via4_off_met4(path):
     """(via4 not on met4, met4 enclosure of via4 under 0.19 um, via4 count), hierarchically."""
     layout = kdb.Layout()
@@ -61,7 +69,7 @@ def test_demo_merge_every_via_lands_on_met4(demo):
     root, masks, merged = demo
     manifest = json.loads((merged / "manifest.json").read_text())
     assert sorted(p.name for p in merged.iterdir()) == ["die0.gds", "manifest.json"]
-    assert manifest["top_cells"] == {"die0.gds": "TLM_DIE0"}
+    assert manifest["top_cells"] == {"die0.gds": "TLM_" + _custom_top(masks / "die0.gds")}
     outside, thin, count = _via4_off_met4(merged / "die0.gds")
     assert count > 500_000 and outside == 0 and thin == 0
     # The custom die alone: every via misses met4 (the check measures).
@@ -79,8 +87,9 @@ def test_merge_is_byte_reproducible_with_or_without_a_base_folder(demo, tmp_path
     assert (tmp_path / "m" / "die0.gds").read_bytes() == (merged / "die0.gds").read_bytes()
     lib = gdstk.read_gds(str(merged / "die0.gds"))
     top = lib.top_level()
-    assert [c.name for c in top] == ["TLM_DIE0"]
-    assert sorted(r.cell_name for r in top[0].references) == ["DIE0", "TLB_sky130_demo"]
+    custom = _custom_top(masks / "die0.gds")
+    assert [c.name for c in top] == ["TLM_" + custom]
+    assert sorted(r.cell_name for r in top[0].references) == [custom, "TLB_sky130_demo"]
 
 
 def test_merge_bad_input_is_one_line(demo, tmp_path, capsys):
@@ -145,7 +154,8 @@ def test_merged_die_is_clean_under_the_official_sky130_deck(tiny, request):
     base, root = tiny
     report = root / "merged.lyrdb"
     run = subprocess.run(["klayout", "-b", "-r", str(deck), "-rd", f"input={root / 'merged.gds'}",
-                          "-rd", "top_cell=TLM_DIE0", "-rd", f"report={report}",
+                          "-rd", f"top_cell=TLM_{_custom_top(root / 'die0.gds')}",
+                          "-rd", f"report={report}",
                           "-rd", "feol=true", "-rd", "beol=true", "-rd", "offgrid=true",
                           "-rd", "thr=2"], capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stderr[-2000:]

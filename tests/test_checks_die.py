@@ -10,7 +10,7 @@ import pytest
 
 from taalasc.checks.check import check_die, slot_via_rects, tile_proof
 from taalasc.checks.drc import check_file
-from test_custom_helpers import small_base, write_small
+from test_custom_helpers import TAG, small_base, write_small
 
 
 @pytest.fixture(scope="module")
@@ -72,7 +72,7 @@ def test_the_die_check_holds_ihp_fill_to_its_filler_rules(tmp_path):
     from taalasc.custom.writer import DieMaskWriter
 
     base = load_base_array("ihp-sg13g2-chip")
-    writer = DieMaskWriter(base, 0, None, "die0", formats=("oas",))
+    writer = DieMaskWriter(base, 0, None, "die0", formats=("oas",), tag=TAG)
     writer.add_tile(0, 0, np.ones(100, np.uint8))
     writer.add_tile(1, 0, np.ones(100, np.uint8))
     writer.add_route((0, 0), (1, 0))

@@ -62,6 +62,7 @@ def test_only_the_custom_layers_and_one_via_per_bit_plus_one_per_strap(demo):
         (pdk.layers.top_metal.gds_layer, pdk.layers.top_metal.gds_datatype)
     fill = (pdk.layers.top_metal_fill.gds_layer, pdk.layers.top_metal_fill.gds_datatype)
     boundary = (pdk.layers.boundary.gds_layer, pdk.layers.boundary.gds_datatype)
+    label = (pdk.layers.top_metal_label.gds_layer, pdk.layers.top_metal_label.gds_datatype)
     fields = placement["assignment_fields"]
     bits = 0
     for row in placement["assignments"]:
@@ -72,8 +73,9 @@ def test_only_the_custom_layers_and_one_via_per_bit_plus_one_per_strap(demo):
     assert die["tie_vias"] == tiles * 2 * load_base_array("sky130-demo").weight_tile.sites_y
     for fmt in ("gds", "oas"):
         counts = _klayout_shapes(masks / f"die0.{fmt}")
-        assert set(counts) == {via, metal, fill, boundary} and counts[boundary] == 1
+        assert set(counts) == {via, metal, fill, boundary, label} and counts[boundary] == 1
         assert counts[via] == bits + die["tie_vias"] + die["route_vias"] == die["via_count"]
+        assert counts[label] == die["tie_vias"] + 1   # a net label per strap, the die's name
     lib = gdstk.read_gds(str(masks / "die0.gds"))
     flat = lib.top_level()[0].copy("flat").flatten()
     assert {(p.layer, p.datatype) for p in flat.polygons} == {via, metal, fill, boundary}

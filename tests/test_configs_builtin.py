@@ -87,12 +87,12 @@ def test_mask_capable_pdks_take_rules_and_layers_from_public_files(path):
 def test_custom_layers_are_the_documented_gds_numbers():
     layers = {name: load_pdk(name).layers for name in ("sky130", "gf180mcu", "ihp-sg13g2")}
     got = {name: tuple((getattr(l, r).gds_layer, getattr(l, r).gds_datatype)
-                       for r in ("via", "top_metal", "below_metal"))
+                       for r in ("via", "top_metal", "below_metal", "top_metal_label"))
            for name, l in layers.items()}
     assert got == {
-        "sky130": ((71, 44), (72, 20), (71, 20)),
-        "gf180mcu": ((41, 0), (81, 0), (46, 0)),
-        "ihp-sg13g2": ((133, 0), (134, 0), (126, 0)),
+        "sky130": ((71, 44), (72, 20), (71, 20), (72, 5)),
+        "gf180mcu": ((41, 0), (81, 0), (46, 0), (81, 10)),
+        "ihp-sg13g2": ((133, 0), (134, 0), (126, 0), (134, 25)),
     }
 
 

@@ -151,3 +151,19 @@ def test_unknown_builtin_base_array_suggests_the_right_one():
     with pytest.raises(ConfigError, match=r"^sky130-dmeo: unknown base array 'sky130-dmeo' "
                                           r"\(did you mean 'sky130-demo'\?\); built-in: "):
         load_base_array("sky130-dmeo")
+
+
+def test_the_label_layer_is_optional_and_checked_like_the_other_layers():
+    """layers.top_metal_label: absent is fine (no labels are written); present, it is checked
+    as every layer key is, and may not share another layer key's layer/datatype."""
+    data = copy.deepcopy(RAW_PDK)
+    data["layers"].pop("top_metal_label")
+    assert pdk_from_mapping(data, "p.yaml").layers.top_metal_label is None
+    assert SKY130.layers.top_metal_label.gds_layer == 72
+    assert only(pdk_error(lambda d: d["layers"]["top_metal_label"].__setitem__(
+        "gds_datatype", -5))) == \
+        "layers.top_metal_label.gds_datatype: must be ≥ 0, not -5"
+    assert only(pdk_error(lambda d: d["layers"]["top_metal_label"].update(
+        gds_layer=72, gds_datatype=20))) == \
+        "layers.top_metal_label: 72/20 is also layers.top_metal's; each layer key needs its " \
+        "own layer/datatype"

@@ -9,6 +9,7 @@ import pytest
 from taalasc.config import load_base_array
 from taalasc.formats.readback import decode_tile_bits, read_vias
 from taalasc.custom.writer import DieMaskWriter
+from test_custom_helpers import TAG
 
 
 def _gilbert(w, h):
@@ -26,7 +27,7 @@ def die(tmp_path_factory):
     rng = np.random.default_rng(7)
     order = _gilbert(base.tile_grid.columns, base.tile_grid.rows)
     bits = {}
-    writer = DieMaskWriter(base, 0, out, "die0")
+    writer = DieMaskWriter(base, 0, out, "die0", tag=TAG)
     for c, r in order:
         bits[(c, r)] = rng.integers(0, 2, base.weight_tile.capacity_bits).astype(np.uint8)
         writer.add_tile(c, r, bits[(c, r)])

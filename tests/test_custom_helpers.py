@@ -9,9 +9,14 @@ import numpy as np
 
 from taalasc.config import load_base_array
 from taalasc.config.base_array import Die
+from taalasc.custom.names import compile_tag, die_prefix
 
 # The placement helper's TileSlot(die, column, row); a local stand-in until it exists.
 TileSlot = namedtuple("TileSlot", "die column row")
+
+# The cell-name tag of the die files these tests write (a compile's comes from its inputs).
+TAG = compile_tag("0123abcd" * 8)
+PREFIX = die_prefix(TAG, 0)   # die 0's
 
 
 def small_base():
@@ -34,7 +39,7 @@ def write_small(out_dir, formats=("gds", "oas"), seed=0, routes=True):
     from taalasc.custom.writer import DieMaskWriter
 
     base = small_base()
-    writer = DieMaskWriter(base, 0, out_dir, "die0", formats=formats)
+    writer = DieMaskWriter(base, 0, out_dir, "die0", formats=formats, tag=TAG)
     plan = {TileSlot(0, 0, 0): 128, TileSlot(0, 1, 0): 128, TileSlot(0, 1, 1): 37,
             TileSlot(0, 2, 1): 100}
     bits = {}

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import xml.etree.ElementTree as ET
 
+import gdstk
 import klayout.db as kdb
 import numpy as np
 import pytest
@@ -12,9 +13,10 @@ import pytest
 from taalasc.checks.drc import check_file
 from taalasc.custom.fill import keep_out_area_rects, window_density_pct
 from taalasc.formats.readback import decode_tile_bits, read_vias
+from taalasc.custom.names import TILE
 from taalasc.custom.writer import DieMaskWriter, layer_properties_lyp
 from taalasc.errors import MaskError
-from test_custom_helpers import random_bits, small_base, write_small
+from test_custom_helpers import PREFIX, TAG, random_bits, small_base, write_small
 
 
 @pytest.fixture(scope="module")
@@ -51,11 +53,11 @@ def _top_metal(layout, base):
 
 
 @pytest.mark.parametrize("fmt", ["gds", "oas"])
-def test_only_the_custom_layers_fill_and_boundary_exist_with_nm_dbu(written, fmt):
+def test_only_the_custom_layers_fill_boundary_and_labels_exist_with_nm_dbu(written, fmt):
     base, result, _ = written
     layout = _layout(result.files[fmt])
     found = {(layout.get_info(i).layer, layout.get_info(i).datatype) for i in layout.layer_indexes()}
-    assert found == set(_layers(base)) | set(_fill_and_boundary(base))
+    assert found == set(_layers(base)) | set(_fill_and_boundary(base)) | {_label_layer(base)}
     fill, boundary = _fill_and_boundary(base)
     assert _region(layout, fill).count() == result.fill_shapes > 0
     assert [(p.bbox().left, p.bbox().bottom, p.bbox().right, p.bbox().top)
@@ -70,6 +72,80 @@ def test_only_the_custom_layers_fill_and_boundary_exist_with_nm_dbu(written, fmt
     assert base.keep_out_rects_nm and (_region(layout, fill) & holes).is_empty()
     assert layout.dbu == pytest.approx(0.001)
     assert len(list(layout.top_cells())) == 1
+
+
+def _label_layer(base):
+    label = base.pdk.layers.top_metal_label
+    return label.gds_layer, label.gds_datatype
+
+
+def _texts(layout, layer) -> list[tuple[str, int, int]]:
+    """Every text on ``layer`` under the top cell, placed (KLayout's recursive iterator)."""
+    it = layout.top_cell().begin_shapes_rec(layout.find_layer(*layer))
+    out = []
+    while not it.at_end():
+        shape = it.shape()
+        assert shape.is_text(), f"a {shape} on the label layer"   # texts only, no shapes
+        text = shape.text.transformed(it.trans())
+        out.append((text.string, text.x, text.y))
+        it.next()
+    return sorted(out)
+
+
+@pytest.mark.parametrize("fmt", ["gds", "oas"])
+def test_klayout_reads_a_net_label_on_every_strap_and_the_die_name(written, fmt):
+    """Labels on the PDK's top-metal label layer: VPWR on the high strap and VGND on the low
+    strap of every site row of every used tile (one text per strap in STRAPS), each on its
+    strap's metal, and the top cell's name once at the die origin; no text elsewhere."""
+    from taalasc.custom.geometry import strap_labels
+
+    base, result, bits = written
+    layout = _layout(result.files[fmt])
+    top = layout.top_cell().name
+    want = [(top, 0, 0)]
+    for column, row in bits:
+        ox, oy = base.tile_grid.tile_origin_nm(column, row)
+        want += [(net, x + ox, y + oy)
+                 for net, x, y in strap_labels(base.weight_tile, base.pdk.grid_nm)]
+    assert _texts(layout, _label_layer(base)) == sorted(want)
+    # each net label sits on top metal, nearer its own strap's centre line than the other's
+    tile, grid = base.weight_tile, base.tile_grid
+    metal = _region(layout, _layers(base)[1])
+    straps = [(net, x, y) for net, x, y in want if net != top]
+    assert len(straps) == len(bits) * 2 * tile.sites_y
+    points = kdb.Region([kdb.Box(x, y, x + 1, y + 1) for _, x, y in straps])
+    assert points.not_inside(metal).is_empty()
+    for net, x, y in straps:
+        dy = (y - grid.origin_nm[1]) % grid.pitch_y_nm
+        gap = {high: min(abs(dy - tile.strap_y_nm(j, high)) for j in range(tile.sites_y))
+               for high in (True, False)}
+        assert (gap[True] < gap[False]) == (net == "VPWR") and min(gap.values()) <= 5
+    others = [layout.get_info(i) for i in layout.layer_indexes()
+              if (layout.get_info(i).layer, layout.get_info(i).datatype) != _label_layer(base)]
+    for info in others:   # no text on any other layer
+        it = layout.top_cell().begin_shapes_rec(layout.find_layer(info))
+        while not it.at_end():
+            assert not it.shape().is_text()
+            it.next()
+
+
+@pytest.mark.parametrize("fmt", ["gds", "oas"])
+def test_our_readers_and_the_file_check_skip_the_labels(written, fmt):
+    """The labels are texts: no reader turns them into shapes, the file check counts none,
+    and the flattened layers are exactly the rectangles' (gdstk, and our GDSII reader)."""
+    from taalasc.formats.gdsread import read_gds
+    from taalasc.formats.readback import mask_layers, read_rects
+
+    base, result, _ = written
+    rects = read_rects(result.files[fmt], mask_layers(base.pdk))
+    assert _label_layer(base) not in rects
+    assert check_file(result.files[fmt], base.pdk) == []
+    if fmt == "gds":
+        lib = read_gds(result.files[fmt], mask_layers(base.pdk))
+        assert all(_label_layer(base) not in cell.rects for cell in lib.cells)
+        assert sum(len(v) for c in lib.cells for v in c.rects.values()) == \
+            sum(len(v) for c in gdstk.read_gds(str(result.files[fmt])).cells
+                for v in [c.polygons])
 
 
 def test_via_counts_agree_between_gdstk_klayout_and_formats(written):
@@ -187,20 +263,20 @@ def test_compiling_twice_gives_identical_bytes(tmp_path, written):
 
 def test_identical_tiles_share_one_cell(tmp_path):
     base = small_base()
-    writer = DieMaskWriter(base, 0, tmp_path, "die0", formats=("oas",))
+    writer = DieMaskWriter(base, 0, tmp_path, "die0", formats=("oas",), tag=TAG)
     bits = random_bits(5, 128)
     writer.add_tile(0, 0, bits)
     writer.add_tile(2, 1, bits)
     result = writer.close()
     layout = _layout(result.files["oas"])
     names = [layout.cell(i).name for i in range(layout.cells())]
-    assert sum(n.startswith("T_") for n in names) == 1
+    assert sum(bool(TILE.match(n)) for n in names) == 1
     assert result.bit_vias == 256 and not list(tmp_path.glob("*.tmp"))
 
 
 def test_bad_calls_raise_mask_errors(tmp_path):
     base = small_base()
-    writer = DieMaskWriter(base, 0, tmp_path, "die0", formats=("gds",))
+    writer = DieMaskWriter(base, 0, tmp_path, "die0", formats=("gds",), tag=TAG)
     writer.add_tile(0, 0, random_bits(1, 10))
     with pytest.raises(MaskError, match=r"^die 0: tile \(0, 0\) is programmed twice$"):
         writer.add_tile(0, 0, random_bits(1, 10))
@@ -216,12 +292,12 @@ def test_bad_calls_raise_mask_errors(tmp_path):
     with pytest.raises(MaskError, match=r"already closed"):
         writer.add_tile(1, 1, random_bits(1, 10))
     with pytest.raises(MaskError, match=r"^formats must be a non-empty subset of gds, oas"):
-        DieMaskWriter(base, 0, tmp_path, "x", formats=("svg",))
+        DieMaskWriter(base, 0, tmp_path, "x", formats=("svg",), tag=TAG)
 
 
 def test_a_port_is_used_once_then_other_sides(tmp_path):
     base = small_base()
-    writer = DieMaskWriter(base, 0, tmp_path, "die0", formats=("gds",))
+    writer = DieMaskWriter(base, 0, tmp_path, "die0", formats=("gds",), tag=TAG)
     for c in range(3):
         writer.add_tile(c, 0, random_bits(c, 16))
     writer.add_route((0, 0), (1, 0))
@@ -231,11 +307,11 @@ def test_a_port_is_used_once_then_other_sides(tmp_path):
     assert check_file(result.files["gds"], base.pdk) == []
 
 
-def test_layer_properties_name_the_custom_layers_fill_and_boundary():
+def test_layer_properties_name_the_custom_layers_fill_boundary_and_labels():
     base = small_base()
     root = ET.fromstring(layer_properties_lyp(base.pdk))
     sources = sorted(p.findtext("source") for p in root.iter("properties"))
-    assert sources == ["235/4@1", "59/28@1", "71/44@1", "72/20@1"]
+    assert sources == ["235/4@1", "59/28@1", "71/44@1", "72/20@1", "72/5@1"]
 
 
 FROZEN_VIAS = (465, "94467cc12e81f2ce")    # bit, tie and route vias
@@ -269,7 +345,7 @@ def _render(args):
     from taalasc.custom.tiles import render_tile
 
     base, bits = args
-    return render_tile(base, bits, ("gds", "oas"))
+    return render_tile(base, bits, ("gds", "oas"), prefix=PREFIX)
 
 
 def test_tiles_rendered_in_worker_processes_give_identical_bytes(tmp_path, written):
@@ -277,7 +353,7 @@ def test_tiles_rendered_in_worker_processes_give_identical_bytes(tmp_path, writt
     from concurrent.futures import ProcessPoolExecutor
 
     base, first, bits = written
-    writer = DieMaskWriter(base, 0, tmp_path, "die0")
+    writer = DieMaskWriter(base, 0, tmp_path, "die0", tag=TAG)
     with ProcessPoolExecutor(2) as pool:
         rendered = list(pool.map(_render, [(base, b) for b in bits.values()]))
     for (column, row), tile in zip(bits, rendered):
@@ -291,9 +367,9 @@ def test_add_rendered_needs_the_writer_formats(tmp_path):
     from taalasc.custom.tiles import render_tile
 
     base = small_base()
-    writer = DieMaskWriter(base, 0, tmp_path, "die0", formats=("oas",))
+    writer = DieMaskWriter(base, 0, tmp_path, "die0", formats=("oas",), tag=TAG)
     with pytest.raises(MaskError, match=r"rendered for \['gds'\], the writer writes \['oas'\]"):
-        writer.add_rendered(0, 0, render_tile(base, random_bits(1, 10), ("gds",)))
+        writer.add_rendered(0, 0, render_tile(base, random_bits(1, 10), ("gds",), prefix=PREFIX))
     writer.abort()
 
 
@@ -302,9 +378,10 @@ def test_batch_rendering_equals_single_tiles():
 
     base = small_base()
     tiles = [random_bits(1, 128), random_bits(2, 37), random_bits(3, 128), random_bits(1, 128)]
-    assert render_tiles(base, tiles) == [render_tile(base, b) for b in tiles]
+    assert render_tiles(base, tiles, prefix=PREFIX) == [render_tile(base, b, prefix=PREFIX)
+                                                     for b in tiles]
     with pytest.raises(MaskError, match=r"^tile 1 site 0 must be 0 or 1, not 3$"):
-        render_tiles(base, [tiles[0], np.array([3], np.uint8)])
+        render_tiles(base, [tiles[0], np.array([3], np.uint8)], prefix=PREFIX)
 
 
 def test_rows_that_are_not_whole_chunks_decode(tmp_path):
@@ -313,7 +390,7 @@ def test_rows_that_are_not_whole_chunks_decode(tmp_path):
 
     base = small_base()
     base = replace(base, weight_tile=replace(base.weight_tile, sites_x=12))
-    writer = DieMaskWriter(base, 0, tmp_path, "die0")
+    writer = DieMaskWriter(base, 0, tmp_path, "die0", tag=TAG)
     bits = {(0, 0): random_bits(4, 96), (1, 0): random_bits(5, 53)}
     for (c, r), b in bits.items():
         writer.add_tile(c, r, b)

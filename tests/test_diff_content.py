@@ -16,6 +16,7 @@ import pytest
 from taalasc import cli
 from taalasc.cli import main
 from taalasc.compile import CompileOptions, compile_model
+from taalasc.custom.names import TILE, local_name
 from taalasc.diff import diff_masks
 from taalasc.diff.content import content_hashes
 from taalasc.diff.hier import trusted_cells
@@ -53,17 +54,18 @@ def _write(lib: gdstk.Library, path: Path) -> None:
 def _edit_in_place(lib: gdstk.Library, kind: str) -> str:
     """Change what one cell draws, keeping its name; returns the name."""
     cells = {c.name: c for c in lib.cells}
-    if kind == "tile":     # T_<sha>: one chunk reference now places another chunk cell
-        name = sorted(n for n in cells if n.startswith("T_"))[0]
+    local = {local_name(n): n for n in cells}
+    if kind == "tile":     # T<sha>: one chunk reference now places another chunk cell
+        name = sorted(n for n in cells if TILE.match(n))[0]
         tile = cells[name]
-        ref = next(r for r in tile.references if r.cell_name.startswith("V"))
-        other = next(c for n, c in sorted(cells.items())
-                     if n.startswith("V") and n != ref.cell_name)
+        ref = next(r for r in tile.references if local_name(r.cell_name).startswith("V"))
+        other = next(cells[n] for k, n in sorted(local.items())
+                     if k.startswith("V") and n != ref.cell_name)
         tile.remove(ref)
         tile.add(gdstk.Reference(other, ref.origin))
         return name
-    name = {"chunk": sorted(n for n in cells if n.startswith("V"))[-1],
-            "straps": "STRAPS", "fill": "FILL", "fillsq": "FILLSQ"}[kind]
+    name = {"chunk": sorted(n for k, n in local.items() if k.startswith("V"))[-1],
+            "straps": local["STRAPS"], "fill": local["FILL"], "fillsq": local["FILLSQ"]}[kind]
     cell = cells[name]
     poly = cell.polygons[0]   # one rectangle moves 10 nm to the right
     cell.remove(poly)
@@ -95,7 +97,7 @@ def test_cell_edited_under_its_name_is_compared(masks, tmp_path, kind, fmt):
     _write(lib, die)
     _forge(new, die.name)
     d = diff_masks(masks, new, fmt=fmt)
-    flat = diff_masks(masks, new, fmt=fmt, trust_cell_names=False)
+    flat = diff_masks(masks, new, fmt=fmt, trust_hashes=False)
     assert flat.changed_shapes > 0, name
     assert _layers(d) == _layers(flat), name     # the same answer as full flattening
     assert d.dies[0].refs_skipped > 0            # and still without flattening the rest
@@ -110,8 +112,9 @@ def test_fill_square_edit_is_not_trusted(masks):
     lib_a, lib_b = _read(masks / "die0.gds"), _read(masks / "die0.gds")
     _edit_in_place(lib_b, "fillsq")
     tops = {lib_a.top_level()[0].name}
-    trusted = trusted_cells(lib_a, lib_b, "die 0", tops)
-    assert trusted == {c.name for c in lib_a.cells} - tops - {"FILL", "FILLSQ"}
+    trusted_a, trusted_b = trusted_cells(lib_a, lib_b, "die 0", tops)
+    edited = {n for n in {c.name for c in lib_a.cells} if local_name(n) in ("FILL", "FILLSQ")}
+    assert set(trusted_a) == set(trusted_b) == {c.name for c in lib_a.cells} - tops - edited
 
 
 def test_identical_rewrite_still_skips_every_tile(masks, tmp_path):
@@ -128,7 +131,7 @@ def test_identical_rewrite_still_skips_every_tile(masks, tmp_path):
 def test_content_hash_ignores_names_and_sees_every_shape(masks):
     lib = _read(masks / "die0.gds")
     before = content_hashes(lib, "die0")
-    chunk = sorted(n for n in before if n.startswith("V"))[0]
+    chunk = sorted(n for n in before if local_name(n).startswith("V"))[0]
     users = {c.name for c in lib.cells if any(r.cell_name == chunk for r in c.references)}
     lib.rename_cell(chunk, "RENAMED")
     renamed = content_hashes(lib, "die0")

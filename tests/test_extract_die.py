@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from taalasc.compile import CompileOptions, compile_model
+from taalasc.custom.names import TILE, local_name
 from taalasc.errors import MaskError
 from taalasc.formats import readback
 from taalasc.extract import die as die_mod
@@ -54,14 +55,14 @@ def _outcome(job, monkeypatch=None):
 
 def _edited(out: Path, dst: Path, edit) -> Path:
     lib = gdstk.read_gds(str(out / "die0.gds"))
-    tiles = sorted((c for c in lib.cells if c.name.startswith("T_")), key=lambda c: c.name)
+    tiles = sorted((c for c in lib.cells if TILE.match(c.name)), key=lambda c: c.name)
     edit(tiles[0])
     lib.write_gds(str(dst))
     return dst
 
 
 def _first_chunk(tile: gdstk.Cell) -> gdstk.Reference:
-    return next(r for r in tile.references if r.cell_name.startswith("V"))
+    return next(r for r in tile.references if local_name(r.cell_name).startswith("V"))
 
 
 @pytest.mark.parametrize("edit", ["none", "one-site", "half-site", "unused-tile", "turned"])

@@ -12,6 +12,7 @@ from taalasc.config import load_base_array
 from taalasc.custom.tiles import render_tile, render_tiles
 from taalasc.place.pack import pack_segment
 from taalasc.place.plan import Segment
+from test_custom_helpers import PREFIX
 from taalasc.quant.quantize import QuantizedTensor, QuantSpec, quantize_tensor
 
 
@@ -63,7 +64,8 @@ def test_render_tiles_batch_equals_single_tiles():
     cap = base.weight_tile.capacity_bits
     rng = np.random.default_rng(0)
     bits = [rng.integers(0, 2, n).astype(np.uint8) for n in (cap, cap, cap - 5, 17, 8)]
-    assert render_tiles(base, bits) == [render_tile(base, b) for b in bits]
+    assert render_tiles(base, bits, prefix=PREFIX) == [render_tile(base, b, prefix=PREFIX)
+                                                     for b in bits]
 
 
 def test_manifest_text_equals_plain_dump():

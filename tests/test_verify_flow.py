@@ -10,6 +10,7 @@ import pytest
 
 from taalasc.cli import main
 from taalasc.config import load_base_array
+from taalasc.custom.names import TILE, local_name
 from taalasc.extract.extract import extract
 from taalasc.model.synth import bert_config, llama_config, write_bert, write_llama
 from taalasc.place.plan import Placement
@@ -38,7 +39,7 @@ def _move_one_via(src, dst, slot, site, base):
     top = lib.top_level()[0]
     ox, oy = base.tile_grid.tile_origin_nm(slot.column, slot.row)
     ref = next(r for r in top.references
-               if tuple(np.rint(r.origin).astype(int)) == (ox, oy) and r.cell_name.startswith("T_"))
+               if tuple(np.rint(r.origin).astype(int)) == (ox, oy) and TILE.match(r.cell_name))
     flat = ref.cell.copy("T_EDITED", deep_copy=True).flatten()
     tile = base.weight_tile
     i, j = site % tile.sites_x, site // tile.sites_x
@@ -272,7 +273,7 @@ def test_a_missing_tie_via_leaves_a_strap_floating_and_is_found(llama, tmp_path,
     shutil.copytree(out, bad)
     base = load_base_array("sky130-demo")
     lib = gdstk.read_gds(str(out / "die0.gds"))
-    ties = next(c for c in lib.cells if c.name == "TIES")
+    ties = next(c for c in lib.cells if local_name(c.name) == "TIES")
     assert len(ties.polygons) == 2 * base.weight_tile.sites_y
     ties.remove(ties.polygons[3])   # site row 1, low strap (VGND)
     lib.write_gds(str(bad / "die0.gds"))

@@ -52,7 +52,7 @@ def diff_cmd(a, b, max_changed, json_path, md_path, png_path, xor_path, fmt, fla
     if xor_path is not None and xor_path.suffix.lower() not in (".gds", ".oas"):
         raise click.BadParameter(f"must end in .gds or .oas, not {xor_path.name!r}",
                                  param_hint="--xor")
-    diff = diff_masks(a, b, fmt=fmt, trust_cell_names=not flat,
+    diff = diff_masks(a, b, fmt=fmt, trust_hashes=not flat,
                       count_total=limit[0] == "fraction")
     exceeded, detail = over_threshold(diff, limit)
     threshold = {"max_changed": max_changed, "exceeded": exceeded, "detail": detail}

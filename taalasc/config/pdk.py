@@ -48,6 +48,9 @@ PDK_SCHEMA: dict[str, Field] = {
                                     "there, so extraction and foundry fill flows know it"),
         "boundary": Field("map", schema=LAYER_SCHEMA,
                           doc="the die (place-and-route) boundary merge tools align to"),
+        "top_metal_label": Field("map", schema=LAYER_SCHEMA, required=False,
+                                 doc="the top metal's label (text) layer: the straps' nets "
+                                     "and the die name are written there when it is given"),
     }),
     "rules": Field("map", schema={
         "via_size_nm": _num("int"),
@@ -136,6 +139,7 @@ class Layers:
     below_metal: Layer
     top_metal_fill: Layer
     boundary: Layer
+    top_metal_label: Layer | None = None   # texts only: strap nets and the die name
 
 
 @dataclass(frozen=True)
@@ -256,7 +260,7 @@ def pdk_from_mapping(data: object, source: str) -> Pdk:
     assert values is not None
     layers = None
     if values["layers"] is not None:
-        layers = Layers(**{k: Layer(**v) for k, v in values["layers"].items()})
+        layers = Layers(**{k: Layer(**v) for k, v in values["layers"].items() if v is not None})
     return build(
         Pdk, values, path=source, layers=layers,
         rules=build(Rules, values["rules"]),
@@ -271,6 +275,15 @@ def _consistency(values: dict) -> list[str]:
     problems = []
     if values["mask_capable"] and values["layers"] is None:
         problems.append("layers: is required when mask_capable is true")
+    owner: dict[tuple[int, int], str] = {}
+    for key, layer in (values["layers"] or {}).items():
+        if layer is None:
+            continue
+        pair = (layer["gds_layer"], layer["gds_datatype"])
+        if pair in owner:   # one layer/datatype read back as two roles cannot be told apart
+            problems.append(f"layers.{key}: {pair[0]}/{pair[1]} is also layers.{owner[pair]}'s; "
+                            "each layer key needs its own layer/datatype")
+        owner.setdefault(pair, key)
     rules = values["rules"]
     grid = values["grid_nm"].value
     for key in ("via_size_nm", "via_space_nm", "top_metal_width_nm", "top_metal_space_nm",

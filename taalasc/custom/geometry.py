@@ -14,13 +14,14 @@ OASIS (deflate-compressed tile cells) near 0.4.
 
 from __future__ import annotations
 
-import hashlib
-
 import numpy as np
 
 from taalasc.config.base_array import BaseArray, WeightTile
 
 CHUNK_SITES = 8
+# The nets of a site row's two straps, high strap first (strap_rects order): the base die's
+# tie-high and tie-low rails (taalasc/base, taalasc/signoff name them the same).
+STRAP_NETS = ("VPWR", "VGND")
 
 
 def centred(centre_nm: int, size_nm: int, grid_nm: int) -> tuple[int, int]:
@@ -37,6 +38,16 @@ def strap_rects(tile: WeightTile, grid_nm: int) -> np.ndarray:
             y0, y1 = centred(tile.strap_y_nm(j, high), tile.strap_width_nm, grid_nm)
             rows.append((0, y0, tile.width_nm, y1))
     return np.array(rows, dtype=np.int64)
+
+
+def strap_labels(tile: WeightTile, grid_nm: int) -> list[tuple[str, int, int]]:
+    """A label per strap, in ``strap_rects`` order: (net, x, y) at the strap's centre on the
+    grid, tile-relative."""
+    def mid(a: int, b: int) -> int:
+        return (a + b) // (2 * grid_nm) * grid_nm
+
+    return [(STRAP_NETS[k % 2], mid(x0, x1), mid(y0, y1))
+            for k, (x0, y0, x1, y1) in enumerate(strap_rects(tile, grid_nm).tolist())]
 
 
 def tie_via_rects(tile: WeightTile, via_nm: int, grid_nm: int) -> np.ndarray:
@@ -82,16 +93,6 @@ def chunk_via_rects(tile: WeightTile, via_nm: int, grid_nm: int, n: int, value: 
         y0, y1 = centred(tile.strap_y_nm(0, bool((value >> i) & 1)), via_nm, grid_nm)
         rects[i] = (x0, y0, x1, y1)
     return rects
-
-
-def chunk_name(n: int, value: int) -> str:
-    """Content-derived name of a chunk cell: its site count and bit pattern (site 0 = bit 0)."""
-    return f"V{n}_{value:0{(n + 3) // 4}x}"
-
-
-def tile_cell_name(bits: np.ndarray) -> str:
-    """Content-derived name of a tile cell: identical bit vectors share a cell."""
-    return "T_" + hashlib.sha256(bits.tobytes()).hexdigest()[:16]
 
 
 def tile_chunks(bits: np.ndarray, tile: WeightTile) -> list[tuple[int, int, int, int]]:

@@ -4,7 +4,8 @@
 in the parent. A tile cell is one ``STRAPS`` reference plus one chunk reference per chunk of
 up to ``CHUNK_SITES`` sites (see geometry.py); the chunk cells themselves are written by the
 die writer on first use. Chunk and fixed cells have fixed OASIS reference numbers, so a tile's
-bytes do not depend on which other tiles came before it.
+bytes do not depend on which other tiles came before it. Every cell name starts with the
+die's prefix (names.py), so a tile is rendered for one die file.
 """
 
 from __future__ import annotations
@@ -16,7 +17,8 @@ import numpy as np
 
 from taalasc.config.base_array import BaseArray, WeightTile
 from taalasc.formats import gdsii, oasis
-from taalasc.custom.geometry import CHUNK_SITES, chunk_name, tile_cell_name
+from taalasc.custom.geometry import CHUNK_SITES
+from taalasc.custom.names import STRAPS, chunk_name, tile_name
 from taalasc.errors import MaskError
 
 # OASIS reference numbers, all two-byte varints (128..16383) so a tile's records have a fixed
@@ -106,40 +108,42 @@ class _Template:
     digit_stride: int = 0    # > 0: every chunk shows 2 digits at digit_pos[0] + k * stride
 
 
-_GDS_NAME = 32  # BGNSTR (28 bytes) + STRNAME header (4); tile names are 18 characters
+_GDS_NAME = 32  # BGNSTR (28 bytes) + STRNAME header (4), then the tile cell's name
 _HEX = np.frombuffer(b"0123456789abcdef", np.uint8)
 
 
 @functools.lru_cache(maxsize=16)
-def _template(tile: WeightTile, used: int) -> _Template:
+def _template(tile: WeightTile, used: int, prefix: str) -> _Template:
     chunks = tile_chunk_array(np.zeros(used, np.uint8), tile)
     n = chunks[:, 2]
     x = chunks[:, 0] * tile.site_pitch_x_nm
     y = chunks[:, 1] * tile.site_pitch_y_nm
     k = len(n)
-    # GDS: SREF(4) SNAME(4 + name padded to even) XY(12) ENDEL(4), after BGNSTR+STRNAME+STRAPS.
-    names = [chunk_name(int(m), 0) for m in n]
+    # GDS: SREF(4) SNAME(4 + name padded to even) XY(12) ENDEL(4), after BGNSTR+STRNAME+STRAPS;
+    # the tile's name (the same length as names.tile_name's) is written over the zeros.
+    names = [prefix + chunk_name(int(m), 0) for m in n]
     table, lengths = gdsii.name_table(names, gdsii.SREF_HEAD)
     idx = np.arange(k)
     body = gdsii.srefs(table, lengths, idx, np.stack([x, y], axis=1))
-    head = gdsii.begin_cell("T_" + "0" * 16) + gdsii.sref("STRAPS", 0, 0)
+    head = gdsii.begin_cell(prefix + "T" + "0" * 16) + gdsii.sref(prefix + STRAPS, 0, 0)
     gds = np.concatenate([np.frombuffer(head, np.uint8), body,
                           np.frombuffer(gdsii.end_cell(), np.uint8)])
     starts = len(head) + np.cumsum(lengths + 16) - (lengths + 16)
     ndig = (n + 3) // 4
     digit_chunk = np.repeat(idx, ndig)
     rank = np.arange(len(digit_chunk)) - np.repeat(np.cumsum(ndig) - ndig, ndig)
-    digit_pos = starts[digit_chunk] + 8 + 3 + rank  # "V{n}_" is 3 characters for n < 10
+    first_digit = 8 + len(prefix) + 3   # SREF, SNAME headers; "V{n}_" is 3 characters
+    digit_pos = starts[digit_chunk] + first_digit + rank
     digit_shift = 4 * (ndig[digit_chunk] - 1 - rank)
     # OASIS: XYRELATIVE, STRAPS placement, then one placement per chunk (relative steps).
-    prefix = oasis.XY_RELATIVE + b"\x11\xc0" + oasis.uint(STRAPS_REFNUM)
+    oas_head = oasis.XY_RELATIVE + b"\x11\xc0" + oasis.uint(STRAPS_REFNUM)
     recs = _oas_placements(chunk_refnum(n, np.zeros(k, np.int64)), x, y)
     rec_len = _oas_record_lengths(x, y)
-    oas = np.concatenate([np.frombuffer(prefix, np.uint8), recs])
-    oas_ref = len(prefix) + np.cumsum(rec_len) - rec_len + 2
+    oas = np.concatenate([np.frombuffer(oas_head, np.uint8), recs])
+    oas_ref = len(oas_head) + np.cumsum(rec_len) - rec_len + 2
     stride = int(starts[1] - starts[0]) if k > 1 else 0
     regular = (k > 1 and bool((ndig == 2).all()) and stride > 0
-               and np.array_equal(digit_pos, (starts[0] + 11 + stride * idx[:, None]
+               and np.array_equal(digit_pos, (starts[0] + first_digit + stride * idx[:, None]
                                               + np.array([0, 1])).ravel()))
     return _Template(gds, digit_pos, digit_chunk, digit_shift, oas, oas_ref,
                      chunk_refnum(n, np.zeros(k, np.int64)), tile.sites_x % CHUNK_SITES == 0,
@@ -150,17 +154,18 @@ def _template(tile: WeightTile, used: int) -> _Template:
 _HEX_PAIRS = np.stack([_HEX[np.arange(256) >> 4], _HEX[np.arange(256) & 15]], axis=1)
 
 
-def render_tile(base: BaseArray, bits, formats=("gds", "oas"), where: str = "tile"
-                ) -> RenderedTile:
-    """Render one tile's cell (named from its bits) for each format; no file access.
+def render_tile(base: BaseArray, bits, formats=("gds", "oas"), where: str = "tile", *,
+                prefix: str) -> RenderedTile:
+    """Render one tile's cell (named ``prefix`` + names.tile_name(bits)) for each format;
+    no file access. ``prefix``: the die's (names.die_prefix).
 
     Pure and picklable, so worker processes can run it; the bytes depend only on ``bits``,
-    the base array and ``formats``. ``where`` prefixes error messages.
+    the base array, ``prefix`` and ``formats``. ``where`` prefixes error messages.
     """
     tile = base.weight_tile
     bits = check_bits(bits, tile, where)
-    name = tile_cell_name(bits)
-    t = _template(tile, int(bits.size))
+    name = prefix + tile_name(bits)
+    t = _template(tile, int(bits.size), prefix)
     if t.packed:  # chunk k is sites 8k .. 8k+7: one packbits
         values = np.packbits(bits, bitorder="little").astype(np.int64)
     else:
@@ -184,8 +189,8 @@ def render_tile(base: BaseArray, bits, formats=("gds", "oas"), where: str = "til
                         chunks=tuple(np.flatnonzero(np.bincount(refnums)).tolist()))
 
 
-def render_tiles(base: BaseArray, bits_list, formats=("gds", "oas"), where=None
-                 ) -> list[RenderedTile]:
+def render_tiles(base: BaseArray, bits_list, formats=("gds", "oas"), where=None, *,
+                 prefix: str) -> list[RenderedTile]:
     """:func:`render_tile` for many tiles at once: the same results, in about half the time
     per tile (tiles with the same number of used sites are filled in as one array). This is
     what a worker process should run on a batch of tiles."""
@@ -200,7 +205,7 @@ def render_tiles(base: BaseArray, bits_list, formats=("gds", "oas"), where=None
     for k, b in enumerate(checked):
         groups.setdefault(b.size, []).append(k)
     for used, members in groups.items():
-        t = _template(tile, used)
+        t = _template(tile, used, prefix)
         stack = np.stack([checked[k] for k in members])
         small = None
         if t.packed:  # chunk k is sites 8k .. 8k+7: one packbits
@@ -229,7 +234,7 @@ def render_tiles(base: BaseArray, bits_list, formats=("gds", "oas"), where=None
         used_refs = np.zeros((len(members), STRAPS_REFNUM), bool)
         used_refs[np.arange(len(members))[:, None], refnums] = True
         for row, k in enumerate(members):
-            name = tile_cell_name(checked[k])
+            name = prefix + tile_name(checked[k])
             rendered = {}
             for fmt in formats:
                 if fmt == "gds":

@@ -1,20 +1,26 @@
 """Stream one die's two custom mask layers (top via, top metal) to GDSII and/or OASIS.
 
 Beside the two layers the files carry what a merge needs: the top metal's fill on the PDK's
-fill datatype (fill flows and extraction tell it from design metal) and the die boundary on
-the PDK's boundary layer (merge tools align to it; density decks measure inside it).
+fill datatype (fill flows and extraction tell it from design metal), the die boundary on
+the PDK's boundary layer (merge tools align to it; density decks measure inside it) and,
+where the PDK names a top-metal label layer, labels: each strap's net (VPWR on the high
+strap, VGND on the low one, at its centre) in STRAPS, so one text per strap of the die file
+names every placed tile's straps, and the top cell's name once at the die origin.
 
-Hierarchy (names derived from content, so identical content shares a cell and names never
-depend on call order):
+Hierarchy (every name starts with the die's prefix ``T<hash>_D<die>_``, names.py, so die
+files of different dies and compiles merge without a clash; within a die file, names derive
+from content, so identical content shares a cell and names never depend on call order):
 
-* ``STRAPS``      both straps of every site row of a tile (top metal); one cell for the die;
+* ``STRAPS``      both straps of every site row of a tile (top metal) and their net labels;
+                   one cell for the die;
 * ``TIES``        the tie via of every strap, down to its rail in the tile's tie column (top
                    via); placed beside each used tile by the top cell, not inside the tile
                    cell, so a tile cell holds bit vias only (extraction decodes it whole);
 * ``V{n}_{hex}``  the vias of a chunk of n <= 8 sites of one row with that bit pattern;
-* ``T_{sha256}``  a used tile: one STRAPS reference plus one chunk reference per chunk;
+* ``T{sha256}``   a used tile: one STRAPS reference plus one chunk reference per chunk;
 * ``FILLSQ``      one fill square; ``FILL`` holds the fill arrays and channel bars;
-* ``DIE{die}``    the top cell: tiles (sorted by row, column), routes with their vias, FILL.
+* ``DIE``         the top cell: tiles (sorted by row, column), routes with their vias, FILL,
+                   the boundary and the die's label.
 
 Both formats are written by our own record writers (gdsii.py, oasis.py) straight to the
 files: a tile's cell is rendered to bytes (tiles.render_tile, possibly in a worker process)
@@ -26,7 +32,6 @@ order of ``add_rendered`` / ``add_route`` calls. Units: 1 database unit = 1 nm (
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import os
 from collections.abc import Sequence
@@ -40,7 +45,8 @@ from taalasc.config.pdk import Pdk
 from taalasc.formats import gdsii, oasis
 from taalasc.custom.fill import (FillArray, keep_out_area_rects, plan_fill, route_area_rects,
                                window_density_pct)
-from taalasc.custom.geometry import chunk_name, chunk_via_rects, strap_rects, tie_via_rects
+from taalasc.custom.geometry import chunk_via_rects, strap_labels, strap_rects, tie_via_rects
+from taalasc.custom import names
 from taalasc.custom.routing import ChannelRouter
 from taalasc.custom.tiles import (DIE_REFNUM, FILL_REFNUM, FILLSQ_REFNUM, FIRST_TILE_REFNUM,
                                 STRAPS_REFNUM, TIES_REFNUM, RenderedTile, chunk_of_refnum,
@@ -95,10 +101,11 @@ class DieMaskWriter:
 
     ``out_dir=None`` writes no file: the result carries the sizes and sha256 digests the
     files would have (verify rebuilds a compile this way to compare it byte for byte).
+    ``tag``: the compile's part of every cell name (names.compile_tag of its inputs digest).
     """
 
     def __init__(self, base: BaseArray, die: int, out_dir: Path | None, stem: str,
-                 formats: Sequence[str] = FORMATS):
+                 formats: Sequence[str] = FORMATS, *, tag: str):
         pdk = base.pdk
         if not pdk.mask_capable or pdk.layers is None:
             raise MaskError(f"PDK {pdk.name!r} has no public mask layers (mask_capable is false)")
@@ -107,11 +114,15 @@ class DieMaskWriter:
             raise MaskError(f"formats must be a non-empty subset of {', '.join(FORMATS)}, "
                             f"not {list(formats)!r}")
         self.base, self.die = base, die
+        self.prefix = names.die_prefix(tag, die)
+        self.top = self.prefix + names.TOP
         self.via_layer = (pdk.layers.via.gds_layer, pdk.layers.via.gds_datatype)
         self.metal_layer = (pdk.layers.top_metal.gds_layer, pdk.layers.top_metal.gds_datatype)
         self.fill_layer = (pdk.layers.top_metal_fill.gds_layer,
                            pdk.layers.top_metal_fill.gds_datatype)
         self.boundary_layer = (pdk.layers.boundary.gds_layer, pdk.layers.boundary.gds_datatype)
+        label = pdk.layers.top_metal_label
+        self.label_layer = None if label is None else (label.gds_layer, label.gds_datatype)
         self.grid_nm = pdk.grid_nm
         self.formats = tuple(sorted(set(formats)))
         self._write = out_dir is not None
@@ -128,13 +139,15 @@ class DieMaskWriter:
         except OSError as exc:
             self.abort()
             raise MaskError(f"{tmp}: cannot open for writing ({exc})") from None
-        self._out("gds", gdsii.header(f"DIE{die}"))
+        self._out("gds", gdsii.header(self.top))
         self._out("oas", oasis.start())
         self._tile_cells: dict[str, int] = {}      # tile cell name -> OASIS refnum
         self._chunks: set[int] = set()             # chunk cells written
         self._tiles: dict[tuple[int, int], tuple[str, int]] = {}  # (col,row) -> (cell, bits)
         self._strap_rects = strap_rects(base.weight_tile, self.grid_nm)
         self._tie_rects = tie_via_rects(base.weight_tile, pdk.rules.via_size_nm, self.grid_nm)
+        self._strap_labels = strap_labels(base.weight_tile, self.grid_nm) \
+            if self.label_layer else []
         self._routes: list[tuple[tuple[int, int], tuple[int, int]]] = []
         self._closed = False
 
@@ -146,8 +159,10 @@ class DieMaskWriter:
             self._digest[fmt].update(data)
             self._nbytes[fmt] += len(data)
 
-    def _leaf(self, name: str, refnum: int, *shapes: tuple[np.ndarray, tuple]) -> None:
-        gds, oas = _leaf_bytes(name, refnum, *shapes)
+    def _leaf(self, name: str, refnum: int, *shapes: tuple[np.ndarray, tuple],
+              labels=()) -> None:
+        gds, oas = _leaf_bytes(self.prefix + name, refnum, *shapes, labels=labels,
+                               label_layer=self.label_layer)
         self._out("gds", gds)
         self._out("oas", oas)
 
@@ -156,7 +171,8 @@ class DieMaskWriter:
         """Program tile (column, row): one via per used site, bit 1 high strap, 0 low strap."""
         self._check_slot(column, row)
         self.add_rendered(column, row, render_tile(
-            self.base, bits, self.formats, where=f"die {self.die}: tile ({column}, {row})"))
+            self.base, bits, self.formats, where=f"die {self.die}: tile ({column}, {row})",
+            prefix=self.prefix))
 
     def add_rendered(self, column: int, row: int, rendered: RenderedTile) -> None:
         """Place a tile rendered by :func:`taalasc.custom.tiles.render_tile` (same formats)."""
@@ -165,16 +181,21 @@ class DieMaskWriter:
             raise MaskError(f"die {self.die}: tile ({column}, {row}) was rendered for "
                             f"{sorted(rendered.data)}, the writer writes {list(self.formats)}")
         name = rendered.name
+        if not name.startswith(self.prefix):
+            raise MaskError(f"die {self.die}: tile ({column}, {row}) was rendered as {name!r}, "
+                            f"not for this die file (cell names start {self.prefix!r})")
         if name not in self._tile_cells:
             if not self._tile_cells:
-                self._leaf("STRAPS", STRAPS_REFNUM, (self._strap_rects, self.metal_layer))
-                self._leaf("TIES", TIES_REFNUM, (self._tie_rects, self.via_layer))
+                self._leaf(names.STRAPS, STRAPS_REFNUM, (self._strap_rects, self.metal_layer),
+                           labels=self._strap_labels)
+                self._leaf(names.TIES, TIES_REFNUM, (self._tie_rects, self.via_layer))
             tile, via = self.base.weight_tile, self.base.pdk.rules.via_size_nm
             new = () if self._chunks.issuperset(rendered.chunks) else \
                 sorted(set(rendered.chunks) - self._chunks)
             for ref in new:
                 self._chunks.add(ref)
-                gds, oas = _chunk_bytes(tile, via, self.grid_nm, self.via_layer, ref)
+                gds, oas = _chunk_bytes(tile, via, self.grid_nm, self.via_layer, ref,
+                                        self.prefix)
                 self._out("gds", gds)
                 self._out("oas", oas)
             refnum = FIRST_TILE_REFNUM + len(self._tile_cells)
@@ -241,39 +262,41 @@ class DieMaskWriter:
         boundary = np.array([[0, 0, base.die.width_nm, base.die.height_nm]], np.int64)
 
         fill_shapes = len(bars) + sum(a.columns * a.rows for a in arrays)
-        gds_fill, oas_fill = [], [oasis.cellname("FILL", FILL_REFNUM), oasis.cell(FILL_REFNUM)]
+        fill_cell, square = self.prefix + names.FILL, self.prefix + names.FILLSQ
+        gds_fill, oas_fill = [], [oasis.cellname(fill_cell, FILL_REFNUM), oasis.cell(FILL_REFNUM)]
         if arrays:
             size = arrays[0].size_nm
-            self._leaf("FILLSQ", FILLSQ_REFNUM, (np.array([[0, 0, size, size]]), fill))
+            self._leaf(names.FILLSQ, FILLSQ_REFNUM, (np.array([[0, 0, size, size]]), fill))
             for a in arrays:
                 if a.columns * a.rows > 1:
-                    gds_fill.append(gdsii.aref("FILLSQ", a.x_nm, a.y_nm, a.columns, a.rows,
+                    gds_fill.append(gdsii.aref(square, a.x_nm, a.y_nm, a.columns, a.rows,
                                                a.pitch_nm, a.pitch_nm))
                 else:
-                    gds_fill.append(gdsii.sref("FILLSQ", a.x_nm, a.y_nm))
+                    gds_fill.append(gdsii.sref(square, a.x_nm, a.y_nm))
                 oas_fill.append(oasis.placement(FILLSQ_REFNUM, a.x_nm, a.y_nm, a.columns,
                                                 a.rows, a.pitch_nm, a.pitch_nm))
-        self._out("gds", gdsii.begin_cell("FILL") + b"".join(gds_fill)
+        self._out("gds", gdsii.begin_cell(fill_cell) + b"".join(gds_fill)
                   + gdsii.boundaries(bars, fill) + gdsii.end_cell())
         self._out("oas", b"".join(oas_fill) + oasis.rectangles(bars, fill))
 
-        top = f"DIE{self.die}"
+        top = self.top
+        die_label = [(top, 0, 0)] if self.label_layer else []
         placed = sorted(self._tiles.items(), key=lambda t: (t[0][1], t[0][0]))
         if "gds" in self._fh:
-            names = sorted(self._tile_cells)
-            index = {n: k for k, n in enumerate(names)}
+            tile_cells = sorted(self._tile_cells)
+            index = {n: k for k, n in enumerate(tile_cells)}
             xy = np.array([grid.tile_origin_nm(c, r) for (c, r), _ in placed],
                           np.int64).reshape(-1, 2)
             body = b""
-            if names:
-                table, lengths = gdsii.name_table(names, gdsii.SREF_HEAD)
+            if tile_cells:
+                table, lengths = gdsii.name_table(tile_cells, gdsii.SREF_HEAD)
                 body = gdsii.srefs(table, lengths,
                                    np.array([index[n] for _, (n, _) in placed]), xy).tobytes()
-                table, lengths = gdsii.name_table(["TIES"], gdsii.SREF_HEAD)
+                table, lengths = gdsii.name_table([self.prefix + names.TIES], gdsii.SREF_HEAD)
                 body += gdsii.srefs(table, lengths, np.zeros(len(placed), np.int64), xy).tobytes()
             self._out("gds", gdsii.begin_cell(top) + body + gdsii.boundaries(wires, metal)
                       + gdsii.boundaries(vias, via) + gdsii.boundaries(boundary, self.boundary_layer)
-                      + gdsii.sref("FILL", 0, 0)
+                      + gdsii.texts(die_label, self.label_layer) + gdsii.sref(fill_cell, 0, 0)
                       + gdsii.end_cell() + gdsii.footer())
         if "oas" in self._fh:
             body = b"".join(oasis.placement(self._tile_cells[n], *grid.tile_origin_nm(c, r))
@@ -283,6 +306,7 @@ class DieMaskWriter:
             self._out("oas", oasis.cellname(top, DIE_REFNUM) + oasis.cell(DIE_REFNUM)
                       + body + oasis.rectangles(wires, metal) + oasis.rectangles(vias, via)
                       + oasis.rectangles(boundary, self.boundary_layer)
+                      + oasis.texts(die_label, self.label_layer)
                       + oasis.placement(FILL_REFNUM, 0, 0) + oasis.end())
 
         for fh in self._fh.values():
@@ -356,32 +380,36 @@ def _die_plan(base: BaseArray, used: tuple, routes: tuple) -> tuple:
     return _PLANS[key]
 
 
-def _leaf_bytes(name: str, refnum: int, *shapes: tuple[np.ndarray, tuple]
-                ) -> tuple[bytes, bytes]:
-    """A cell of (rectangles, layer) groups: (GDS structure, OASIS CELLNAME + CELL records)."""
+def _leaf_bytes(name: str, refnum: int, *shapes: tuple[np.ndarray, tuple], labels=(),
+                label_layer: tuple[int, int] | None = None) -> tuple[bytes, bytes]:
+    """A cell of (rectangles, layer) groups and ``labels`` (text, x, y) on ``label_layer``:
+    (GDS structure, OASIS CELLNAME + CELL records)."""
     return (gdsii.begin_cell(name) + b"".join(gdsii.boundaries(r, layer) for r, layer in shapes)
-            + gdsii.end_cell(),
+            + gdsii.texts(labels, label_layer) + gdsii.end_cell(),
             oasis.cellname(name, refnum) + oasis.cell(refnum)
-            + b"".join(oasis.rectangles(r, layer) for r, layer in shapes))
+            + b"".join(oasis.rectangles(r, layer) for r, layer in shapes)
+            + oasis.texts(labels, label_layer))
 
 
-@functools.lru_cache(maxsize=4096)
-def _chunk_bytes(tile, via_nm: int, grid_nm: int, layer, refnum: int) -> tuple[bytes, bytes]:
-    """Chunk cell bytes, the same for every die of a base array (cached per process)."""
+def _chunk_bytes(tile, via_nm: int, grid_nm: int, layer, refnum: int, prefix: str
+                 ) -> tuple[bytes, bytes]:
+    """Chunk cell bytes of one die file: its prefix is in the name."""
     n, value = chunk_of_refnum(refnum)
-    return _leaf_bytes(chunk_name(n, value), refnum,
+    return _leaf_bytes(prefix + names.chunk_name(n, value), refnum,
                        (chunk_via_rects(tile, via_nm, grid_nm, n, value), layer))
 
 
 def layer_properties_lyp(pdk: Pdk) -> str:
-    """KLayout layer-properties XML naming and colouring the custom layers, fill, boundary."""
+    """KLayout layer-properties XML naming and colouring the custom layers, fill, boundary
+    and (where the PDK has one) the top metal's label layer."""
     if pdk.layers is None:
         raise MaskError(f"PDK {pdk.name!r} has no mask layers to describe")
     entries = []
-    for layer, colour, pattern in ((pdk.layers.top_metal, "#3060ff", "I5"),
-                                   (pdk.layers.top_metal_fill, "#90a8ff", "I9"),
-                                   (pdk.layers.via, "#ff3030", "I1"),
-                                   (pdk.layers.boundary, "#808080", "I0")):
+    shown = [(pdk.layers.top_metal, "#3060ff", "I5"), (pdk.layers.top_metal_fill, "#90a8ff", "I9"),
+             (pdk.layers.via, "#ff3030", "I1"), (pdk.layers.boundary, "#808080", "I0")]
+    if pdk.layers.top_metal_label is not None:
+        shown.append((pdk.layers.top_metal_label, "#3060ff", "I0"))
+    for layer, colour, pattern in shown:
         entries.append(
             " <properties>\n"
             f"  <frame-color>{colour}</frame-color>\n  <fill-color>{colour}</fill-color>\n"

@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from taalasc.custom.names import local_name
+
 MAX_ELEMENTS_KEPT = 1000   # per tensor; the counts stay exact
 
 
@@ -142,7 +144,8 @@ class Attribution:
         name, x, y = change.instances[src]
         cr = tile_of(self.base, (x, y))
         if cr is None:
-            return TileDiff(change.die, f"{name} @ ({x}, {y})", None, None, (x, y))
+            # the local name: a writer's cell is FILL in either compile (custom/names.py)
+            return TileDiff(change.die, f"{local_name(name)} @ ({x}, {y})", None, None, (x, y))
         key = (change.die, *cr)
         sa, sb = self.seg_a.get(key), self.seg_b.get(key)
         return TileDiff(change.die, f"tile ({cr[0]}, {cr[1]})", cr[0], cr[1], (x, y),

@@ -4,11 +4,12 @@ A cell's hash covers its own rectangles (per layer, in file order), then each re
 placement in order (origin, rotation, reflection, magnification, repetition offsets), then
 for each reference the content hash of the cell it places. No name is hashed, so equal
 hashes mean the same shapes whatever the cells are called, and the diff may skip a
-reference to such a cell without flattening it; a file whose ``T_<sha256>`` tile, chunk,
-strap or fill cell was edited in place keeps the name but not the hash. Values are hashed
-exactly as read (OASIS origins read back as 99999.99999999999 where GDSII gives 100000):
-two encodings of one layout may hash apart and are then compared shape by shape - correct,
-only slower.
+reference to such a cell without flattening it: two compiles' die files name their cells
+apart (custom/names.py) and still share the hashes of what they draw alike. A file whose
+tile, chunk, strap or fill cell was edited in place keeps the name but not the hash. Values
+are hashed exactly as read (OASIS origins read back as 99999.99999999999 where GDSII gives
+100000): two encodings of one layout may hash apart and are then compared shape by shape -
+correct, only slower.
 
 Computed from the records gdstk has parsed, once per file: one C-level attribute fetch and
 one ``marshal`` per reference, against a full read of the file."""

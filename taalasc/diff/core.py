@@ -145,16 +145,17 @@ def _only_custom_layers(side, lib, die: int) -> None:
                         f"{sorted(allowed)}")
 
 
-def diff_masks(a: str | Path, b: str | Path, fmt: str = "gds", trust_cell_names: bool = True,
+def diff_masks(a: str | Path, b: str | Path, fmt: str = "gds", trust_hashes: bool = True,
                count_total: bool = False) -> MaskDiff:
     """Compare two mask sets (compile folders or GDS/OASIS files).
 
-    ``fmt`` picks the die files of compile folders. By default a reference to a cell whose
-    name and content hash (content.py) are the same on both sides is skipped unflattened;
-    ``trust_cell_names=False`` compares the fully flattened geometry instead (slow; same
-    counts). ``count_total`` also counts A's shapes, needed for a fractional threshold.
-    Raises MaskError when a side cannot be read, a folder's die file is not the one its
-    manifest records (name outside the folder, sha256 changed) or the base chips differ.
+    ``fmt`` picks the die files of compile folders. By default references at the same place
+    on both sides to cells of the same content hash (content.py; names play no part) are
+    skipped unflattened; ``trust_hashes=False`` compares the fully flattened geometry
+    instead (slow; same counts). ``count_total`` also counts A's shapes, needed for a
+    fractional threshold. Raises MaskError when a side cannot be read, a folder's die file
+    is not the one its manifest records (name outside the folder, sha256 changed) or the base
+    chips differ.
     """
     from taalasc.place.plan import Placement
 
@@ -178,7 +179,7 @@ def diff_masks(a: str | Path, b: str | Path, fmt: str = "gds", trust_cell_names:
         else:  # a compile folder's die files hold its PDK's two custom layers and nothing else
             for side, lib in ((sa, lib_a), (sb, lib_b)):
                 _only_custom_layers(side, lib, die)
-        dies.append(diff_layouts(lib_a, lib_b, die, f"die {die}", trust=trust_cell_names))
+        dies.append(diff_layouts(lib_a, lib_b, die, f"die {die}", trust=trust_hashes))
         _vias_are_vias(sa.pdk or sb.pdk, dies[-1], sb.files[die] if die < len(sb.files) else "")
         if count_total and lib_a is not None:
             shapes_a += count_shapes(lib_a)

@@ -1,22 +1,21 @@
 """Diff two layouts (one die each) without flattening what is the same on both sides.
 
 Each file's cells are hashed by content (content.py: a Merkle hash over the hierarchy, from
-the parsed records, never from the name). A reference to a cell of the same name at the same
-place in A and B is skipped unflattened only when that cell's content hash is the same on
-both sides. The mask writer names tile cells by content (``T_<sha256 of the tile's bits>``)
-and chunk cells by their bit pattern, so in two compiles almost every tile is skipped; a
-cell edited in place after the compile keeps its name but not its hash, and is compared.
+the parsed records, never from the name). References at the same place in A and B are
+skipped unflattened when the cells they place have the same content hash, whatever the cells
+are called: two compiles name every cell with their own prefix (custom/names.py), and a
+tile of the same bits has the same hash in both, so almost every tile is skipped; a cell
+edited in place after the compile keeps its name but not its hash, and is compared.
 ``trust=False`` compares the full flat geometry instead.
 
-A tile whose cell differs is compared one level down (its chunk references by name and
-position), so one flipped bit flattens one 8-via chunk per side, not the whole tile. The
+A tile whose cell differs is compared one level down (its chunk references by content hash
+and position), so one flipped bit flattens one 8-via chunk per side, not the whole tile. The
 result holds every shape present on one side only, each tagged with the top-level
 instance it came from (-1: drawn in the top cell itself, e.g. routes).
 """
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from itertools import chain
 
@@ -27,8 +26,7 @@ from taalasc.diff.content import content_hashes
 from taalasc.diff.flatten import EMPTY, Flattener, Layer, polygon_rects, ref_offsets
 from taalasc.diff.geom import contact_pairs, distinct_index, rows_in, xor_polygons
 
-# The writer's tile cell names (bench/bench_diff.py finds tiles by it); the diff trusts no name.
-CONTENT_NAME = re.compile(r"T_[0-9a-f]{16}\Z")
+Trusted = tuple[dict[str, bytes], dict[str, bytes]]   # per side: cell name -> content hash
 
 
 @dataclass
@@ -70,22 +68,26 @@ def _top(lib: gdstk.Library | None, where: str) -> gdstk.Cell | None:
     return tops[0]
 
 
-def trusted_cells(lib_a, lib_b, where: str, tops: set[str]) -> set[str]:
-    """Cell names (tops excluded) that draw the same shapes in both libraries: the name is in
-    both and so is the same content hash (see the module docstring)."""
+def trusted_cells(lib_a, lib_b, where: str, tops: set[str]) -> Trusted:
+    """Per side, the cells (tops excluded) whose content hash the other side has too, by
+    name: they draw the same shapes as a cell of the other side, whatever either is called."""
     ha, hb = content_hashes(lib_a, f"{where} (A)"), content_hashes(lib_b, f"{where} (B)")
-    return {name for name, digest in ha.items() if hb.get(name) == digest} - tops
+    both = set(ha.values()) & set(hb.values())
+    return ({n: d for n, d in ha.items() if d in both and n not in tops},
+            {n: d for n, d in hb.items() if d in both and n not in tops})
 
 
-def _key(ref) -> tuple:
-    """Match key of a reference: (cell, x, y) when plain, with its transform otherwise."""
+def _key(ref, digests: dict[str, bytes] | None = None) -> tuple:
+    """Match key of a reference: (cell, x, y) when plain, with its transform otherwise. The
+    cell is its content hash when ``digests`` has one for it (a trusted cell), else None."""
     x, y = ref.origin
     x, y = round(x), round(y)   # OASIS reads back with float noise (99999.99999999999)
+    cell = None if digests is None else digests.get(ref.cell_name)
     if ref.rotation == 0 and not ref.x_reflection and ref.magnification == 1 \
             and ref.repetition.size <= 1:
-        return (ref.cell_name, x, y)
+        return (cell, x, y)
     off = ref_offsets(ref)
-    return (ref.cell_name, x, y, ref.rotation, ref.x_reflection, ref.magnification,
+    return (cell, x, y, ref.rotation, ref.x_reflection, ref.magnification,
             None if off is None else off.tobytes())
 
 
@@ -131,20 +133,23 @@ def _same_origin(a, b) -> bool:
     return round(a[0]) == round(b[0]) and round(a[1]) == round(b[1])
 
 
-def _split(refs_a, refs_b, trusted: set[str], skipped: _Skipped, shift=(0, 0)):
-    """Skip references that are the same trusted cell at the same place; return the rest.
+def _split(refs_a, refs_b, trusted: Trusted, skipped: _Skipped, shift=(0, 0)):
+    """Skip references that place cells of the same content hash (trusted_cells) at the same
+    place; return the rest.
 
     Writers emit references in a fixed order, so the common case (two versions of one tile)
     is matched pairwise first; whatever is left is matched by key.
     """
     refs_a, refs_b = list(refs_a), list(refs_b)
+    hash_a, hash_b = trusted
     skipped.begin(shift)
     if len(refs_a) == len(refs_b):
         left_a, left_b = [], []
         names, refs, origins = skipped.names, skipped.refs, skipped.origins
         for ra, rb in zip(refs_a, refs_b):  # the hot loop of a diff: kept flat on purpose
             name = ra.cell_name
-            if name == rb.cell_name and name in trusted:
+            digest = hash_a.get(name)
+            if digest is not None and digest == hash_b.get(rb.cell_name):
                 oa, ob = ra.origin, rb.origin
                 if (oa == ob or _same_origin(oa, ob)) and _plain(ra) and _plain(rb):
                     names.append(name)
@@ -156,15 +161,15 @@ def _split(refs_a, refs_b, trusted: set[str], skipped: _Skipped, shift=(0, 0)):
         refs_a, refs_b = left_a, left_b
     by_key: dict[tuple, list] = {}
     for ref in refs_a:
-        by_key.setdefault(_key(ref), []).append(ref)
+        by_key.setdefault(_key(ref, hash_a), []).append(ref)
     rest_b = []
     for ref in refs_b:
-        key = _key(ref)
+        key = _key(ref, hash_b)
         pool = by_key.get(key)
-        if pool and key[0] in trusted:
+        if pool and key[0] is not None:
             ra = pool.pop()
             if len(key) == 3:
-                skipped.add_plain(key[0], ra, ra.origin)
+                skipped.add_plain(ra.cell_name, ra, ra.origin)
             else:
                 skipped.add_other(ra)
         else:
@@ -250,7 +255,7 @@ def diff_layouts(lib_a: gdstk.Library | None, lib_b: gdstk.Library | None, die: 
     """Shapes of one die present in A only (removed) and in B only (added), per layer."""
     top_a, top_b = _top(lib_a, f"{where} (A)"), _top(lib_b, f"{where} (B)")
     fa, fb = Flattener(f"{where} (A)"), Flattener(f"{where} (B)")
-    trusted: set[str] = set()
+    trusted: Trusted = ({}, {})
     if trust and top_a is not None and top_b is not None:
         trusted = trusted_cells(lib_a, lib_b, where, {top_a.name, top_b.name})
     refs_a = list(top_a.references) if top_a is not None else []

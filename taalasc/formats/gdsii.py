@@ -1,8 +1,8 @@
 """GDSII stream records written directly as bytes (numpy-vectorised where records repeat).
 
-Only what taalasc masks need: BOUNDARY rectangles, SREF and AREF. Units: 1 database unit =
-1 nm = 1 user unit (as gdstk with unit = precision = 1e-9). Timestamps are fixed so the same
-layout always gives the same bytes.
+Only what taalasc masks need: BOUNDARY rectangles, SREF, AREF and TEXT labels. Units: 1
+database unit = 1 nm = 1 user unit (as gdstk with unit = precision = 1e-9). Timestamps are
+fixed so the same layout always gives the same bytes.
 """
 
 from __future__ import annotations
@@ -111,6 +111,17 @@ def boundaries(rects: np.ndarray, layer: tuple[int, int]) -> bytes:
                            _be32(pts.ravel()).reshape(n, 40),
                            np.broadcast_to(_ENDEL, (n, 4))], axis=1)
     return rows.tobytes()
+
+
+def texts(labels, layer: tuple[int, int]) -> bytes:
+    """One TEXT element per label ``(text, x, y)`` on ``layer`` (its datatype is the
+    TEXTTYPE): no PRESENTATION, no transformation, so readers show the default."""
+    if not labels:
+        return b""
+    head = record(0x0C, 0x00) + record(0x0D, 0x02, struct.pack(">h", layer[0])) \
+        + record(0x16, 0x02, struct.pack(">h", layer[1]))
+    return b"".join(head + record(0x10, 0x03, struct.pack(">2i", x, y)) + _ascii(0x19, text)
+                    + record(0x11, 0x00) for text, x, y in labels)
 
 
 def name_table(names: list[str], rtype_head: bytes) -> tuple[np.ndarray, np.ndarray]:

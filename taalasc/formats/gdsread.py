@@ -161,8 +161,9 @@ class _Parser:
         return length, raw[p + 2], raw[p + 3]
 
     def child_ids(self, rows: np.ndarray) -> np.ndarray:
-        """Cell ids of SNAME payloads [n, width]. Names of up to 8 bytes (chunk cells) go
-        through a sorted table of their bytes as one integer; longer ones through a dict."""
+        """Cell ids of SNAME payloads [n, width]. Names of up to 8 bytes (other writers'
+        short names) go through a sorted table of their bytes as one integer; longer ones
+        (taalasc's, with their die prefix) through a dict, once per distinct name of a run."""
         if rows.shape[1] > 8:
             names, inverse = _unique_rows(rows)
             return np.array([self.raw_id(r.tobytes()) for r in names], np.int64)[inverse]

@@ -135,6 +135,13 @@ def repetition(columns: int, rows: int, dx: int, dy: int) -> bytes:
     return b""
 
 
+def texts(labels, layer: tuple[int, int]) -> bytes:
+    """One TEXT record (:func:`text`) per label ``(text, x, y)`` on ``layer`` (its datatype
+    is the texttype), in the cell's xy mode: absolute unless an XYRELATIVE record came
+    before."""
+    return b"".join(text(string, x, y, layer) for string, x, y in labels)
+
+
 def placement(cell: int | str, x: int, y: int, columns: int = 1, rows: int = 1, dx: int = 0,
               dy: int = 0, *, flip: bool = False, quarter_turns: int = 0) -> bytes:
     """PLACEMENT of a cell by reference number or by name (absolute mode), with a grid

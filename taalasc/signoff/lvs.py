@@ -42,31 +42,31 @@ class RailLayers:
     """The base die's supply path under the tie pads, top down (GDS layer/datatype): the via
     under the pads, the rail metal, and the via and metal that carry the rails on to the
     labelled supply (the issue-14 base: met3 rails under each tile's tie column, met2 bridges
-    across the channels to met3 spines). Labels: on the top metal, the metal below the
-    custom via, then each metal of the stack."""
+    across the channels to met3 spines). Labels: on the metal below the custom via, then on
+    each metal of the stack. Not the top metal's (the PDK's top_metal_label): the compile
+    labels its own straps VPWR / VGND there, which names a strap's net as intended but is no
+    evidence that its tie pad reaches the base die's supply; the base's labels are."""
     stack: tuple[Layer, Layer, Layer, Layer]     # via, metal, via, metal
-    labels: tuple[Layer, Layer, Layer, Layer]
+    labels: tuple[Layer, Layer, Layer]
     source: str
 
 
 RAILS: dict[str, RailLayers] = {
     "sky130": RailLayers(((70, 44), (70, 20), (69, 44), (69, 20)),
-                         ((72, 5), (71, 5), (70, 5), (69, 5)),
+                         ((71, 5), (70, 5), (69, 5)),
                          "google/skywater-pdk docs/rules/gds_layers.csv: via3 70/44, met3 "
-                         "70/20, via2 69/44, met2 69/20; labels met5 72/5, met4 71/5, met3 70/5, "
-                         "met2 69/5"),
+                         "70/20, via2 69/44, met2 69/20; labels met4 71/5, met3 70/5, met2 69/5"),
     "ihp-sg13g2": RailLayers(((125, 0), (67, 0), (66, 0), (50, 0)),
-                             ((134, 25), (126, 25), (67, 25), (50, 25)),
+                             ((126, 25), (67, 25), (50, 25)),
                              "IHP ihp-sg13g2 rule_decks/layers_def.drc: TopVia1 125/0, Metal5 "
-                             "67/0, Via4 66/0, Metal4 50/0; texts 134/25, 126/25, 67/25, 50/25"),
+                             "67/0, Via4 66/0, Metal4 50/0; texts 126/25, 67/25, 50/25"),
     "gf180mcu": RailLayers(((40, 0), (42, 0), (38, 0), (36, 0)),
-                           ((81, 10), (46, 10), (42, 10), (36, 10)),
+                           ((46, 10), (42, 10), (36, 10)),
                            "gf180mcuD_mr.drc: Via3 40/0, Metal3 42/0, Via2 38/0, Metal2 36/0; "
-                           "labels 81/10, 46/10, 42/10, 36/10"),
+                           "labels 46/10, 42/10, 36/10"),
 }
 _RAIL_NAMES = ("rail_via", "rail_metal", "bridge_via", "bridge_metal")
-_LABELS = (("label_top", "top"), ("label_below", "below"), ("label_rail", "rail_metal"),
-           ("label_bridge", "bridge_metal"))
+_LABELS = (("label_below", "below"), ("label_rail", "rail_metal"), ("label_bridge", "bridge_metal"))
 
 
 @dataclass

@@ -12,8 +12,9 @@ collection time); a case's random choices come from a seed derived from its name
 run makes the same bytes. Geometry is edited with gdstk (the file-format library, not
 taalasc's writer); files and the manifest with plain byte and JSON edits.
 
-The genuine die file, as drawn by taalasc: the top cell DIE<n> holds the route vias and route
-wires, one reference per used tile to a tile cell T_<hash> (same content, same cell) and one
+The genuine die file, as drawn by taalasc (every cell name after the die's prefix
+T<hash>_D<n>_, taalasc/custom/names.py): the top cell DIE holds the route vias and route
+wires, one reference per used tile to a tile cell T<hash> (same content, same cell) and one
 to FILL; a tile cell references STRAPS (the tile's straps) and, per eight bit sites, a chunk
 cell V8_<xx>: eight vias that spell the byte xx. FILL holds fill bars and arrays of FILLSQ.
 """
@@ -35,6 +36,7 @@ import numpy as np
 from corpus.masks import FIXED_TIME
 from taalasc.compile import CompileOptions, _dumps, compile_model
 from taalasc.config import BaseArray, load_base_array
+from taalasc.custom.names import PREFIX, TILE, local_name
 from taalasc.model.synth import llama_config, write_llama
 from taalasc.outdir import MANIFEST, sha256_file
 
@@ -175,15 +177,18 @@ def _write_lib(lib: gdstk.Library, path: Path) -> None:
 
 
 def _cell(lib: gdstk.Library, name: str) -> gdstk.Cell:
-    return next(c for c in lib.cells if c.name == name)
+    """The cell of this local name (the name after the die's prefix)."""
+    return next(c for c in lib.cells if local_name(c.name) == name)
 
 
-def _cells(lib: gdstk.Library, prefix: str) -> list[gdstk.Cell]:
-    return sorted((c for c in lib.cells if c.name.startswith(prefix)), key=lambda c: c.name)
+def _cells(lib: gdstk.Library, start: str) -> list[gdstk.Cell]:
+    """Cells whose local name starts with ``start``, by name."""
+    return sorted((c for c in lib.cells if local_name(c.name).startswith(start)),
+                  key=lambda c: c.name)
 
 
 def _die_top(lib: gdstk.Library) -> gdstk.Cell:
-    return next(c for c in lib.cells if c.name.startswith("DIE"))
+    return _cell(lib, "DIE")
 
 
 def _bbox(poly) -> tuple[int, int, int, int]:
@@ -214,15 +219,19 @@ def _replace_ref(cell: gdstk.Cell, ref: gdstk.Reference, target: gdstk.Cell) -> 
     cell.add(gdstk.Reference(target, ref.origin))
 
 
+def _tile_cells(lib: gdstk.Library) -> list[gdstk.Cell]:
+    return sorted((c for c in lib.cells if TILE.match(c.name)), key=lambda c: c.name)
+
+
 def _tile_refs(top: gdstk.Cell) -> list[gdstk.Reference]:
-    return [r for r in top.references if r.cell_name.startswith("T_")]
+    return [r for r in top.references if TILE.match(r.cell_name)]
 
 
 def _drop_orphans(lib: gdstk.Library) -> None:
     """Remove cells nothing references any more (besides the die's top cell)."""
     while True:
         used = {r.cell.name for c in lib.cells for r in c.references}
-        orphans = [c for c in lib.cells if c.name not in used and not c.name.startswith("DIE")]
+        orphans = [c for c in lib.cells if c.name not in used and local_name(c.name) != "DIE"]
         if not orphans:
             return
         for cell in orphans:
@@ -313,7 +322,7 @@ def add_metal_rect(lib, top, g, die, rng):
 
 
 def _fill_square_refs(lib) -> list[gdstk.Reference]:
-    return [r for r in _cell(lib, "FILL").references if r.cell_name == "FILLSQ"]
+    return [r for r in _cell(lib, "FILL").references if local_name(r.cell_name) == "FILLSQ"]
 
 
 def delete_fill_squares(lib, top, g, die, rng):
@@ -429,7 +438,7 @@ def duplicate_via(lib, top, g, die, rng):
 def swap_bits_in_chunk(lib, top, g, die, rng):
     """Two vias of one chunk, one on each strap, each moved to the other strap."""
     high, _ = _local_straps(g)
-    mixed = [c for c in _chunks(lib) if c.name not in ("V8_00", "V8_ff")]
+    mixed = [c for c in _chunks(lib) if local_name(c.name) not in ("V8_00", "V8_ff")]
     chunk = _pick(rng, mixed)
     on_high = [p for p in chunk.polygons if abs(sum(_bbox(p)[1::2]) // 2 - high) < 100]
     on_low = [p for p in chunk.polygons if p not in on_high]
@@ -439,8 +448,8 @@ def swap_bits_in_chunk(lib, top, g, die, rng):
 
 def swap_chunks_in_tile(lib, top, g, die, rng):
     """Two chunk references of one tile cell exchange their chunks (values)."""
-    tile = _pick(rng, _cells(lib, "T_"))
-    refs = [r for r in tile.references if r.cell_name.startswith("V8_")]
+    tile = _pick(rng, _tile_cells(lib))
+    refs = [r for r in tile.references if local_name(r.cell_name).startswith("V8_")]
     a = _pick(rng, refs)
     b = _pick(rng, [r for r in refs if r.cell_name != a.cell_name])
     cell_a, cell_b = a.cell, b.cell
@@ -482,9 +491,9 @@ def _raise_via_counts(die: int) -> Callable[[Path, Genuine], None]:
 # hierarchy
 
 def retarget_tile_ref(lib, top, g, die, rng):
-    """Inside one T_<hash> cell (same name), one chunk reference points to another chunk."""
-    tile = _pick(rng, _cells(lib, "T_"))
-    ref = _pick(rng, [r for r in tile.references if r.cell_name.startswith("V8_")])
+    """Inside one T<hash> cell (same name), one chunk reference points to another chunk."""
+    tile = _pick(rng, _tile_cells(lib))
+    ref = _pick(rng, [r for r in tile.references if local_name(r.cell_name).startswith("V8_")])
     _replace_ref(tile, ref, _pick(rng, [c for c in _chunks(lib) if c.name != ref.cell_name]))
 
 
@@ -495,9 +504,13 @@ def flip_bit_in_chunk(lib, top, g, die, rng):
 
 
 def rename(which: str, new: str) -> Op:
+    """A cell whose local name starts with ``which`` (a tile cell: "T") renamed to the die's
+    prefix + ``new``: a name the writer could have given."""
     def op(lib, top, g, die, rng):
-        cell = top if which == "DIE" else _pick(rng, _cells(lib, which))
-        cell.name = new
+        cells = [top] if which == "DIE" else _tile_cells(lib) if which == "T" \
+            else _cells(lib, which)
+        cell = _pick(rng, cells)
+        cell.name = PREFIX.match(top.name).group() + new
     return op
 
 
@@ -511,6 +524,13 @@ def unused_cell_with_a_via(lib, top, g, die, rng):
 
 def add_label(lib, top, g, die, rng):
     top.add(gdstk.Label("tampered", (0, 0), layer=g.metal_layer[0], texttype=g.metal_layer[1]))
+
+
+def relabel_strap(lib, top, g, die, rng):
+    """One strap's net label names the other rail (VPWR <-> VGND): the same shapes, but LVS
+    would name that strap's net wrong in every tile."""
+    label = _pick(rng, _straps(lib).labels)
+    label.text = {"VPWR": "VGND", "VGND": "VPWR"}[label.text]
 
 
 def add_path(lib, top, g, die, rng):
@@ -536,12 +556,13 @@ def mirror_tile_ref(lib, top, g, die, rng):
 HIERARCHY_OPS: list[tuple[str, Op]] = [
     ("retarget-ref-in-tile-cell", retarget_tile_ref),
     ("flip-bit-in-chunk-cell", flip_bit_in_chunk),
-    ("rename-tile-cell", rename("T_", "T_0000000000000000")),
+    ("rename-tile-cell", rename("T", "T" + "0" * 16)),
     ("rename-chunk-cell", rename("V8_", "V8_zz")),
     ("rename-top-cell", rename("DIE", "TOP")),
     ("extra-top-cell", extra_top_cell),
     ("unused-cell-with-a-via", unused_cell_with_a_via),
     ("add-label", add_label),
+    ("relabel-strap", relabel_strap),
     ("add-path", add_path),
     ("flatten-one-tile", flatten_one_tile),
     ("mirror-tile-ref", mirror_tile_ref),
@@ -694,8 +715,7 @@ def _file_cases() -> list[Case]:
     for attack, op, die, fmt in (("delete-one-strap", delete_one_strap, 0, "gds"),
                                  ("add-metal-rect", add_metal_rect, 1, "oas"),
                                  ("duplicate-via", duplicate_via, 1, "gds"),
-                                 ("rename-tile-cell", rename("T_", "T_0000000000000000"), 0,
-                                  "gds")):
+                                 ("rename-tile-cell", rename("T", "T" + "0" * 16), 0, "gds")):
         name = f"files/{attack}-die{die}.{fmt}-resealed"
         cases.append(Case(name, fmt, _chain(_edit_die(die, fmt, op, name),
                                             _reseal(f"die{die}.{fmt}"))))
