@@ -11,6 +11,7 @@ import klayout.db as kdb
 import numpy as np
 import pytest
 
+from htmlpage import browser, browser_check, parse_page
 from taalasc import cli
 from taalasc.cli import main
 from taalasc.compile import CompileOptions, compile_model
@@ -220,6 +221,24 @@ def test_json_markdown_heatmap_xor_outputs(pair, folder_diff, tmp_path):
     assert region.count() == data["xor_polygons"]
     assert "within threshold" in md and "threshold" not in to_markdown(folder_diff)
     assert to_json(folder_diff)["changed_shapes"] == data["changed_shapes"]
+
+
+def test_html_page_holds_the_heat_map_and_the_changed_tiles_and_tensors(pair, folder_diff,
+                                                                       tmp_path):
+    page_path = tmp_path / "diff.html"
+    assert main(["diff", str(pair / "masks_a"), str(pair / "masks_b"), "-q",
+                 "--max-changed", "0.5%", "--html", str(page_path)]) == 0
+    page = parse_page(page_path.read_text(encoding="utf-8"))
+    heat = heatmap_rgb(folder_diff)
+    assert page.images == [(heat.shape[1], heat.shape[0])]
+    for name in (DOWN, NORM, "codes[40, 100]", "vector[7]", "via mask only", "re-spin",
+                 "cost.via_mask_cost_usd", "within"):
+        assert name in page.text, name
+    assert len([t for t in folder_diff.tiles if t.label in page.text]) == len(folder_diff.tiles)
+    if browser() is not None:   # rendered, the heat map decoded, nothing past 1280 px
+        found = browser_check(page_path, tmp_path)
+        assert found["images"] == found["decoded"] == 1, found
+        assert found["scrollWidth"] <= found["innerWidth"] and not found["wide"], found
 
 
 def _doc() -> str:

@@ -190,6 +190,15 @@ def emit_report(report, as_json: bool, as_md: bool) -> None:
         report.print()
 
 
+def write_html(path, text: str) -> None:
+    """An HTML page (taalasc.report.html) written whole, then named on stderr."""
+    from taalasc.outdir import atomic_file
+
+    with atomic_file(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+    click.echo(f"wrote {path}", err=True)
+
+
 def echo_safe(text: str, nl: bool = True) -> None:
     """click.echo for text that holds names and formulas read from files: each line escaped
     by safe_text, so none can drive the terminal."""

@@ -194,11 +194,13 @@ def sweep_page(points: Sequence[tuple[str, Report]], heads: Sequence[str],
                rows: Sequence[Sequence[str]], notes: Sequence[str], plot_png: bytes) -> str:
     """An estimate sweep: the comparison table, its notes, the chart, then every point's
     report folded under its label."""
-    model = points[0][1].meta.get("model", "") if points else ""
+    first = points[0][1].meta if points else {}
+    meta = [(k, first[k]) for k in ("model", "users", "context") if k in first]
     details = "".join(
         f"<details><summary>{esc(label)}</summary>\n{metrics_sections(report)}</details>\n"
         for label, report in points)
-    return page(f"taalasc estimate sweep — {model}", [("points", len(points))], [
+    return page(f"taalasc estimate sweep — {first.get('model', '')}",
+                meta + [("points", len(points))], [
         section("Sweep", table(heads, rows, numeric=range(1, len(heads)))),
         notes_section(notes),
         section("Chart", picture(plot_png, "area, tokens/s, power and cost per point")),
@@ -322,3 +324,31 @@ def compile_pictures(folder: Path, dies: Sequence[dict], read=None) -> list[tupl
         if path.is_file():
             out.append((name, read(path)))
     return out
+
+
+MAX_PICTURE_BYTES = 64 << 20   # a die map is well under a megabyte
+
+
+def folder_page(folder: Path, report: Report) -> str:
+    """The page of the compile in ``folder`` made again from its files (report.json, the
+    manifest's placement, quantization and dies, the pictures): byte-identical to the
+    folder's report.html while the files are as compiled. A report.json without its
+    manifest beside it gives the metrics alone."""
+    from taalasc.errors import OutputError
+    from taalasc.inputfile import MAX_INDEX_BYTES, read_bytes, read_json
+    from taalasc.outdir import MANIFEST
+    from taalasc.place.plan import Placement
+
+    path = Path(folder) / MANIFEST
+    if not path.is_file():
+        return estimate_page(report, kind="report")
+    fail = lambda where: lambda message: OutputError(f"{where}: {message}")  # noqa: E731
+    manifest = read_json(path, MAX_INDEX_BYTES, "manifest", fail(path))
+    if not isinstance(manifest, dict) or manifest.get("format") != "taalasc-manifest/1":
+        raise OutputError(f"{path}: not a taalasc manifest (format taalasc-manifest/1)")
+    placement = Placement.from_json(manifest.get("placement") or {})
+    dies = manifest.get("dies")
+    dies = dies if isinstance(dies, list) else []
+    pictures = compile_pictures(folder, dies, lambda p: read_bytes(
+        p, MAX_PICTURE_BYTES, "picture", fail(p)))
+    return compile_page(report, placement, manifest.get("quantization") or {}, dies, pictures)

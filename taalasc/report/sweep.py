@@ -50,10 +50,15 @@ def _cell(report: Report, name: str) -> str:
     return "—" if value is None else format_value(value)
 
 
+def sweep_rows(points: list[tuple[str, Report]]) -> tuple[list[str], list[list[str]]]:
+    """(header, rows) of the comparison: a row per point, a column per key figure."""
+    heads = ["point"] + [h for _, h in COLUMNS]
+    return heads, [[label] + [_cell(r, n) for n, _ in COLUMNS] for label, r in points]
+
+
 def sweep_table(points: list[tuple[str, Report]], markdown: bool):
     """A Markdown string, or a rich Table."""
-    heads = ["point"] + [h for _, h in COLUMNS]
-    rows = [[label] + [_cell(r, n) for n, _ in COLUMNS] for label, r in points]
+    heads, rows = sweep_rows(points)
     if markdown:
         lines = ["| " + " | ".join(heads) + " |", "|---" + "|---:" * len(COLUMNS) + "|"]
         lines += ["| " + " | ".join(row) + " |" for row in rows]
