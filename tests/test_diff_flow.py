@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from htmlpage import browser, browser_check, parse_page
+from termtext import shown, squeeze, widest
 from taalasc import cli
 from taalasc.cli import main
 from taalasc.compile import CompileOptions, compile_model
@@ -22,6 +23,7 @@ from taalasc.png import png_bytes
 from taalasc.model import open_checkpoint
 from taalasc.model.synth import llama_config, write_demo, write_llama, write_safetensors
 from taalasc.quant import BitPolicy, assign_bits, quantize_tensor
+from taalasc.report.metrics import format_percent
 
 DOWN = "model.layers.1.mlp.down_proj.weight"
 NORM = "model.layers.0.input_layernorm.weight"
@@ -221,6 +223,26 @@ def test_json_markdown_heatmap_xor_outputs(pair, folder_diff, tmp_path):
     assert region.count() == data["xor_polygons"]
     assert "within threshold" in md and "threshold" not in to_markdown(folder_diff)
     assert to_json(folder_diff)["changed_shapes"] == data["changed_shapes"]
+
+
+def test_summary_fits_80_columns_and_percentages_read_well(pair, capsys, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "80")
+    capsys.readouterr()
+    assert main(["diff", str(pair / "masks_a"), str(pair / "masks_b"),
+                 "--max-changed", "0.5%"]) == 0
+    text = capsys.readouterr().out
+    assert widest(text) <= 80
+    for name in (DOWN, NORM, "codes[40, 100]", "vector[7]", "XOR polygons"):
+        assert squeeze(name) in shown(text), name
+    # 3 significant digits and a space before the sign, not "0.0027%" and "0.5000%"
+    assert re.search(r"shapes changed \(0\.00\d{3} %\), limit 0\.5 %$", text, re.M), text
+
+
+@pytest.mark.parametrize("fraction, text", [
+    (1.666573, "167 %"), (0.0, "0 %"), (1e-9, "<0.001 %"), (2.7e-5, "0.0027 %"),
+    (0.005, "0.5 %"), (0.123456, "12.3 %"), (1.0, "100 %"), (12.345, "1,234 %")])
+def test_percent_format(fraction, text):
+    assert format_percent(fraction) == text
 
 
 def test_html_page_holds_the_heat_map_and_the_changed_tiles_and_tensors(pair, folder_diff,

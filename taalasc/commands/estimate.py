@@ -112,7 +112,8 @@ def estimate_cmd(model, config_path, preset, base, bits, rules, group_size, auto
 
             write_html(html_path, estimate_page(report))
         return
-    from taalasc.report.sweep import sweep, sweep_notes, sweep_plot, sweep_table
+    from taalasc.report.sweep import (print_sweep, sweep, sweep_markdown, sweep_notes,
+                                       sweep_plot)
 
     points = sweep(shape, [load_base_array(b) for b in bases], bits_list or [bits],
                    auto=auto_t, **common)
@@ -121,23 +122,16 @@ def estimate_cmd(model, config_path, preset, base, bits, rules, group_size, auto
 
         click.echo(json.dumps([p.to_dict() for _, p in points], indent=2, sort_keys=True))
     elif as_md:
-        echo_safe(sweep_table(points, markdown=True))
+        echo_safe(sweep_markdown(points))
         for note in sweep_notes(points):
             echo_safe(f"> {note}\n")
     else:
-        from rich.console import Console
-
-        Console(width=200).print(sweep_table(points, markdown=False))
-        for note in sweep_notes(points):  # beside the figure that surprises
-            echo_safe(f"note: {note}")
+        print_sweep(points)
     if plot is not None:
         with atomic_file(plot) as tmp:
             sweep_plot(points, tmp)
         click.echo(f"wrote {plot}", err=True)
     if html_path is not None:
-        from taalasc.png import png_bytes
         from taalasc.report.html import sweep_page
-        from taalasc.report.sweep import render_sweep, sweep_rows
 
-        write_html(html_path, sweep_page(points, *sweep_rows(points), sweep_notes(points),
-                                         png_bytes(render_sweep(points))))
+        write_html(html_path, sweep_page(points))

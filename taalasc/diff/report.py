@@ -203,44 +203,38 @@ def write_html(diff: MaskDiff, path: Path, threshold: dict | None = None) -> Non
 
 
 def print_summary(diff: MaskDiff, threshold: dict | None = None, console=None) -> None:
-    """The terminal summary (rich)."""
-    from rich.console import Console
-    from rich.table import Table
-
+    """The terminal summary (rich), folded to the terminal's width (taalasc.console)."""
+    from taalasc.console import console as terminal, print_tables, print_text
     from taalasc.errors import safe_markup
 
-    console = console or Console()
+    out = console or terminal()
     style = "green" if diff.identical else "yellow"
-    console.print(f"[bold {style}]{_verdict(diff)}[/]  ({diff.seconds:.2f} s)")
-    table = Table(title="Shapes per layer")
-    for col in ("layer", "added", "removed", "XOR polygons"):
-        table.add_column(col, justify="left" if col == "layer" else "right")
-    for t in diff.layers:
-        table.add_row(f"{t.name} {t.layer[0]}/{t.layer[1]}", f"{t.added:,}", f"{t.removed:,}",
-                      f"{t.xor_polygons:,}")
-    console.print(table)
+    out.print(f"[bold {style}]{safe_markup(_verdict(diff))}[/]  ({diff.seconds:.2f} s)")
+    print_tables(out, "Shapes per layer", ["layer", "added", "removed", "XOR polygons"],
+                 [[f"{t.name} {t.layer[0]}/{t.layer[1]}", f"{t.added:,}", f"{t.removed:,}",
+                   f"{t.xor_polygons:,}"] for t in diff.layers], right=[1, 2, 3])
     if diff.tensors:
-        tt = Table(title="Per tensor")
-        for col in ("tensor", "values", "bits", "first elements"):
-            tt.add_column(col)
+        rows = []
         for t in diff.tensors[:MD_TENSORS]:
             if t.placement_changed:
-                tt.add_row(safe_markup(t.tensor), "re-placed", "",
-                           f"{t.vias_added + t.vias_removed:,} vias")
+                rows.append([t.tensor, "re-placed", "",
+                             f"{t.vias_added + t.vias_removed:,} vias"])
                 continue
             first = ", ".join(element_text(k, r, c) for k, r, c, _ in t.elements[:4])
-            tt.add_row(safe_markup(t.tensor), f"{t.values_changed:,}", f"{t.bits_changed:,}",
-                       safe_markup(first))
-        console.print(tt)
+            rows.append([t.tensor, f"{t.values_changed:,}", f"{t.bits_changed:,}", first])
+        more = len(diff.tensors) - MD_TENSORS
+        print_tables(out, "Per tensor", ["tensor", "values", "bits", "first elements"], rows,
+                     right=[1, 2], wrap=[3], caption=f"… {more:,} more tensors (--json "
+                     "lists all)" if more > 0 else None)
     if diff.respin:
-        console.print(f"re-spin: {diff.masks}, ${diff.respin['usd']:,.0f} "
-                      f"({diff.respin['formula']})")
+        print_text(out, f"re-spin: {diff.masks}, ${diff.respin['usd']:,.0f} "
+                        f"({diff.respin['formula']})")
     if threshold:
         colour = "red" if threshold["exceeded"] else "green"
         word = "above" if threshold["exceeded"] else "within"
-        console.print(f"[{colour}]{word} --max-changed: {threshold['detail']}[/]")
+        out.print(f"[{colour}]{word} --max-changed: {safe_markup(threshold['detail'])}[/]")
     for note in diff.notes:
-        console.print(f"[dim]{safe_markup(note)}[/]")
+        out.print(f"[dim]{safe_markup(note)}[/]")
 
 
 # -- pictures and geometry -------------------------------------------------------------------

@@ -190,10 +190,13 @@ def estimate_page(report: Report, kind: str = "estimate") -> str:
                 [key_figures(report), notes_section(report.notes), metrics_sections(report)])
 
 
-def sweep_page(points: Sequence[tuple[str, Report]], heads: Sequence[str],
-               rows: Sequence[Sequence[str]], notes: Sequence[str], plot_png: bytes) -> str:
+def sweep_page(points: Sequence[tuple[str, Report]]) -> str:
     """An estimate sweep: the comparison table, its notes, the chart, then every point's
     report folded under its label."""
+    from taalasc.png import png_bytes
+    from taalasc.report.sweep import render_sweep, sweep_notes, sweep_rows
+
+    heads, rows = sweep_rows(list(points))
     first = points[0][1].meta if points else {}
     meta = [(k, first[k]) for k in ("model", "users", "context") if k in first]
     details = "".join(
@@ -202,8 +205,9 @@ def sweep_page(points: Sequence[tuple[str, Report]], heads: Sequence[str],
     return page(f"taalasc estimate sweep — {first.get('model', '')}",
                 meta + [("points", len(points))], [
         section("Sweep", table(heads, rows, numeric=range(1, len(heads)))),
-        notes_section(notes),
-        section("Chart", picture(plot_png, "area, tokens/s, power and cost per point")),
+        notes_section(sweep_notes(list(points))),
+        section("Chart", picture(png_bytes(render_sweep(list(points))),
+                                 "area, tokens/s, power and cost per point")),
         section("Every point", details)])
 
 
