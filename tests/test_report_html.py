@@ -71,6 +71,22 @@ def test_report_html_of_a_lone_report_json(compiled, tmp_path):
     assert page.images == [] and "design__die__area" in page.text
 
 
+def test_report_html_of_a_folder_with_a_broken_manifest(compiled, tmp_path, capfd):
+    import json
+    import shutil
+
+    from corpus.bad_inputs import assert_one_error, run_cli
+
+    folder = tmp_path / "copy"
+    shutil.copytree(compiled[1], folder)
+    manifest = json.loads((folder / "manifest.json").read_text())
+    manifest["placement"] = {"assignments": "none"}
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    code, lines = run_cli(capfd, ["report", folder, "--html", tmp_path / "page.html"])
+    assert_one_error(code, lines, r"copy/manifest.json: placement JSON: malformed")
+    assert not (tmp_path / "page.html").exists()
+
+
 def test_estimate_and_sweep_pages(tmp_path):
     one, sweep = tmp_path / "one.html", tmp_path / "sweep.html"
     assert main(["estimate", "--preset", "llama-3.2-1b", "--json", "--html", str(one)]) == 0

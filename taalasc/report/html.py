@@ -338,7 +338,7 @@ def folder_page(folder: Path, report: Report) -> str:
     manifest's placement, quantization and dies, the pictures): byte-identical to the
     folder's report.html while the files are as compiled. A report.json without its
     manifest beside it gives the metrics alone."""
-    from taalasc.errors import OutputError
+    from taalasc.errors import OutputError, TaalascError
     from taalasc.inputfile import MAX_INDEX_BYTES, read_bytes, read_json
     from taalasc.outdir import MANIFEST
     from taalasc.place.plan import Placement
@@ -350,7 +350,10 @@ def folder_page(folder: Path, report: Report) -> str:
     manifest = read_json(path, MAX_INDEX_BYTES, "manifest", fail(path))
     if not isinstance(manifest, dict) or manifest.get("format") != "taalasc-manifest/1":
         raise OutputError(f"{path}: not a taalasc manifest (format taalasc-manifest/1)")
-    placement = Placement.from_json(manifest.get("placement") or {})
+    try:
+        placement = Placement.from_json(manifest.get("placement") or {})
+    except TaalascError as exc:
+        raise OutputError(f"{path}: {exc}") from None
     dies = manifest.get("dies")
     dies = dies if isinstance(dies, list) else []
     pictures = compile_pictures(folder, dies, lambda p: read_bytes(
