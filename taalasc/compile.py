@@ -377,8 +377,10 @@ def build(planned: "Planned", options: CompileOptions, inputs: dict, stage: Path
         report.metrics += cell_metrics(base)
     report.write(stage / "report.json")
     (stage / "report.md").write_text(report.to_markdown())
-    manifest = _manifest(inputs, digest, placement, placement_json,
-                         dict(sorted(quant_stats.items())), dies, legend, stage, merged)
+    quantization = dict(sorted(quant_stats.items()))
+    _write_html(stage, report, placement, quantization, _die_entries(placement, dies))
+    manifest = _manifest(inputs, digest, placement, placement_json, quantization, dies, legend,
+                         stage, merged)
     manifest["selection"] = {"layers": options.layers,
                              "dies": None if options.dies is None else list(dies_wanted),
                              "partial": options.dies is not None
@@ -386,6 +388,15 @@ def build(planned: "Planned", options: CompileOptions, inputs: dict, stage: Path
     manifest["placement_stats"] = stats
     (stage / MANIFEST).write_text(_manifest_text(manifest, placement_text))
     return manifest, dies
+
+
+def _write_html(stage: Path, report, placement, quantization: dict, dies: list[dict]) -> None:
+    """report.html: the page a review gets, with the pictures written before it (the
+    manifest lists it, and verify rebuilds it, like every other file)."""
+    from taalasc.report.html import HTML_FILE, compile_page, compile_pictures
+
+    page = compile_page(report, placement, quantization, dies, compile_pictures(stage, dies))
+    (stage / HTML_FILE).write_text(page, encoding="utf-8")
 
 
 MERGED_DIR = "merged"

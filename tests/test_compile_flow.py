@@ -44,7 +44,7 @@ def test_demo_writes_the_full_output_set(demo):
     masks = demo / "masks"
     names = sorted(p.name for p in masks.iterdir())
     assert names == ["die0.gds", "die0.oas", "die0.png", "manifest.json", "overview.png",
-                     "report.json", "report.md", "sky130.lyp"]
+                     "report.html", "report.json", "report.md", "sky130.lyp"]
     manifest = json.loads((masks / "manifest.json").read_text())
     for name, info in manifest["outputs"].items():
         data = (masks / name).read_bytes()

@@ -11,6 +11,8 @@ import klayout.db as kdb
 import numpy as np
 import pytest
 
+from htmlpage import browser, browser_check, parse_page
+from termtext import shown, squeeze, widest
 from taalasc import cli
 from taalasc.cli import main
 from taalasc.compile import CompileOptions, compile_model
@@ -21,6 +23,7 @@ from taalasc.png import png_bytes
 from taalasc.model import open_checkpoint
 from taalasc.model.synth import llama_config, write_demo, write_llama, write_safetensors
 from taalasc.quant import BitPolicy, assign_bits, quantize_tensor
+from taalasc.report.metrics import format_percent
 
 DOWN = "model.layers.1.mlp.down_proj.weight"
 NORM = "model.layers.0.input_layernorm.weight"
@@ -233,6 +236,44 @@ def test_json_markdown_heatmap_xor_outputs(pair, folder_diff, tmp_path):
     assert region.count() == data["xor_polygons"]
     assert "within threshold" in md and "threshold" not in to_markdown(folder_diff)
     assert to_json(folder_diff)["changed_shapes"] == data["changed_shapes"]
+
+
+def test_summary_fits_80_columns_and_percentages_read_well(pair, capsys, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "80")
+    capsys.readouterr()
+    assert main(["diff", str(pair / "masks_a"), str(pair / "masks_b"),
+                 "--max-changed", "0.5%"]) == 0
+    text = capsys.readouterr().out
+    assert widest(text) <= 80
+    for name in (DOWN, NORM, "codes[40, 100]", "vector[7]", "XOR polygons"):
+        assert squeeze(name) in shown(text), name
+    # 3 significant digits and a space before the sign, not "0.0027%" and "0.5000%"
+    assert re.search(r"shapes changed \(0\.00\d{3} %\), limit 0\.5 %$", text, re.M), text
+
+
+@pytest.mark.parametrize("fraction, text", [
+    (1.666573, "167 %"), (0.0, "0 %"), (1e-9, "<0.001 %"), (2.7e-5, "0.0027 %"),
+    (0.005, "0.5 %"), (0.123456, "12.3 %"), (1.0, "100 %"), (12.345, "1,234 %")])
+def test_percent_format(fraction, text):
+    assert format_percent(fraction) == text
+
+
+def test_html_page_holds_the_heat_map_and_the_changed_tiles_and_tensors(pair, folder_diff,
+                                                                       tmp_path):
+    page_path = tmp_path / "diff.html"
+    assert main(["diff", str(pair / "masks_a"), str(pair / "masks_b"), "-q",
+                 "--max-changed", "0.5%", "--html", str(page_path)]) == 0
+    page = parse_page(page_path.read_text(encoding="utf-8"))
+    heat = heatmap_rgb(folder_diff)
+    assert page.images == [(heat.shape[1], heat.shape[0])]
+    for name in (DOWN, NORM, "codes[40, 100]", "vector[7]", "via mask only", "re-spin",
+                 "cost.via_mask_cost_usd", "within"):
+        assert name in page.text, name
+    assert len([t for t in folder_diff.tiles if t.label in page.text]) == len(folder_diff.tiles)
+    if browser() is not None:   # rendered, the heat map decoded, nothing past 1280 px
+        found = browser_check(page_path, tmp_path)
+        assert found["images"] == found["decoded"] == 1, found
+        assert found["scrollWidth"] <= found["innerWidth"] and not found["wide"], found
 
 
 def _doc() -> str:

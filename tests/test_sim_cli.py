@@ -28,7 +28,7 @@ def test_simulate_prints_prediction_and_saves_logits(llama_dir, tmp_path):
                 "--save-logits", out])
     assert r.exit_code == 0, r.output
     assert r.output.startswith("tokens: 1 2 3\n")
-    assert "next token float: " in r.output and "next token chip : " in r.output
+    assert "next token: the 5 likeliest" in r.output and "float: token" in r.output
     assert "top1_agreement" in r.output and "accumulator overflows" in r.output
     f, c = np.load(out / "float.npy"), np.load(out / "chip.npy")
     assert f.shape == c.shape == (3, 40) and f.dtype == np.float32

@@ -166,18 +166,16 @@ def progress_bar(enabled: bool) -> Iterator:
 
 
 def print_table(title: str, rows: list[tuple[str, str]], justify: str = "right") -> None:
-    from rich.console import Console
-    from rich.table import Table
-
+    """Key/value rows as a table that fits the terminal (taalasc.console): long values fold."""
+    from taalasc.console import console, new_table
     from taalasc.errors import safe_markup
 
     # titles and values hold paths and names from the inputs: escaped
-    table = Table(title=safe_markup(title), show_header=False)
-    table.add_column(style="bold")
-    table.add_column(justify=justify)
+    table = new_table(safe_markup(title), ["", ""], right=[1] if justify == "right" else [],
+                      show_header=False)
     for key, value in rows:
-        table.add_row(safe_markup(key), safe_markup(value))
-    Console().print(table)
+        table.add_row(f"[bold]{safe_markup(key)}[/]", safe_markup(value))
+    console().print(table)
 
 
 def emit_report(report, as_json: bool, as_md: bool) -> None:
@@ -188,6 +186,15 @@ def emit_report(report, as_json: bool, as_md: bool) -> None:
         echo_safe(report.to_markdown(), nl=False)
     else:
         report.print()
+
+
+def write_html(path, text: str) -> None:
+    """An HTML page (taalasc.report.html) written whole, then named on stderr."""
+    from taalasc.outdir import atomic_file
+
+    with atomic_file(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+    click.echo(f"wrote {path}", err=True)
 
 
 def echo_safe(text: str, nl: bool = True) -> None:

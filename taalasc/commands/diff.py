@@ -17,6 +17,9 @@ import click
               help="Write the full diff as JSON (schema taalasc-diff/1).")
 @click.option("--markdown", "md_path", type=click.Path(path_type=Path), default=None,
               help="Write a Markdown summary ready for a pull-request comment.")
+@click.option("--html", "html_path", type=click.Path(path_type=Path), default=None,
+              help="Write one self-contained HTML page: the heat map, shapes per layer, the "
+                   "re-spin cost, the changed tiles and tensors.")
 @click.option("--heatmap", "png_path", type=click.Path(path_type=Path), default=None,
               help="Write a PNG heat map of where the dies changed.")
 @click.option("--xor", "xor_path", type=click.Path(path_type=Path), default=None,
@@ -27,7 +30,8 @@ import click
               help="Compare fully flattened geometry instead of skipping cells whose "
                    "content hash is the same in A and B (slower; same counts).")
 @click.option("--quiet", "-q", is_flag=True, help="No terminal summary.")
-def diff_cmd(a, b, max_changed, json_path, md_path, png_path, xor_path, fmt, flat, quiet):
+def diff_cmd(a, b, max_changed, json_path, md_path, html_path, png_path, xor_path, fmt, flat,
+             quiet):
     """Compare mask sets A and B: compile output folders, or two GDS/OASIS files.
 
     Reports shapes added and removed per layer, per tile and (with manifests) per model
@@ -40,12 +44,12 @@ def diff_cmd(a, b, max_changed, json_path, md_path, png_path, xor_path, fmt, fla
     folder, different base array or PDK).
     """
     from taalasc.diff.core import diff_masks, over_threshold, parse_max_changed
-    from taalasc.diff.report import (print_summary, write_heatmap, write_json, write_markdown,
-                                     write_xor)
+    from taalasc.diff.report import (print_summary, write_heatmap, write_html, write_json,
+                                     write_markdown, write_xor)
     from taalasc.errors import CheckFailed
     from taalasc.outdir import atomic_file, check_output_file
 
-    for option, path in (("--json", json_path), ("--markdown", md_path),
+    for option, path in (("--json", json_path), ("--markdown", md_path), ("--html", html_path),
                          ("--heatmap", png_path), ("--xor", xor_path)):
         check_output_file(path, (a, b), option)
     limit = parse_max_changed(max_changed)
@@ -62,6 +66,9 @@ def diff_cmd(a, b, max_changed, json_path, md_path, png_path, xor_path, fmt, fla
     if md_path:
         with atomic_file(md_path) as tmp:
             write_markdown(diff, tmp, threshold)
+    if html_path:
+        with atomic_file(html_path) as tmp:
+            write_html(diff, tmp, threshold)
     if png_path:
         with atomic_file(png_path) as tmp:
             write_heatmap(diff, tmp)

@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from taalasc.commands.common import (FiniteFloat, base_option, echo_safe, emit_report,
-                                     parse_group_size, quant_options)
+                                     parse_group_size, quant_options, write_html)
 
 
 def _parse_rules(rules: tuple[str, ...]) -> list[tuple[str, int]]:
@@ -59,9 +59,12 @@ def _parse_list(text: str | None, what: str, cast=str) -> list:
               help="Sweep base arrays (built-in names or YAML paths).")
 @click.option("--plot", type=click.Path(path_type=Path), default=None,
               help="With a sweep: write a bar chart (PNG) of area, tokens/s, power and cost.")
+@click.option("--html", "html_path", type=click.Path(path_type=Path), default=None,
+              help="Also write the estimate (or the sweep, with its chart) as one "
+                   "self-contained HTML page.")
 def estimate_cmd(model, config_path, preset, base, bits, rules, group_size, auto, budget,
                  asymmetric, users, context, lora_rank, lora_dir, utilisation, as_json, as_md,
-                 sweep_bits, sweep_base, plot):
+                 sweep_bits, sweep_base, plot, html_path):
     """Estimate what printing a model on a base array takes — tiles, dies, area, Fmax,
     tokens/s, watts, SRAM for the KV cache and LoRA, and cost — from a checkpoint's header,
     a config.json or a preset. No weight is read, so even 405B takes well under a second.
@@ -75,6 +78,7 @@ def estimate_cmd(model, config_path, preset, base, bits, rules, group_size, auto
 
     yaml_base = base if str(base).endswith((".yaml", ".yml")) else None  # not a built-in name
     check_output_file(plot, (model, config_path, lora_dir, yaml_base), "--plot")
+    check_output_file(html_path, (model, config_path, lora_dir, yaml_base), "--html")
     given = [x for x in (model, config_path, preset) if x is not None]
     if len(given) != 1:
         raise ModelError("estimate: give exactly one of MODEL, --config or --preset, "
@@ -103,8 +107,13 @@ def estimate_cmd(model, config_path, preset, base, bits, rules, group_size, auto
         report = estimate(shape, load_base_array(bases[0]), default_bits=bits, auto=auto_t,
                           **common)
         emit_report(report, as_json, as_md)
+        if html_path is not None:
+            from taalasc.report.html import estimate_page
+
+            write_html(html_path, estimate_page(report))
         return
-    from taalasc.report.sweep import sweep, sweep_notes, sweep_plot, sweep_table
+    from taalasc.report.sweep import (print_sweep, sweep, sweep_markdown, sweep_notes,
+                                       sweep_plot)
 
     points = sweep(shape, [load_base_array(b) for b in bases], bits_list or [bits],
                    auto=auto_t, **common)
@@ -113,16 +122,16 @@ def estimate_cmd(model, config_path, preset, base, bits, rules, group_size, auto
 
         click.echo(json.dumps([p.to_dict() for _, p in points], indent=2, sort_keys=True))
     elif as_md:
-        echo_safe(sweep_table(points, markdown=True))
+        echo_safe(sweep_markdown(points))
         for note in sweep_notes(points):
             echo_safe(f"> {note}\n")
     else:
-        from rich.console import Console
-
-        Console(width=200).print(sweep_table(points, markdown=False))
-        for note in sweep_notes(points):  # beside the figure that surprises
-            echo_safe(f"note: {note}")
+        print_sweep(points)
     if plot is not None:
         with atomic_file(plot) as tmp:
             sweep_plot(points, tmp)
         click.echo(f"wrote {plot}", err=True)
+    if html_path is not None:
+        from taalasc.report.html import sweep_page
+
+        write_html(html_path, sweep_page(points))

@@ -52,8 +52,8 @@ def faults_cmd(out_dir, model, rates, kinds, trials, seed, tokens, fragile, frag
     run the chip model for MODEL and print the quality curve against the float reference and
     against the fault-free chip, then the most fragile tensors. A measurement: exit 0, or 1
     on bad input."""
-    from rich.console import Console
-
+    from taalasc.console import console, print_tables
+    from taalasc.errors import safe_markup
     from taalasc.faults import FaultBench, fault_curve, fragility
     from taalasc.outdir import atomic_file, check_output_file
 
@@ -72,9 +72,9 @@ def faults_cmd(out_dir, model, rates, kinds, trials, seed, tokens, fragile, frag
         result["fragility"] = fragility(out_dir, model, fragile_rate, seed, kinds=kinds,
                                         trials=trials, min_faults=min_faults, bench=bench,
                                         **options)
-    console = Console()
+    out = console()
     for title, header, rows in tables(result, fragile):
-        console.print(_rich(title, header, rows))
+        print_tables(out, safe_markup(title), header, rows, right=range(1, len(header)))
     if json_path is not None:
         with atomic_file(json_path) as tmp:
             tmp.write_text(json.dumps(jsonable(result), indent=1, sort_keys=True,
@@ -94,12 +94,18 @@ def _fmt(value: float) -> str:
     return f"{value:.3g}" if abs(value) >= 1e-3 else f"{value:.1e}"
 
 
+def _unit(figure: str) -> str:
+    """A figure's name with its unit: KL divergences are in nats; top-1 agreement and cosine
+    are fractions (1 = same as the reference)."""
+    return f"{figure} (nats)" if figure.startswith("kl_") else figure
+
+
 def tables(result: dict, fragile: int) -> list[tuple[str, list[str], list[list[str]]]]:
     """(title, header, rows) of the curve, the fragile tensors, and by kind / by bit."""
     decoder = "top1_vs_float" in result["clean"]
     figs = (["top1_vs_float", "kl_vs_float", "top1_vs_chip", "kl_vs_chip"] if decoder
             else ["cosine_vs_float", "cosine_vs_chip"])
-    header = ["rate/site", "faults"] + [f"{f} mean (worst)" for f in figs] + ["lost pos."]
+    header = ["rate/site", "faults"] + [f"{_unit(f)} mean (worst)" for f in figs] + ["lost pos."]
     clean = result["clean"]
     rows = [["0 (fault-free)", "0"] + [_fmt(clean[f]) for f in figs] + ["0"]]
     for r in result["curve"]:
@@ -114,7 +120,7 @@ def tables(result: dict, fragile: int) -> list[tuple[str, list[str], list[list[s
         damage = frag["damage"]
         out.append((f"{fragile} most fragile arrays ({damage} per fault, rate "
                     f"{_fmt(frag['rate'])}, at least the given faults each)",
-                    ["tensor", "stream", "sites", "faults", f"{damage}", "per fault"],
+                    ["tensor", "stream", "sites", "faults", _unit(damage), "per fault"],
                     [[r["tensor"], r["stream"], f"{r['sites']:,}", _fmt(r["faults"]),
                       _fmt(r["damage"]), _fmt(r["damage_per_fault"])]
                      for r in frag["streams"][:fragile]]))
@@ -122,23 +128,10 @@ def tables(result: dict, fragile: int) -> list[tuple[str, list[str], list[list[s
                     [[r["stream"], str(r["arrays"]), f"{r['sites']:,}",
                       _fmt(r["damage_per_fault"])] for r in frag["by_kind"]]))
         out.append(("flips at one bit position (code lsb/sign; fp16: 15 sign, 10-14 exponent, "
-                    "0-9 mantissa)", ["stream", "bit", "faults", f"{damage}", "per fault"],
+                    "0-9 mantissa)", ["stream", "bit", "faults", _unit(damage), "per fault"],
                     [[r["stream"], str(r["bit"]), _fmt(r["faults"]), _fmt(r["damage"]),
                       _fmt(r["damage_per_fault"])] for r in frag["by_bit"]]))
     return out
-
-
-def _rich(title, header, rows):
-    from rich.table import Table
-
-    from taalasc.errors import safe_markup
-
-    table = Table(title=title)
-    for i, name in enumerate(header):
-        table.add_column(name, justify="left" if i == 0 else "right")
-    for row in rows:  # tensor names come from the checkpoint: escaped
-        table.add_row(*(safe_markup(cell) for cell in row))
-    return table
 
 
 def markdown(result: dict, fragile: int) -> str:

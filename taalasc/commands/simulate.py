@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 
 import click
 
@@ -59,8 +60,6 @@ def simulate(ctx: click.Context, model: str, original: str | None, lora_dir: str
     MODEL is a checkpoint (quantized in memory with the --bits/--rule options) or a compile
     folder: then the chip's weights are read back from its mask geometry, its base array is
     the one it was compiled for, and --model names the original checkpoint."""
-    import json
-
     from taalasc.config import load_base_array
     from taalasc.model import open_checkpoint
     from taalasc.sim.chip import chip_weights
@@ -107,24 +106,72 @@ def simulate(ctx: click.Context, model: str, original: str | None, lora_dir: str
     if as_json:
         click.echo(json.dumps(sim.to_dict(), indent=2, sort_keys=True))
         return
-    _print(sim, top)
+    _print(sim, top, _tokenizer(ckpt))
 
 
-def _print(sim, top: int) -> None:
+# The quality figures' units (sim.quality.compare names them); cosines have none.
+_UNITS = {"top1_agreement": "of positions", "kl_mean_nats": "nats",
+          "max_abs_logit_error": "logit", "max_abs_hidden_error": "activation"}
+
+
+def _token(tok, token_id: int) -> str:
+    """A token id with its text when the model has a tokenizer: 38 " the"."""
+    if tok is None:
+        return str(token_id)
+    try:
+        text = tok.decode([token_id]) or tok.id_to_token(token_id) or ""
+    except Exception:  # noqa: BLE001 - a tokenizer's own error: show the id alone
+        return str(token_id)
+    return f"{token_id} {json.dumps(text, ensure_ascii=False)}"
+
+
+def _tokenizer(ckpt):
+    """The model's tokenizer for labelling tokens, or None: labels are optional, so a
+    missing or unreadable tokenizer does not stop the simulation."""
+    from taalasc.errors import TaalascError
+    from taalasc.sim.quality import load_tokenizer
+
+    try:
+        return load_tokenizer(ckpt)
+    except TaalascError:
+        return None
+
+
+def _print(sim, top: int, tok=None) -> None:
     import numpy as np
 
+    from taalasc.console import console, print_tables, print_text
+
+    out = console()
     ref, chip = sim.reference, sim.chip
-    click.echo(f"tokens: {' '.join(str(t) for t in ref.tokens)}")
+    print_text(out, f"tokens: {' '.join(str(t) for t in ref.tokens)}")
+    if tok is not None:
+        print_text(out, "text: " + json.dumps(tok.decode(list(ref.tokens)), ensure_ascii=False))
     if ref.logits is not None:
-        for label, logits in (("float", ref.logits[-1]), ("chip ", chip.logits[-1])):
-            order = np.argsort(-logits.astype(np.float64), kind="stable")[:top]
-            listed = ", ".join(f"{int(i)} ({float(logits[i]):.4f})" for i in order)
-            click.echo(f"next token {label}: {int(order[0])}   top {top}: {listed}")
-    rows = [(name, f"{value:.6g}") for name, value in sim.quality.items()]
-    rows += [(f"{name} (datapath only)", f"{value:.6g}")
+        columns = []
+        for logits in (ref.logits[-1], chip.logits[-1]):
+            wide = logits.astype(np.float64)
+            order = np.argsort(-wide, kind="stable")[:top]
+            p = np.exp(wide - wide.max())
+            p /= p.sum()
+            columns.append([(_token(tok, int(i)), f"{wide[i]:.4f}", f"{p[i]:.3g}")
+                            for i in order])
+        rows = [[str(k + 1), *f, *c] for k, (f, c) in enumerate(zip(*columns))]
+        print_tables(out, f"next token: the {top} likeliest after the last input token",
+                     ["rank", "float: token", "logit", "p", "chip: token", "logit", "p"], rows,
+                     right=[0, 2, 3, 5, 6], wrap=[1, 4],
+                     caption="logit: the model's raw score for the token; p: its softmax "
+                             "probability")
+    rows = [(name, _with_unit(name, value)) for name, value in sim.quality.items()]
+    rows += [(f"{name} (datapath only)", _with_unit(name, value))
              for name, value in sim.datapath_quality.items()]
-    rows += [("activation bits", str(sim.activation_bits)),
-             ("accumulator bits", str(sim.accumulator_bits)),
-             ("accumulator bits needed", str(chip.accumulator_bits_needed)),
-             ("accumulator overflows", str(chip.overflow_count))]
+    rows += [("activation bits", f"{sim.activation_bits} bits"),
+             ("accumulator bits", f"{sim.accumulator_bits} bits"),
+             ("accumulator bits needed", f"{chip.accumulator_bits_needed} bits"),
+             ("accumulator overflows", f"{chip.overflow_count:,}")]
     print_table("chip vs float reference", rows)
+
+
+def _with_unit(name: str, value: float) -> str:
+    unit = _UNITS.get(name, "")
+    return f"{value:.6g} {unit}".rstrip()

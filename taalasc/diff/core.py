@@ -18,6 +18,7 @@ from taalasc.diff.hier import DieChange, diff_layouts
 from taalasc.diff.inputs import (MaskSet, check_compatible, load_bases, load_die, open_mask_set,
                                  recognise_pdk)
 from taalasc.errors import MaskError
+from taalasc.report.metrics import format_percent
 
 Layer = tuple[int, int]
 FORMATS = ("gds", "oas")
@@ -246,5 +247,5 @@ def over_threshold(diff: MaskDiff, limit: tuple[str, float]) -> tuple[bool, str]
         return n > value, f"{n:,} shapes changed, limit {int(value):,}"
     total = diff.shapes_a or 0
     frac = n / total if total else (0.0 if n == 0 else 1.0)
-    return frac > value, (f"{n:,} of {total:,} shapes changed ({frac:.4%}), "
-                          f"limit {value:.4%}")
+    return frac > value, (f"{n:,} of {total:,} shapes changed ({format_percent(frac)}), "
+                          f"limit {format_percent(value)}")

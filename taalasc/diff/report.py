@@ -55,7 +55,7 @@ def write_json(diff: MaskDiff, path: Path, threshold: dict | None = None) -> Non
 
 def _write_text(path: Path, text: str) -> None:
     try:
-        Path(path).write_text(text)
+        Path(path).write_text(text, encoding="utf-8")
     except OSError as exc:
         raise OutputError(f"{path}: cannot write ({exc.strerror or exc})") from None
 
@@ -135,45 +135,106 @@ def write_markdown(diff: MaskDiff, path: Path, threshold: dict | None = None) ->
     _write_text(path, to_markdown(diff, threshold))
 
 
-def print_summary(diff: MaskDiff, threshold: dict | None = None, console=None) -> None:
-    """The terminal summary (rich)."""
-    from rich.console import Console
-    from rich.table import Table
+HTML_ROWS = 500          # changed tiles and tensors listed in the HTML page (all are in JSON)
 
+
+def to_html(diff: MaskDiff, threshold: dict | None = None) -> str:
+    """One self-contained page for a review: the verdict, the heat map, shapes per layer, the
+    re-spin cost with its formula and sources, the changed tiles and tensors."""
+    from taalasc.png import png_bytes
+    from taalasc.report import html as h
+    from taalasc.report.metrics import format_value
+
+    meta = [("A", diff.a.path), ("B", diff.b.path), ("masks to re-make", diff.masks)]
+    if diff.respin:
+        meta.append(("re-spin cost", f"${diff.respin['usd']:,.0f}"))
+    if threshold:
+        meta.append(("--max-changed " + str(threshold["max_changed"]),
+                     ("above: " if threshold["exceeded"] else "within: ") + threshold["detail"]))
+    exceeded = bool(threshold and threshold["exceeded"])
+    verdict = (f"<p class=\"verdict {'fail' if exceeded else 'pass'}\">"
+               f"{h.esc(_verdict(diff))}</p>\n")
+    parts = [verdict, h.notes_section(diff.notes),
+             h.section("Where the masks changed", h.picture(png_bytes(heatmap_rgb(diff)),
+                                                            "heat map of the changed shapes")),
+             h.section("Shapes per layer", h.table(
+                 ["layer", "added", "removed", "XOR polygons"],
+                 ([f"{t.name} {t.layer[0]}/{t.layer[1]}", f"{t.added:,}", f"{t.removed:,}",
+                   f"{t.xor_polygons:,}"] for t in diff.layers), numeric=[1, 2, 3]))]
+    if diff.respin:
+        inputs = [[k, format_value(v["value"]) if isinstance(v, dict) else format_value(v),
+                   v["source"] if isinstance(v, dict) else "counted in this diff"]
+                  for k, v in sorted(diff.respin["inputs"].items())]
+        parts.append(h.section("Re-spin cost", f"<p><b>${diff.respin['usd']:,.0f}</b> = "
+                               f"{h.esc(diff.respin['formula'])}</p>\n"
+                               + h.table(["input", "value", "source"], inputs, numeric=[1])))
+    if diff.tiles:
+        rows = [[t.die, t.label, _counts(t.added), _counts(t.removed),
+                 h.Raw(", ".join(f"<code>{h.esc(n)}</code>"
+                                 for n in sorted({n for n in (t.tensor_a, t.tensor_b) if n})))]
+                for t in diff.tiles[:HTML_ROWS]]
+        parts.append(h.section(f"Changed tiles ({len(diff.tiles):,})", h.table(
+            ["die", "where", "added", "removed", "tensor"], rows, numeric=[0],
+            caption=_more(len(diff.tiles)))))
+    if diff.tensors:
+        rows = []
+        for t in diff.tensors[:HTML_ROWS]:
+            name = h.Raw(f"<code>{h.esc(t.tensor)}</code>")
+            if t.placement_changed:
+                rows.append([name, "re-placed", "", f"{t.vias_added:,} vias added, "
+                             f"{t.vias_removed:,} removed"])
+                continue
+            shown = ", ".join(element_text(k, r, c) for k, r, c, _ in t.elements[:MD_ELEMENTS])
+            more = t.values_changed - min(len(t.elements), MD_ELEMENTS)
+            rows.append([name, ", ".join(f"{n:,} {k}" for k, n in sorted(t.changed.items())),
+                         f"{t.bits_changed:,}", shown + (f" … (+{more:,})" if more > 0 else "")])
+        parts.append(h.section(f"Changed tensors ({len(diff.tensors):,})", h.table(
+            ["tensor", "values changed", "bits", "where"], rows, numeric=[2],
+            caption=_more(len(diff.tensors)))))
+    return h.page(f"taalasc diff — {diff.a.path.name} → {diff.b.path.name}", meta, parts)
+
+
+def _more(count: int) -> str:
+    return f"the first {HTML_ROWS} of {count:,}; --json lists all" if count > HTML_ROWS else ""
+
+
+def write_html(diff: MaskDiff, path: Path, threshold: dict | None = None) -> None:
+    _write_text(path, to_html(diff, threshold))
+
+
+def print_summary(diff: MaskDiff, threshold: dict | None = None, console=None) -> None:
+    """The terminal summary (rich), folded to the terminal's width (taalasc.console)."""
+    from taalasc.console import console as terminal, print_tables, print_text
     from taalasc.errors import safe_markup
 
-    console = console or Console()
+    out = console or terminal()
     style = "green" if diff.identical else "yellow"
-    console.print(f"[bold {style}]{_verdict(diff)}[/]  ({diff.seconds:.2f} s)")
-    table = Table(title="Shapes per layer")
-    for col in ("layer", "added", "removed", "XOR polygons"):
-        table.add_column(col, justify="left" if col == "layer" else "right")
-    for t in diff.layers:
-        table.add_row(f"{t.name} {t.layer[0]}/{t.layer[1]}", f"{t.added:,}", f"{t.removed:,}",
-                      f"{t.xor_polygons:,}")
-    console.print(table)
+    out.print(f"[bold {style}]{safe_markup(_verdict(diff))}[/]  ({diff.seconds:.2f} s)")
+    print_tables(out, "Shapes per layer", ["layer", "added", "removed", "XOR polygons"],
+                 [[f"{t.name} {t.layer[0]}/{t.layer[1]}", f"{t.added:,}", f"{t.removed:,}",
+                   f"{t.xor_polygons:,}"] for t in diff.layers], right=[1, 2, 3])
     if diff.tensors:
-        tt = Table(title="Per tensor")
-        for col in ("tensor", "values", "bits", "first elements"):
-            tt.add_column(col)
+        rows = []
         for t in diff.tensors[:MD_TENSORS]:
             if t.placement_changed:
-                tt.add_row(safe_markup(t.tensor), "re-placed", "",
-                           f"{t.vias_added + t.vias_removed:,} vias")
+                rows.append([t.tensor, "re-placed", "",
+                             f"{t.vias_added + t.vias_removed:,} vias"])
                 continue
             first = ", ".join(element_text(k, r, c) for k, r, c, _ in t.elements[:4])
-            tt.add_row(safe_markup(t.tensor), f"{t.values_changed:,}", f"{t.bits_changed:,}",
-                       safe_markup(first))
-        console.print(tt)
+            rows.append([t.tensor, f"{t.values_changed:,}", f"{t.bits_changed:,}", first])
+        more = len(diff.tensors) - MD_TENSORS
+        print_tables(out, "Per tensor", ["tensor", "values", "bits", "first elements"], rows,
+                     right=[1, 2], wrap=[3], caption=f"… {more:,} more tensors (--json "
+                     "lists all)" if more > 0 else None)
     if diff.respin:
-        console.print(f"re-spin: {diff.masks}, ${diff.respin['usd']:,.0f} "
-                      f"({diff.respin['formula']})")
+        print_text(out, f"re-spin: {diff.masks}, ${diff.respin['usd']:,.0f} "
+                        f"({diff.respin['formula']})")
     if threshold:
         colour = "red" if threshold["exceeded"] else "green"
         word = "above" if threshold["exceeded"] else "within"
-        console.print(f"[{colour}]{word} --max-changed: {threshold['detail']}[/]")
+        out.print(f"[{colour}]{word} --max-changed: {safe_markup(threshold['detail'])}[/]")
     for note in diff.notes:
-        console.print(f"[dim]{safe_markup(note)}[/]")
+        out.print(f"[dim]{safe_markup(note)}[/]")
 
 
 # -- pictures and geometry -------------------------------------------------------------------

@@ -179,34 +179,44 @@ class Report:
         return "\n".join(lines) + "\n"
 
     # rich ----------------------------------------------------------------------------------
-    def rich_table(self, title: str | None = None):
-        from rich.table import Table
+    def rich_table(self, title: str | None = None, width: int | None = None):
+        """A table of every metric. From WIDE_COLUMNS on (or without ``width``) the formula
+        has a column of its own; narrower, it goes under the metric's name, so that a
+        terminal of 80 columns or a pipe shows every figure and formula whole."""
+        from rich.console import Group
+        from rich.padding import Padding
+        from rich.text import Text
 
-        from taalasc.errors import safe_markup
+        from taalasc.console import new_table
+        from taalasc.errors import safe_markup, safe_text
 
         # a report.json is a file like any other: names and formulas are escaped on the way out
-        table = Table(title=safe_markup(title or _title(self.meta)), show_lines=False)
-        table.add_column("metric", style="cyan", no_wrap=True)
-        table.add_column("value", justify="right", no_wrap=True)
-        table.add_column("unit", no_wrap=True)
-        table.add_column("formula", overflow="fold")
+        title = safe_markup(title or _title(self.meta))
+        wide = width is None or width >= WIDE_COLUMNS
+        header = ["metric", "value", "unit", "formula"] if wide else \
+            ["metric (formula below)", "value", "unit"]
+        table = new_table(title, header, right=[1])
         for m in self.metrics:
-            table.add_row(safe_markup(m.name), safe_markup(format_value(m.value)),
-                          safe_markup(m.unit), safe_markup(m.formula))
+            name = Text(safe_text(m.name), style="cyan")
+            value, unit = Text(format_value(m.value)), Text(safe_text(m.unit))
+            formula = Text(safe_text(m.formula), style="dim" if not wide else "")
+            if wide:
+                table.add_row(name, value, unit, formula)
+            else:
+                table.add_row(Group(name, Padding(formula, (0, 0, 0, 2))), value, unit)
         return table
 
     def print(self, console=None) -> None:
-        from rich.console import Console
+        """The table and the notes on ``console`` (default: taalasc.console.console())."""
+        from taalasc.console import console as terminal, print_text
 
-        from taalasc.errors import safe_text
-
-        if console is None:
-            console = Console()
-            if not console.is_terminal:  # pipes and CI logs: do not fold formulas to 80 columns
-                console = Console(width=160)
-        console.print(self.rich_table())
+        out = console or terminal()
+        out.print(self.rich_table(width=out.width))
         for note in self.notes:
-            console.print(safe_text(f"note: {note}"), markup=False, highlight=False)
+            print_text(out, f"note: {note}")
+
+
+WIDE_COLUMNS = 140   # a report's formulas get their own column from this terminal width
 
 
 def _title(meta: dict[str, Any]) -> str:
@@ -233,3 +243,18 @@ def format_value(value: Any) -> str:
             return f"{value:.4g}"
         return f"{value:,.4g}" if abs(value) < 1e4 else f"{value:,.0f}"
     return str(value)
+
+
+def format_percent(fraction: float) -> str:
+    """A fraction as a percentage to 3 significant digits: "167 %", "0.5 %", "0.0027 %";
+    "0 %" for zero and "<0.001 %" for a nonzero fraction too small to show."""
+    percent = 100 * fraction
+    if not math.isfinite(percent):
+        return f"{percent} %"
+    if percent == 0:
+        return "0 %"
+    if abs(percent) < 0.001:
+        return "<0.001 %"
+    if abs(percent) >= 999.5:   # 3 significant digits would need an exponent
+        return f"{percent:,.0f} %"
+    return f"{percent:.3g} %"

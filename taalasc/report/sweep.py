@@ -50,24 +50,30 @@ def _cell(report: Report, name: str) -> str:
     return "—" if value is None else format_value(value)
 
 
-def sweep_table(points: list[tuple[str, Report]], markdown: bool):
-    """A Markdown string, or a rich Table."""
+def sweep_rows(points: list[tuple[str, Report]]) -> tuple[list[str], list[list[str]]]:
+    """(header, rows) of the comparison: a row per point, a column per key figure."""
     heads = ["point"] + [h for _, h in COLUMNS]
-    rows = [[label] + [_cell(r, n) for n, _ in COLUMNS] for label, r in points]
-    if markdown:
-        lines = ["| " + " | ".join(heads) + " |", "|---" + "|---:" * len(COLUMNS) + "|"]
-        lines += ["| " + " | ".join(row) + " |" for row in rows]
-        return "\n".join(lines) + "\n"
-    from rich.table import Table
+    return heads, [[label] + [_cell(r, n) for n, _ in COLUMNS] for label, r in points]
 
+
+def sweep_markdown(points: list[tuple[str, Report]]) -> str:
+    """The comparison as a Markdown table (the terminal's: taalasc.console.print_tables)."""
+    heads, rows = sweep_rows(points)
+    lines = ["| " + " | ".join(heads) + " |", "|---" + "|---:" * len(COLUMNS) + "|"]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return "\n".join(lines) + "\n"
+
+
+def print_sweep(points: list[tuple[str, Report]]) -> None:
+    """The comparison on the terminal, fitted to its width, with the notes beside it."""
+    from taalasc.console import console, print_tables, print_text
     from taalasc.errors import safe_markup
 
-    table = Table(title=safe_markup(f"taalasc estimate sweep — {points[0][1].meta['model']}"))
-    for i, head in enumerate(heads):
-        table.add_column(head, justify="left" if i == 0 else "right", no_wrap=True)
-    for row in rows:  # the model's name and base names come from files: escaped
-        table.add_row(*(safe_markup(cell) for cell in row))
-    return table
+    out, (heads, rows) = console(), sweep_rows(points)
+    print_tables(out, safe_markup(f"taalasc estimate sweep — {points[0][1].meta['model']}"),
+                 heads, rows, right=range(1, len(heads)))
+    for note in sweep_notes(points):  # beside the figure that surprises
+        print_text(out, f"note: {note}")
 
 
 # --- what a sweep shows that surprises ----------------------------------------------------------

@@ -638,7 +638,7 @@ def _one_byte(name: str):
     def mutate(folder: Path, g: Genuine) -> None:
         data = bytearray((folder / name).read_bytes())
         at = len(data) // 2
-        if name.endswith((".json", ".md", ".lyp")):
+        if name.endswith((".json", ".md", ".html", ".lyp")):
             at = next(i for i in range(at, len(data)) if chr(data[i]).isdigit())
             data[at] = ord("7") if data[at] != ord("7") else ord("3")
         else:
@@ -659,7 +659,7 @@ def _foreign(name: str):
 
 
 OUTPUTS = ("die0.gds", "die0.oas", "die0.png", "die1.gds", "die1.oas", "die1.png", "overview.png",
-           "report.json", "report.md", "sky130.lyp")
+           "report.html", "report.json", "report.md", "sky130.lyp")
 
 
 def _file_cases() -> list[Case]:
@@ -684,8 +684,8 @@ def _file_cases() -> list[Case]:
         gds("foreign-report.json", _foreign("report.json")),
         gds("foreign-every-die-file", _chain(*(_foreign(n) for n in OUTPUTS if "die" in n))),
         *(gds(f"delete-{name}", _delete(name))
-          for name in ("die0.gds", "die1.oas", "report.json", "report.md", "overview.png",
-                       "sky130.lyp", MANIFEST)),
+          for name in ("die0.gds", "die1.oas", "report.json", "report.md", "report.html",
+                       "overview.png", "sky130.lyp", MANIFEST)),
         gds("extra-notes.txt", _put("notes.txt", b"nothing to see\n")),
         gds("extra-hidden-file", _put(".DS_Store", b"\0\0\0\1Bud1")),
         gds("extra-empty-sub-folder", _put("sub", None)),
@@ -705,6 +705,10 @@ def _file_cases() -> list[Case]:
         gds("one-byte-report.json-resealed", _chain(_one_byte("report.json"),
                                                     _reseal("report.json"))),
         gds("one-byte-report.md", _one_byte("report.md")),
+        gds("one-byte-report.html", _one_byte("report.html")),
+        gds("one-byte-report.html-resealed", _chain(_one_byte("report.html"),
+                                                    _reseal("report.html"))),
+        gds("foreign-report.html", _foreign("report.html")),
         gds("one-byte-overview.png", _one_byte("overview.png")),
         gds("one-byte-overview.png-resealed", _chain(_one_byte("overview.png"),
                                                      _reseal("overview.png"))),
