@@ -16,9 +16,8 @@ from taalasc.commands.common import emit_report
 def report_cmd(out_dir, as_json, as_md):
     """Print OUT_DIR/report.json (written by `taalasc compile`): area, timing, power, SRAM and
     cost, each with its formula and sourced inputs."""
-    from taalasc.report import REPORT_FILE, Report
+    import taalasc
 
     if as_json and as_md:
         raise click.UsageError("--json and --markdown are exclusive")
-    path = out_dir / REPORT_FILE if out_dir.is_dir() or not out_dir.suffix else out_dir
-    emit_report(Report.read(path), as_json, as_md)
+    emit_report(taalasc.read_report(out_dir), as_json, as_md)
