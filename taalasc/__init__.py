@@ -20,7 +20,7 @@ __version__ = "0.1.0"
 _LAZY = {
     "compile": "taalasc.api", "verify": "taalasc.api", "estimate": "taalasc.api",
     "sweep": "taalasc.api", "quality": "taalasc.api", "diff_masks": "taalasc.api",
-    "read_report": "taalasc.api", "load_base_array": "taalasc.config",
+    "read_report": "taalasc.api", "sign_off": "taalasc.api", "load_base_array": "taalasc.config",
     "CompileResult": "taalasc.compile", "VerifyResult": "taalasc.verify",
     "SweepPoint": "taalasc.api", "DiffResult": "taalasc.api",
     "QualityResult": "taalasc.textquality", "PolicyQuality": "taalasc.textquality",

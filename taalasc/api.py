@@ -9,11 +9,12 @@ function here, so a script and the command line do exactly the same thing:
     sweep        `taalasc estimate --sweep-bits/--sweep-base` → [SweepPoint(label, report)]
     quality      `taalasc quality`   → QualityResult (figures per bit policy)
     diff_masks   `taalasc diff`      → DiffResult (the MaskDiff and the --max-changed gate)
+    sign_off     `taalasc signoff`   → SignoffReport (DRC rules, LVS findings, ``passed``)
     read_report  `taalasc report`    → taalasc.report.Report
 
 Errors are the exceptions the CLI prints as ``error: ...`` (taalasc.errors: ConfigError,
 ModelError, QuantizationError, PlacementError, MaskError, OutputError, CheckFailed, ...), with
-the same message. A check that ran and failed (verify, diff) is a result, not an exception:
+the same message. A check that ran and failed (verify, diff, sign-off) is a result, not an exception:
 read ``result.passed``, or pass ``raise_on_failure=True`` to get the CheckFailed the command
 exits 2 with.
 
@@ -31,6 +32,7 @@ if TYPE_CHECKING:
     from taalasc.config import BaseArray
     from taalasc.diff.core import MaskDiff
     from taalasc.report.metrics import Report
+    from taalasc.signoff.report import SignoffReport
     from taalasc.textquality import QualityResult
     from taalasc.verify import VerifyResult
 
@@ -290,3 +292,26 @@ def diff_masks(a: PathLike, b: PathLike, *, max_changed: str | int = "0",
     exceeded, detail = over_threshold(diff, limit)
     result = DiffResult(diff, str(max_changed), exceeded, detail)
     return result.raise_if_failed() if raise_on_failure else result
+
+
+# --- sign-off ----------------------------------------------------------------------------------
+
+def sign_off(out: PathLike, to: PathLike, *, merged: PathLike | None = None,
+             decks: Sequence[PathLike] = (), klayout: str = "klayout", drc: bool = True,
+             lvs: bool = True, threads: int = 0, force: bool = False,
+             raise_on_failure: bool = False) -> SignoffReport:
+    """Sign off the compile in ``out`` into the new folder ``to``: the PDK's own KLayout DRC
+    decks (``decks``: files or folders; default $TAALASC_PDK_DECKS/<pdk>/ or the PDK under
+    $PDK_ROOT) run by the ``klayout`` application, and an LVS-style extraction of every bit
+    site. ``merged``: a folder of merged dies (else the custom layers are checked alone).
+    ``result.passed``; with ``raise_on_failure``, CheckFailed on violations and ToolError
+    on a deck run that failed, as `taalasc signoff` exits."""
+    from taalasc.errors import TaalascError
+    from taalasc.signoff.run import SignoffOptions, signoff
+
+    if not drc and not lvs:
+        raise TaalascError("drc=False and lvs=False leave nothing to check")
+    report = signoff(Path(out), Path(to), SignoffOptions(
+        decks=tuple(Path(d) for d in decks), merged=None if merged is None else Path(merged),
+        klayout=klayout, drc=drc, lvs=lvs, threads=threads, force=force))
+    return report.raise_if_failed(to) if raise_on_failure else report
