@@ -200,7 +200,7 @@ def _rule_pairs(rules) -> list[tuple[str, int]]:
     for rule in rules:
         if isinstance(rule, str):
             parsed = parse_rule(rule)
-            rule = (parsed.glob, parsed.bits)
+            rule = (parsed.pattern, parsed.bits)
         pairs.append(tuple(rule))
     return pairs
 
