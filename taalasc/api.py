@@ -14,9 +14,9 @@ function here, so a script and the command line do exactly the same thing:
 
 Errors are the exceptions the CLI prints as ``error: ...`` (taalasc.errors: ConfigError,
 ModelError, QuantizationError, PlacementError, MaskError, OutputError, CheckFailed, ...), with
-the same message. A check that ran and failed (verify, diff, sign-off) is a result, not an exception:
-read ``result.passed``, or pass ``raise_on_failure=True`` to get the CheckFailed the command
-exits 2 with.
+the same message. A check that ran and failed (verify, diff, sign-off) is a result, not an
+exception: read ``result.passed``, or pass ``raise_on_failure=True`` to get the CheckFailed
+the command exits 2 with.
 
 Heavy modules (numpy, gdstk, click, rich) are imported inside the functions.
 """
@@ -36,9 +36,10 @@ if TYPE_CHECKING:
     from taalasc.textquality import QualityResult
     from taalasc.verify import VerifyResult
 
+    Base = str | Path | BaseArray           # a built-in name, a YAML path, or a loaded one
+
 Progress = Callable[[str, int, int], None]  # (stage, done, total), e.g. for a progress bar
 PathLike = str | Path
-Base = "str | Path | BaseArray"             # a built-in name, a YAML path, or a loaded one
 
 
 # --- compile and verify ----------------------------------------------------------------------
@@ -56,8 +57,8 @@ def compile(model: PathLike, out: PathLike | None = None, *, base: PathLike | No
     a .gguf file), place it on the base array and install the mask set in ``out`` (default:
     ``<model name>.taalasc`` in the current folder). The options are `taalasc compile`'s:
 
-    base        built-in name or YAML path; None: the demo base, or the smallest built-in
-                base of the same PDK that holds the model when it does not fit
+    base        built-in name or YAML path; None: sky130-demo, or, for a model too large for
+                it, the built-in base that holds it (sky130-reticle first)
     bits, rules default bits per weight; 'GLOB=BITS' overrides ('*.v_proj.*=6')
     group_size  weights per scale, None for one scale per output channel
     auto, budget  HC1-style 3/6-bit policy within ``budget`` bits per weight
