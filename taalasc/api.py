@@ -195,11 +195,12 @@ def _estimate_inputs(model, config, preset, rules, group_size, asymmetric, users
 
 
 def _rule_pairs(rules) -> list[tuple[str, int]]:
-    from taalasc.quant import parse_rule
-
+    """(glob, bits) pairs; 'GLOB=BITS' text read as compile reads it."""
     pairs = []
     for rule in rules:
         if isinstance(rule, str):
+            from taalasc.quant import parse_rule   # only then: estimate needs no quantizer
+
             parsed = parse_rule(rule)
             rule = (parsed.pattern, parsed.bits)
         pairs.append(tuple(rule))
