@@ -99,11 +99,34 @@ class CompileOptions:
                    dies=None if d.get("dies") is None else tuple(d["dies"]), **keep)
 
 
-@dataclass
+@dataclass(frozen=True)
 class CompileResult:
+    """What a compile installed: its folder, its manifest (manifest.json as data) and the
+    rows `taalasc compile` prints."""
+
     out_dir: Path
     manifest: dict
     summary: list[tuple[str, str]] = field(default_factory=list)
+
+    @property
+    def report(self):
+        """The compile's report.json as a taalasc.report.Report: area, timing, power, SRAM
+        and cost metrics, e.g. ``result.report.value("design__die__area")``."""
+        from taalasc.report import REPORT_FILE, Report
+
+        return Report.read(self.out_dir / REPORT_FILE)
+
+    @property
+    def mask_files(self) -> list[Path]:
+        """The die files of the custom layers, in die order (GDSII before OASIS)."""
+        return [self.out_dir / name for die in self.manifest["dies"]
+                for _, name in sorted(die["files"].items())]
+
+    @property
+    def merged_files(self) -> list[Path]:
+        """With merge: the base die merged with each die's custom layers (merged/die{n})."""
+        return [self.out_dir / name for name in self.manifest["outputs"]
+                if name.startswith(MERGED_DIR + "/")]
 
 
 Progress = Callable[[str, int, int], None]  # (stage, done, total)

@@ -65,6 +65,17 @@ class VerifyResult:
     def passed(self) -> bool:
         return all(c.passed for c in self.checks)
 
+    def raise_if_failed(self) -> "VerifyResult":
+        """CheckFailed (what `taalasc verify` prints, exit 2) naming the failed checks and
+        the first difference, unless every check passed; then this result."""
+        from taalasc.errors import CheckFailed
+
+        if self.passed:
+            return self
+        failed = [c.name for c in self.checks if not c.passed]
+        first = (self.mismatches or self.defects or self.differences or [""])[0]
+        raise CheckFailed(f"verify failed: {', '.join(failed)}" + (f"; {first}" if first else ""))
+
     def to_dict(self) -> dict:
         return {"passed": self.passed,
                 "checks": [{"name": c.name, "passed": c.passed, "detail": c.detail}

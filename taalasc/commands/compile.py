@@ -59,30 +59,19 @@ def compile_cmd(ctx, model, base, out_dir, bits, rules, group_size, auto, budget
     --merge also the merged dies (base die + custom layers) in its merged/ sub-folder."""
     from click.core import ParameterSource
 
-    from taalasc.compile import CompileOptions, compile_model
+    import taalasc
     from taalasc.dieworker import parse_index_set
-    from taalasc.outdir import check_output_folder
 
-    # Calibration files are recorded by absolute path (and hash, in the manifest's inputs):
-    # verify quantizes again with them, from wherever it runs.
-    calib = calib if calib in (None, "default") else str(Path(calib).resolve())
-    calib_tokens = None if calib_tokens is None else str(Path(calib_tokens).resolve())
-    options = CompileOptions(base=base, default_bits=bits, rules=tuple(rules),
-                             group_size=parse_group_size(group_size), auto=auto,
-                             budget_bits_per_weight=budget, method=method,
-                             asymmetric=asymmetric, calib=calib, calib_tokens=calib_tokens,
-                             native=native, awq=awq,
-                             base_fallback=ctx.get_parameter_source("base")
-                             == ParameterSource.DEFAULT,
-                             formats=("gds", "oas") if fmt == "both" else (fmt,),
-                             max_dies=max_dies, curve=curve, force=force, layers=layers,
-                             merge=merge,
-                             dies=None if dies is None else parse_index_set(dies, "--die"))
-    if out_dir is None:
-        out_dir = Path(f"{model.name.removesuffix('.safetensors').removesuffix('.gguf')}.taalasc")
-    check_output_folder(out_dir)  # before the model is read: `-o .` and `-o ''` are refused
+    given_base = ctx.get_parameter_source("base") != ParameterSource.DEFAULT
+    group_size = parse_group_size(group_size)
+    dies = None if dies is None else parse_index_set(dies, "--die")
     with progress_bar(not quiet) as tick:
-        result = compile_model(model, out_dir, options, progress=tick, jobs=jobs,
-                               scheduler=scheduler)
+        result = taalasc.compile(model, out_dir, base=base if given_base else None, bits=bits,
+                                 rules=rules, group_size=group_size, auto=auto, budget=budget,
+                                 method=method, asymmetric=asymmetric, calib=calib,
+                                 calib_tokens=calib_tokens, awq=awq, native=native, format=fmt,
+                                 max_dies=max_dies, curve=curve, layers=layers, dies=dies,
+                                 merge=merge, force=force, jobs=jobs, scheduler=scheduler,
+                                 progress=tick)
     if not quiet:
         print_table(f"taalasc compile → {result.out_dir}", result.summary)

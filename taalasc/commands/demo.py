@@ -19,25 +19,25 @@ def demo(out_dir: Path, merge: bool, force: bool):
     """Write the embedded demo model (a small deterministic Llama-architecture checkpoint,
     BF16) to OUT/model, compile it onto the sky130 demo base array into OUT/masks, and verify
     the masks: weights extracted from the via geometry, run through the chip model."""
+    import taalasc
     from taalasc.commands.common import print_table
-    from taalasc.compile import CompileOptions, compile_model
+    from taalasc.config import DEFAULT_BASE
     from taalasc.errors import CheckFailed
     from taalasc.model.synth import write_demo
-    from taalasc.verify import verify
 
-    options = CompileOptions(force=force, merge=merge)
     _check_demo_folder(out_dir)
     if merge:   # before the model is written: one error line when the base die cannot be drawn
         from taalasc.base.merge import check_mergeable
         from taalasc.config import load_base_array
 
-        check_mergeable(load_base_array(options.base))
+        check_mergeable(load_base_array(DEFAULT_BASE))
     model_dir = out_dir / "model"
     model_dir.mkdir(parents=True, exist_ok=True)
     write_demo(model_dir)
-    result = compile_model(model_dir, out_dir / "masks", options)
+    result = taalasc.compile(model_dir, out_dir / "masks", base=DEFAULT_BASE, force=force,
+                             merge=merge)
     print_table(f"taalasc demo → {result.out_dir}", result.summary)
-    checked = verify(result.out_dir, model_dir)
+    checked = taalasc.verify(result.out_dir, model_dir)
     print_table("verify (weights read back from the via mask)",
                 [(c.name, ("pass: " if c.passed else "FAIL: ") + c.detail) for c in checked.checks],
                 justify="left")

@@ -43,23 +43,19 @@ def diff_cmd(a, b, max_changed, json_path, md_path, html_path, png_path, xor_pat
     1 error (unreadable file, a die file changed since its compile or named outside its
     folder, different base array or PDK).
     """
-    from taalasc.diff.core import diff_masks, over_threshold, parse_max_changed
+    import taalasc
     from taalasc.diff.report import (print_summary, write_heatmap, write_html, write_json,
                                      write_markdown, write_xor)
-    from taalasc.errors import CheckFailed
     from taalasc.outdir import atomic_file, check_output_file
 
     for option, path in (("--json", json_path), ("--markdown", md_path), ("--html", html_path),
                          ("--heatmap", png_path), ("--xor", xor_path)):
         check_output_file(path, (a, b), option)
-    limit = parse_max_changed(max_changed)
     if xor_path is not None and xor_path.suffix.lower() not in (".gds", ".oas"):
         raise click.BadParameter(f"must end in .gds or .oas, not {xor_path.name!r}",
                                  param_hint="--xor")
-    diff = diff_masks(a, b, fmt=fmt, trust_hashes=not flat,
-                      count_total=limit[0] == "fraction")
-    exceeded, detail = over_threshold(diff, limit)
-    threshold = {"max_changed": max_changed, "exceeded": exceeded, "detail": detail}
+    result = taalasc.diff_masks(a, b, max_changed=max_changed, format=fmt, flat=flat)
+    diff, threshold = result.diff, result.threshold
     if json_path:
         with atomic_file(json_path) as tmp:
             write_json(diff, tmp, threshold)
@@ -77,5 +73,4 @@ def diff_cmd(a, b, max_changed, json_path, md_path, html_path, png_path, xor_pat
             write_xor(diff, tmp)
     if not quiet:
         print_summary(diff, threshold)
-    if exceeded:
-        raise CheckFailed(f"masks differ beyond --max-changed {max_changed}: {detail}")
+    result.raise_if_failed()  # exit 2, after the reports

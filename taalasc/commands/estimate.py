@@ -70,53 +70,33 @@ def estimate_cmd(model, config_path, preset, base, bits, rules, group_size, auto
     a config.json or a preset. No weight is read, so even 405B takes well under a second.
     Encoders (BERT family) get sequences/s of a full-sequence forward instead of decode
     figures. Every figure lists its formula and its sourced inputs (--json, --markdown)."""
-    from taalasc.config import load_base_array
-    from taalasc.errors import ModelError
+    import taalasc
     from taalasc.outdir import atomic_file, check_output_file
-    from taalasc.report import estimate, lora_from_adapter, lora_from_rank
-    from taalasc.report import shape as shp
 
     yaml_base = base if str(base).endswith((".yaml", ".yml")) else None  # not a built-in name
     check_output_file(plot, (model, config_path, lora_dir, yaml_base), "--plot")
     check_output_file(html_path, (model, config_path, lora_dir, yaml_base), "--html")
-    given = [x for x in (model, config_path, preset) if x is not None]
-    if len(given) != 1:
-        raise ModelError("estimate: give exactly one of MODEL, --config or --preset, "
-                         f"not {len(given)}")
     if as_json and as_md:
         raise click.UsageError("--json and --markdown are exclusive")
-    if preset:
-        shape = shp.shape_from_preset(preset)
-    elif config_path:
-        shape = shp.shape_from_config_file(config_path)
-    else:
-        shape = shp.shape_from_checkpoint(model)
-    lora = None
-    if lora_dir is not None:
-        lora = lora_from_adapter(lora_dir)
-    elif lora_rank is not None:
-        lora = lora_from_rank(shape, lora_rank)
-    common = dict(rules=_parse_rules(rules), group_size=parse_group_size(group_size),
-                  asymmetric=asymmetric, users=users, context=context, lora=lora, utilisation=utilisation)
-    auto_t = (3, 6, budget) if auto else None
+    common = dict(config=config_path, preset=preset, rules=_parse_rules(rules),
+                  group_size=parse_group_size(group_size), auto=auto, budget=budget,
+                  asymmetric=asymmetric, users=users, context=context, lora=lora_dir,
+                  lora_rank=lora_rank, utilisation=utilisation)
     bits_list = _parse_list(sweep_bits, "--sweep-bits", int)
     bases = _parse_list(sweep_base, "--sweep-base") or [base]
     if not bits_list and len(bases) == 1:
         if plot is not None:
             raise click.UsageError("--plot needs --sweep-bits or --sweep-base")
-        report = estimate(shape, load_base_array(bases[0]), default_bits=bits, auto=auto_t,
-                          **common)
+        report = taalasc.estimate(model, base=bases[0], bits=bits, **common)
         emit_report(report, as_json, as_md)
         if html_path is not None:
             from taalasc.report.html import estimate_page
 
             write_html(html_path, estimate_page(report))
         return
-    from taalasc.report.sweep import (print_sweep, sweep, sweep_markdown, sweep_notes,
-                                       sweep_plot)
+    from taalasc.report.sweep import print_sweep, sweep_markdown, sweep_notes, sweep_plot
 
-    points = sweep(shape, [load_base_array(b) for b in bases], bits_list or [bits],
-                   auto=auto_t, **common)
+    points = taalasc.sweep(model, bases=bases, bits=bits_list or [bits], **common)
     if as_json:
         import json
 

@@ -3,54 +3,11 @@ sentence-embedding cosine (encoders) of the chip against the float model, per bi
 
 from __future__ import annotations
 
-import shlex
 from pathlib import Path
 
 import click
 
-from taalasc.commands.common import FiniteFloat, base_option, bit_policy, progress_bar, quant_options
-
-DEFAULT_TEXT = Path(__file__).resolve().parents[1] / "sim" / "quality_default.txt"
-
-
-@click.command("policy", add_help_option=False)
-@quant_options
-@click.pass_context
-def _policy_parser(ctx: click.Context, **options):
-    """Parses one --policy string with the quantization options every command shares."""
-    return bit_policy(ctx, **options)
-
-
-def parse_policy(text: str, given: str | None = None):
-    """A BitPolicy from quantization options written as one string, e.g. '--bits 3 --auto';
-    errors quote ``given`` (what the user typed) when set."""
-    from taalasc.errors import QuantizationError
-
-    try:
-        args = shlex.split(text)
-        return _policy_parser.main(args=args, prog_name="--policy", standalone_mode=False)
-    except ValueError as exc:
-        raise QuantizationError(f"--policy {given or text!r}: {exc}") from None
-    except click.ClickException as exc:
-        raise QuantizationError(f"--policy {given or text!r}: {exc.format_message()}") from None
-
-
-def policy_strings(bits: tuple[int, ...], auto: bool, budget: float, group_size: str,
-                   policies: tuple[str, ...], native: bool = False) -> list[tuple[str, str, str]]:
-    """(label, quant options, as given) of every requested policy, in the order given; with none
-    requested (and no --native): 8-bit, 4-bit and the automatic 3/6-bit policy."""
-    if not (bits or auto or policies or native):
-        bits, auto = (8, 4), True
-    out = [(f"{b}-bit", f"--bits {b} --group-size {group_size}", f"--bits {b}") for b in bits]
-    if auto:
-        out.append((f"auto 3/6 <= {budget:g} b/w",
-                    f"--auto --budget {budget!r} --group-size {group_size}", "--auto"))
-    for text in policies:
-        label, sep, options = text.partition("=")
-        if not sep or label.lstrip().startswith("-"):
-            label, options = text.strip(), text
-        out.append((label.strip(), options, text))
-    return out
+from taalasc.commands.common import FiniteFloat, base_option, progress_bar
 
 
 @click.command("quality")
@@ -92,60 +49,20 @@ def quality_cmd(model, original, text_path, window, max_tokens, bits, auto, budg
     MODEL_OR_OUT is a checkpoint (quantized in memory with each policy; with no policy option:
     8-bit, 4-bit and --auto) or a compile folder (the weights read back from its masks; name
     the checkpoint with --model)."""
-    from taalasc.config import load_base_array
-    from taalasc.errors import ModelError, safe_text
-    from taalasc.model import open_checkpoint
+    import taalasc
+    from taalasc.errors import safe_text
     from taalasc.outdir import atomic_file, check_output_file
-    from taalasc.sim import quality as q
+    from taalasc.textquality import is_compiled
 
-    compiled = (Path(model) / "manifest.json").is_file()
-    if compiled and (bits or auto or policies or native):
-        raise ModelError(f"{model} is a compile folder: its masks hold one bit policy; "
-                         "--bits, --auto, --policy and --native apply to a checkpoint")
-    if compiled and original is None:
-        raise ModelError(f"{model} is a compile folder: name the checkpoint it was compiled "
-                         "from with --model (the float reference and the tokenizer need it)")
+    is_compiled(model, original, bool(bits or auto or policies or native))
     for option, path in (("--json", json_path), ("--plot", plot_path)):
         check_output_file(path, (model, original, text_path), option)
-    ckpt = open_checkpoint(original if compiled else model)
-    parsed = [] if compiled else [(label, options, parse_policy(options, given))
-                                  for label, options, given
-                                  in policy_strings(bits, auto, budget, group_size, policies,
-                                                    native)]
-    if native and getattr(ckpt, "native", None) is None:
-        raise ModelError(f"{ckpt.path}: --native needs a .gguf file (its Q8_0, Q4_0 or Q4_1 "
-                         "blocks); this checkpoint holds float weights")
-    text_file = Path(text_path) if text_path else DEFAULT_TEXT
-    sequences = _sequences(ckpt, text_file, window, max_tokens)
-
-    base_array = None if compiled else load_base_array(base)
-    runs = []  # (label, options, weights maker)
-    if compiled:
-        _same_model(Path(model), ckpt)
-        runs.append(("compiled masks", "", lambda: _compiled_weights(Path(model))))
-    for label, options, policy in parsed:
-        runs.append((label, options, lambda policy=policy: _quantized(ckpt, policy)))
-    if native:
-        runs.append(("native codes", "--native", lambda: _native(ckpt)))
-
-    rows = []
     with progress_bar(True) as tick:
-        reference = q.float_outputs(ckpt, sequences, lambda d, t: tick("float model", d, t))
-        for label, options, make in runs:
-            weights, note, run_base = make()
-            datapath = (run_base or base_array).datapath
-            figures = q.text_quality(ckpt, weights, sequences, datapath, reference,
-                                     lambda d, t, label=label: tick(f"chip {label}", d, t))
-            bits_pw = q.weight_bits(weights)
-            rows.append({"label": label, "options": options, "note": note,
-                         "bits_per_weight": bits_pw["code"],
-                         "stored_bits_per_weight": bits_pw["stored"], "figures": figures})
-            del weights
-    doc = {"model": str(ckpt.path), "architecture": ckpt.architecture,
-           "text": str(text_path) if text_path else "(default text)",
-           "window": window, "max_tokens": max_tokens,
-           "tokens": sum(len(s) for s in sequences), "sequences": len(sequences),
-           "policies": rows}
+        result = taalasc.quality(model, model=original, text=text_path, window=window,
+                                 max_tokens=max_tokens, bits=bits, auto=auto, budget=budget,
+                                 group_size=group_size, policies=policies, native=native,
+                                 base=base, progress=tick)
+    doc = result.to_dict()
     _print_table(doc)
     for row in doc["policies"]:
         if row["note"]:
@@ -160,81 +77,6 @@ def quality_cmd(model, original, text_path, window, max_tokens, bits, auto, budg
         from taalasc.png import write_png
         with atomic_file(plot_path) as tmp:
             write_png(tmp, image)
-
-
-def _sequences(ckpt, text_file: Path, window: int, max_tokens: int) -> list[list[int]]:
-    from taalasc.errors import ModelError
-    from taalasc.sim import quality as q
-
-    try:
-        text = text_file.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ModelError(f"{text_file}: no such file") from None
-    except UnicodeDecodeError:
-        raise ModelError(f"{text_file}: the text must be UTF-8") from None
-    except OSError as exc:
-        raise ModelError(f"{text_file}: cannot read it: {exc.strerror or exc}") from None
-    if not text.strip():
-        raise ModelError(f"{text_file}: the text is empty")
-    if ckpt.architecture not in ("llama", "bert"):
-        raise ModelError(f"{ckpt.path}: architecture must be llama or bert to score text, "
-                         f"not {ckpt.architecture!r}")
-    tok = q.load_tokenizer(ckpt)
-    if ckpt.architecture == "bert":
-        sentences, total = [], 0
-        for ids in q.encoder_sentences(tok, text, window):
-            if sentences and total + len(ids) > max_tokens:
-                break
-            sentences.append(ids)
-            total += len(ids)
-        return sentences
-    ids = q.encode(tok, text)[:max_tokens]
-    if len(ids) < 2:
-        raise ModelError(f"{text_file}: the text must hold at least 2 tokens to score, "
-                         f"not {len(ids)}")
-    return q.decoder_windows(ids, window)
-
-
-def _quantized(ckpt, policy):
-    from taalasc.sim.chip import chip_weights
-
-    return chip_weights(ckpt, policy), "", None
-
-
-def _native(ckpt):
-    """The file's own codes (GGUF Q8_0/Q4_0/Q4_1) where it has them, 8 bits elsewhere: the
-    policy compile uses for a .gguf file (native codes, the rest quantized again)."""
-    from taalasc.quant import BitPolicy
-    from taalasc.quant.method import native_specs
-
-    policy = BitPolicy(default_bits=8, group_size=32, native=True)
-    weights, note, base = _quantized(ckpt, policy)
-    others = sum(1 for n, i in ckpt.tensors.items() if len(i.shape) == 2) - len(native_specs(ckpt))
-    return weights, (f"{others} tensors without native codes re-quantized at 8 bits"
-                     if others else note), base
-
-
-def _same_model(out_dir: Path, ckpt) -> None:
-    """ModelError unless ``ckpt``'s files are the ones the compile's manifest hashed."""
-    from taalasc.errors import ModelError
-    from taalasc.extract.extract import read_manifest
-    from taalasc.outdir import sha256_file
-
-    manifest = read_manifest(out_dir)
-    compiled = {f["name"]: f["sha256"] for f in manifest["inputs"]["model"]["files"]}
-    given = {Path(f).name: sha256_file(Path(f)) for f in ckpt.files}
-    if compiled != given:
-        raise ModelError(f"{ckpt.path}: not the checkpoint {out_dir} was compiled from "
-                         f"(files {sorted(given)} vs {sorted(compiled)} or their sha256)")
-
-
-def _compiled_weights(out_dir: Path):
-    from taalasc.extract.extract import base_of, chip_weights, extract, read_manifest
-
-    manifest = read_manifest(out_dir)
-    base = base_of(manifest, out_dir)
-    weights = chip_weights(extract(out_dir), manifest["quantization"])
-    return weights, f"masks of {out_dir}", base
 
 
 def _json_text(doc: dict) -> str:

@@ -19,15 +19,16 @@ from taalasc.commands.common import emit_report, write_html
 def report_cmd(out_dir, as_json, as_md, html_path):
     """Print OUT_DIR/report.json (written by `taalasc compile`): area, timing, power, SRAM and
     cost, each with its formula and sourced inputs."""
+    import taalasc
     from taalasc.outdir import check_output_file
-    from taalasc.report import REPORT_FILE, Report
+    from taalasc.report import REPORT_FILE
     from taalasc.report.html import folder_page
 
     if as_json and as_md:
         raise click.UsageError("--json and --markdown are exclusive")
     check_output_file(html_path, (out_dir,), "--html")
-    path = out_dir / REPORT_FILE if out_dir.is_dir() or not out_dir.suffix else out_dir
-    report = Report.read(path)
+    report = taalasc.read_report(out_dir)
     if html_path is not None:
+        path = out_dir / REPORT_FILE if out_dir.is_dir() or not out_dir.suffix else out_dir
         write_html(html_path, folder_page(path.parent, report))
     emit_report(report, as_json, as_md)

@@ -34,16 +34,15 @@ def signoff_cmd(out_dir, signoff_dir, merged, decks, klayout, drc, lvs, threads,
 
     \b
     Exit codes: 0 clean, 2 violations, 1 KLayout, a deck or an input missing."""
+    import taalasc
     from taalasc.commands.common import echo_safe, print_table
-    from taalasc.errors import CheckFailed, ToolError
     from taalasc.signoff.report import NO_CELLS, NOT_CHECKABLE, TOOL_FALSE
-    from taalasc.signoff.run import REPORT_MD, SignoffOptions, signoff
+    from taalasc.signoff.run import REPORT_MD
 
     if not drc and not lvs:
         raise click.UsageError("--no-drc and --no-lvs leave nothing to check")
-    report = signoff(out_dir, signoff_dir, SignoffOptions(
-        decks=tuple(decks), merged=merged, klayout=klayout, drc=drc, lvs=lvs, threads=threads,
-        force=force))
+    report = taalasc.sign_off(out_dir, signoff_dir, merged=merged, decks=decks,
+                              klayout=klayout, drc=drc, lvs=lvs, threads=threads, force=force)
     mode = "merged dies" if report.merged else "custom layers only"
     rows = [("checked", f"{report.pdk}, {mode}")]
     if report.klayout is not None:
@@ -76,14 +75,4 @@ def signoff_cmd(out_dir, signoff_dir, merged, decks, klayout, drc, lvs, threads,
     print_table(f"taalasc signoff {out_dir}", rows)
     for finding in report.findings[:10]:
         echo_safe(f"  {finding.describe()}")   # tensor names come from the files
-    if report.failed_runs:
-        r = report.failed_runs[0]
-        raise ToolError(f"the {r['deck']} deck failed on {r['input']} ({r['error']}); its log: "
-                        f"{Path(signoff_dir) / r['log']}")
-    if not report.passed:
-        worst = max((r for r in report.rules if r.section == "violation"),
-                    key=lambda r: r.count, default=None)
-        first = report.findings[0].describe() if report.findings else \
-            f"{worst.rule} ({worst.deck}, {worst.count:,} markers)"
-        raise CheckFailed(f"signoff failed: {report.drc_errors:,} DRC markers, "
-                          f"{report.lvs_errors:,} LVS errors; first: {first}")
+    report.raise_if_failed(signoff_dir)  # exit 1 or 2, after the table

@@ -36,9 +36,9 @@ def verify_cmd(out_dir, model, fmt, tokens, lora_dir, min_top1, min_cosine, max_
     from rich.console import Console
     from rich.table import Table
 
-    from taalasc.errors import CheckFailed, ModelError, safe_markup
+    import taalasc
+    from taalasc.errors import ModelError, safe_markup
     from taalasc.outdir import atomic_file, check_output_file
-    from taalasc.verify import Thresholds, verify
 
     check_output_file(json_path, (out_dir, model, lora_dir), "--json")
 
@@ -50,8 +50,9 @@ def verify_cmd(out_dir, model, fmt, tokens, lora_dir, min_top1, min_cosine, max_
             raise ModelError(f"--tokens must be integers separated by spaces, not {tokens!r}") from None
         if not token_ids:
             raise ModelError("--tokens is empty")
-    result = verify(out_dir, model, fmt=fmt, tokens=token_ids, lora_dir=lora_dir,
-                    thresholds=Thresholds(min_top1, min_cosine, max_kl), jobs=jobs)
+    result = taalasc.verify(out_dir, model, format=fmt, tokens=token_ids, lora=lora_dir,
+                            min_top1=min_top1, min_cosine=min_cosine, max_kl_nats=max_kl,
+                            jobs=jobs)
     table = Table(title=safe_markup(f"taalasc verify {out_dir}"))
     table.add_column("check")
     table.add_column("result")
@@ -70,7 +71,4 @@ def verify_cmd(out_dir, model, fmt, tokens, lora_dir, min_top1, min_cosine, max_
     if json_path is not None:
         with atomic_file(json_path) as tmp:
             tmp.write_text(json.dumps(result.to_dict(), indent=1, sort_keys=True) + "\n")
-    if not result.passed:
-        failed = [c.name for c in result.checks if not c.passed]
-        first = (result.mismatches or result.defects or result.differences or [""])[0]
-        raise CheckFailed(f"verify failed: {', '.join(failed)}" + (f"; {first}" if first else ""))
+    result.raise_if_failed()  # exit 2, after the table and the JSON

@@ -54,8 +54,11 @@ def resolve_base_path(name_or_path: str | Path) -> Path:
     return _resolve("base", name_or_path)
 
 
-def load_base_array(name_or_path: str | Path = DEFAULT_BASE) -> BaseArray:
-    """A base array by built-in name (``sky130-demo``) or YAML path, with its PDK loaded."""
+def load_base_array(name_or_path: str | Path | BaseArray = DEFAULT_BASE) -> BaseArray:
+    """A base array by built-in name (``sky130-demo``) or YAML path, with its PDK loaded;
+    a BaseArray already loaded (perhaps changed with dataclasses.replace) as it is."""
+    if isinstance(name_or_path, BaseArray):
+        return name_or_path
     path = _resolve("base", name_or_path)
 
     def resolve_pdk(name: str, key_path: str) -> Pdk:

@@ -65,6 +65,26 @@ class SignoffReport:
     def passed(self) -> bool:
         return not self.drc_errors and not self.lvs_errors and not self.failed_runs
 
+    def raise_if_failed(self, signoff_dir) -> "SignoffReport":
+        """What `taalasc signoff` exits with after its table: ToolError (1) naming the log
+        of a deck run that failed, CheckFailed (2) with the first violation; else this."""
+        from pathlib import Path
+
+        from taalasc.errors import CheckFailed, ToolError
+
+        if self.failed_runs:
+            r = self.failed_runs[0]
+            raise ToolError(f"the {r['deck']} deck failed on {r['input']} ({r['error']}); its "
+                            f"log: {Path(signoff_dir) / r['log']}")
+        if not self.passed:
+            worst = max((r for r in self.rules if r.section == "violation"),
+                        key=lambda r: r.count, default=None)
+            first = self.findings[0].describe() if self.findings else \
+                f"{worst.rule} ({worst.deck}, {worst.count:,} markers)"
+            raise CheckFailed(f"signoff failed: {self.drc_errors:,} DRC markers, "
+                              f"{self.lvs_errors:,} LVS errors; first: {first}")
+        return self
+
     def metrics(self) -> dict[str, float | int]:
         out: dict[str, float | int] = {}
         if self.klayout is not None:
