@@ -30,12 +30,14 @@ def test_ci_runs_exactly_the_readme_test_command():
     assert _first_block()[1] in ci.splitlines()
 
 
-def test_ci_installs_klayout_when_missing_as_the_readme_says():
+def test_ci_installs_klayout_and_chromium_when_missing_as_the_readme_says():
     ci = (ROOT / ".ci" / "run").read_text()
-    assert "if ! command -v klayout >/dev/null; then" in ci
-    assert "apt-get install -y --no-install-recommends klayout" in ci
+    assert "command -v klayout >/dev/null || missing+=(klayout)" in ci
+    assert "missing+=(chromium-headless-shell)" in ci
+    assert 'apt-get install -y --no-install-recommends "${missing[@]}"' in ci
     assert ci.index("klayout") < ci.index(_first_block()[1])   # before the tests
-    assert "CI (`.ci/run`) installs it when it is missing" in " ".join(README.split())
+    readme = " ".join(README.split())
+    assert "CI (`.ci/run`) installs them when they are missing" in readme
 
 
 def test_every_command_in_the_table_exists():
