@@ -24,6 +24,7 @@ from typing import Any, Callable, NamedTuple
 
 from taalasc import __version__
 from taalasc.config import BaseArray, load_base_array
+from taalasc.config.base_array import require_drawn_encoding
 from taalasc.errors import ModelError, PlacementError
 from taalasc.outdir import MANIFEST, sha256_file, staged_output
 
@@ -217,6 +218,7 @@ def plan(model: Path, options: CompileOptions, *, base: BaseArray | None = None)
     from taalasc.quant import assign_bits
 
     base = base or load_base_array(options.base)
+    require_drawn_encoding(base)   # before the PDK: the encoding is what cannot be drawn
     if not base.pdk.mask_capable:
         raise PlacementError(f"base array {base.name!r} is on {base.pdk.name}, an estimation-only "
                              "PDK with no public mask layers; use `taalasc estimate` for it")

@@ -4,12 +4,28 @@ Geometry is in integer nanometres (one database unit = 1 nm in the mask files). 
 weight-tile encoding is DESIGN.md's: each bit site owns two via slots under two top-metal
 straps, tie-high and tie-low, and a programmed bit is exactly one via.
 
+``weight_tile.encoding`` chooses how a site stores a weight (ENCODINGS). Every site is a
+via pitch wide along x and holds ``lines_per_site`` custom-metal lines along y, one via
+choosing one of them:
+  tie-high-low  2 lines (tie-high, tie-low) per site, one bit per site, one via per bit;
+  zero-skip     1 line per site, one bit per site: a 1 is a via, a 0 is no via (the base
+                holds an unconnected site at 0), so vias follow the nonzero bits;
+  select        2^s lines per site, s = bits_per_site: one via picks one of the 2^s product
+                lines of a shared bank that holds activation × every s-bit code value; a
+                b-bit weight takes ceil(b / s) sites (digits);
+  ternary       3 lines (+x, 0, −x) per site, one weight {−1, 0, +1} per site (a 2-bit code,
+                bits_per_site 2), BitNet-style with per-group scales.
+Only tie-high-low is drawn by the mask writer (DRAWN_ENCODINGS); the others are modelled by
+`taalasc estimate` (taalasc/report/encoding.py) and refused by compile and base build.
+
 Site layout inside a weight tile (tile origin at its lower-left corner):
   site (i, j), i < sites_x along x, j < sites_y along y, at
   (i * site_pitch_x_nm, j * site_pitch_y_nm) from the tile origin.
   The high strap of site row j is centred at y = j*site_pitch_y_nm + site_pitch_y_nm/4,
   the low strap at y = j*site_pitch_y_nm + 3*site_pitch_y_nm/4; both run the tile's width.
   A via is centred at x = i*site_pitch_x_nm + site_pitch_x_nm/2 on the strap of its value.
+  (tie-high-low; the other encodings' lines run the tile's width too, lines_per_site of
+  them side by side in a site row.)
 """
 
 from __future__ import annotations
@@ -48,6 +64,13 @@ MAX_SITES_PER_TILE = 1 << 22
 MAX_DIES = 1 << 16
 
 
+ENCODINGS = ("tie-high-low", "zero-skip", "select", "ternary")
+DRAWN_ENCODINGS = ("tie-high-low",)
+# A select site holds 2^s lines; 16 (4-bit digits) is the widest bank the patent reading
+# calls tractable ("16 products to broadcast is tractable, 256 is not").
+MAX_SELECT_BITS = 4
+
+
 def _check_power_of_two(value: int) -> str | None:
     if value & (value - 1):
         return f"must be a power of two, not {value!r}"
@@ -72,13 +95,18 @@ BASE_ARRAY_SCHEMA: dict[str, Field] = {
         "pitch_y_nm": _pos(),
     }),
     "weight_tile": Field("map", schema={
-        "encoding": Field("str", choices=("tie-high-low",)),
+        "encoding": Field("str", choices=ENCODINGS,
+                          doc="how a site stores a weight (see the module docstring)"),
         "sites_x": _pos(),
         "sites_y": _pos(),
         "site_pitch_x_nm": _pos(),
         "site_pitch_y_nm": _pos(),
-        "slots_per_bit": Field("int", choices=(2,)),
-        "bits_per_site": Field("int", choices=(1,)),
+        "slots_per_bit": Field("int", required=False, default=None, choices=(1, 2),
+                               doc="via slots per bit: 2 for tie-high-low, 1 for zero-skip; "
+                                   "absent for select and ternary (one via per site)"),
+        "bits_per_site": Field("int", min=1, max=MAX_SELECT_BITS,
+                               doc="1 for tie-high-low and zero-skip, the digit width s for "
+                                   "select (2^s lines), 2 for ternary"),
         "strap_width_nm": _pos(),
         "input_lanes": _pos(doc="activations entering the tile per cycle (adder-tree inputs)"),
         "max_weight_bits": Field("int", min=2, max=8),
@@ -153,7 +181,7 @@ class WeightTile:
     sites_y: int
     site_pitch_x_nm: int
     site_pitch_y_nm: int
-    slots_per_bit: int
+    slots_per_bit: int | None
     bits_per_site: int
     strap_width_nm: int
     input_lanes: int
@@ -167,6 +195,25 @@ class WeightTile:
     @property
     def capacity_bits(self) -> int:
         return self.sites * self.bits_per_site
+
+    @property
+    def lines_per_site(self) -> int:
+        """Custom-metal lines crossing one site; its one via lands on one of them."""
+        return {"tie-high-low": 2, "zero-skip": 1, "ternary": 3}.get(
+            self.encoding, 2 ** self.bits_per_site)
+
+    def sites_per_weight(self, bits: int) -> int:
+        """Sites one weight of ``bits`` bits takes: one per bit (tie-high-low, zero-skip),
+        one per s-bit digit (select), one (ternary)."""
+        if self.encoding == "select":
+            return -(-bits // self.bits_per_site)
+        return 1 if self.encoding == "ternary" else bits
+
+    @property
+    def constant_bits_per_site(self) -> int:
+        """Bits of a constant (norms, biases, scales) one site stores: a ternary site's three
+        lines hold one bit (floor(log2 3)); the others hold bits_per_site."""
+        return 1 if self.encoding == "ternary" else self.bits_per_site
 
     @property
     def width_nm(self) -> int:
@@ -256,6 +303,15 @@ class BaseArray:
         return (self.frame.rects_nm(self.die) if self.frame else []) + list(self.keep_outs)
 
 
+def _with_default_slots(tile: dict) -> dict:
+    """slots_per_bit left out: 2 for tie-high-low, 1 for zero-skip (one via per site for
+    select and ternary, where it does not apply)."""
+    if tile.get("slots_per_bit") is None:
+        tile = {**tile, "slots_per_bit": {"tie-high-low": 2, "zero-skip": 1}.get(
+            tile.get("encoding"))}
+    return tile
+
+
 def base_array_from_mapping(data: object, source: str, resolve_pdk) -> BaseArray:
     """Validate a base-array mapping. ``resolve_pdk(name_or_path, key_path)`` loads its PDK."""
     values, problems = validate(data, BASE_ARRAY_SCHEMA)
@@ -272,7 +328,7 @@ def base_array_from_mapping(data: object, source: str, resolve_pdk) -> BaseArray
         tile_grid=TileGrid(origin_nm=(grid["origin_nm"][0], grid["origin_nm"][1]),
                            columns=grid["columns"], rows=grid["rows"],
                            pitch_x_nm=grid["pitch_x_nm"], pitch_y_nm=grid["pitch_y_nm"]),
-        weight_tile=build(WeightTile, values["weight_tile"]),
+        weight_tile=build(WeightTile, _with_default_slots(values["weight_tile"])),
         datapath=build(Datapath, values["datapath"]),
         clock=build(Clock, values["clock"]),
         sram=tuple(SramBlock(**b) for b in values["sram"]),
@@ -318,10 +374,44 @@ def keep_out_problems(base: BaseArray) -> list[str]:
     return problems
 
 
+def encoding_problems(tile: WeightTile) -> list[str]:
+    """The weight-tile fields each encoding fixes (see the module docstring)."""
+    enc, problems = tile.encoding, []
+    bits = {"tie-high-low": 1, "zero-skip": 1, "ternary": 2}.get(enc)
+    if bits is not None and tile.bits_per_site != bits:
+        problems.append(f"weight_tile.bits_per_site: must be {bits} for encoding {enc!r}, not "
+                        f"{tile.bits_per_site}")
+    slots = {"tie-high-low": 2, "zero-skip": 1}.get(enc)
+    if tile.slots_per_bit != slots:
+        problems.append(f"weight_tile.slots_per_bit: must be {slots} for encoding {enc!r}, not "
+                        f"{tile.slots_per_bit}" if slots else
+                        f"weight_tile.slots_per_bit: does not apply to encoding {enc!r} (one "
+                        "via per site); leave it out")
+    if enc == "ternary" and tile.max_weight_bits != 2:
+        problems.append("weight_tile.max_weight_bits: must be 2 for encoding 'ternary' (one "
+                        f"weight {{−1, 0, +1}} per site), not {tile.max_weight_bits}")
+    if enc == "select" and tile.max_weight_bits < tile.bits_per_site:
+        problems.append(f"weight_tile.max_weight_bits: {tile.max_weight_bits} is below "
+                        f"bits_per_site {tile.bits_per_site}: a select digit wider than any "
+                        "weight")
+    return problems
+
+
+def require_drawn_encoding(base: BaseArray) -> None:
+    """One error line where masks would be drawn for an encoding the mask writer cannot draw."""
+    enc = base.weight_tile.encoding
+    if enc not in DRAWN_ENCODINGS:
+        raise ConfigError(base.path or base.name, [
+            f"weight_tile.encoding: {enc!r} is estimate-only today: the mask writer draws "
+            f"{' and '.join(DRAWN_ENCODINGS)} only (`taalasc estimate` models {base.name})"])
+
+
 def physical_problems(base: BaseArray) -> list[str]:
     """Derive the geometry and check it against the PDK rules and the die. All problems."""
     pdk, rules, tile, grid, die = base.pdk, base.pdk.rules, base.weight_tile, base.tile_grid, base.die
-    problems: list[str] = []
+    problems: list[str] = encoding_problems(tile)
+    if problems:
+        return problems   # the geometry checks below read the encoding's lines per site
 
     def on_grid(key: str, value: int) -> None:
         if value % pdk.grid_nm:
@@ -342,9 +432,11 @@ def physical_problems(base: BaseArray) -> list[str]:
     if tile.site_pitch_x_nm % (2 * pdk.grid_nm):
         problems.append(f"weight_tile.site_pitch_x_nm: {tile.site_pitch_x_nm} nm must be a multiple "
                         f"of 2 × grid ({2 * pdk.grid_nm} nm) so via centres fall on the grid")
-    if tile.site_pitch_y_nm % (4 * pdk.grid_nm):
+    lines = tile.lines_per_site
+    if tile.site_pitch_y_nm % (2 * lines * pdk.grid_nm):
         problems.append(f"weight_tile.site_pitch_y_nm: {tile.site_pitch_y_nm} nm must be a multiple "
-                        f"of 4 × grid ({4 * pdk.grid_nm} nm) so strap centres fall on the grid")
+                        f"of {2 * lines} × grid ({2 * lines * pdk.grid_nm} nm) so "
+                        f"{'strap' if lines == 2 else 'line'} centres fall on the grid")
 
     via_pitch = rules.via_size_nm + max(rules.via_space_nm, rules.via_array_space_nm or 0)
     if tile.site_pitch_x_nm < via_pitch:
@@ -356,12 +448,22 @@ def physical_problems(base: BaseArray) -> list[str]:
         problems.append(f"weight_tile.strap_width_nm: {tile.strap_width_nm} nm is below "
                         f"{min_strap} nm (top-metal width, or via {rules.via_size_nm} nm + 2 × "
                         f"enclosure {rules.via_enclosure_top_nm} nm)")
-    strap_pitch = tile.site_pitch_y_nm // 2
-    if strap_pitch - tile.strap_width_nm < rules.top_metal_space_nm:
+    strap_pitch = tile.site_pitch_y_nm // lines
+    line_pitch = tile.strap_width_nm + rules.top_metal_space_nm
+    if lines != 2 and max(line_pitch, via_pitch) * lines > tile.site_pitch_y_nm:
+        # the drawing rule of every encoding: its lines side by side at the custom-metal
+        # pitch (line width + spacing), and vias on neighbouring lines a via pitch apart
+        problems.append(f"weight_tile.site_pitch_y_nm: {tile.site_pitch_y_nm} nm cannot hold the "
+                        f"{lines} lines of a{'n' if tile.encoding[0] in 'aeiou' else ''} "
+                        f"{tile.encoding} site at the {pdk.name} pitch: {lines} × "
+                        f"{max(line_pitch, via_pitch)} nm (line {tile.strap_width_nm} + space "
+                        f"{rules.top_metal_space_nm}, via pitch {via_pitch}) = "
+                        f"{lines * max(line_pitch, via_pitch)} nm")
+    elif strap_pitch - tile.strap_width_nm < rules.top_metal_space_nm:
         problems.append(f"weight_tile.site_pitch_y_nm: {tile.site_pitch_y_nm} nm leaves "
                         f"{strap_pitch - tile.strap_width_nm} nm between straps; top-metal "
                         f"spacing needs {rules.top_metal_space_nm} nm")
-    if strap_pitch < via_pitch:
+    elif strap_pitch < via_pitch:
         problems.append(f"weight_tile.site_pitch_y_nm: {tile.site_pitch_y_nm} nm puts the two via "
                         f"slots of a site closer than the via pitch {via_pitch} nm")
     channel_x = grid.pitch_x_nm - tile.width_nm
@@ -405,9 +507,11 @@ def physical_problems(base: BaseArray) -> list[str]:
         problems.append(f"weight_tile: {tile.sites_x} x {tile.sites_y} = {tile.sites:,} sites "
                         f"per tile; at most {MAX_SITES_PER_TILE:,} (a tile's sites are drawn "
                         "together)")
-    if tile.max_weight_bits * tile.input_lanes > tile.capacity_bits:
-        problems.append(f"weight_tile: {tile.capacity_bits} bit sites cannot hold one row of "
-                        f"{tile.input_lanes} weights at {tile.max_weight_bits} bits")
+    row_sites = tile.input_lanes * tile.sites_per_weight(tile.max_weight_bits)
+    if row_sites > tile.sites:
+        problems.append(f"weight_tile: {tile.sites} sites cannot hold one row of "
+                        f"{tile.input_lanes} weights at {tile.max_weight_bits} bits "
+                        f"({row_sites} sites)")
     if base.datapath.accumulator_bits < base.datapath.activation_bits + tile.max_weight_bits:
         problems.append(f"datapath.accumulator_bits: {base.datapath.accumulator_bits} is narrower "
                         f"than one product ({base.datapath.activation_bits} + "
