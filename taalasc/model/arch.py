@@ -191,6 +191,10 @@ DIMENSION_LIMITS: dict[str, int] = {
     "vocab_size": 1 << 24,
     "type_vocab_size": 1 << 24,
     "max_position_embeddings": 1 << 27,
+    # mixtures of experts: the widest published ones route over a few hundred experts
+    # (DeepSeek-V3: 256, Kimi K2: 384)
+    "num_local_experts": 1 << 12,
+    "num_experts": 1 << 12,
 }
 MAX_PARAMS = 10**13
 

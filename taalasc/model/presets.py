@@ -76,6 +76,22 @@ PRESETS: dict[str, dict] = {
         "layer_norm_eps": 1e-12,
     },
 }
+# openai/gpt-oss-120b (config.json as published; a mixture of experts: 128 experts, 4 per
+# token). The model HNLPU (arXiv 2508.16151) hardwires on 16 chips.
+PRESETS["gpt-oss-120b"] = {
+    "_name_or_path": "openai/gpt-oss-120b", "architectures": ["GptOssForCausalLM"],
+    "model_type": "gpt_oss", "hidden_size": 2880, "intermediate_size": 2880,
+    "num_hidden_layers": 36, "num_attention_heads": 64, "num_key_value_heads": 8,
+    "head_dim": 64, "vocab_size": 201088, "num_local_experts": 128,
+    "num_experts_per_tok": 4, "experts_per_token": 4, "attention_bias": True,
+    "hidden_act": "silu", "swiglu_limit": 7.0, "rms_norm_eps": 1e-5, "rope_theta": 150000,
+    "rope_scaling": {"rope_type": "yarn", "factor": 32.0, "beta_fast": 32.0, "beta_slow": 1.0,
+                     "original_max_position_embeddings": 4096, "truncate": False},
+    "max_position_embeddings": 131072, "initial_context_length": 4096, "sliding_window": 128,
+    "layer_types": ["sliding_attention", "full_attention"] * 18,
+    "tie_word_embeddings": False, "eos_token_id": 200002, "pad_token_id": 199999,
+    "torch_dtype": "bfloat16", "quantization_config": {"quant_method": "mxfp4"},
+}
 PRESETS["mistral-7b"] = PRESETS["mistral-7b-v0.1"]
 
 # Published parameter counts (model cards / safetensors metadata on the Hub).
@@ -87,7 +103,18 @@ PUBLISHED_PARAMS: dict[str, int] = {
     "qwen2.5-7b": 7_615_616_512,
     "mistral-7b-v0.1": 7_241_732_096,
     "bert-base-uncased": 109_482_240,  # BertModel incl. pooler, without the MLM head
+    # OpenAI's gpt-oss model card: 116.83 B total, 5.13 B active per token (the active count
+    # leaves out the embedding table, a lookup); tests/test_report_presets.py checks both.
+    "gpt-oss-120b": 116_829_156_672,
 }
+PUBLISHED_ACTIVE_PARAMS: dict[str, float] = {"gpt-oss-120b": 5.13e9}
+
+# Config keys that make a model a mixture of experts, and the keys that give its counts
+# (Hugging Face spells them differently per family; the first one present wins).
+MOE_EXPERT_KEYS = ("num_local_experts", "num_experts")
+MOE_ACTIVE_KEYS = ("num_experts_per_tok", "experts_per_token")
+MOE_MODEL_TYPES = ("gpt_oss",)
+MAX_EXPERT_BLOCKS = 1 << 20   # layers × experts: each expert is a few tensors per layer
 
 
 def preset_names() -> list[str]:
@@ -120,14 +147,21 @@ def tensor_shapes(config: dict, source: str = "config.json") -> dict[str, tuple[
     claims 10**9 layers costs nothing.
     """
     kind = config.get("model_type")
-    if kind in ("llama", "mistral", "qwen2"):
+    experts = moe_counts(config, source)
+    if experts and kind not in MOE_MODEL_TYPES:
+        raise ModelError(f"{source}: {MOE_EXPERT_KEYS[0]} is set but model_type {kind!r} is a "
+                         f"dense family; the mixture-of-experts families are "
+                         f"{', '.join(MOE_MODEL_TYPES)}")
+    if kind in MOE_MODEL_TYPES:
+        before, block, after = _gpt_oss_shapes(config, experts, source)
+    elif kind in ("llama", "mistral", "qwen2"):
         qkv_bias = kind == "qwen2" or bool(config.get("attention_bias"))
         before, block, after = _llama_shapes(config, qkv_bias, source)
     elif kind == "bert":
         before, block, after = _bert_shapes(config, source)
     else:
         raise ModelError(f"{source}: model_type must be one of llama, mistral, qwen2, bert, "
-                         f"not {kind!r}")
+                         f"{', '.join(MOE_MODEL_TYPES)}, not {kind!r}")
     arch.check_dimensions(config, source)
     layers = _need(config, "num_hidden_layers", source)
     params = param_count(before) + layers * param_count(block(0)) + param_count(after)
@@ -140,6 +174,71 @@ def tensor_shapes(config: dict, source: str = "config.json") -> dict[str, tuple[
         shapes.update(block(i))
     shapes.update(after)
     return shapes
+
+
+def moe_counts(config: dict, source: str) -> tuple[int, int] | None:
+    """(experts, experts per token) of a mixture-of-experts config, None for a dense one.
+
+    A config is a mixture of experts when its model_type is one (MOE_MODEL_TYPES) or it sets
+    an expert count; then both counts must be positive integers, experts per token at most
+    the experts: one ModelError naming what is missing."""
+    given = {k: config[k] for k in MOE_EXPERT_KEYS + MOE_ACTIVE_KEYS if k in config}
+    if not given and config.get("model_type") not in MOE_MODEL_TYPES:
+        return None
+    counts = []
+    for keys in (MOE_EXPERT_KEYS, MOE_ACTIVE_KEYS):
+        value = next((config[k] for k in keys if k in config), None)
+        if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+            what = "missing" if value is None else f"{value!r}, not a positive integer"
+            raise ModelError(f"{source}: a mixture-of-experts config needs {keys[0]} (the "
+                             f"expert count: {' or '.join(keys)}); it is {what}")
+        counts.append(value)
+    experts, active = counts
+    if active > experts:
+        raise ModelError(f"{source}: {MOE_ACTIVE_KEYS[0]} ({active}) is more than "
+                         f"{MOE_EXPERT_KEYS[0]} ({experts})")
+    return experts, active
+
+
+def _gpt_oss_shapes(config: dict, counts: tuple[int, int], source: str):
+    """gpt-oss: Llama-like attention with biases and per-head sinks; the MLP is a router and
+    ``experts`` SwiGLU experts. The checkpoint fuses each layer's experts into 3-D tensors
+    ([experts, hidden, 2·intermediate]); they are listed here per expert as 2-D matrices
+    (mlp.experts.E.gate_up_proj.weight [2·intermediate, hidden], .down_proj.weight [hidden,
+    intermediate], with biases), the same parameters in the layout a weight tile stores."""
+    experts = counts[0]
+    hidden, inter = _need(config, "hidden_size", source), _need(config, "intermediate_size", source)
+    heads = _need(config, "num_attention_heads", source)
+    kv_heads = config.get("num_key_value_heads") or heads
+    head_dim = config.get("head_dim") or hidden // heads
+    vocab = _need(config, "vocab_size", source)
+    layers = _need(config, "num_hidden_layers", source)
+    if layers * experts > MAX_EXPERT_BLOCKS:
+        raise ModelError(f"{source}: {layers:,} layers × {experts:,} experts is more than "
+                         f"{MAX_EXPERT_BLOCKS:,} expert blocks")
+    q_out, kv_out = heads * head_dim, kv_heads * head_dim
+
+    def block(i: int) -> dict[str, tuple[int, ...]]:
+        p = f"model.layers.{i}."
+        shapes: dict[str, tuple[int, ...]] = {p + "input_layernorm.weight": (hidden,)}
+        for name, out, fan_in in (("q_proj", q_out, hidden), ("k_proj", kv_out, hidden),
+                                  ("v_proj", kv_out, hidden), ("o_proj", hidden, q_out)):
+            shapes[p + f"self_attn.{name}.weight"] = (out, fan_in)
+            shapes[p + f"self_attn.{name}.bias"] = (out,)
+        shapes[p + "self_attn.sinks"] = (heads,)
+        shapes[p + "post_attention_layernorm.weight"] = (hidden,)
+        shapes[p + "mlp.router.weight"] = (experts, hidden)
+        shapes[p + "mlp.router.bias"] = (experts,)
+        for e in range(experts):
+            x = f"{p}mlp.experts.{e}."
+            shapes[x + "gate_up_proj.weight"] = (2 * inter, hidden)
+            shapes[x + "gate_up_proj.bias"] = (2 * inter,)
+            shapes[x + "down_proj.weight"] = (hidden, inter)
+            shapes[x + "down_proj.bias"] = (hidden,)
+        return shapes
+
+    after = {"model.norm.weight": (hidden,), "lm_head.weight": (vocab, hidden)}
+    return {"model.embed_tokens.weight": (vocab, hidden)}, block, after
 
 
 def _llama_shapes(config: dict, qkv_bias: bool, source: str):

@@ -106,7 +106,7 @@ class DatapathExtras:
         return self.act_fa_per_tile + self.asym_fa_per_tile
 
 
-def _stage_key(model: ModelShape, name: str) -> tuple[int, str]:
+def stage_key(model: ModelShape, name: str) -> tuple[int, str]:
     layer = model.layer_of(name)
     return (layer if layer is not None else -1, stage_of(name) or name)
 
@@ -129,7 +129,7 @@ def datapath_extras(model: ModelShape, bits: dict[str, tuple[int, int | None]], 
     if A:
         stage_in: dict[tuple[int, str], int] = {}
         for n in products:
-            key = _stage_key(model, n)
+            key = stage_key(model, n)
             stage_in[key] = max(stage_in.get(key, 0), fan_in(n))
         groups = sum(math.ceil(f / A) for f in stage_in.values())
         blocks = sum(model.tensors[n][0] * math.ceil(fan_in(n) / min(A, group_of(n)))
@@ -151,7 +151,7 @@ def datapath_extras(model: ModelShape, bits: dict[str, tuple[int, int | None]], 
         g_min = min(group_of(n) for n in asym)
         stage_g: dict[tuple[int, str], tuple[int, int]] = {}
         for n in asym:
-            key = _stage_key(model, n)
+            key = stage_key(model, n)
             f, g = stage_g.get(key, (0, fan_in(n)))
             stage_g[key] = (max(f, fan_in(n)), min(g, group_of(n)))
         fma = fp_multiply_fa() + fp_add_fa()

@@ -15,6 +15,7 @@ from taalasc.model import arch
 from taalasc.report.area import PlacementFacts, area_metrics, tile_map
 from taalasc.report.cost import cost_metrics
 from taalasc.report.datapath import datapath_extras
+from taalasc.report.encoding import zero_bit_input
 from taalasc.report.metrics import Report
 from taalasc.report.power import power_metrics
 from taalasc.report.shape import ModelShape, header_bits, normalise_bits
@@ -30,14 +31,18 @@ _ORDER = ("design", "timing", "throughput", "power", "sram", "cost")
 def build_report(model: ModelShape, bits: dict, base, facts: PlacementFacts | None = None, *,
                  users: int = DEFAULT_USERS, context: int = DEFAULT_CONTEXT,
                  lora: Lora | None = None, utilisation: float = DEFAULT_UTILISATION,
-                 notes: list[str] | None = None, bits_label: str = "") -> Report:
-    """Every metric for ``model`` at ``bits`` (name -> int or QuantSpec) on ``base``."""
+                 notes: list[str] | None = None, bits_label: str = "",
+                 zero_bit_ratio: float | None = None) -> Report:
+    """Every metric for ``model`` at ``bits`` (name -> int or QuantSpec) on ``base``.
+    ``zero_bit_ratio``: the share of zero weight bits, for a zero-skip base (default
+    encoding.DEFAULT_ZERO_BIT_RATIO, an assumption)."""
     if users < 1:
         raise ModelError(f"--users must be at least 1, not {users!r}")
     if context < 1:
         raise ModelError(f"--context must be at least 1, not {context!r}")
     if not 0 < utilisation <= 1:
         raise ModelError(f"--utilisation must be in (0, 1], not {utilisation!r}")
+    zero_bits = zero_bit_input(base, zero_bit_ratio)
     # a folder name that is not UTF-8 (kept by Python as lone surrogates) must still print
     # and be written into report.json
     model = replace(model, name=display(model.name), source=display(model.source))
@@ -47,13 +52,13 @@ def build_report(model: ModelShape, bits: dict, base, facts: PlacementFacts | No
     asymmetric = frozenset(n for n, spec in bits.items() if getattr(spec, "asymmetric", False))
     tmap = tile_map(model, nbits, base, asymmetric)
     extras = datapath_extras(model, nbits, base, asymmetric)
-    metrics = area_metrics(model, tmap, base, facts, extras)
+    metrics = area_metrics(model, tmap, base, facts, extras, zero_bits)
     got = {m.name: m for m in metrics}
     for m in sram_metrics(model, base, got, users, context, lora):
         got[m.name] = m
     for m in timing_metrics(model, tmap, base, facts, users, got, extras):
         got[m.name] = m
-    for m in power_metrics(model, tmap, base, got, context, extras):
+    for m in power_metrics(model, tmap, base, got, context, extras, zero_bits[0]):
         got[m.name] = m
     for m in cost_metrics(base, got, utilisation):
         got[m.name] = m

@@ -25,6 +25,7 @@ ENCODER_MODEL_TYPES = ("bert", "roberta", "xlm-roberta", "distilbert", "electra"
 DEFAULT_ENCODER_SEQUENCE = 128
 
 _LAYER = re.compile(r"(?:^|\.)(?:layers|layer|h|blocks)\.(\d+)\.")
+_EXPERT = re.compile(r"\.experts\.\d+\.")
 
 # The sequential matrix stages of one transformer layer, in dataflow order. Tensors of the
 # same stage run in parallel (q/k/v; gate/up); a stage waits for the one before it.
@@ -51,6 +52,26 @@ class ModelShape:
     @property
     def params(self) -> int:
         return sum(_numel(s) for s in self.tensors.values())
+
+    @property
+    def experts(self) -> tuple[int, int] | None:
+        """(experts, experts per token) of a mixture of experts, None for a dense model."""
+        from taalasc.model.presets import moe_counts
+
+        return moe_counts(self.config or {}, self.source or self.name)
+
+    def active_fraction(self, name: str) -> float:
+        """The share of tokens a tensor works on: k/E for an expert's tensors (the router
+        picks k of E experts per token), 1 for every other tensor."""
+        moe = self.experts
+        if moe is None or not _EXPERT.search(name):
+            return 1.0
+        return moe[1] / moe[0]
+
+    @property
+    def active_params(self) -> float:
+        """Parameters a token touches: experts weighted by active_fraction, lookups counted."""
+        return sum(_numel(s) * self.active_fraction(n) for n, s in self.tensors.items())
 
     def layer_of(self, name: str) -> int | None:
         m = _LAYER.search(name)

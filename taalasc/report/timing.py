@@ -14,7 +14,10 @@ sequences/s = tokens/s / L, with L = max_position_embeddings (else 128). A seque
 adds, per layer, the wait for its last token (bidirectional attention needs every token's K
 and V): depth + layers × (L − 1) × busiest stage cycles.
 Per-group activation scales and asymmetric weight groups add cycles on every matrix stage
-(taalasc/report/datapath.py).
+(taalasc/report/datapath.py). The adder tree's operands depend on the weight-tile encoding
+(taalasc/report/encoding.py): lanes × max_weight_bits (shift-and-add), lanes × ceil(B/s)
+(select), lanes (ternary); a select tile first fills its product bank, ceil(bank adder levels
+× FA delay / period) cycles on every matrix stage.
 """
 
 from __future__ import annotations
@@ -22,9 +25,11 @@ from __future__ import annotations
 import math
 
 from taalasc.report.area import PlacementFacts, TileMap
-from taalasc.report.datapath import DatapathExtras, extra_cycles, is_lookup
+from taalasc.report.datapath import (DatapathExtras, extra_cycles, is_lookup, is_product,
+                                     stage_key)
+from taalasc.report.encoding import bank_levels, tile_logic
 from taalasc.report.metrics import Metric, assumed, from_base, from_metric, from_model, from_pdk
-from taalasc.report.shape import ModelShape, stage_of
+from taalasc.report.shape import ModelShape
 
 
 def csa_levels(operands: int) -> int:
@@ -63,8 +68,7 @@ def token_cycles(model: ModelShape, tmap: TileMap, base) -> tuple[int, int]:
             cycles = 1  # a lookup, not a matrix product
         else:
             cycles = t.rows_per_tile + math.ceil(math.log2(t.in_blocks)) + route_hops(t.tiles)
-        layer = model.layer_of(name)
-        key = (layer if layer is not None else -1, stage_of(name) or name)
+        key = stage_key(model, name)
         stages[key] = max(stages.get(key, 0), cycles)
     per_layer = base.clock.pipeline_stages_per_layer
     total = sum(stages.values()) + per_layer * model.layers
@@ -83,14 +87,17 @@ def timing_metrics(model: ModelShape, tmap: TileMap, base, facts: PlacementFacts
         M.append(Metric(*args, **kw))
         return M[-1]
 
-    operands = tile.input_lanes * tile.max_weight_bits
+    operands = tile_logic(base).tree_operands
     csa = csa_levels(operands)
     cpa = math.ceil(math.log2(dp.accumulator_bits))
+    operand_text = {"select": "lanes × ceil(max_weight_bits / bits_per_site)",
+                    "ternary": "lanes"}.get(tile.encoding, "lanes × max_weight_bits")
     depth = add("timing__tile__adder_depth", 1 + csa + cpa, "FA levels",
-                "1 (product selection) + csa_levels(lanes × max_weight_bits) + "
+                f"1 (product selection) + csa_levels({operand_text}) + "
                 "ceil(log2(accumulator_bits))",
                 {"input_lanes": from_base(base, "weight_tile.input_lanes"),
                  "max_weight_bits": from_base(base, "weight_tile.max_weight_bits"),
+                 "encoding": from_base(base, "weight_tile.encoding"),
                  "accumulator_bits": from_base(base, "datapath.accumulator_bits"),
                  "csa_levels": from_model(csa, f"3:2 levels for {operands} operands"),
                  "product_selection": assumed(1, "an AND/mux level, counted as one FA delay"),
@@ -186,6 +193,21 @@ def timing_metrics(model: ModelShape, tmap: TileMap, base, facts: PlacementFacts
         pipe_formula += " + grouped stages × timing__activation_groups__cycles_per_stage"
         pipe_inputs["timing__activation_groups__cycles_per_stage"] = from_metric(act)
         pipe_inputs["grouped_stages"] = from_model(extras.act_stages, "matrix stages")
+    levels = bank_levels(base)
+    if levels:
+        bank = add("timing__select_bank__cycles_per_stage",
+                   math.ceil(levels * fa_d[0] / period.value), "cycles",
+                   "ceil((ceil(log2(activation_bits + bits_per_site)) + 1) × FA delay / period)"
+                   "  [the product bank's prefix adders, once per stage input; estimate]",
+                   {"bank_levels": from_model(levels, "taalasc/report/encoding.py"),
+                    "full_adder_delay_ps": fa_d,
+                    "timing__clock__period_ps": from_metric(period)}, higher_is_better=False)
+        matrix_stages = len({stage_key(model, n) for n in tmap.per_tensor
+                             if is_product(model, n)})
+        total += bank.value * matrix_stages
+        pipe_formula += " + matrix stages × timing__select_bank__cycles_per_stage"
+        pipe_inputs["timing__select_bank__cycles_per_stage"] = from_metric(bank)
+        pipe_inputs["matrix_stages"] = from_model(matrix_stages, "stages with a product")
     if extras.asym_group:
         asym = add("timing__asymmetric__cycles_per_stage", asym_cycles, "cycles",
                    "ceil((FP16 multiply + FP16 add levels) × FA delay / period)  [min·S_g "
