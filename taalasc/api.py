@@ -133,20 +133,27 @@ def estimate(model: PathLike | None = None, *, config: PathLike | None = None,
              rules: Sequence[str | tuple[str, int]] = (), group_size: int | None = 32,
              auto: bool = False, budget: float = 3.5, asymmetric: bool = False,
              users: int = 1, context: int = 2048, lora: PathLike | None = None,
-             lora_rank: int | None = None, utilisation: float = 0.5) -> Report:
+             lora_rank: int | None = None, utilisation: float = 0.5,
+             zero_bit_ratio: float | None = None) -> Report:
     """Area, timing, power, SRAM and cost of printing a model, without reading a weight: give
     exactly one of ``model`` (a checkpoint's header), ``config`` (a config.json) or
     ``preset`` ('llama-3.1-8b', ...). ``base`` is a built-in name, a YAML path or a
     BaseArray (e.g. a ``dataclasses.replace``d one); None: taalasc.config.DEFAULT_BASE.
     ``rules``: 'GLOB=BITS' or (glob, bits).
     ``lora`` (an adapter folder) or ``lora_rank`` checks that an adapter fits the SRAM.
+    ``zero_bit_ratio``: the share of zero weight bits on a zero-skip base (default 0.5).
+    A preset with published silicon (llama-3.1-8b: Taalas HC1; gpt-oss-120b: HNLPU) gets
+    its published figures beside ours in ``report.published``.
     Returns a taalasc.report.Report: ``report.value("design__die__area")``."""
     from taalasc.report import estimate as estimate_report
+    from taalasc.report.published import attach_published
 
     shape, common = _estimate_inputs(model, config, preset, rules, group_size, asymmetric,
                                      users, context, lora, lora_rank, utilisation)
-    return estimate_report(shape, _base_array(base), default_bits=bits,
-                           auto=(3, 6, budget) if auto else None, **common)
+    report = estimate_report(shape, _base_array(base), default_bits=bits,
+                             auto=(3, 6, budget) if auto else None,
+                             zero_bit_ratio=zero_bit_ratio, **common)
+    return attach_published(report, preset)
 
 
 def sweep(model: PathLike | None = None, *, config: PathLike | None = None,
@@ -155,7 +162,7 @@ def sweep(model: PathLike | None = None, *, config: PathLike | None = None,
           group_size: int | None = 32, auto: bool = False, budget: float = 3.5,
           asymmetric: bool = False, users: int = 1, context: int = 2048,
           lora: PathLike | None = None, lora_rank: int | None = None,
-          utilisation: float = 0.5) -> list[SweepPoint]:
+          utilisation: float = 0.5, zero_bit_ratio: float | None = None) -> list[SweepPoint]:
     """``estimate`` for every base array × default bit width, bases outer, in the order
     given; the model's shapes are read once. With ``auto`` the weights follow the automatic
     policy and ``bits`` only labels the points."""
@@ -164,7 +171,8 @@ def sweep(model: PathLike | None = None, *, config: PathLike | None = None,
     shape, common = _estimate_inputs(model, config, preset, rules, group_size, asymmetric,
                                      users, context, lora, lora_rank, utilisation)
     points = sweep_reports(shape, [_base_array(b) for b in bases], list(bits),
-                           auto=(3, 6, budget) if auto else None, **common)
+                           auto=(3, 6, budget) if auto else None,
+                           zero_bit_ratio=zero_bit_ratio, **common)
     return [SweepPoint(label, report) for label, report in points]
 
 

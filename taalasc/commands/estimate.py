@@ -37,7 +37,9 @@ def _parse_list(text: str | None, what: str, cast=str) -> list:
               help="A Hugging Face config.json instead of a checkpoint.")
 @click.option("--preset", default=None,
               help="A published model: llama-3.1-8b, llama-3.1-70b, llama-3.1-405b, "
-                   "llama-3.2-1b, qwen2.5-7b, mistral-7b(-v0.1|-v0.3), bert-base-uncased.")
+                   "llama-3.2-1b, qwen2.5-7b, mistral-7b(-v0.1|-v0.3), bert-base-uncased, "
+                   "gpt-oss-120b (mixture of experts). llama-3.1-8b and gpt-oss-120b also "
+                   "print the published silicon that runs them (Taalas HC1, HNLPU).")
 @base_option()
 @quant_options
 @click.option("--users", type=click.IntRange(1), default=1, show_default=True,
@@ -51,6 +53,9 @@ def _parse_list(text: str | None, what: str, cast=str) -> list:
               help="A PEFT adapter folder (adapter_config.json + adapter_model.safetensors).")
 @click.option("--utilisation", type=FiniteFloat(0, 1), default=0.5,
               show_default=True, help="Fraction of the time the chip serves tokens (cost/token).")
+@click.option("--zero-bit-ratio", type=FiniteFloat(0, 1), default=None,
+              help="Share of zero weight bits, for a zero-skip base (a zero costs no via); "
+                   "default 0.5.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 @click.option("--markdown", "as_md", is_flag=True, help="Print the report as Markdown.")
 @click.option("--sweep-bits", default=None, metavar="B1,B2,...",
@@ -63,8 +68,8 @@ def _parse_list(text: str | None, what: str, cast=str) -> list:
               help="Also write the estimate (or the sweep, with its chart) as one "
                    "self-contained HTML page.")
 def estimate_cmd(model, config_path, preset, base, bits, rules, group_size, auto, budget,
-                 asymmetric, users, context, lora_rank, lora_dir, utilisation, as_json, as_md,
-                 sweep_bits, sweep_base, plot, html_path):
+                 asymmetric, users, context, lora_rank, lora_dir, utilisation, zero_bit_ratio,
+                 as_json, as_md, sweep_bits, sweep_base, plot, html_path):
     """Estimate what printing a model on a base array takes — tiles, dies, area, Fmax,
     tokens/s, watts, SRAM for the KV cache and LoRA, and cost — from a checkpoint's header,
     a config.json or a preset. No weight is read, so even 405B takes well under a second.
@@ -81,7 +86,7 @@ def estimate_cmd(model, config_path, preset, base, bits, rules, group_size, auto
     common = dict(config=config_path, preset=preset, rules=_parse_rules(rules),
                   group_size=parse_group_size(group_size), auto=auto, budget=budget,
                   asymmetric=asymmetric, users=users, context=context, lora=lora_dir,
-                  lora_rank=lora_rank, utilisation=utilisation)
+                  lora_rank=lora_rank, utilisation=utilisation, zero_bit_ratio=zero_bit_ratio)
     bits_list = _parse_list(sweep_bits, "--sweep-bits", int)
     bases = _parse_list(sweep_base, "--sweep-base") or [base]
     if not bits_list and len(bases) == 1:

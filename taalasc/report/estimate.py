@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+from taalasc.config.base_array import DRAWN_ENCODINGS
 from taalasc.errors import ModelError
 from taalasc.inputfile import display
 from taalasc.model import arch
@@ -101,6 +102,22 @@ def build_report(model: ModelShape, bits: dict, base, facts: PlacementFacts | No
         all_notes.append("per-group activation scales and asymmetric groups are charged with "
                          "estimated unit costs (FP16 multiply = m² + e full adders, comparator "
                          "= activation_bits full adders; taalasc/report/datapath.py)")
+    encoding = base.weight_tile.encoding
+    if encoding not in DRAWN_ENCODINGS:
+        all_notes.append(f"weight_tile.encoding {encoding!r} is estimate-only: the mask writer "
+                         "draws tie-high-low only, so compile refuses this base")
+    if encoding == "zero-skip":
+        all_notes.append(f"zero-skip vias assume {zero_bits[0]:.0%} zero bits "
+                         f"({zero_bits[1].removeprefix('assumption: ')})")
+    if model.experts is not None:
+        experts, active = model.experts
+        all_notes.append(f"mixture of experts: {experts} experts, {active} per token; area "
+                         "counts every expert, cycles and energy the active ones (idle experts' "
+                         "tiles clock-gated: assumption); the router's top-k is folded into "
+                         "pipeline_stages_per_layer")
+    if "sliding_attention" in ((model.config or {}).get("layer_types") or ()):
+        all_notes.append("sliding-window layers are counted at the full context (KV cache and "
+                         "attention): an over-count for those layers")
     max_pos = (model.config or {}).get("max_position_embeddings")
     ctx = got.get("sram__kv_cache__max_context_per_user")
     if isinstance(max_pos, int) and ctx is not None and ctx.value > max_pos:

@@ -104,6 +104,8 @@ class Report:
     metrics: list[Metric]
     meta: dict[str, Any] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    # published silicon's figures beside ours (taalasc/report/published.py), estimate only
+    published: list[dict[str, Any]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         names = [m.name for m in self.metrics]
@@ -125,9 +127,12 @@ class Report:
 
     # JSON --------------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
-        return {"format": FORMAT, "version": VERSION,
+        data = {"format": FORMAT, "version": VERSION,
                 "meta": {k: _plain(v) for k, v in sorted(self.meta.items())},
                 "notes": list(self.notes), "metrics": [m.to_dict() for m in self.metrics]}
+        if self.published:
+            data["published"] = [dict(row) for row in self.published]
+        return data
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2, sort_keys=True, ensure_ascii=False) + "\n"
@@ -147,7 +152,11 @@ class Report:
             metrics = [Metric.from_dict(m) for m in data["metrics"]]
         except (KeyError, TypeError, AttributeError) as exc:
             raise OutputError(f"{where}: metrics entry is malformed (missing {exc})") from None
-        return cls(metrics, dict(data.get("meta", {})), list(data.get("notes", [])))
+        published = data.get("published", [])
+        if not isinstance(published, list) or not all(isinstance(r, dict) for r in published):
+            raise OutputError(f"{where}: published must be a list of objects")
+        return cls(metrics, dict(data.get("meta", {})), list(data.get("notes", [])),
+                   [dict(r) for r in published])
 
     def write(self, path: Path) -> None:
         Path(path).write_text(self.to_json(), encoding="utf-8")
@@ -174,6 +183,11 @@ class Report:
                 continue
             lines.append(f"- `{m.name}`: " + "; ".join(
                 f"{k} = {format_value(v)} ({_md(s)})" for k, (v, s) in sorted(m.inputs.items())))
+        if self.published:
+            from taalasc.report.published import published_markdown
+
+            lines += ["", f"## Published: {_md(self.meta.get('published', ''))}", "",
+                      published_markdown(self.published).rstrip("\n")]
         if self.notes:
             lines += ["", "## Notes", ""] + [f"- {_md(n)}" for n in self.notes]
         return "\n".join(lines) + "\n"
@@ -212,8 +226,28 @@ class Report:
 
         out = console or terminal()
         out.print(self.rich_table(width=out.width))
+        if self.published:
+            out.print(self.published_table())
         for note in self.notes:
             print_text(out, f"note: {note}")
+
+    def published_table(self):
+        """The published figures beside ours (taalasc/report/published.py) as a rich table."""
+        from rich.text import Text
+
+        from taalasc.console import new_table
+        from taalasc.errors import safe_markup, safe_text
+        from taalasc.report.published import ratio_text, source_text
+
+        table = new_table(safe_markup(f"published: {self.meta.get('published', '')}"),
+                          ["figure", "taalasc", "published", "ours / published",
+                           "source; measured against"], right=[1])
+        for r in self.published:
+            ours = "—" if r.get("taalasc") is None else format_value(r["taalasc"])
+            table.add_row(Text(safe_text(r.get("figure", ""))), Text(ours),
+                          Text(safe_text(r.get("published", ""))), Text(ratio_text(r)),
+                          Text(safe_text(source_text(r)), style="dim"))
+        return table
 
 
 WIDE_COLUMNS = 140   # a report's formulas get their own column from this terminal width

@@ -21,13 +21,22 @@ COLUMNS = (("design__die__count", "dies"), ("design__die__total_area", "area mmÂ
            ("cost__tokens__usd_per_million", "$/Mtok"))
 
 
-def sweep(model, bases, bits_list, *, auto=None, **options) -> list[tuple[str, Report]]:
+def sweep(model, bases, bits_list, *, auto=None, zero_bit_ratio=None,
+          **options) -> list[tuple[str, Report]]:
     """(label, report) for every base Ã— bits. With ``auto``, bits_list is ignored for weights
-    but kept as the label; a sweep of --auto budgets is --budget's job."""
+    but kept as the label; a sweep of --auto budgets is --budget's job. ``zero_bit_ratio``
+    goes to the zero-skip bases (one of them at least)."""
+    skip = [b.weight_tile.encoding == "zero-skip" for b in bases]
+    if zero_bit_ratio is not None and not any(skip):
+        from taalasc.errors import ModelError
+
+        raise ModelError("--zero-bit-ratio applies to weight_tile.encoding 'zero-skip' only; "
+                         "no base of the sweep encodes it")
     points = []
-    for base in bases:
+    for base, zero_skip in zip(bases, skip):
         for bits in bits_list:
-            report = estimate(model, base, default_bits=bits, auto=auto, **options)
+            report = estimate(model, base, default_bits=bits, auto=auto,
+                              zero_bit_ratio=zero_bit_ratio if zero_skip else None, **options)
             label = f"{base.name} {report.meta['bits'].split(',')[0]}"
             points.append((label, report))
     return points
