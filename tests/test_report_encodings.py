@@ -206,3 +206,46 @@ def test_densities_tile_and_die(tmp_path, model):
         assert r.value("design__tile__bits_per_um2") == pytest.approx(bits_per_um2)
         assert r.value("design__die__bits_per_um2") == pytest.approx(
             r.value("design__weights__bits") / (r.value("design__die__total_area") * 1e6))
+
+
+# --- the rest of the die, by hand ---------------------------------------------------------------
+
+def test_whole_die_terms_by_hand(model):
+    from taalasc.report.wholedie import leakage_temperature_factor
+
+    base = load_base_array("sky130-demo")
+    cells, el, dp = base.pdk.cells, base.pdk.electrical, base.datapath
+    r = estimate(model, base, default_bits=4, context=100)
+    e_fa = dp.activity_factor * el.supply_v ** 2 * cells.full_adder_switched_cap_ff
+    a, mul, add = dp.activation_bits, 11 ** 2 + 5, 2 * 11 + 5
+    # attention: 2 layers, q width 64, 4 heads, 100 positions
+    assert r.value("power__attention__energy_per_token") == pytest.approx(
+        e_fa * (2 * 2 * 64 * 100 * (a * a + 2 * a) + 2 * 4 * 100 * 5 * (mul + add)) * 1e-15)
+    # KV: 100 past positions read, this token written, both at the read energy
+    bpt = r.value("sram__kv_cache__bytes_per_token")
+    assert r.value("power__kv_cache__energy_per_token") == pytest.approx(
+        101 * bpt * 8 * base.pdk.sram.read_energy_fj_per_bit * 1e-15)
+    # I/O: one die, token ids of ceil(log2 256) = 8 bits in and out at 5 pJ/bit
+    assert r.value("power__io__energy_per_token") == pytest.approx(16 * 5e-12)
+    # clock tree: H-tree 1.5·S·√N + N tile spines, N = used tiles on one die
+    n = r.value("design__tiles__used")
+    side_um = math.sqrt(base.die.area_mm2) * 1000
+    tile = base.weight_tile
+    length_um = 1.5 * side_um * math.sqrt(n) + n * (tile.width_nm + tile.height_nm) / 1000
+    f_hz = 1e12 / r.value("timing__clock__period_ps")
+    assert r.value("power__clock_tree__watts") == pytest.approx(
+        el.top_metal_cap_ff_per_um * length_um * 1e-15 * el.supply_v ** 2 * f_hz)
+    # leakage at 85 °C: (358.15/298.15)² · exp(q/(1.1·k) · (0.30/298.15 − 0.258/358.15))
+    factor = (358.15 / 298.15) ** 2 * math.exp(11604.518 / 1.1 * (0.30 / 298.15
+                                                                   - 0.258 / 358.15))
+    assert leakage_temperature_factor(85.0) == pytest.approx(factor)
+    assert 25 < factor < 35
+    assert r.value("power__leakage__watts") == pytest.approx(
+        r.value("power__leakage_25c__watts") * factor)
+    terms = [m for m in r["power__token__dynamic_joules"].inputs if m.startswith("power__")]
+    assert r.value("power__token__dynamic_joules") == pytest.approx(
+        r.value("power__token__macs") * r.value("power__mac__energy_fj") * 1e-15
+        + sum(r.value(t) for t in terms if t != "power__token__macs"
+              and t != "power__mac__energy_fj"))
+    assert r.value("power__tokens__per_joule") == pytest.approx(
+        r.value("throughput__aggregate__tokens_per_s") / r.value("power__total__watts"))

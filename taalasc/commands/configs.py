@@ -63,6 +63,8 @@ def base_rows(base) -> list[tuple[str, object, str]]:
             source = here
             if section == "datapath" and f.name == "activation_group_size" and value is None:
                 source = f"{here} (absent: one activation scale per token vector)"
+            if section == "weight_tile" and f.name == "slots_per_bit" and value is None:
+                source = f"{here} (does not apply: one via per site)"
             rows.append((f"{section}.{f.name}", value, source))
     for i, block in enumerate(base.sram):
         rows.append((f"sram[{i}]", f"{block.name} {block.purpose} {block.capacity_bytes} B", here))
@@ -74,6 +76,9 @@ def base_rows(base) -> list[tuple[str, object, str]]:
          "derived: sites_x × sites_y × bits_per_site"),
         ("derived.tile_width_nm", tile.width_nm, "derived: (sites_x + 1 tie column) × site_pitch_x_nm"),
         ("derived.tile_height_nm", tile.height_nm, "derived: sites_y × site_pitch_y_nm"),
+        ("derived.lines_per_site", tile.lines_per_site,
+         f"derived: encoding {tile.encoding} (tie-high-low 2, zero-skip 1, select "
+         "2^bits_per_site, ternary 3)"),
         ("derived.die_capacity_bits", grid.tiles * tile.capacity_bits,
          "derived: tiles × tile_capacity_bits"),
     ]
