@@ -214,7 +214,7 @@ def area_metrics(model: ModelShape, tmap: TileMap, base, facts: PlacementFacts,
                       for n, t in tmap.per_tensor.items())
     lines = tile.lines_per_site
     lines_in = (lines, f"base array {base.name}: weight_tile lines per site ({enc}"
-                + (f", 2^bits_per_site" if enc == "select" else "") + ")")
+                + (", 2^bits_per_site" if enc == "select" else "") + ")")
     if facts.via_count is not None:
         add("design__via__count", facts.via_count, "shapes", "from the emitted via mask",
             {"placement.via_count": (facts.via_count, "compile mask emission")})

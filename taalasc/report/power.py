@@ -27,7 +27,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from taalasc.report.area import TileMap, active_tiles
+from taalasc.report.area import TileMap
 from taalasc.report.datapath import DatapathExtras, is_product
 from taalasc.report.encoding import formula_text, tile_logic, tree_fa_per_mac, vias_per_weight
 from taalasc.report.metrics import Metric, from_base, from_metric, from_model, from_pdk
