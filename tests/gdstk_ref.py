@@ -14,6 +14,7 @@ from taalasc.formats.readback import add_plain, cell_rects, is_plain, place_rect
 from taalasc.formats.safe_read import MAX_SHAPES, read_flat
 
 Layer = tuple[int, int]
+VIA, METAL = (71, 44), (72, 20)
 
 
 def gdstk_rects(path: Path, allowed: set[Layer] | None = None) -> dict[Layer, np.ndarray]:
@@ -76,3 +77,48 @@ def _flatten(lib: gdstk.Library, path: Path, allowed: set[Layer] | None
         return memo[cell.name]
 
     return flat(tops[0])
+
+
+def random_library(seed: int) -> gdstk.Library:
+    """Four levels of cells: leaves of rectangles on two layers, then cells placing earlier
+    cells by SREF or AREF at every 90-degree rotation, with and without x reflection, and
+    with runs of identical references (as a tile cell has) broken by other elements."""
+    rng = np.random.default_rng(seed)
+    lib = gdstk.Library(unit=1e-9, precision=1e-9)
+    cells = []
+    for k in range(3):
+        leaf = lib.new_cell(f"L{k}" + "x" * int(rng.integers(0, 4)))  # varying name lengths
+        for _ in range(int(rng.integers(1, 6))):
+            x, y = (int(v) * 10 for v in rng.integers(-500, 500, 2))
+            w, h = (int(v) * 10 for v in rng.integers(1, 100, 2))
+            layer = VIA if rng.random() < 0.6 else METAL
+            leaf.add(gdstk.rectangle((x, y), (x + w, y + h), layer=layer[0], datatype=layer[1]))
+        cells.append(leaf)
+    for level in range(3):
+        for k in range(2):
+            cell = lib.new_cell(f"C{level}_{k}")
+            for _ in range(int(rng.integers(2, 12))):
+                child = cells[int(rng.integers(0, len(cells)))]
+                origin = tuple(int(v) * 10 for v in rng.integers(-5000, 5000, 2))
+                rotation = float(rng.integers(0, 4)) * np.pi / 2
+                reflect = bool(rng.random() < 0.3)
+                if rng.random() < 0.25:
+                    cell.add(gdstk.Reference(child, origin, rotation=rotation,
+                                             x_reflection=reflect,
+                                             columns=int(rng.integers(1, 4)),
+                                             rows=int(rng.integers(1, 4)),
+                                             spacing=(int(rng.integers(1, 50)) * 100,
+                                                      int(rng.integers(1, 50)) * 100)))
+                else:
+                    cell.add(gdstk.Reference(child, origin, rotation=rotation,
+                                             x_reflection=reflect))
+            if rng.random() < 0.5:
+                cell.add(gdstk.rectangle((0, 0), (800, 800), layer=VIA[0], datatype=VIA[1]))
+            cells.append(cell)
+    top = lib.new_cell("TOP")  # places every cell nothing else places: one top cell
+    placed = {ref.cell.name for cell in cells for ref in cell.references}
+    for child in cells:
+        if child.name not in placed:
+            top.add(gdstk.Reference(child, (int(rng.integers(0, 1000)) * 10, 0)))
+    top.add(gdstk.Label("labels carry no geometry", (0, 0), layer=VIA[0]))
+    return lib

@@ -44,13 +44,16 @@ class Cursor:
         while True:
             byte = data[pos]
             pos += 1
-            value |= (byte & 0x7F) << shift
+            if byte & 0x7F:   # redundant zero bytes may pad a varint (KLayout pads END so)
+                if shift > 63:
+                    raise ValueError("an OASIS integer is longer than 64 bits")
+                value |= (byte & 0x7F) << shift
             if byte < 0x80:
+                if value >> 64:
+                    raise ValueError("an OASIS integer is longer than 64 bits")
                 self.pos = pos
                 return value
             shift += 7
-            if shift > 63:
-                raise ValueError("an OASIS integer is longer than 64 bits")
 
     def sint(self) -> int:
         v = self.uint()
