@@ -42,7 +42,7 @@ from pathlib import Path
 import numpy as np
 
 from taalasc.errors import MaskError
-from taalasc.formats.gdsflat import check_counts, ragged
+from taalasc.formats.gdsflat import check_counts
 from taalasc.formats.gdsread import GdsCell, GdsLibrary, Layer, _Refs
 from taalasc.formats.oasread import (MAX_RECORD_BYTES, Cursor, Repetition, path_extensions,
                                      point_list, read_start, repetition)
@@ -174,12 +174,14 @@ class _Layout:
     def values(self, rows: np.ndarray) -> np.ndarray:
         """Field values of the stretch in each row of ``rows`` (uint8 [n, length]): int64
         [n, records, _SLOTS], x and y zigzag-decoded, 0 where a field is absent."""
-        at = ragged(self.field_start, self.field_len)
-        shift = 7 * (np.arange(len(at)) - np.repeat(np.cumsum(self.field_len) - self.field_len,
-                                                   self.field_len))
-        parts = (rows[:, at].astype(np.int64) & 0x7F) << shift
-        vals = np.add.reduceat(parts, np.cumsum(self.field_len) - self.field_len, axis=1) \
-            if len(at) else np.zeros((len(rows), 0), np.int64)
+        vals = np.empty((len(rows), len(self.field_len)), np.int64)
+        for length in np.unique(self.field_len).tolist():   # fields of one length at once
+            which = np.flatnonzero(self.field_len == length)
+            at = self.field_start[which]
+            v = rows[:, at].astype(np.int64) & 0x7F
+            for k in range(1, length):
+                v |= (rows[:, at + k].astype(np.int64) & 0x7F) << (7 * k)
+            vals[:, which] = v
         signed = ((self.rid[self.field_rec] == 17) & (self.field_slot >= 1)) | \
             ((self.rid[self.field_rec] == 20) & (self.field_slot >= 4))
         vals = np.where(signed, np.where(vals & 1, -(vals >> 1), vals >> 1), vals)
@@ -321,6 +323,7 @@ class _Reader:
         self.ids: dict[str, int] = {}
         self.num_names: dict[int, str] = {}      # CELLNAME reference number -> name
         self.num_ids: dict[int, int] = {}        # numbers used before their CELLNAME
+        self.num_table = np.zeros(0, np.int64)   # by_number of small numbers, -1: not asked
         self.alias: dict[int, int] = {}          # such a cell -> the cell of its name
         self.implicit = {3: 0, 5: 0, 7: 0, 9: 0, 30: 0}   # next implicit reference numbers
         self.numbering: dict[int, str] = {}      # name record pair -> "implicit"/"explicit"
@@ -376,10 +379,26 @@ class _Reader:
         return k
 
     def ids_of(self, numbers: np.ndarray) -> np.ndarray:
-        """Cell ids of PLACEMENT reference numbers (any shape)."""
-        values, inverse = np.unique(numbers, return_inverse=True)
-        ids = np.array([self.by_number(int(v)) for v in values], np.int64)
-        return ids[inverse.reshape(-1)].reshape(numbers.shape)
+        """Cell ids of PLACEMENT reference numbers (any shape), through a table of the
+        numbers below 2**20 (by_number's answer for a number never changes: a cell used by
+        number before its CELLNAME keeps its id, aliased at the end if need be)."""
+        if not numbers.size:
+            return numbers
+        top = int(numbers.max())
+        if top >= 1 << 20:
+            values, inverse = np.unique(numbers, return_inverse=True)
+            ids = np.array([self.by_number(int(v)) for v in values], np.int64)
+            return ids[inverse.reshape(-1)].reshape(numbers.shape)
+        if top >= len(self.num_table):
+            grown = np.full(max(top + 1, 2 * len(self.num_table)), -1, np.int64)
+            grown[:len(self.num_table)] = self.num_table
+            self.num_table = grown
+        ids = self.num_table[numbers]
+        if (ids < 0).any():
+            for v in np.unique(numbers[ids < 0]).tolist():
+                self.num_table[v] = self.by_number(v)
+            ids = self.num_table[numbers]
+        return ids
 
     def cellname(self, name: str, number: int) -> None:
         if number in self.num_names:
@@ -415,7 +434,7 @@ class _Reader:
             raise MaskError(f"{self.path}: cannot read mask file (no OASIS START record)") from None
         if not (unit > 0 and math.isfinite(unit)):
             raise MaskError(f"{self.path}: cannot read mask file (database unit {unit} per µm)")
-        body = raw[:len(raw) - _END_BYTES]   # END (checked by check_oas) fills the last 256
+        body = memoryview(raw)[:len(raw) - _END_BYTES]   # END (check_oas) fills the last 256
         self.at = start
         self.records(Cursor(body, start), top=True)
         for key in list(self.pending):
@@ -522,7 +541,7 @@ class _Reader:
         elif first == 5:
             if number in self.texts:
                 raise ValueError(f"text string reference number {number} is defined twice")
-            self.texts[number] = text.decode("ascii", "replace")
+            self.texts[number] = _nstring(text)
 
     def property(self, c: Cursor, rid: int) -> None:
         s = self.state
@@ -681,7 +700,7 @@ class _Reader:
                 self.text_nums.add(number)
                 s.text = ("#", number)
             else:
-                s.text = c.string().decode("ascii", "replace")
+                s.text = _text(c)
         elif s.text is None:
             raise ValueError("a TEXT uses modal variable text-string before it is set")
         if info & 0x01:
@@ -857,11 +876,12 @@ class _Reader:
         """Decode the CBLOCKs queued for one template in one batch; the modal values after
         the last. A damaged one is found by decoding them one by one."""
         t, items = self.pending.pop(key)
-        here, self.in_block = self.at, True
+        here, rows, self.in_block = self.at, self.rows, True
         try:
             try:
                 return self.decode_items(t, items)
             except (ValueError, MaskError):
+                self.rows = rows
                 for item in items:
                     self.at = item[3]
                     try:
