@@ -295,8 +295,8 @@ def test_numpy_and_record_by_record_reading_agree(demo_compile, tmp_path, monkey
     """CBLOCK templates and runs (numpy) against the reading of one record at a time."""
     path = demo_compile / "die0.oas"
     fast = read_oas(path)
-    monkeypatch.setattr(oasparse, "_scan", lambda data, absolute: None)
-    monkeypatch.setattr(oasparse, "_run_layout", lambda *a: None)
+    monkeypatch.setattr(oasparse, "scan", lambda data, absolute: None)
+    monkeypatch.setattr(oasparse, "run_layout", lambda *a: None)
     slow = read_oas(path)
     assert [c.name for c in fast.cells] == [c.name for c in slow.cells]
     for a, b in zip(fast.cells, slow.cells):

@@ -10,11 +10,11 @@ sites). A CBLOCK whose inflated bytes have the record layout of one decoded befo
 record and info bytes at the same places and varints of the same lengths, which one numpy
 comparison tells - is decoded without a Python loop: its fields are gathered by position,
 and OASIS's modal variables (relative coordinates, fields left out) are filled in with
-cumulative sums. Such CBLOCKs are decoded 64 at a time. Runs of records with the same record
-and info byte (a cell's vias, a row of placements) are found with one numpy pass over the
-bytes that end varints and decoded the same way. Every other record - names, texts,
-properties, repetitions, polygons, paths - is read one at a time in Python
-(oasread.Cursor and its grammar).
+cumulative sums (formats/oaslayout.py). Such CBLOCKs are decoded 64 at a time. Runs of
+records with the same record and info byte (a cell's vias, a row of placements) are found
+with one numpy pass over the bytes that end varints and decoded the same way. Every other
+record - names, texts, properties, repetitions, polygons, paths - is read one at a time in
+Python (oasread.Cursor and its grammar).
 
 Untrusted input: pure Python and numpy, so a damaged file is one MaskError line naming the
 file and the byte where reading stopped (inside a CBLOCK: the CBLOCK's): truncation, bad
@@ -44,14 +44,14 @@ import numpy as np
 from taalasc.errors import MaskError
 from taalasc.formats.gdsflat import check_counts
 from taalasc.formats.gdsread import GdsCell, GdsLibrary, Layer, _Refs
+from taalasc.formats.oaslayout import (COORD_LIMIT, LAYOUT_RECORDS, MODAL, Layout, Template,
+                                       decode, run_layout, scan, simple_slots)
 from taalasc.formats.oasread import (MAX_RECORD_BYTES, Cursor, Repetition, path_extensions,
                                      point_list, read_start, repetition)
 from taalasc.formats.safe_read import MAX_SHAPES, check_oas
 
-COORD_LIMIT = 1 << 40      # database units; sums of 2**20 such values stay inside int64
-_FIELD_BYTES = 6           # varints decoded by numpy: < 2**42, sums of 2**20 of them fit
-_LAYOUT_RECORDS = 1 << 20  # records of one vectorised stretch
 _BATCH = 64                # CBLOCKs of one layout decoded at once
+_COORDS = {"px", "py", "gx", "gy"}   # modal values that may be negative
 _END_BYTES = 256
 # Records that end a cell (names, CELL, END): a CBLOCK followed by one needs no modal state
 # after it, so it may wait to be decoded with others of its layout.
@@ -130,189 +130,6 @@ class _Parts:
     others: list[Shape] = field(default_factory=list)
 
 
-# --- record layouts decoded by numpy ---------------------------------------------------------
-
-# Field slots: PLACEMENT (17) cell, x, y; RECTANGLE (20) layer, datatype, width, height, x, y.
-_SLOTS = 6
-_PLACEMENT_BITS = ((0, 0xC0), (1, 0x20), (2, 0x10))     # (slot, info bits that mean present)
-_RECTANGLE_BITS = ((0, 0x01), (1, 0x02), (2, 0x40), (3, 0x20), (4, 0x10), (5, 0x08))
-
-
-def _simple_slots(rid: int, info: int) -> tuple[int, ...] | None:
-    """Field slots of a record numpy may decode (varints only: a PLACEMENT of a cell by
-    reference number or of the last cell, a RECTANGLE; neither repeated), else None."""
-    if rid == 17:
-        if info & 0x08 or info & 0xC0 == 0x80:       # repeated, or a cell by name
-            return None
-        return tuple(s for s, bits in _PLACEMENT_BITS if info & bits == bits)
-    if rid == 20:
-        if info & 0x04 or info & 0xA0 == 0xA0:       # repeated, or a square with a height
-            return None
-        return tuple(s for s, bits in _RECTANGLE_BITS if info & bits)
-    return None
-
-
-@dataclass(frozen=True)
-class _Layout:
-    """The record layout of a stretch of records numpy decodes (PAD, XYABSOLUTE, XYRELATIVE
-    and _simple_slots records): per record its id and info byte; per varint field its
-    record, slot, first byte (from the stretch's start) and length."""
-    rid: np.ndarray
-    info: np.ndarray
-    field_rec: np.ndarray
-    field_slot: np.ndarray
-    field_start: np.ndarray
-    field_len: np.ndarray
-    length: int                 # bytes
-
-    @classmethod
-    def of(cls, rid, info, fields, length: int) -> "_Layout":
-        f = np.array(fields, np.int64).reshape(-1, 4)
-        return cls(np.asarray(rid, np.int64), np.asarray(info, np.int64), f[:, 0], f[:, 1],
-                   f[:, 2], f[:, 3], length)
-
-    def values(self, rows: np.ndarray) -> np.ndarray:
-        """Field values of the stretch in each row of ``rows`` (uint8 [n, length]): int64
-        [n, records, _SLOTS], x and y zigzag-decoded, 0 where a field is absent."""
-        vals = np.empty((len(rows), len(self.field_len)), np.int64)
-        for length in np.unique(self.field_len).tolist():   # fields of one length at once
-            which = np.flatnonzero(self.field_len == length)
-            at = self.field_start[which]
-            v = rows[:, at].astype(np.int64) & 0x7F
-            for k in range(1, length):
-                v |= (rows[:, at + k].astype(np.int64) & 0x7F) << (7 * k)
-            vals[:, which] = v
-        signed = ((self.rid[self.field_rec] == 17) & (self.field_slot >= 1)) | \
-            ((self.rid[self.field_rec] == 20) & (self.field_slot >= 4))
-        vals = np.where(signed, np.where(vals & 1, -(vals >> 1), vals >> 1), vals)
-        out = np.zeros((len(rows), len(self.rid), _SLOTS), np.int64)
-        out[:, self.field_rec, self.field_slot] = vals
-        return out
-
-    @property
-    def present(self) -> np.ndarray:
-        has = np.zeros((len(self.rid), _SLOTS), bool)
-        has[self.field_rec, self.field_slot] = True
-        return has
-
-
-@dataclass(frozen=True)
-class _Template:
-    """A CBLOCK's record layout, and the bytes that must match for another CBLOCK to have it:
-    record and info bytes exactly, the continuation bit of every varint byte."""
-    layout: _Layout
-    expect: np.ndarray          # uint8 [length]
-    mask: np.ndarray            # 0xFF at record/info bytes, 0x80 at varint bytes
-    absolute: bool              # xy mode at the CBLOCK's start
-
-    def matches(self, data: np.ndarray) -> bool:
-        return not ((data ^ self.expect) & self.mask).any()
-
-
-def _scan(data: bytes, absolute: bool) -> _Template | None:
-    """The template of a CBLOCK made only of records numpy decodes, else None (it is then read
-    record by record, which reports any damage)."""
-    c = Cursor(data)
-    rids, infos, fields = [], [], []
-    mask = np.full(len(data), 0xFF, np.uint8)
-    try:
-        while c.pos < len(data):
-            p = c.pos
-            rid = data[p]
-            if len(rids) >= _LAYOUT_RECORDS:
-                return None
-            if rid in (0, 15, 16):
-                rids.append(rid)
-                infos.append(0)
-                c.pos += 1
-                continue
-            info = data[p + 1]
-            slots = _simple_slots(rid, info)
-            if slots is None:
-                return None
-            c.pos = p + 2
-            for slot in slots:
-                q = c.pos
-                c.uint()
-                if c.pos - q > _FIELD_BYTES:
-                    return None
-                fields.append((len(rids), slot, q, c.pos - q))
-                mask[q:c.pos] = 0x80
-            rids.append(rid)
-            infos.append(info)
-    except (IndexError, ValueError):
-        return None
-    expect = np.frombuffer(data, np.uint8).copy()
-    return _Template(_Layout.of(rids, infos, fields, len(data)), expect, mask, absolute)
-
-
-def _run_layout(seg: np.ndarray, rid: int, info: int, slots: tuple[int, ...]
-                ) -> tuple[_Layout, bool] | None:
-    """The longest run of records at the start of ``seg`` with record id ``rid``, info byte
-    ``info`` and varint fields only, found from the bytes that end varints: each record is
-    then a fixed number of them. (layout, whether the run may go on past ``seg``); None if
-    shorter than 2."""
-    k = len(slots)
-    per = k + 2 if info < 0x80 else k + 1   # an info byte >= 0x80 joins the first field
-    if per < 2 or (info >= 0x80 and k == 0):
-        return None
-    ends = np.flatnonzero(seg < 0x80)
-    n = len(ends) // per
-    if n < 2:
-        return None
-    ends = ends[:n * per]
-    starts = np.concatenate([[0], ends[:-1] + 1]).reshape(n, per)
-    ends = ends.reshape(n, per)
-    ok = (starts[:, 0] == ends[:, 0]) & (seg[ends[:, 0]] == rid) & (seg[starts[:, 1]] == info)
-    first = 2
-    if info < 0x80:
-        ok &= starts[:, 1] == ends[:, 1]
-    else:                                   # the first field: the rest of token 1
-        starts[:, 1] += 1
-        first = 1
-    lengths = ends[:, first:] - starts[:, first:] + 1
-    ok &= (lengths <= _FIELD_BYTES).all(axis=1)
-    good = n if ok.all() else int(np.argmin(ok))
-    if good < 2:
-        return None
-    starts, lengths = starts[:good, first:], lengths[:good]
-    records = np.repeat(np.arange(good), k)
-    fields = np.stack([records, np.tile(np.array(slots), good), starts.reshape(-1),
-                       lengths.reshape(-1)], axis=1)
-    layout = _Layout.of(np.full(good, rid), np.full(good, info), fields,
-                        int(ends[good - 1, -1]) + 1)
-    return layout, good == n
-
-
-def _fill(vals: np.ndarray, setters: np.ndarray, init: np.ndarray, name: str) -> np.ndarray:
-    """A modal variable along a stretch: each record's value is that of the last record up
-    to it that sets it, else ``init`` (int64 [n], -1 when not set: an error if needed)."""
-    m = vals.shape[1]
-    last = np.maximum.accumulate(np.where(setters, np.arange(m), -1))
-    out = vals[:, np.maximum(last, 0)]
-    if (last < 0).any():
-        if (init < 0).any():
-            raise ValueError(f"a record uses modal variable {name} before it is set")
-        out[:, last < 0] = init[:, None]
-    return out
-
-
-def _coords(vals: np.ndarray, has: np.ndarray, absolute: np.ndarray, init: np.ndarray
-            ) -> np.ndarray:
-    """x (or y) of each record: an absolute value sets it, a relative one adds to it, an
-    absent one keeps it."""
-    m = vals.shape[1]
-    add = np.where(has & ~absolute, vals, 0)
-    total = np.cumsum(add, axis=1)
-    last = np.maximum.accumulate(np.where(has & absolute, np.arange(m), -1))
-    at = np.maximum(last, 0)
-    base = np.where(last >= 0, vals[:, at] - total[:, at], init[:, None])
-    out = base + total
-    if len(out) and out.size and np.abs(out).max() >= COORD_LIMIT:
-        raise ValueError(f"a coordinate beyond ±{COORD_LIMIT} database units")
-    return out
-
-
 # --- the reader ------------------------------------------------------------------------------
 
 class _Reader:
@@ -334,8 +151,8 @@ class _Reader:
         self.at = 0                              # file offset of the record being read
         self.in_block = False
         self.rows = 0                            # shapes and references kept
-        self.templates: dict[int, list[_Template]] = {}
-        self.pending: dict[int, tuple[_Template, list]] = {}   # id(template) -> queued
+        self.templates: dict[int, list[Template]] = {}
+        self.pending: dict[int, tuple[Template, list]] = {}   # id(template) -> queued
         self.run_cooldown = 0
 
     # errors ----------------------------------------------------------------------------------
@@ -843,25 +660,24 @@ class _Reader:
         self.records(Cursor(data), top=False)
         self.in_block = False
 
-    def template(self, data: bytes) -> _Template | None:
+    def template(self, data: bytes) -> Template | None:
         known = self.templates.setdefault(len(data), [])
         view = np.frombuffer(data, np.uint8)
         for t in known:
             if t.absolute == self.state.absolute and t.matches(view):
                 return t
-        t = _scan(data, self.state.absolute)
+        t = scan(data, self.state.absolute)
         if t is not None:
             known.insert(0, t)
             del known[4:]           # a few layouts per length: tiles of equal size
         return t
 
     def start_values(self) -> tuple:
-        """The modal variables a stretch starts from (-1: not set; cell ids for cells)."""
-        s = self.state
-        return tuple(-1 if v is None else v for v in
-                     (s.px, s.py, s.pcell, s.gx, s.gy, s.layer, s.datatype, s.w, s.h))
+        """The modal variables a numpy stretch starts from (oaslayout.MODAL; -1: not set,
+        which a coordinate never is; a cell id for the cell)."""
+        return tuple(-1 if v is None else v for v in (getattr(self.state, n) for n in MODAL))
 
-    def queue(self, t: _Template, data: np.ndarray, deferrable: bool) -> None:
+    def queue(self, t: Template, data: np.ndarray, deferrable: bool) -> None:
         """Decode a CBLOCK of template ``t`` now, or - when the cell ends after it, so that
         no later record needs the modal variables it leaves - with the next ones of ``t``."""
         key = id(t)
@@ -892,18 +708,16 @@ class _Reader:
         finally:
             self.at, self.in_block = here, False
 
-    def decode_items(self, t: _Template, items: list) -> tuple[list[int], bool]:
+    def decode_items(self, t: Template, items: list) -> tuple[list[int], bool]:
         rows = np.stack([d for _, d, _, _ in items])
         start = np.array([v for _, _, v, _ in items], np.int64).reshape(len(items), -1)
         return self.decode(t.layout, rows, t.absolute, start, [k for k, _, _, _ in items])
 
     def set_end(self, end: list[int], absolute: bool) -> None:
         """Modal values after a stretch decoded by numpy (-1: still not set)."""
-        s = self.state
-        s.px, s.py, s.gx, s.gy = end[0], end[1], end[3], end[4]
-        s.pcell, s.layer, s.datatype, s.w, s.h = (None if v < 0 else v
-                                                  for v in (end[2], *end[5:]))
-        s.absolute = absolute
+        for name, v in zip(MODAL, end):
+            setattr(self.state, name, None if v < 0 and name not in _COORDS else v)
+        self.state.absolute = absolute
 
     def try_run(self, c: Cursor, start: int, rid: int) -> bool:
         """Decode the run of records like the one at ``start`` with numpy; False when it is
@@ -913,18 +727,18 @@ class _Reader:
             return False
         data = c.data
         info = data[start + 1]
-        slots = _simple_slots(rid, info)
+        slots = simple_slots(rid, info)
         if slots is None:
             return False
         view = np.frombuffer(data, np.uint8)
         window = 4096
         while True:
             stop = min(start + window, len(data))
-            found = _run_layout(view[start:stop], rid, info, slots)
+            found = run_layout(view[start:stop], rid, info, slots)
             if found is None or not found[1] or stop == len(data):
                 break
             window *= 4
-        if found is None or len(found[0].rid) < 16 or len(found[0].rid) > _LAYOUT_RECORDS:
+        if found is None or len(found[0].rid) < 16 or len(found[0].rid) > LAYOUT_RECORDS:
             self.run_cooldown = 64
             return False
         layout = found[0]
@@ -934,55 +748,22 @@ class _Reader:
         c.pos = start + layout.length
         return True
 
-    def decode(self, layout: _Layout, rows: np.ndarray, absolute: bool, start: np.ndarray,
+    def decode(self, layout: Layout, rows: np.ndarray, absolute: bool, start: np.ndarray,
                cells: list[int]) -> tuple[list[int], bool]:
-        """Decode a stretch of records (each row of ``rows``: one copy, in cell ``cells[b]``,
-        starting from modal values ``start[b]`` and xy mode ``absolute``): the modal values
-        and xy mode after the last row."""
-        vals, has = layout.values(rows), layout.present
-        sets_mode = (layout.rid == 15) | (layout.rid == 16)
-        last = np.maximum.accumulate(np.where(sets_mode, np.arange(len(layout.rid)), -1))
-        mode = np.where(last >= 0, layout.rid[np.maximum(last, 0)] == 15, absolute)
-        end = start[-1].tolist()
-        place = np.flatnonzero(layout.rid == 17)
-        if len(place):
-            v, h, info = vals[:, place], has[place], layout.info[place]
-            cell_ids = v[:, :, 0].copy()
-            if h[:, 0].any():
-                cell_ids[:, h[:, 0]] = self.ids_of(v[:, h[:, 0], 0])
-            child = _fill(cell_ids, h[:, 0], start[:, 2], "placement-cell")
-            x = _coords(v[:, :, 1], h[:, 1], mode[place], start[:, 0])
-            y = _coords(v[:, :, 2], h[:, 2], mode[place], start[:, 1])
-            self.budget(child.size)
-            flip, quarter = (info & 1) != 0, (info >> 1) & 3
-            m = len(place)
-            one, zero = np.ones(m, np.int64), np.zeros((m, 2), np.int64)
-            for b, k in enumerate(cells):
-                self.parts[k].refs.append((child[b], np.stack([x[b], y[b]], axis=1), flip,
-                                           quarter, one, one, zero, zero))
-            end[0], end[1], end[2] = int(x[-1, -1]), int(y[-1, -1]), int(child[-1, -1])
-        rect = np.flatnonzero(layout.rid == 20)
-        if len(rect):
-            v, h, info = vals[:, rect], has[rect], layout.info[rect]
-            layer = _fill(v[:, :, 0], h[:, 0], start[:, 5], "layer")
-            datatype = _fill(v[:, :, 1], h[:, 1], start[:, 6], "datatype")
-            w = _fill(v[:, :, 2], h[:, 2], start[:, 7], "geometry-w")
-            square = (info & 0x80) != 0
-            h_set = np.where(square, w, v[:, :, 3])
-            height = _fill(h_set, h[:, 3] | square, start[:, 8], "geometry-h")
-            x = _coords(v[:, :, 4], h[:, 4], mode[rect], start[:, 3])
-            y = _coords(v[:, :, 5], h[:, 5], mode[rect], start[:, 4])
-            self.budget(x.size)
-            box = np.stack([x, y, x + w, y + height], axis=2)
-            if (box[..., 2:] >= COORD_LIMIT).any():
-                raise ValueError(f"a coordinate beyond ±{COORD_LIMIT} database units")
-            keys = layer << 32 | datatype
-            for b, k in enumerate(cells):
-                self.check_rects(keys[b], box[b], k)
-                self.parts[k].rects.append((keys[b], box[b]))
-            end[3:] = (int(x[-1, -1]), int(y[-1, -1]), int(layer[-1, -1]),
-                       int(datatype[-1, -1]), int(w[-1, -1]), int(height[-1, -1]))
-        return end, bool(mode[-1]) if len(mode) else absolute
+        """Decode a stretch of records (oaslayout.decode; row b of ``rows`` in cell
+        ``cells[b]``) into the cells' parts; the modal values and xy mode after it."""
+        got = decode(layout, rows, absolute, start, self.ids_of)
+        self.budget(got.child.size + got.keys.size)
+        m = got.child.shape[1]
+        one, zero = np.ones(m, np.int64), np.zeros((m, 2), np.int64)
+        for b, k in enumerate(cells):
+            if m:
+                self.parts[k].refs.append((got.child[b], got.origin[b], got.reflect,
+                                           got.quarter, one, one, zero, zero))
+            if got.keys.shape[1]:
+                self.check_rects(got.keys[b], got.boxes[b], k)
+                self.parts[k].rects.append((got.keys[b], got.boxes[b]))
+        return got.end, got.absolute
 
     def check_rects(self, keys: np.ndarray, box: np.ndarray, cell: int) -> None:
         """Layers (as read one by one: beyond 2**31, outside ``allowed``) and empty boxes."""
