@@ -52,8 +52,9 @@ def machine() -> dict:
             "gdstk": gdstk.__version__, "platform": platform.platform()}
 
 
-def run_child(argv: list[str]) -> dict:
-    """Run a command; wall seconds and peak RSS (largest process) in bytes."""
+def run_child(argv: list[str], stdout: bool = False) -> dict:
+    """Run a command; wall seconds and peak RSS (largest process) in bytes (and what it
+    printed, with ``stdout``)."""
     timed = shutil.which("time") and Path("/usr/bin/time").exists()
     cmd = (["/usr/bin/time", "-v"] if timed else []) + argv
     before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
@@ -66,9 +67,12 @@ def run_child(argv: list[str]) -> dict:
         rss = int(m[1]) * 1024
     elif rss <= before * 1024:
         rss = None  # an earlier, bigger child hides this one's peak
-    return {"argv": argv, "returncode": proc.returncode, "wall_s": wall, "peak_rss_bytes": rss,
-            "stderr_tail": [line for line in proc.stderr.splitlines()
-                            if not line.startswith("\t")][-3:] if proc.returncode else []}
+    out = {"argv": argv, "returncode": proc.returncode, "wall_s": wall, "peak_rss_bytes": rss,
+           "stderr_tail": [line for line in proc.stderr.splitlines()
+                           if not line.startswith("\t")][-3:] if proc.returncode else []}
+    if stdout:
+        out["stdout"] = proc.stdout
+    return out
 
 
 def baseline_read_quantize(model: Path, bits: int = 4, group: int = 32) -> float:

@@ -14,12 +14,11 @@ import gdstk
 import numpy as np
 import pytest
 
+from gdstk_ref import VIA, gdstk_rects, random_library
+from taalasc.errors import MaskError
 from taalasc.formats.gdsflat import flat_rects, iter_layer
 from taalasc.formats.gdsread import read_gds
-from taalasc.formats.readback import read_rects
-from taalasc.errors import MaskError
 
-VIA, METAL = (71, 44), (72, 20)
 
 
 @pytest.fixture(scope="module")
@@ -44,56 +43,11 @@ def _assert_same(ours: dict, theirs: dict) -> None:
         np.testing.assert_array_equal(_sorted(ours[layer]), _sorted(theirs[layer]), str(layer))
 
 
-def _random_library(seed: int) -> gdstk.Library:
-    """Four levels of cells: leaves of rectangles on two layers, then cells placing earlier
-    cells by SREF or AREF at every 90-degree rotation, with and without x reflection, and
-    with runs of identical references (as a tile cell has) broken by other elements."""
-    rng = np.random.default_rng(seed)
-    lib = gdstk.Library(unit=1e-9, precision=1e-9)
-    cells = []
-    for k in range(3):
-        leaf = lib.new_cell(f"L{k}" + "x" * int(rng.integers(0, 4)))  # varying name lengths
-        for _ in range(int(rng.integers(1, 6))):
-            x, y = (int(v) * 10 for v in rng.integers(-500, 500, 2))
-            w, h = (int(v) * 10 for v in rng.integers(1, 100, 2))
-            layer = VIA if rng.random() < 0.6 else METAL
-            leaf.add(gdstk.rectangle((x, y), (x + w, y + h), layer=layer[0], datatype=layer[1]))
-        cells.append(leaf)
-    for level in range(3):
-        for k in range(2):
-            cell = lib.new_cell(f"C{level}_{k}")
-            for _ in range(int(rng.integers(2, 12))):
-                child = cells[int(rng.integers(0, len(cells)))]
-                origin = tuple(int(v) * 10 for v in rng.integers(-5000, 5000, 2))
-                rotation = float(rng.integers(0, 4)) * np.pi / 2
-                reflect = bool(rng.random() < 0.3)
-                if rng.random() < 0.25:
-                    cell.add(gdstk.Reference(child, origin, rotation=rotation,
-                                             x_reflection=reflect,
-                                             columns=int(rng.integers(1, 4)),
-                                             rows=int(rng.integers(1, 4)),
-                                             spacing=(int(rng.integers(1, 50)) * 100,
-                                                      int(rng.integers(1, 50)) * 100)))
-                else:
-                    cell.add(gdstk.Reference(child, origin, rotation=rotation,
-                                             x_reflection=reflect))
-            if rng.random() < 0.5:
-                cell.add(gdstk.rectangle((0, 0), (800, 800), layer=VIA[0], datatype=VIA[1]))
-            cells.append(cell)
-    top = lib.new_cell("TOP")  # places every cell nothing else places: one top cell
-    placed = {ref.cell.name for cell in cells for ref in cell.references}
-    for child in cells:
-        if child.name not in placed:
-            top.add(gdstk.Reference(child, (int(rng.integers(0, 1000)) * 10, 0)))
-    top.add(gdstk.Label("labels carry no geometry", (0, 0), layer=VIA[0]))
-    return lib
-
-
 @pytest.mark.parametrize("seed", range(12))
 def test_random_hierarchies_flatten_like_gdstk(tmp_path, seed):
     path = tmp_path / f"r{seed}.gds"
-    _random_library(seed).write_gds(path)
-    _assert_same(flat_rects(read_gds(path)), read_rects(path))
+    random_library(seed).write_gds(path)
+    _assert_same(flat_rects(read_gds(path)), gdstk_rects(path))
 
 
 def test_streamed_pieces_and_centres_cover_the_same_vias(demo_compile):
@@ -113,7 +67,7 @@ def test_a_compiled_die_reads_like_gdstk_and_klayout(demo_compile):
 
     path = next(Path(demo_compile).glob("die0.gds"))
     ours = flat_rects(read_gds(path))
-    _assert_same(ours, read_rects(path))
+    _assert_same(ours, gdstk_rects(path))
     layout = kdb.Layout()
     layout.read(str(path))
     top = layout.top_cell()
@@ -158,7 +112,7 @@ def test_a_deep_chain_of_cells_is_an_error_not_a_crash(tmp_path):
 
 def test_every_cut_of_a_file_is_a_mask_error(tmp_path):
     path = tmp_path / "r.gds"
-    _random_library(3).write_gds(path)
+    random_library(3).write_gds(path)
     data = path.read_bytes()
     for cut in range(0, len(data) - 4, max(1, len(data) // 150)):
         (tmp_path / "cut.gds").write_bytes(data[:cut])
@@ -170,7 +124,7 @@ def test_flipped_bytes_give_a_mask_error_or_a_library(tmp_path):
     """Random damage: our reader may accept a file (a flipped coordinate is still a file),
     but it must never fail with anything but MaskError."""
     path = tmp_path / "r.gds"
-    _random_library(4).write_gds(path)
+    random_library(4).write_gds(path)
     data = bytearray(path.read_bytes())
     rng = np.random.default_rng(0)
     outcomes = {"ok": 0, "MaskError": 0}
@@ -204,7 +158,7 @@ def test_a_die_rewritten_by_klayout_reads_the_same_and_extracts_clean(demo_compi
     layout.read(str(demo_compile / "die0.gds"))
     layout.write(str(copy / "die0.gds"))
     assert (copy / "die0.gds").read_bytes() != (demo_compile / "die0.gds").read_bytes()
-    _assert_same(flat_rects(read_gds(copy / "die0.gds")), read_rects(copy / "die0.gds"))
+    _assert_same(flat_rects(read_gds(copy / "die0.gds")), gdstk_rects(copy / "die0.gds"))
     ours, theirs = extract(copy, "gds"), extract(demo_compile, "gds")
     assert ours.defect_count == 0 and ours.vias_read == theirs.vias_read
     for name, codes in theirs.codes.items():

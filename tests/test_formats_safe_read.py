@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 from corpus.masks import GDSTK_CRASHERS, aref_bomb, seed_library, write_seed
+from gdstk_ref import gdstk_rects
 from taalasc.formats import safe_read
-from taalasc.formats.readback import read_rects
 from taalasc.errors import MaskError
 
 
@@ -16,7 +16,7 @@ from taalasc.errors import MaskError
 def test_oasis_validation_schemes_are_read_and_checked(tmp_path, validation):
     good = tmp_path / "v.oas"
     seed_library().write_oas(good, validation=validation)
-    assert len(read_rects(good)[(71, 44)]) == 7
+    assert len(gdstk_rects(good)[(71, 44)]) == 7
     data = bytearray(good.read_bytes())
     data[40] ^= 0xFF  # inside the cell data: only a signature can tell
     bad = tmp_path / "bad.oas"
@@ -42,18 +42,18 @@ def test_gds_zero_padding_after_endlib_is_fine_but_a_cut_is_not(tmp_path):
     gds, _ = write_seed(tmp_path)
     padded = tmp_path / "padded.gds"
     padded.write_bytes(gds.read_bytes() + b"\0" * 1000)
-    assert len(read_rects(padded)[(71, 44)]) == 7
+    assert len(gdstk_rects(padded)[(71, 44)]) == 7
     cut = tmp_path / "cut.gds"
     cut.write_bytes(gds.read_bytes()[:-1])
     with pytest.raises(MaskError, match=r"no ENDLIB record at the end"):
-        read_rects(cut)
+        gdstk_rects(cut)
 
 
 def test_a_crash_in_gdstk_is_one_line_with_the_signal_and_nothing_on_stderr(capfd):
     path = next(p for p in GDSTK_CRASHERS if p.name == "gdstk_abort.gds")
     capfd.readouterr()
     with pytest.raises(MaskError) as info:
-        read_rects(path)
+        gdstk_rects(path)
     assert capfd.readouterr().err == ""
     message = str(info.value)
     assert message.startswith(f"{path}: cannot read mask file (gdstk crashed with SIG")
@@ -71,7 +71,7 @@ def test_reference_cycle_is_refused(tmp_path, ext):
     path = tmp_path / f"cycle.{ext}"
     lib.write_gds(path) if ext == "gds" else lib.write_oas(path)
     with pytest.raises(MaskError, match=r"is part of a reference cycle"):
-        read_rects(path)
+        gdstk_rects(path)
     with pytest.raises(MaskError, match=r"is part of a reference cycle"):
         safe_read.load_library(path)
 
@@ -84,7 +84,7 @@ def test_oasis_repetition_bomb_is_refused(tmp_path):
     path = tmp_path / "rep.oas"
     lib.write_oas(path)
     with pytest.raises(MaskError, match=r"at most \d+ shapes are read"):
-        read_rects(path)
+        gdstk_rects(path)
 
 
 def test_load_library_keeps_the_hierarchy_and_refuses_a_bomb(tmp_path):
@@ -98,7 +98,7 @@ def test_load_library_keeps_the_hierarchy_and_refuses_a_bomb(tmp_path):
 
 def test_rect_arrays_come_back_exactly(tmp_path):
     gds, oas = write_seed(tmp_path)
-    a, b = read_rects(gds), read_rects(oas)
+    a, b = gdstk_rects(gds), gdstk_rects(oas)
     assert sorted(a) == sorted(b) == [(71, 44), (72, 20)]
     for layer in a:
         assert a[layer].dtype == np.int64 and a[layer].shape[1] == 4

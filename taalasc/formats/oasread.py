@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
 
+import numpy as np
+
 from taalasc.errors import MaskError
 
 _BLOCK = 1 << 20
@@ -42,13 +44,16 @@ class Cursor:
         while True:
             byte = data[pos]
             pos += 1
-            value |= (byte & 0x7F) << shift
+            if byte & 0x7F:   # redundant zero bytes may pad a varint (KLayout pads END so)
+                if shift > 63:
+                    raise ValueError("an OASIS integer is longer than 64 bits")
+                value |= (byte & 0x7F) << shift
             if byte < 0x80:
+                if value >> 64:
+                    raise ValueError("an OASIS integer is longer than 64 bits")
                 self.pos = pos
                 return value
             shift += 7
-            if shift > 63:
-                raise ValueError("an OASIS integer is longer than 64 bits")
 
     def sint(self) -> int:
         v = self.uint()
@@ -271,15 +276,12 @@ def _geometry(c: Cursor, rid: int) -> None:
         if info & 0x40:                          # half-width
             c.uint()
         if info & 0x80:                          # extension scheme, explicit ends after it
-            scheme = c.uint()
-            for explicit in (scheme >> 2 & 3 == 3, scheme & 3 == 3):
-                if explicit:
-                    c.uint()
+            path_extensions(c)
         if info & 0x20:
-            _points(c)
+            point_list(c, polygon=False, keep=False)
     elif rid == 21:                              # POLYGON
         if info & 0x20:
-            _points(c)
+            point_list(c, polygon=True, keep=False)
     elif info & 0x20:                            # CIRCLE: radius
         c.uint()
     _xy_repetition(c, info, 0x10, 0x08, 0x04)
@@ -291,46 +293,135 @@ def _xy_repetition(c: Cursor, info: int, x_bit: int, y_bit: int, repetition_bit:
     if info & y_bit:
         c.uint()
     if info & repetition_bit:
-        _repetition(c)
+        repetition(c, keep=False)
 
 
-def _gdelta(c: Cursor) -> None:
-    if c.uint() & 1:   # form 2: x, then y
-        c.uint()
+# --- the grammar of OASIS's compound values (spec sections 7.5-7.7), shared with the reader
+
+MAX_DIMENSION = 1 << 32  # instances along one axis of a repetition (a lattice is not expanded)
+# g-delta and 3-delta directions: east, north, west, south, then the four diagonals.
+_OCTANTS = ((1, 0), (0, 1), (-1, 0), (0, -1), (1, 1), (-1, 1), (-1, -1), (1, -1))
 
 
-def _points(c: Cursor) -> None:
+def gdelta(c: Cursor) -> tuple[int, int]:
+    """A g-delta: one integer along one of 8 directions (form 1), or x then y (form 2)."""
+    v = c.uint()
+    if v & 1:
+        x = v >> 2
+        return (-x if v & 2 else x), c.sint()
+    dx, dy = _OCTANTS[(v >> 1) & 7]
+    return dx * (v >> 4), dy * (v >> 4)
+
+
+@dataclass(frozen=True)
+class Repetition:
+    """An OASIS repetition, in database units: a lattice of ``cols`` x ``rows`` positions
+    ``i * col_step + j * row_step`` (types 1-3, 8, 9; never expanded here), or explicit
+    ``offsets`` int64 [n, 2] from the first position (0, 0) (types 4-7, 10, 11)."""
+    cols: int = 1
+    rows: int = 1
+    col_step: tuple[int, int] = (0, 0)
+    row_step: tuple[int, int] = (0, 0)
+    offsets: np.ndarray | None = None
+
+    @property
+    def size(self) -> int:
+        return len(self.offsets) if self.offsets is not None else self.cols * self.rows
+
+    def positions(self) -> np.ndarray:
+        """Every position, int64 [size, 2] (the caller has checked that size is affordable)."""
+        if self.offsets is not None:
+            return self.offsets
+        i, j = np.divmod(np.arange(self.size, dtype=np.int64), self.rows)
+        return i[:, None] * np.array(self.col_step) + j[:, None] * np.array(self.row_step)
+
+
+def _dimension(c: Cursor) -> int:
+    """A repetition dimension: stored as count - 2."""
+    n = c.uint() + 2
+    if n > MAX_DIMENSION:
+        raise ValueError(f"a repetition of {n:,} along one axis (at most {MAX_DIMENSION:,})")
+    return n
+
+
+def repetition(c: Cursor, keep: bool = True) -> Repetition | None:
+    """A repetition record field; None for type 0 (reuse the previous one). With ``keep``
+    False the bytes are only stepped over (explicit offsets are not stored)."""
+    kind = c.uint()
+    if kind == 0:
+        return None
+    if kind == 1:
+        cols, rows = _dimension(c), _dimension(c)
+        return Repetition(cols, rows, (c.uint(), 0), (0, c.uint()))
+    if kind == 2:
+        cols = _dimension(c)
+        return Repetition(cols, 1, (c.uint(), 0))
+    if kind == 3:
+        rows = _dimension(c)
+        return Repetition(1, rows, (0, 0), (0, c.uint()))
+    if kind in (8, 9):
+        cols, rows = _dimension(c), (_dimension(c) if kind == 8 else 1)
+        col_step = gdelta(c)
+        return Repetition(cols, rows, col_step, gdelta(c) if kind == 8 else (0, 0))
+    if kind > 11:
+        raise ValueError(f"unknown OASIS repetition type {kind}")
+    n = _dimension(c)             # types 4-7, 10, 11: n positions, n - 1 spaces between
+    grid = c.uint() if kind in (5, 7, 11) else 1
+    offsets = np.zeros((n, 2), np.int64) if keep else None
+    x = y = 0
+    for k in range(1, n):         # every space reads a byte at least: a huge n runs out
+        if kind >= 10:
+            dx, dy = gdelta(c)
+        elif kind <= 5:
+            dx, dy = c.uint(), 0
+        else:
+            dx, dy = 0, c.uint()
+        if keep:
+            x, y = x + dx * grid, y + dy * grid
+            offsets[k] = (x, y)   # raises OverflowError past int64: caught as a bad file
+    return Repetition(offsets=offsets) if keep else Repetition()
+
+
+def point_list(c: Cursor, polygon: bool, keep: bool = True) -> np.ndarray | None:
+    """A point list as vertices from (0, 0), int64 [n, 2]; for a polygon, types 0 and 1
+    get the implicit vertex that closes them with a horizontal and a vertical edge."""
     kind, n = c.uint(), c.uint()
     if kind > 5:
         raise ValueError(f"unknown OASIS point list type {kind}")
-    for _ in range(n):   # every delta reads at least one byte: a huge n runs out of bytes
-        c.uint() if kind <= 3 else _gdelta(c)
+    if n == 0:
+        raise ValueError("an empty OASIS point list")
+    pts = np.zeros((n + 2 if polygon and kind <= 1 else n + 1, 2), np.int64) if keep else None
+    x = y = ddx = ddy = 0
+    for k in range(1, n + 1):     # every delta reads a byte at least: a huge n runs out
+        if kind <= 1:
+            d = c.sint()
+            dx, dy = (d, 0) if (k + kind) % 2 else (0, d)
+        elif kind <= 3:
+            v = c.uint()
+            bits = kind                     # 2-delta: 2 direction bits; 3-delta: 3
+            (ux, uy), m = _OCTANTS[v & ((1 << bits) - 1)], v >> bits
+            dx, dy = ux * m, uy * m
+        else:
+            dx, dy = gdelta(c)
+            if kind == 5:                   # double deltas: each one adds to the last
+                ddx, ddy = ddx + dx, ddy + dy
+                dx, dy = ddx, ddy
+        if keep:
+            x, y = x + dx, y + dy
+            pts[k] = (x, y)
+    if keep and polygon and kind <= 1:      # the next edge would be along x when n is even
+        pts[n + 1] = (0, y) if (n + kind) % 2 == 0 else (x, 0)
+    return pts
 
 
-def _repetition(c: Cursor) -> None:
-    kind = c.uint()
-    if kind > 11:
-        raise ValueError(f"unknown OASIS repetition type {kind}")
-    if kind in (1, 2, 3):                        # grids: dimensions and pitches
-        for _ in range(4 if kind == 1 else 2):
-            c.uint()
-    elif kind in (4, 5, 6, 7):                   # explicit x or y offsets, gridded or not
-        n = c.uint()
-        if kind in (5, 7):
-            c.uint()
-        for _ in range(n + 1):
-            c.uint()
-    elif kind in (8, 9):                         # arbitrary lattices
-        for _ in range(2 if kind == 8 else 1):
-            c.uint()
-        for _ in range(2 if kind == 8 else 1):
-            _gdelta(c)
-    elif kind in (10, 11):                       # explicit offsets, gridded or not
-        n = c.uint()
-        if kind == 11:
-            c.uint()
-        for _ in range(n + 1):
-            _gdelta(c)
+def path_extensions(c: Cursor) -> tuple[tuple[int, int | None], tuple[int, int | None]]:
+    """A PATH's extension scheme: per end (start, end) its kind (0 reuse the last, 1 flush,
+    2 half the width, 3 explicit) and the explicit value."""
+    scheme = c.uint()
+    ends = []
+    for kind in (scheme >> 2 & 3, scheme & 3):
+        ends.append((kind, c.sint() if kind == 3 else None))
+    return ends[0], ends[1]
 
 
 def _cblock(c: Cursor, cells: OasisCells, path: Path) -> None:

@@ -1,9 +1,11 @@
 """Read a mask file back and decode weight bits from via positions alone.
 
 This is the core of extraction: nothing but the GDS/OASIS geometry, the base array and the
-tile position is used. Files are flattened hierarchically with numpy (one array of
-rectangles per cell, memoised), so a die of ~1e6 vias reads in about a second. The file is
-untrusted: safe_read checks its structure and runs gdstk in a child process.
+tile position is used. Both formats are read by our own readers (gdsread.py, oasparse.py)
+into one GdsLibrary and flattened hierarchically with numpy (gdsflat.py), so a reticle die of
+~34 M vias reads in a few seconds. The file is untrusted: the readers are pure Python and
+numpy and refuse anything malformed with one MaskError line. (The gdstk helpers below,
+cell_rects, place_rects and the like, serve the diff, which works on gdstk libraries.)
 """
 
 from __future__ import annotations
@@ -15,9 +17,10 @@ import numpy as np
 
 from taalasc.config.base_array import BaseArray
 from taalasc.config.pdk import Pdk
-from taalasc.formats.gdsflat import check_square, iter_layer, ragged
-from taalasc.formats.gdsread import read_gds
-from taalasc.formats.safe_read import MAX_SHAPES, read_flat
+from taalasc.formats.gdsflat import check_square, flat_rects, iter_layer, ragged
+from taalasc.formats.gdsread import GdsLibrary, read_gds
+from taalasc.formats.oasparse import read_oas
+from taalasc.formats.safe_read import MAX_SHAPES
 from taalasc.errors import MaskError
 
 Layer = tuple[int, int]
@@ -73,71 +76,25 @@ def add_plain(parts: dict[Layer, list[np.ndarray]], plain: list[tuple[dict, tupl
         parts.setdefault(layer, []).append(np.concatenate(arrs) + off)
 
 
+def read_library(path: Path, allowed: set[Layer] | None = None) -> GdsLibrary:
+    """A mask file read by our own readers: OASIS (``.oas``/``.oasis``, formats/oasparse.py)
+    or GDSII (any other suffix, formats/gdsread.py). Either way a GdsLibrary, so what
+    follows takes one code path; MaskError for anything unreadable (see the readers)."""
+    path = Path(path)
+    if not path.is_file():
+        raise MaskError(f"{path}: no such mask file")
+    if path.suffix.lower() in (".oas", ".oasis"):
+        return read_oas(path, allowed)
+    return read_gds(path, allowed)
+
+
 def read_rects(path: Path, allowed: set[Layer] | None = None) -> dict[Layer, np.ndarray]:
     """Every shape of the file's single top cell, flattened, as int64 [n, 4] nm per layer.
 
-    Raises MaskError for an unreadable, truncated or crashing file (see safe_read: gdstk
-    runs in a child process), a file expanding to too many shapes, non-rectangular shapes,
-    paths, several top cells or (when ``allowed`` is given) a layer outside it.
-    """
-    path = Path(path)
-    return read_flat(path, lambda lib: _flatten(lib, path, allowed))
-
-
-def _flatten(lib: gdstk.Library, path: Path, allowed: set[Layer] | None
-             ) -> dict[Layer, np.ndarray]:
-    """read_rects' work on a library gdstk has read (runs in safe_read's child process).
-
-    Two passes: each cell's own rectangles plus a count of the shapes it expands to
-    (memoised, x repetition sizes, reference cycles refused), then - only when the top cell
-    stays within MAX_SHAPES - the flattening itself. A few hundred bytes of nested arrays
-    would otherwise ask numpy for terabytes.
-    """
-    tops = lib.top_level()
-    if len(tops) != 1:
-        raise MaskError(f"{path}: expected one top cell, found {len(tops)}")
-    own_memo: dict[str, dict[Layer, np.ndarray]] = {}
-    count_memo: dict[str, int] = {}
-    active: set[str] = set()
-
-    def count(cell: gdstk.Cell) -> int:
-        if cell.name in count_memo:
-            return count_memo[cell.name]
-        if cell.name in active:
-            raise MaskError(f"{path}: cell {cell.name!r} is part of a reference cycle")
-        active.add(cell.name)
-        own_memo[cell.name] = cell_rects(cell, path, allowed)
-        total = sum(len(v) for v in own_memo[cell.name].values())
-        for ref in cell.references:
-            if isinstance(ref.cell, str):
-                raise MaskError(f"{path}: cell {cell.name!r} references missing cell {ref.cell!r}")
-            total += count(ref.cell) * max(ref.repetition.size, 1)
-        active.discard(cell.name)
-        count_memo[cell.name] = total
-        return total
-
-    total = count(tops[0])
-    if total > MAX_SHAPES:
-        raise MaskError(f"{path}: the mask would expand to {total} shapes when flattened; "
-                        f"at most {MAX_SHAPES} are read")
-    memo: dict[str, dict[Layer, np.ndarray]] = {}
-
-    def flat(cell: gdstk.Cell) -> dict[Layer, np.ndarray]:
-        if cell.name in memo:
-            return memo[cell.name]
-        parts = {k: [v] for k, v in own_memo[cell.name].items()}
-        plain: list[tuple[dict, tuple]] = []
-        for ref in cell.references:
-            if is_plain(ref):
-                plain.append((flat(ref.cell), ref.origin))
-                continue
-            for layer, child in flat(ref.cell).items():
-                parts.setdefault(layer, []).append(place_rects(child, ref, path))
-        add_plain(parts, plain)
-        memo[cell.name] = {k: np.concatenate(v) for k, v in parts.items()}
-        return memo[cell.name]
-
-    return flat(tops[0])
+    MaskError for an unreadable or truncated file, a file expanding to too many shapes,
+    non-rectangular shapes, paths, several top cells or (when ``allowed`` is given) a layer
+    outside it (read_library)."""
+    return flat_rects(read_library(path, allowed))
 
 
 def cell_rects(cell: gdstk.Cell, path, allowed: set[Layer] | None = None
@@ -209,42 +166,24 @@ def read_vias(path: Path, pdk: Pdk) -> np.ndarray:
 
 def iter_vias(path: Path, pdk: Pdk, instances: bool = False):
     """Doubled via centres ``(x0 + x1, y0 + y1)`` (int64 [n, 2] nm, exact for any via size)
-    of a mask file, in pieces; with ``instances``, GDSII small-cell placements may come as
+    of a mask file, in pieces; with ``instances``, small-cell placements may come as
     gdsflat.Instances instead (see gdsflat.iter_layer).
 
-    Layer-checked: only the PDK's two custom layers may appear, and every via must be a
-    ``via_size_nm`` square. GDSII files go through our own reader (formats/gdsread.py, ~6x
-    gdstk's speed on a full die); OASIS through gdstk in a child process (safe_read).
+    Layer-checked: only the PDK's mask layers may appear, and every via must be a
+    ``via_size_nm`` square. Both formats go through our own readers (read_library).
     """
-
-    via, metal = custom_layers(pdk)
+    via, _ = custom_layers(pdk)
     size = pdk.rules.via_size_nm
-    path = Path(path)
-    if path.suffix.lower() == ".gds":
-        if not path.is_file():
-            raise MaskError(f"{path}: no such mask file")
-        lib = read_gds(path, mask_layers(pdk))
-        check_square(lib, via, size, f"{pdk.name} vias are {size} x {size} nm")
-        yield from iter_layer(lib, via, centres=True, instances=instances)
-        return
-    rects = read_rects(path, mask_layers(pdk)).get(via, np.zeros((0, 4), np.int64))
-    bad = np.flatnonzero((rects[:, 2] - rects[:, 0] != size) | (rects[:, 3] - rects[:, 1] != size))
-    if bad.size:
-        x0, y0, x1, y1 = rects[bad[0]].tolist()
-        raise MaskError(f"{path}: via at ({x0}, {y0}) nm is {x1 - x0} x {y1 - y0} nm; "
-                        f"{pdk.name} vias are {size} x {size} nm ({bad.size} such vias)")
-    yield rects[:, :2] + rects[:, 2:]
+    lib = read_library(path, mask_layers(pdk))
+    check_square(lib, via, size, f"{pdk.name} vias are {size} x {size} nm")
+    yield from iter_layer(lib, via, centres=True, instances=instances)
 
 
 def read_layer_rects(path: Path, pdk: Pdk, layer: Layer) -> np.ndarray:
-    """Every rectangle of one of the PDK's two custom layers in a mask file, flattened,
-    int64 [n, 4] nm (GDSII through our reader, OASIS through gdstk; see iter_vias)."""
-    path = Path(path)
-    allowed = mask_layers(pdk)
-    if path.suffix.lower() == ".gds":
-        parts = list(iter_layer(read_gds(path, allowed), layer))
-        return np.concatenate(parts) if parts else _EMPTY
-    return read_rects(path, allowed).get(layer, _EMPTY)
+    """Every rectangle of one of the PDK's mask layers in a mask file, flattened, int64
+    [n, 4] nm (see read_library)."""
+    parts = list(iter_layer(read_library(path, mask_layers(pdk)), layer))
+    return np.concatenate(parts) if parts else _EMPTY
 
 
 def decode_tile_bits(via_centres: np.ndarray, base: BaseArray, column: int, row: int

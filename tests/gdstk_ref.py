@@ -1,0 +1,124 @@
+"""gdstk as the independent reader the tests compare ours with (formats/gdsread.py,
+formats/oasparse.py): a mask file read by gdstk in safe_read's child process and flattened
+to int64 [n, 4] nm rectangles per layer. Not used by taalasc itself."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import gdstk
+import numpy as np
+
+from taalasc.errors import MaskError
+from taalasc.formats.readback import add_plain, cell_rects, is_plain, place_rects
+from taalasc.formats.safe_read import MAX_SHAPES, read_flat
+
+Layer = tuple[int, int]
+VIA, METAL = (71, 44), (72, 20)
+
+
+def gdstk_rects(path: Path, allowed: set[Layer] | None = None) -> dict[Layer, np.ndarray]:
+    """Every shape of the file's single top cell, flattened by gdstk (in a child process)."""
+    path = Path(path)
+    return read_flat(path, lambda lib: _flatten(lib, path, allowed))
+
+
+def _flatten(lib: gdstk.Library, path: Path, allowed: set[Layer] | None
+             ) -> dict[Layer, np.ndarray]:
+    """gdstk_rects' work on a library gdstk has read (runs in safe_read's child process).
+
+    Two passes: each cell's own rectangles plus a count of the shapes it expands to
+    (memoised, x repetition sizes, reference cycles refused), then - only when the top cell
+    stays within MAX_SHAPES - the flattening itself. A few hundred bytes of nested arrays
+    would otherwise ask numpy for terabytes.
+    """
+    tops = lib.top_level()
+    if len(tops) != 1:
+        raise MaskError(f"{path}: expected one top cell, found {len(tops)}")
+    own_memo: dict[str, dict[Layer, np.ndarray]] = {}
+    count_memo: dict[str, int] = {}
+    active: set[str] = set()
+
+    def count(cell: gdstk.Cell) -> int:
+        if cell.name in count_memo:
+            return count_memo[cell.name]
+        if cell.name in active:
+            raise MaskError(f"{path}: cell {cell.name!r} is part of a reference cycle")
+        active.add(cell.name)
+        own_memo[cell.name] = cell_rects(cell, path, allowed)
+        total = sum(len(v) for v in own_memo[cell.name].values())
+        for ref in cell.references:
+            if isinstance(ref.cell, str):
+                raise MaskError(f"{path}: cell {cell.name!r} references missing cell {ref.cell!r}")
+            total += count(ref.cell) * max(ref.repetition.size, 1)
+        active.discard(cell.name)
+        count_memo[cell.name] = total
+        return total
+
+    total = count(tops[0])
+    if total > MAX_SHAPES:
+        raise MaskError(f"{path}: the mask would expand to {total} shapes when flattened; "
+                        f"at most {MAX_SHAPES} are read")
+    memo: dict[str, dict[Layer, np.ndarray]] = {}
+
+    def flat(cell: gdstk.Cell) -> dict[Layer, np.ndarray]:
+        if cell.name in memo:
+            return memo[cell.name]
+        parts = {k: [v] for k, v in own_memo[cell.name].items()}
+        plain: list[tuple[dict, tuple]] = []
+        for ref in cell.references:
+            if is_plain(ref):
+                plain.append((flat(ref.cell), ref.origin))
+                continue
+            for layer, child in flat(ref.cell).items():
+                parts.setdefault(layer, []).append(place_rects(child, ref, path))
+        add_plain(parts, plain)
+        memo[cell.name] = {k: np.concatenate(v) for k, v in parts.items()}
+        return memo[cell.name]
+
+    return flat(tops[0])
+
+
+def random_library(seed: int) -> gdstk.Library:
+    """Four levels of cells: leaves of rectangles on two layers, then cells placing earlier
+    cells by SREF or AREF at every 90-degree rotation, with and without x reflection, and
+    with runs of identical references (as a tile cell has) broken by other elements."""
+    rng = np.random.default_rng(seed)
+    lib = gdstk.Library(unit=1e-9, precision=1e-9)
+    cells = []
+    for k in range(3):
+        leaf = lib.new_cell(f"L{k}" + "x" * int(rng.integers(0, 4)))  # varying name lengths
+        for _ in range(int(rng.integers(1, 6))):
+            x, y = (int(v) * 10 for v in rng.integers(-500, 500, 2))
+            w, h = (int(v) * 10 for v in rng.integers(1, 100, 2))
+            layer = VIA if rng.random() < 0.6 else METAL
+            leaf.add(gdstk.rectangle((x, y), (x + w, y + h), layer=layer[0], datatype=layer[1]))
+        cells.append(leaf)
+    for level in range(3):
+        for k in range(2):
+            cell = lib.new_cell(f"C{level}_{k}")
+            for _ in range(int(rng.integers(2, 12))):
+                child = cells[int(rng.integers(0, len(cells)))]
+                origin = tuple(int(v) * 10 for v in rng.integers(-5000, 5000, 2))
+                rotation = float(rng.integers(0, 4)) * np.pi / 2
+                reflect = bool(rng.random() < 0.3)
+                if rng.random() < 0.25:
+                    cell.add(gdstk.Reference(child, origin, rotation=rotation,
+                                             x_reflection=reflect,
+                                             columns=int(rng.integers(1, 4)),
+                                             rows=int(rng.integers(1, 4)),
+                                             spacing=(int(rng.integers(1, 50)) * 100,
+                                                      int(rng.integers(1, 50)) * 100)))
+                else:
+                    cell.add(gdstk.Reference(child, origin, rotation=rotation,
+                                             x_reflection=reflect))
+            if rng.random() < 0.5:
+                cell.add(gdstk.rectangle((0, 0), (800, 800), layer=VIA[0], datatype=VIA[1]))
+            cells.append(cell)
+    top = lib.new_cell("TOP")  # places every cell nothing else places: one top cell
+    placed = {ref.cell.name for cell in cells for ref in cell.references}
+    for child in cells:
+        if child.name not in placed:
+            top.add(gdstk.Reference(child, (int(rng.integers(0, 1000)) * 10, 0)))
+    top.add(gdstk.Label("labels carry no geometry", (0, 0), layer=VIA[0]))
+    return lib
