@@ -83,7 +83,7 @@ def flip_bits(src: Path, dst: Path, flips: int, site_pitch_y_nm: int, seed: int 
     """
     import gdstk
 
-    from taalasc.custom.names import PREFIX, TILE, chunk_name, local_name
+    from taalasc.custom.names import PREFIX, TILE, chunk_name, parse_chunk
 
     lib = gdstk.read_gds(str(src), unit=1e-9)
     cells = {c.name: c for c in lib.cells}
@@ -99,10 +99,10 @@ def flip_bits(src: Path, dst: Path, flips: int, site_pitch_y_nm: int, seed: int 
         t = int(rng.integers(len(tiles)))
         if t not in chunk_lists:
             chunk_lists[t] = [k for k, r in enumerate(tiles[t].cell.references)
-                              if local_name(r.cell_name).startswith("V")]
+                              if parse_chunk(r.cell_name) is not None]
         chunks = chunk_lists[t]
         k = chunks[int(rng.integers(len(chunks)))]
-        n = int(local_name(tiles[t].cell.references[k].cell_name)[1:].split("_")[0])
+        n = parse_chunk(tiles[t].cell.references[k].cell_name)[0]
         bit = int(rng.integers(n))
         got = chosen.setdefault(t, {}).setdefault(k, set())
         if bit not in got:
@@ -116,14 +116,14 @@ def flip_bits(src: Path, dst: Path, flips: int, site_pitch_y_nm: int, seed: int 
             if k not in per_chunk:
                 refs.append(gdstk.Reference(ref.cell, ref.origin))
                 continue
-            n_text, value_text = local_name(ref.cell_name)[1:].split("_")
-            n, value = int(n_text), int(value_text, 16)
+            n, old_value, tag = parse_chunk(ref.cell_name)
+            value = old_value
             for bit in per_chunk[k]:
                 value ^= 1 << bit
-            name = prefix + chunk_name(n, value)
+            name = chunk_name(n, value, tag)
             if name not in cells:
                 moved = []
-                flipped = value ^ int(value_text, 16)
+                flipped = value ^ old_value
                 by_site = sorted(ref.cell.polygons, key=lambda p: p.points[:, 0].min())
                 for i, poly in enumerate(by_site):
                     # bit 1 sits under the high strap (lower y): 0 -> 1 moves down.

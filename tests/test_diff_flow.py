@@ -17,6 +17,7 @@ from taalasc import cli
 from taalasc.cli import main
 from taalasc.compile import CompileOptions, compile_model
 from taalasc.config import load_base_array
+from taalasc.custom.names import parse_chunk
 from taalasc.diff import diff_masks, heatmap_rgb, to_json, to_markdown
 from taalasc.diff.report import _heat_dies
 from taalasc.png import png_bytes
@@ -119,11 +120,13 @@ def test_counts_equal_klayout_xor_and_flat_diff(pair, folder_diff):
 
 def test_only_the_changed_tiles_are_compared_though_every_name_differs(pair, folder_diff):
     """The two compiles name their cells apart (custom/names.py: the prefix comes from the
-    checkpoint's hash); the diff matches cells by content hash, so it still flattens and
-    reports only the tiles whose bits changed, not every cell."""
+    checkpoint's hash) but for the chunk cells, named by content; the diff matches cells by
+    content hash, so it still flattens and reports only the tiles whose bits changed, not
+    every cell."""
     names = [{c.name for c in gdstk.read_gds(str(pair / m / "die0.gds")).cells}
              for m in ("masks_a", "masks_b")]
-    assert not names[0] & names[1]
+    shared = names[0] & names[1]
+    assert shared and all(parse_chunk(n) is not None for n in shared)
     d = folder_diff
     assert d.tiles and all(t.label.startswith("tile (") and t.tensor_a == t.tensor_b
                            and t.tensor_a in (DOWN, NORM) for t in d.tiles)

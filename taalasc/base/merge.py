@@ -4,7 +4,9 @@ The output is a new library: every cell of the base die, every cell of the custo
 (copied as they are, streamed in blocks, so memory does not grow with the die), and a new top
 cell ``TLM_<custom top>`` that places both tops at the origin. Both files must use 1 nm
 database units. A cell name defined in both files is refused: tools merge cells by name, so a
-clash would silently replace one cell's contents with the other's.
+clash would silently replace one cell's contents with the other's. Chunk cells are the
+exception: their names are their contents (custom/names.py), so a chunk cell met again is
+compared byte for byte with the first and left out (a difference, a hash collision, refused).
 
 GDSII: base cells, then custom cells, record by record; the library header has the fixed
 timestamp of taalasc.formats.gdsii, so the same inputs give the same bytes.
@@ -27,15 +29,16 @@ import hashlib
 import struct
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, Iterator
+from typing import BinaryIO, Container, Iterator
 
 import numpy as np
 
+from taalasc.custom.names import parse_chunk
 from taalasc.formats import gdsii, oasis
 from taalasc.errors import MaskError
 
 MERGED_PREFIX = "TLM_"
-_UNITS, _BGNSTR, _STRNAME, _ENDLIB, _SNAME = 0x03, 0x05, 0x06, 0x04, 0x12
+_UNITS, _BGNSTR, _STRNAME, _ENDSTR, _ENDLIB, _SNAME = 0x03, 0x05, 0x06, 0x07, 0x04, 0x12
 _BLOCK = 1 << 20
 
 
@@ -72,13 +75,17 @@ def _name(record: bytes) -> str:
     return record[4:].rstrip(b"\0").decode("ascii", "replace")
 
 
-def copy_cells(path: Path, out: BinaryIO, taken: set[str]) -> str:
+def copy_cells(path: Path, out: BinaryIO, taken: dict[str, bytes]) -> str:
     """Copy every cell of ``path`` to ``out``; return its single top cell's name. Adds the
-    names to ``taken``; MaskError on a name already there, other units, or several tops."""
+    names to ``taken`` (name -> a chunk cell's bytes from STRNAME on, b"" for others);
+    MaskError on a name already there, other units, or several tops. A chunk cell already
+    there with the same bytes is left out (its name says its content, custom/names.py)."""
     defined: list[str] = []
     referenced: set[str] = set()
     with open(path, "rb") as f:
         in_cells = False
+        begin = b""        # a BGNSTR waits for its STRNAME: a repeated chunk cell is left out
+        chunk: list[bytes] | None = None   # the records of a chunk cell, from STRNAME on
         for rtype, rec in _records(f, path):
             if rtype == _UNITS:
                 meters = _real8(rec[12:20]) if len(rec) == 20 else 0.0
@@ -87,20 +94,41 @@ def copy_cells(path: Path, out: BinaryIO, taken: set[str]) -> str:
                                     "cannot merge")
             elif rtype == _BGNSTR:
                 in_cells = True
+                begin = rec
+                continue
             elif rtype == _ENDLIB:
                 break
             if not in_cells:
                 continue
             if rtype == _STRNAME:
                 name = _name(rec)
-                if name in taken:
+                if parse_chunk(name) is not None:
+                    chunk = []
+                elif name in taken:
                     raise MaskError(f"{path}: cell {name!r} is also in the other file; GDS "
                                     "merges cells by name, so the merged die would be wrong")
-                taken.add(name)
-                defined.append(name)
+                else:
+                    taken[name] = b""
+                    defined.append(name)
+                    out.write(begin + rec)
+                    continue
             elif rtype == _SNAME:
                 referenced.add(_name(rec))
-            out.write(rec)
+            if chunk is None:
+                out.write(rec)
+                continue
+            chunk.append(rec)
+            if rtype == _ENDSTR:
+                body = b"".join(chunk)
+                chunk = None
+                defined.append(name)
+                if name not in taken:
+                    taken[name] = body
+                    out.write(begin + body)
+                elif taken[name] != body:
+                    raise MaskError(f"{path}: cell {name!r} is also in the other file with "
+                                    "other contents; GDS merges cells by name, so the merged "
+                                    "die would be wrong")
         else:
             raise MaskError(f"{path}: cannot read mask file (no ENDLIB record)")
     tops = [n for n in defined if n not in referenced]
@@ -117,7 +145,7 @@ def merge_die(base_gds: Path, custom_gds: Path, out_path: Path) -> str:
 
 def merge_gds(base_gds: Path, custom_gds: Path, out: BinaryIO) -> str:
     """GDSII merge into ``out``; returns the merged top cell's name."""
-    taken: set[str] = set()
+    taken: dict[str, bytes] = {}
     out.write(gdsii.header("TAALASC_MERGED"))
     base_top = copy_cells(base_gds, out, taken)
     custom_top = copy_cells(custom_gds, out, taken)
@@ -127,7 +155,7 @@ def merge_gds(base_gds: Path, custom_gds: Path, out: BinaryIO) -> str:
     return top
 
 
-def _merged_top(custom_top: str, taken: set[str], where: Path) -> str:
+def _merged_top(custom_top: str, taken: Container[str], where: Path) -> str:
     top = MERGED_PREFIX + custom_top
     if top in taken:
         raise MaskError(f"{where}: cell {top!r} already exists; cannot name the merged top")

@@ -4,8 +4,9 @@
 in the parent. A tile cell is one ``STRAPS`` reference plus one chunk reference per chunk of
 up to ``CHUNK_SITES`` sites (see geometry.py); the chunk cells themselves are written by the
 die writer on first use. Chunk and fixed cells have fixed OASIS reference numbers, so a tile's
-bytes do not depend on which other tiles came before it. Every cell name starts with the
-die's prefix (names.py), so a tile is rendered for one die file.
+bytes do not depend on which other tiles came before it. A tile cell's name and its STRAPS
+reference start with the die's prefix (names.py), so a tile is rendered for one die file;
+chunk cells are named by content (names.chunk_name with the base array's chunk_tag).
 """
 
 from __future__ import annotations
@@ -17,7 +18,8 @@ import numpy as np
 
 from taalasc.config.base_array import BaseArray, WeightTile
 from taalasc.formats import gdsii, oasis
-from taalasc.custom.geometry import CHUNK_SITES
+from taalasc.custom import names
+from taalasc.custom.geometry import CHUNK_SITES, chunk_via_rects
 from taalasc.custom.names import STRAPS, chunk_name, tile_name
 from taalasc.errors import MaskError
 
@@ -46,6 +48,25 @@ def chunk_of_refnum(refnum: int) -> tuple[int, int]:
     k = refnum - SHORT_BASE + 2
     n = k.bit_length() - 1
     return n, k - (1 << n)
+
+
+def chunk_tag(base: BaseArray) -> str:
+    """The geometry tag in the names of ``base``'s chunk cells (names.chunk_tag)."""
+    pdk = base.pdk
+    if pdk.layers is None:
+        raise MaskError(f"PDK {pdk.name!r} has no public mask layers (mask_capable is false)")
+    via = pdk.layers.via
+    return _chunk_tag(base.weight_tile, pdk.rules.via_size_nm, pdk.grid_nm,
+                      (via.gds_layer, via.gds_datatype))
+
+
+@functools.lru_cache(maxsize=16)
+def _chunk_tag(tile: WeightTile, via_nm: int, grid_nm: int, layer: tuple[int, int]) -> str:
+    # Every via a chunk cell can hold: the slots of CHUNK_SITES sites on the low strap, then
+    # on the high one (a chunk of n sites holds n of them; geometry.chunk_via_rects).
+    every = [chunk_via_rects(tile, via_nm, grid_nm, CHUNK_SITES, value)
+             for value in (0, (1 << CHUNK_SITES) - 1)]
+    return names.chunk_tag(np.concatenate(every), layer)
 
 
 @dataclass(frozen=True)
@@ -113,7 +134,7 @@ _HEX = np.frombuffer(b"0123456789abcdef", np.uint8)
 
 
 @functools.lru_cache(maxsize=16)
-def _template(tile: WeightTile, used: int, prefix: str) -> _Template:
+def _template(tile: WeightTile, used: int, prefix: str, tag: str) -> _Template:
     chunks = tile_chunk_array(np.zeros(used, np.uint8), tile)
     n = chunks[:, 2]
     x = chunks[:, 0] * tile.site_pitch_x_nm
@@ -121,8 +142,8 @@ def _template(tile: WeightTile, used: int, prefix: str) -> _Template:
     k = len(n)
     # GDS: SREF(4) SNAME(4 + name padded to even) XY(12) ENDEL(4), after BGNSTR+STRNAME+STRAPS;
     # the tile's name (the same length as names.tile_name's) is written over the zeros.
-    names = [prefix + chunk_name(int(m), 0) for m in n]
-    table, lengths = gdsii.name_table(names, gdsii.SREF_HEAD)
+    chunk_names = [chunk_name(int(m), 0, tag) for m in n]
+    table, lengths = gdsii.name_table(chunk_names, gdsii.SREF_HEAD)
     idx = np.arange(k)
     body = gdsii.srefs(table, lengths, idx, np.stack([x, y], axis=1))
     head = gdsii.begin_cell(prefix + "T" + "0" * 16) + gdsii.sref(prefix + STRAPS, 0, 0)
@@ -132,7 +153,7 @@ def _template(tile: WeightTile, used: int, prefix: str) -> _Template:
     ndig = (n + 3) // 4
     digit_chunk = np.repeat(idx, ndig)
     rank = np.arange(len(digit_chunk)) - np.repeat(np.cumsum(ndig) - ndig, ndig)
-    first_digit = 8 + len(prefix) + 3   # SREF, SNAME headers; "V{n}_" is 3 characters
+    first_digit = 8 + 2   # SREF, SNAME headers; "V{n}" is 2 characters
     digit_pos = starts[digit_chunk] + first_digit + rank
     digit_shift = 4 * (ndig[digit_chunk] - 1 - rank)
     # OASIS: XYRELATIVE, STRAPS placement, then one placement per chunk (relative steps).
@@ -165,7 +186,7 @@ def render_tile(base: BaseArray, bits, formats=("gds", "oas"), where: str = "til
     tile = base.weight_tile
     bits = check_bits(bits, tile, where)
     name = prefix + tile_name(bits)
-    t = _template(tile, int(bits.size), prefix)
+    t = _template(tile, int(bits.size), prefix, chunk_tag(base))
     if t.packed:  # chunk k is sites 8k .. 8k+7: one packbits
         values = np.packbits(bits, bitorder="little").astype(np.int64)
     else:
@@ -205,7 +226,7 @@ def render_tiles(base: BaseArray, bits_list, formats=("gds", "oas"), where=None,
     for k, b in enumerate(checked):
         groups.setdefault(b.size, []).append(k)
     for used, members in groups.items():
-        t = _template(tile, used, prefix)
+        t = _template(tile, used, prefix, chunk_tag(base))
         stack = np.stack([checked[k] for k in members])
         small = None
         if t.packed:  # chunk k is sites 8k .. 8k+7: one packbits

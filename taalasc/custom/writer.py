@@ -7,16 +7,18 @@ where the PDK names a top-metal label layer, labels: each strap's net (VPWR on t
 strap, VGND on the low one, at its centre) in STRAPS, so one text per strap of the die file
 names every placed tile's straps, and the top cell's name once at the die origin.
 
-Hierarchy (every name starts with the die's prefix ``T<hash>_D<die>_``, names.py, so die
-files of different dies and compiles merge without a clash; within a die file, names derive
-from content, so identical content shares a cell and names never depend on call order):
+Hierarchy (every name but a chunk cell's starts with the die's prefix ``T<hash>_D<die>_``,
+names.py, so die files of different dies and compiles merge without a clash; a chunk cell's
+name is its content, the same in every die file that holds it; within a die file, names
+derive from content, so identical content shares a cell and names never depend on call order):
 
 * ``STRAPS``      both straps of every site row of a tile (top metal) and their net labels;
                    one cell for the die;
 * ``TIES``        the tie via of every strap, down to its rail in the tile's tie column (top
                    via); placed beside each used tile by the top cell, not inside the tile
                    cell, so a tile cell holds bit vias only (extraction decodes it whole);
-* ``V{n}_{hex}``  the vias of a chunk of n <= 8 sites of one row with that bit pattern;
+* ``V{n}{hex}{tag}``  the vias of a chunk of n <= 8 sites of one row with that bit pattern
+                   (``tag``: the base array's via geometry, names.chunk_tag; no prefix);
 * ``T{sha256}``   a used tile: one STRAPS reference plus one chunk reference per chunk;
 * ``FILLSQ``      one fill square; ``FILL`` holds the fill arrays and channel bars;
 * ``DIE``         the top cell: tiles (sorted by row, column), routes with their vias, FILL,
@@ -50,7 +52,7 @@ from taalasc.custom import names
 from taalasc.custom.routing import ChannelRouter
 from taalasc.custom.tiles import (DIE_REFNUM, FILL_REFNUM, FILLSQ_REFNUM, FIRST_TILE_REFNUM,
                                 STRAPS_REFNUM, TIES_REFNUM, RenderedTile, chunk_of_refnum,
-                                render_tile)
+                                chunk_tag, render_tile)
 from taalasc.errors import MaskError
 
 FORMATS = ("gds", "oas")
@@ -195,7 +197,7 @@ class DieMaskWriter:
             for ref in new:
                 self._chunks.add(ref)
                 gds, oas = _chunk_bytes(tile, via, self.grid_nm, self.via_layer, ref,
-                                        self.prefix)
+                                        chunk_tag(self.base))
                 self._out("gds", gds)
                 self._out("oas", oas)
             refnum = FIRST_TILE_REFNUM + len(self._tile_cells)
@@ -391,11 +393,11 @@ def _leaf_bytes(name: str, refnum: int, *shapes: tuple[np.ndarray, tuple], label
             + oasis.texts(labels, label_layer))
 
 
-def _chunk_bytes(tile, via_nm: int, grid_nm: int, layer, refnum: int, prefix: str
+def _chunk_bytes(tile, via_nm: int, grid_nm: int, layer, refnum: int, tag: str
                  ) -> tuple[bytes, bytes]:
-    """Chunk cell bytes of one die file: its prefix is in the name."""
+    """Chunk cell bytes: named by content (``tag``: tiles.chunk_tag), no die prefix."""
     n, value = chunk_of_refnum(refnum)
-    return _leaf_bytes(prefix + names.chunk_name(n, value), refnum,
+    return _leaf_bytes(names.chunk_name(n, value, tag), refnum,
                        (chunk_via_rects(tile, via_nm, grid_nm, n, value), layer))
 
 

@@ -12,11 +12,12 @@ collection time); a case's random choices come from a seed derived from its name
 run makes the same bytes. Geometry is edited with gdstk (the file-format library, not
 taalasc's writer); files and the manifest with plain byte and JSON edits.
 
-The genuine die file, as drawn by taalasc (every cell name after the die's prefix
-T<hash>_D<n>_, taalasc/custom/names.py): the top cell DIE holds the route vias and route
+The genuine die file, as drawn by taalasc (every cell name but a chunk cell's after the die's
+prefix T<hash>_D<n>_, taalasc/custom/names.py): the top cell DIE holds the route vias and route
 wires, one reference per used tile to a tile cell T<hash> (same content, same cell) and one
 to FILL; a tile cell references STRAPS (the tile's straps) and, per eight bit sites, a chunk
-cell V8_<xx>: eight vias that spell the byte xx. FILL holds fill bars and arrays of FILLSQ.
+cell V8<xx><tag>: eight vias that spell the byte xx (tag: the base array's via geometry, no
+prefix). FILL holds fill bars and arrays of FILLSQ.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ import numpy as np
 from corpus.masks import FIXED_TIME
 from taalasc.compile import CompileOptions, _dumps, compile_model
 from taalasc.config import BaseArray, load_base_array
-from taalasc.custom.names import PREFIX, TILE, local_name
+from taalasc.custom.names import PREFIX, TILE, chunk_name, local_name, parse_chunk
 from taalasc.model.synth import llama_config, write_llama
 from taalasc.outdir import MANIFEST, sha256_file
 
@@ -371,7 +372,13 @@ METAL_OPS: list[tuple[str, Op]] = [
 # vias
 
 def _chunks(lib) -> list[gdstk.Cell]:
-    return _cells(lib, "V8_")
+    """The chunk cells of 8 sites, by name."""
+    return sorted((c for c in lib.cells if (parse_chunk(c.name) or (0,))[0] == 8),
+                  key=lambda c: c.name)
+
+
+def _is_chunk(name: str) -> bool:
+    return parse_chunk(name) is not None
 
 
 def _route_vias(top, g) -> list[gdstk.Polygon]:
@@ -438,7 +445,7 @@ def duplicate_via(lib, top, g, die, rng):
 def swap_bits_in_chunk(lib, top, g, die, rng):
     """Two vias of one chunk, one on each strap, each moved to the other strap."""
     high, _ = _local_straps(g)
-    mixed = [c for c in _chunks(lib) if local_name(c.name) not in ("V8_00", "V8_ff")]
+    mixed = [c for c in _chunks(lib) if parse_chunk(c.name)[1] not in (0x00, 0xFF)]
     chunk = _pick(rng, mixed)
     on_high = [p for p in chunk.polygons if abs(sum(_bbox(p)[1::2]) // 2 - high) < 100]
     on_low = [p for p in chunk.polygons if p not in on_high]
@@ -449,7 +456,7 @@ def swap_bits_in_chunk(lib, top, g, die, rng):
 def swap_chunks_in_tile(lib, top, g, die, rng):
     """Two chunk references of one tile cell exchange their chunks (values)."""
     tile = _pick(rng, _tile_cells(lib))
-    refs = [r for r in tile.references if local_name(r.cell_name).startswith("V8_")]
+    refs = [r for r in tile.references if _is_chunk(r.cell_name)]
     a = _pick(rng, refs)
     b = _pick(rng, [r for r in refs if r.cell_name != a.cell_name])
     cell_a, cell_b = a.cell, b.cell
@@ -493,12 +500,12 @@ def _raise_via_counts(die: int) -> Callable[[Path, Genuine], None]:
 def retarget_tile_ref(lib, top, g, die, rng):
     """Inside one T<hash> cell (same name), one chunk reference points to another chunk."""
     tile = _pick(rng, _tile_cells(lib))
-    ref = _pick(rng, [r for r in tile.references if local_name(r.cell_name).startswith("V8_")])
+    ref = _pick(rng, [r for r in tile.references if _is_chunk(r.cell_name)])
     _replace_ref(tile, ref, _pick(rng, [c for c in _chunks(lib) if c.name != ref.cell_name]))
 
 
 def flip_bit_in_chunk(lib, top, g, die, rng):
-    """Inside one V8_<xx> cell (same name), one via moves to the other strap."""
+    """Inside one V8<xx><tag> cell (same name), one via moves to the other strap."""
     via = _pick(rng, _pick(rng, _chunks(lib)).polygons)
     via.translate(0, _other_strap(g, via))
 
@@ -512,6 +519,14 @@ def rename(which: str, new: str) -> Op:
         cell = _pick(rng, cells)
         cell.name = PREFIX.match(top.name).group() + new
     return op
+
+
+def rename_chunk(lib, top, g, die, rng):
+    """A chunk cell renamed to its name on another geometry (same n and pattern, another
+    tag): a name the writer could have given on another base array."""
+    cell = _pick(rng, _chunks(lib))
+    n, value, _ = parse_chunk(cell.name)
+    cell.name = chunk_name(n, value, "A" * 8)
 
 
 def extra_top_cell(lib, top, g, die, rng):
@@ -557,7 +572,7 @@ HIERARCHY_OPS: list[tuple[str, Op]] = [
     ("retarget-ref-in-tile-cell", retarget_tile_ref),
     ("flip-bit-in-chunk-cell", flip_bit_in_chunk),
     ("rename-tile-cell", rename("T", "T" + "0" * 16)),
-    ("rename-chunk-cell", rename("V8_", "V8_zz")),
+    ("rename-chunk-cell", rename_chunk),
     ("rename-top-cell", rename("DIE", "TOP")),
     ("extra-top-cell", extra_top_cell),
     ("unused-cell-with-a-via", unused_cell_with_a_via),
