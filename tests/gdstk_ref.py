@@ -17,6 +17,20 @@ Layer = tuple[int, int]
 VIA, METAL = (71, 44), (72, 20)
 
 
+def sorted_rects(rects) -> np.ndarray:
+    """Rectangles as int64 [n, 4], in one order (for comparing two readers' output)."""
+    rects = np.asarray(rects, np.int64).reshape(-1, 4)
+    return rects[np.lexsort(rects.T[::-1])]
+
+
+def assert_same_rects(ours: dict, theirs: dict) -> None:
+    """Two readers' rectangles per layer are the same sets."""
+    assert sorted(ours) == sorted(theirs)
+    for layer in ours:
+        np.testing.assert_array_equal(sorted_rects(ours[layer]), sorted_rects(theirs[layer]),
+                                      str(layer))
+
+
 def gdstk_rects(path: Path, allowed: set[Layer] | None = None) -> dict[Layer, np.ndarray]:
     """Every shape of the file's single top cell, flattened by gdstk (in a child process)."""
     path = Path(path)

@@ -14,7 +14,7 @@ import gdstk
 import numpy as np
 import pytest
 
-from gdstk_ref import VIA, gdstk_rects, random_library
+from gdstk_ref import VIA, assert_same_rects, gdstk_rects, random_library, sorted_rects
 from taalasc.errors import MaskError
 from taalasc.formats.gdsflat import flat_rects, iter_layer
 from taalasc.formats.gdsread import read_gds
@@ -32,22 +32,11 @@ def demo_compile(tmp_path_factory):
     return root / "masks"
 
 
-def _sorted(rects: np.ndarray) -> np.ndarray:
-    rects = np.asarray(rects, np.int64).reshape(-1, 4)
-    return rects[np.lexsort(rects.T[::-1])]
-
-
-def _assert_same(ours: dict, theirs: dict) -> None:
-    assert sorted(ours) == sorted(theirs)
-    for layer in ours:
-        np.testing.assert_array_equal(_sorted(ours[layer]), _sorted(theirs[layer]), str(layer))
-
-
 @pytest.mark.parametrize("seed", range(12))
 def test_random_hierarchies_flatten_like_gdstk(tmp_path, seed):
     path = tmp_path / f"r{seed}.gds"
     random_library(seed).write_gds(path)
-    _assert_same(flat_rects(read_gds(path)), gdstk_rects(path))
+    assert_same_rects(flat_rects(read_gds(path)), gdstk_rects(path))
 
 
 def test_streamed_pieces_and_centres_cover_the_same_vias(demo_compile):
@@ -55,7 +44,7 @@ def test_streamed_pieces_and_centres_cover_the_same_vias(demo_compile):
     whole = np.concatenate(list(iter_layer(lib, VIA)))
     pieces = list(iter_layer(lib, VIA, batch=20_000))
     assert len(pieces) > 3 and max(len(p) for p in pieces) < len(whole) / 3
-    np.testing.assert_array_equal(_sorted(np.concatenate(pieces)), _sorted(whole))
+    np.testing.assert_array_equal(sorted_rects(np.concatenate(pieces)), sorted_rects(whole))
     centres = np.concatenate(list(iter_layer(lib, VIA, centres=True)))
     expect = np.stack([whole[:, 0] + whole[:, 2], whole[:, 1] + whole[:, 3]], axis=1)
     np.testing.assert_array_equal(centres[np.lexsort(centres.T[::-1])],
@@ -67,7 +56,7 @@ def test_a_compiled_die_reads_like_gdstk_and_klayout(demo_compile):
 
     path = next(Path(demo_compile).glob("die0.gds"))
     ours = flat_rects(read_gds(path))
-    _assert_same(ours, gdstk_rects(path))
+    assert_same_rects(ours, gdstk_rects(path))
     layout = kdb.Layout()
     layout.read(str(path))
     top = layout.top_cell()
@@ -158,7 +147,7 @@ def test_a_die_rewritten_by_klayout_reads_the_same_and_extracts_clean(demo_compi
     layout.read(str(demo_compile / "die0.gds"))
     layout.write(str(copy / "die0.gds"))
     assert (copy / "die0.gds").read_bytes() != (demo_compile / "die0.gds").read_bytes()
-    _assert_same(flat_rects(read_gds(copy / "die0.gds")), gdstk_rects(copy / "die0.gds"))
+    assert_same_rects(flat_rects(read_gds(copy / "die0.gds")), gdstk_rects(copy / "die0.gds"))
     ours, theirs = extract(copy, "gds"), extract(demo_compile, "gds")
     assert ours.defect_count == 0 and ours.vias_read == theirs.vias_read
     for name, codes in theirs.codes.items():

@@ -20,7 +20,7 @@ import gdstk
 import numpy as np
 import pytest
 
-from gdstk_ref import VIA, gdstk_rects, random_library
+from gdstk_ref import VIA, assert_same_rects, gdstk_rects, random_library
 from taalasc.errors import MaskError
 from taalasc.formats import oasparse
 from taalasc.formats.gdsflat import flat_rects
@@ -40,17 +40,6 @@ def demo_compile(tmp_path_factory):
     write_demo(root / "model")
     compile_model(root / "model", root / "masks", CompileOptions(formats=("gds", "oas")))
     return root / "masks"
-
-
-def _sorted(rects) -> np.ndarray:
-    rects = np.asarray(rects, np.int64).reshape(-1, 4)
-    return rects[np.lexsort(rects.T[::-1])]
-
-
-def _assert_same(ours: dict, theirs: dict) -> None:
-    assert sorted(ours) == sorted(theirs)
-    for layer in ours:
-        np.testing.assert_array_equal(_sorted(ours[layer]), _sorted(theirs[layer]), str(layer))
 
 
 def _klayout_flat(path: Path) -> dict:
@@ -285,7 +274,7 @@ def test_handmade_records_read_like_klayout(tmp_path):
     lib = read_oas(path, keep=True)
     assert lib.cells[lib.top].name == "TOP"
     assert sorted(c.name for c in lib.cells) == ["BYNAME", "LATE", "LEAF", "SHAPES", "TOP"]
-    _assert_same(flat_rects(lib), _klayout_flat(path))
+    assert_same_rects(flat_rects(lib), _klayout_flat(path))
     assert _our_others(lib) == _klayout_others(path)
     texts = {o.text for c in lib.cells for o in c.others if o.kind == "text"}
     assert texts == {"alpha", "inline"}
@@ -300,7 +289,7 @@ def test_numpy_and_record_by_record_reading_agree(demo_compile, tmp_path, monkey
     slow = read_oas(path)
     assert [c.name for c in fast.cells] == [c.name for c in slow.cells]
     for a, b in zip(fast.cells, slow.cells):
-        _assert_same(a.rects, b.rects)
+        assert_same_rects(a.rects, b.rects)
         assert (a.refs is None) == (b.refs is None)
         if a.refs is not None:
             for name in a.refs.__dataclass_fields__:
@@ -314,9 +303,9 @@ def test_a_compiled_die_reads_like_gdstk_klayout_and_its_gdsii(demo_compile):
     oas, gds = demo_compile / "die0.oas", demo_compile / "die0.gds"
     ours = flat_rects(read_oas(oas))
     assert len(ours[VIA]) > 100_000
-    _assert_same(ours, gdstk_rects(oas))
-    _assert_same(ours, flat_rects(read_gds(gds)))
-    _assert_same(ours, _klayout_flat(oas))
+    assert_same_rects(ours, gdstk_rects(oas))
+    assert_same_rects(ours, flat_rects(read_gds(gds)))
+    assert_same_rects(ours, _klayout_flat(oas))
 
 
 def test_merged_die_reads_like_gdstk_and_klayout(tmp_path):
@@ -341,7 +330,7 @@ def test_merged_die_reads_like_gdstk_and_klayout(tmp_path):
     path = tmp_path / "merged" / "die0.oas"
     lib = read_oas(path, keep=True)
     assert sum(len(c.others) for c in lib.cells) > 100
-    _assert_same(flat_rects(lib), _klayout_flat(path))
+    assert_same_rects(flat_rects(lib), _klayout_flat(path))
     assert _our_others(lib) == _klayout_others(path)
     theirs = gdstk.read_oas(str(path), unit=1e-9)
     assert sorted(c.name for c in theirs.cells) == sorted(c.name for c in lib.cells)
@@ -359,7 +348,7 @@ def test_gdstk_written_hierarchies_read_like_gdstk(tmp_path, seed, level):
     path = tmp_path / f"r{seed}.oas"
     random_library(seed).write_oas(path, compression_level=level,
                                    validation=("crc32", "checksum32", None)[seed % 3])
-    _assert_same(flat_rects(read_oas(path)), gdstk_rects(path))
+    assert_same_rects(flat_rects(read_oas(path)), gdstk_rects(path))
 
 
 def test_gdstk_written_repetitions_polygons_and_labels(tmp_path):
@@ -468,7 +457,7 @@ def test_klayout_written_files_read_like_klayout(tmp_path, level, cblocks, stric
     path = tmp_path / "kl.oas"
     layout.write(str(path), opt)
     lib = read_oas(path, keep=True)
-    _assert_same(flat_rects(lib), _klayout_flat(path))
+    assert_same_rects(flat_rects(lib), _klayout_flat(path))
     assert _our_others(lib) == _klayout_others(path)
 
 

@@ -62,7 +62,7 @@ def build_base(base: BaseArray) -> BaseDie:
     rows = None
     if tile.rows is not None:
         rows = _row_cells(lib, tile, recipe, layer)
-    tile_cell = _tile_cell(lib, base, tile, rows, layer)
+    tile_cell = _tile_cell(lib, base, tile, recipe, rows, layer)
     top = lib.new_cell(top_cell_name(base))
     _frame(top, frame, recipe, layer)
     g = base.tile_grid
@@ -213,9 +213,9 @@ def _row_cell(lib, kind, placed, tile: TilePlan, recipe: Recipe, layer, pin, pow
     return cell
 
 
-def _tile_cell(lib, base: BaseArray, tile: TilePlan, rows, layer) -> gdstk.Cell:
+def _tile_cell(lib, base: BaseArray, tile: TilePlan, recipe: Recipe, rows, layer
+               ) -> gdstk.Cell:
     wt = base.weight_tile
-    recipe = recipe_for(base.pdk)
     landing = lib.new_cell(PREFIX + "LANDING")
     _rect(landing, tile.landings[0], layer["below"])
     tie = lib.new_cell(PREFIX + "TIE")

@@ -68,6 +68,19 @@ class GdsLibrary:
     order: list[int] | None = None  # cell ids, children first (see _order)
 
 
+def library_of(path: Path, cells: list[GdsCell]) -> GdsLibrary:
+    """The library of ``cells`` (GDSII or OASIS), or MaskError unless exactly one of them is
+    placed by no other: its top."""
+    referenced = np.zeros(len(cells), bool)
+    for cell in cells:
+        if cell.refs is not None:
+            referenced[cell.refs.child] = True
+    tops = np.flatnonzero(~referenced)
+    if len(tops) != 1:
+        raise MaskError(f"{path}: expected one top cell, found {len(tops)}")
+    return GdsLibrary(path, cells, int(tops[0]))
+
+
 def read_gds(path: Path, allowed: set[Layer] | None = None) -> GdsLibrary:
     """Parse ``path`` into cells of rectangles and references (nm), checking every record.
 
@@ -213,14 +226,7 @@ class _Parser:
             raise MaskError(f"{self.path}: a cell references missing cell {missing[0]!r} "
                             f"({len(missing)} such cells)")
         cells: list[GdsCell] = self.cells  # type: ignore[assignment]
-        referenced = np.zeros(len(cells), bool)
-        for cell in cells:
-            if cell.refs is not None:
-                referenced[cell.refs.child] = True
-        tops = np.flatnonzero(~referenced)
-        if len(tops) != 1:
-            raise MaskError(f"{self.path}: expected one top cell, found {len(tops)}")
-        return GdsLibrary(self.path, cells, int(tops[0]))
+        return library_of(self.path, cells)
 
     def library_header(self) -> int:
         length, rtype, _ = self.header(0)

@@ -43,11 +43,11 @@ import numpy as np
 
 from taalasc.errors import MaskError
 from taalasc.formats.gdsflat import check_counts
-from taalasc.formats.gdsread import GdsCell, GdsLibrary, Layer, _Refs
+from taalasc.formats.gdsread import GdsCell, GdsLibrary, Layer, _Refs, library_of
 from taalasc.formats.oaslayout import (COORD_LIMIT, LAYOUT_RECORDS, MODAL, Layout, Template,
                                        decode, run_layout, scan, simple_slots)
 from taalasc.formats.oasread import (MAX_RECORD_BYTES, Cursor, Repetition, path_extensions,
-                                     point_list, read_start, repetition)
+                                     point_list, property_values, read_start, repetition)
 from taalasc.formats.safe_read import MAX_SHAPES, check_oas
 
 _BATCH = 64                # CBLOCKs of one layout decoded at once
@@ -375,17 +375,7 @@ class _Reader:
             if not s.property:
                 raise ValueError("a PROPERTY record reuses values, and none came before it")
         else:
-            count = info >> 4
-            for _ in range(c.uint() if count == 15 else count):
-                kind = c.uint()
-                if kind <= 7:
-                    c.real(kind)
-                elif kind in (10, 11, 12):
-                    c.string()
-                elif kind <= 15:
-                    c.uint()
-                else:
-                    raise ValueError(f"unknown OASIS property value type {kind}")
+            property_values(c, info)
         s.property = True
 
     # elements read in Python -----------------------------------------------------------------
@@ -803,14 +793,7 @@ class _Reader:
         cells = []
         for k in np.flatnonzero(keep).tolist():
             cells.append(self.finish(k, remap, nm_per_unit))
-        referenced = np.zeros(len(cells), bool)
-        for cell in cells:
-            if cell.refs is not None:
-                referenced[cell.refs.child] = True
-        tops = np.flatnonzero(~referenced)
-        if len(tops) != 1:
-            raise MaskError(f"{self.path}: expected one top cell, found {len(tops)}")
-        return GdsLibrary(self.path, cells, int(tops[0]))
+        return library_of(self.path, cells)
 
     def finish(self, k: int, remap: np.ndarray, nm_per_unit: float) -> OasisCell:
         """Cell ``k`` with its parts joined, children renumbered, coordinates in nm."""

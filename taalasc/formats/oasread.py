@@ -223,17 +223,7 @@ def _record(c: Cursor, cells: OasisCells, path: Path, in_cblock: bool = False) -
         if info & 0x04:
             c.uint() if info & 0x02 else c.string()
         if not info & 0x08:
-            count = info >> 4
-            for _ in range(c.uint() if count == 15 else count):
-                kind = c.uint()
-                if kind <= 7:
-                    c.real(kind)
-                elif kind in (10, 11, 12):
-                    c.string()
-                elif kind <= 15:
-                    c.uint()
-                else:
-                    raise ValueError(f"unknown OASIS property value type {kind}")
+            property_values(c, info)
     elif rid in (30, 31, 32):                   # XNAME, XELEMENT
         c.uint()
         c.string()
@@ -250,6 +240,22 @@ def _record(c: Cursor, cells: OasisCells, path: Path, in_cblock: bool = False) -
     else:
         raise ValueError(f"OASIS record type {rid} where cells are expected" if rid in (1, 2, 34)
                          else f"unknown OASIS record type {rid}")
+
+
+def property_values(c: Cursor, info: int) -> None:
+    """Step over a PROPERTY record's value list (its count in the info byte's high nibble,
+    15: a count follows)."""
+    count = info >> 4
+    for _ in range(c.uint() if count == 15 else count):
+        kind = c.uint()
+        if kind <= 7:
+            c.real(kind)
+        elif kind in (10, 11, 12):
+            c.string()
+        elif kind <= 15:
+            c.uint()
+        else:
+            raise ValueError(f"unknown OASIS property value type {kind}")
 
 
 def _layer(c: Cursor, info: int) -> None:

@@ -93,17 +93,17 @@ def signoff(out_dir: Path, signoff_dir: Path,
                      descriptions, false_positives)
             if options.lvs:
                 _lvs(report, stage, die, base, placement, custom[die], merged)
-        needs_cells = frozenset()
-        if merged is not None and recipe_for(base.pdk).cells is None:
-            needs_cells = decks_mod.NEEDS_CELLS.get(base.pdk.name, frozenset())
+        # A merged die whose base is drawn without standard cells (IHP, GF180).
+        no_cells = merged is not None and recipe_for(base.pdk).cells is None
+        needs_cells = decks_mod.NEEDS_CELLS.get(base.pdk.name, frozenset()) if no_cells \
+            else frozenset()
         for deck, per_rule in counts.items():
             report.rules += rule_rows(deck, descriptions[deck], per_rule,
                                       decks_mod.NEEDS_BASE.get(base.pdk.name, frozenset()),
                                       merged is not None, needs_cells,
                                       false_positives.get(deck))
         report.rules_checked = sum(len(d) for d in descriptions.values())
-        report.notes += _limits(report, merged is not None, bool(needs_cells) or (
-            merged is not None and recipe_for(base.pdk).cells is None))
+        report.notes += _limits(report, merged is not None, no_cells)
         (stage / REPORT_JSON).write_text(report.to_json())
         (stage / REPORT_MD).write_text(report.to_markdown())
         _write_manifest(stage, digest, out_dir, options)
