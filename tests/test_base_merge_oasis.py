@@ -187,3 +187,15 @@ def test_bad_custom_oasis_is_one_line(small, tmp_path):
     # Other database units (1 per um): refused as the GDSII merge refuses them.
     assert good[18:21] == b"\x00" + oasis.uint(1000)
     fails(good[:18] + b"\x00\x01" + good[21:], r"database unit is 1e-06 m, not 1 nm")
+
+
+def test_a_reticle_base_die_converts_to_oasis_without_flattening(tmp_path):
+    # One tile cell arrayed 46 x 46 times: 3.4 G shapes flattened, far over the readers'
+    # bound; the OASIS merge converts it cell by cell and is bounded by what the file holds.
+    from taalasc.base.build import build_base, write_base
+    from taalasc.base.merge import base_oasis
+    from taalasc.config import load_base_array
+
+    write_base(build_base(load_base_array("sky130-reticle")), tmp_path / "base.gds")
+    base = base_oasis(tmp_path / "base.gds")
+    assert base.top == "TLB_sky130_reticle" and base.records.startswith(b"\x0e")

@@ -177,7 +177,7 @@ def base_oasis(base_gds: Path) -> OasisBase:
     few hundred kB whatever the model (one tile cell arrayed over the grid), so it is held."""
     from taalasc.formats.safe_read import load_library
 
-    lib = load_library(base_gds)
+    lib = load_library(base_gds, flattened=False)   # converted cell by cell, never flattened
     tops = lib.top_level()
     if len(tops) != 1:
         raise MaskError(f"{base_gds}: expected one top cell, found {len(tops)}")
