@@ -24,7 +24,6 @@ from typing import Any, Callable, NamedTuple
 
 from taalasc import __version__
 from taalasc.config import BaseArray, load_base_array
-from taalasc.config.base_array import require_drawn_encoding
 from taalasc.errors import ModelError, PlacementError
 from taalasc.outdir import MANIFEST, sha256_file, staged_output
 
@@ -218,7 +217,6 @@ def plan(model: Path, options: CompileOptions, *, base: BaseArray | None = None)
     from taalasc.quant import assign_bits
 
     base = base or load_base_array(options.base)
-    require_drawn_encoding(base)   # before the PDK: the encoding is what cannot be drawn
     if not base.pdk.mask_capable:
         raise PlacementError(f"base array {base.name!r} is on {base.pdk.name}, an estimation-only "
                              "PDK with no public mask layers; use `taalasc estimate` for it")
@@ -405,7 +403,7 @@ def build(planned: "Planned", options: CompileOptions, inputs: dict, stage: Path
     quantization = dict(sorted(quant_stats.items()))
     _write_html(stage, report, placement, quantization, _die_entries(placement, dies))
     manifest = _manifest(inputs, digest, placement, placement_json, quantization, dies, legend,
-                         stage, merged)
+                         stage, merged, base.weight_tile.encoding == "zero-skip")
     manifest["selection"] = {"layers": options.layers,
                              "dies": None if options.dies is None else list(dies_wanted),
                              "partial": options.dies is not None
@@ -540,7 +538,7 @@ def _manifest_text(manifest: dict, placement_text: str) -> str:
 
 
 def _manifest(inputs, digest, placement, placement_json, quant_stats, dies, legend,
-              stage: Path, merged: dict) -> dict:
+              stage: Path, merged: dict, zero_skip: bool) -> dict:
     # Die files were hashed by their writer as they were closed (and may not have been
     # written at all, see rebuild): their figures come from the writer, not the disk.
     masks = {Path(p).name: {"bytes": d.nbytes[fmt], "sha256": d.sha256[fmt]}
@@ -556,20 +554,28 @@ def _manifest(inputs, digest, placement, placement_json, quant_stats, dies, lege
         "inputs_digest": digest,
         "placement": placement_json,
         "quantization": quant_stats,
-        "dies": _die_entries(placement, dies),
+        "dies": _die_entries(placement, dies, zero_skip),
         "overview_legend": [[list(map(int, colour)), label] for colour, label in legend],
         "outputs": files,
     }
 
 
-def _die_entries(placement, dies) -> list[dict]:
-    """One entry per die of the placement, in order; dies not written (--die) say so."""
+def _die_entries(placement, dies, zero_skip: bool = False) -> list[dict]:
+    """One entry per die of the placement, in order; dies not written (--die) say so.
+    ``zero_skip``: each entry also lists the bit vias of its tiles in placement order
+    (``tile_vias``): a zero is no via there, so the count is what finds a missing one."""
     written = {d.die: d for d in dies}
     absent = {"present": False, "files": {}, "via_count": 0, "bit_vias": 0, "tie_vias": 0,
               "route_vias": 0,
               "top_metal_shapes": 0, "fill_shapes": 0}
-    return [_die_entry(written[n]) if n in written else {"die": n, **absent}
-            for n in range(placement.dies)]
+    entries = [_die_entry(written[n]) if n in written else {"die": n, **absent}
+               for n in range(placement.dies)]
+    if zero_skip:
+        for slot, _ in placement.assignments:
+            if slot.die in written:
+                entries[slot.die].setdefault("tile_vias", []).append(
+                    written[slot.die].tile_vias[(slot.column, slot.row)])
+    return entries
 
 
 def _die_entry(d) -> dict:
@@ -584,7 +590,13 @@ def _die_entry(d) -> dict:
 
 def _summary(manifest: dict) -> list[tuple[str, str]]:
     dies = manifest["dies"]  # in die order: die0, die1, …, die10
-    bits = sum(d["bit_vias"] for d in dies)
+    vias = sum(d["bit_vias"] for d in dies)
+    # Stored bits per die (elements x bits of every segment): a via per bit for tie-high-low,
+    # per digit for select and ternary, per 1 bit for zero-skip.
+    die_bits = [0] * len(dies)
+    for a in manifest["placement"]["assignments"]:   # assignment_fields order (place/plan.py)
+        die_bits[a[0]] += (a[7] - a[6]) * (a[9] - a[8]) * a[5]
+    bits = sum(die_bits)
     model = manifest["inputs"]["model"]
     rows = [("base array", manifest["inputs"]["base_array"]["name"]),
             *([("left off the chip", ", ".join(model["skipped"]))] if "skipped" in model else []),
@@ -593,7 +605,8 @@ def _summary(manifest: dict) -> list[tuple[str, str]]:
             ("dies", f"{len(dies):,}" if all(d.get("present", True) for d in dies) else
              f"{sum(d.get('present', True) for d in dies):,} of {len(dies):,} (--die)"),
             ("tiles used", f"{len(manifest['placement']['assignments']):,}"),
-            ("programmed bits (vias)", f"{bits:,}"),
+            *([("programmed bits (vias)", f"{bits:,}")] if bits == vias else
+              [("programmed bits", f"{bits:,}"), ("bit vias", f"{vias:,}")]),
             ("tie vias (strap to rail)", f"{sum(d.get('tie_vias', 0) for d in dies):,}"),
             ("route vias", f"{sum(d['route_vias'] for d in dies):,}")]
     # Each mask file holds one die: its bytes per programmed bit are over that die's bits.
@@ -603,7 +616,7 @@ def _summary(manifest: dict) -> list[tuple[str, str]]:
             if name is not None:
                 size = manifest["outputs"][name]["bytes"]
                 rows.append((name, f"{size:,} bytes "
-                                   f"({size / max(die['bit_vias'], 1):.3f} B/bit)"))
+                                   f"({size / max(die_bits[die['die']], 1):.3f} B/bit)"))
     for name, info in manifest["outputs"].items():
         if name.startswith(MERGED_DIR + "/"):
             rows.append((name, f"{info['bytes']:,} bytes (base die + custom layers)"))

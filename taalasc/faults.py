@@ -230,6 +230,11 @@ class FaultBench:
         out_dir = Path(out_dir)
         manifest = read_manifest(out_dir)
         self.base = base_of(manifest, out_dir)
+        if self.base.weight_tile.encoding != "tie-high-low":
+            raise ModelError(f"{out_dir}: the fault model is tie-high-low's (a flip moves a via "
+                             "to the other strap, a short joins the two straps); "
+                             f"{self.base.name} stores {self.base.weight_tile.encoding!r} "
+                             "sites, which it does not model")
         self.ckpt = ckpt = open_checkpoint(model)
         compiled = {f["name"]: f["sha256"] for f in manifest["inputs"]["model"]["files"]}
         given = {Path(f).name: sha256_file(Path(f)) for f in ckpt.files}

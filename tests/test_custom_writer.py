@@ -282,9 +282,10 @@ def test_bad_calls_raise_mask_errors(tmp_path):
         writer.add_tile(0, 0, random_bits(1, 10))
     with pytest.raises(MaskError, match=r"outside the 3 x 2 tile grid"):
         writer.add_tile(3, 0, random_bits(1, 10))
-    with pytest.raises(MaskError, match=r"site 1 must be 0 or 1, not 2$"):
+    with pytest.raises(MaskError, match=r"site 1: digit 2 cannot be stored by encoding "
+                                        r"'tie-high-low' \(digits 0, 1\)$"):
         writer.add_tile(1, 0, np.array([0, 2], np.uint8))
-    with pytest.raises(MaskError, match=r"bits must be a 1-D array of 1\.\.128 sites"):
+    with pytest.raises(MaskError, match=r"sites must be a 1-D array of 1\.\.128 digits"):
         writer.add_tile(1, 0, np.zeros(129, np.uint8))
     with pytest.raises(MaskError, match=r"ends at tile \(1, 1\), which has not been programmed"):
         writer.add_route((0, 0), (1, 1))
@@ -380,7 +381,8 @@ def test_batch_rendering_equals_single_tiles():
     tiles = [random_bits(1, 128), random_bits(2, 37), random_bits(3, 128), random_bits(1, 128)]
     assert render_tiles(base, tiles, prefix=PREFIX) == [render_tile(base, b, prefix=PREFIX)
                                                      for b in tiles]
-    with pytest.raises(MaskError, match=r"^tile 1 site 0 must be 0 or 1, not 3$"):
+    with pytest.raises(MaskError, match=r"^tile 1 site 0: digit 3 cannot be stored by "
+                                        r"encoding 'tie-high-low' \(digits 0, 1\)$"):
         render_tiles(base, [tiles[0], np.array([3], np.uint8)], prefix=PREFIX)
 
 

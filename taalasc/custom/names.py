@@ -16,12 +16,13 @@ Local names after the prefix: ``DIE`` (the top cell), ``FILL``, ``FILLSQ``, ``ST
 Names stay within GDSII's conservative 32 characters for dies below 1,000 (a tile cell of die
 999: 32).
 
-Chunk cells (the vias of n <= 8 sites of one row with one bit pattern) carry no prefix: every
+Chunk cells (the vias of a few sites of one row with one digit pattern of n <= 8 bits: 8
+sites of 1-bit digits, 4 of 2-bit ternary or select digits, ...) carry no prefix: every
 tile cell names one per 8 bits, so the prefix would cost 13+ bytes per 8 bits of GDSII. Their
 name is their content instead: ``V{n}{hex of the pattern}{tag}``, e.g. ``V8a5KQ3ZC7MX``, where
 the tag (:func:`chunk_tag`) hashes every via a chunk cell of that base array can hold (the
-slots of 8 sites on both straps, so site pitch, strap positions, via size and grid) and the
-via layer. A chunk cell holds exactly the vias its n and pattern pick from those, so equal
+slots of a chunk's sites on every line, so site pitch, line positions and which digit goes
+on which line, via size and grid) and the via layer. A chunk cell holds exactly the vias its n and pattern pick from those, so equal
 names mean equal contents across dies and compiles, which is all a merge needs. The tag is
 the first 40 bits of the sha256, as 8 base32 characters (upper case and 2-7, so it never
 reads as part of the lower-case hex pattern before it). Two different geometries collide
@@ -79,15 +80,16 @@ def chunk_tag(vias_nm: np.ndarray, layer: tuple[int, int]) -> str:
 
 
 def chunk_name(n: int, value: int, tag: str) -> str:
-    """Full name of a chunk cell: its site count, bit pattern (site 0 = bit 0) and geometry
-    ``tag`` (:func:`chunk_tag`); no die prefix."""
+    """Full name of a chunk cell: its pattern's bit count n (sites x site_bits), pattern
+    (site 0's digit in the lowest bits) and geometry ``tag`` (:func:`chunk_tag`); no die
+    prefix."""
     if not isinstance(tag, str) or not CHUNK_TAG.match(tag):
         raise MaskError(f"chunk tag must be 8 base32 characters, not {tag!r:.40}")
     return f"V{n}{value:0{(n + 3) // 4}x}{tag}"
 
 
 def parse_chunk(name: str) -> tuple[int, int, str] | None:
-    """(n sites, bit pattern, tag) of a chunk cell's name; None for any other name."""
+    """(n pattern bits, pattern, tag) of a chunk cell's name; None for any other name."""
     found = CHUNK.match(name)
     if found is None or len(found.group(2)) != (int(found.group(1)) + 3) // 4:
         return None

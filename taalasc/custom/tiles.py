@@ -2,7 +2,7 @@
 
 ``render_tile`` is what worker processes run; ``DieMaskWriter.add_rendered`` merges the result
 in the parent. A tile cell is one ``STRAPS`` reference plus one chunk reference per chunk of
-up to ``CHUNK_SITES`` sites (see geometry.py); the chunk cells themselves are written by the
+up to ``WeightTile.chunk_sites`` sites (see geometry.py); the chunk cells themselves are written by the
 die writer on first use. Chunk and fixed cells have fixed OASIS reference numbers, so a tile's
 bytes do not depend on which other tiles came before it. A tile cell's name and its STRAPS
 reference start with the die's prefix (names.py), so a tile is rendered for one die file;
@@ -19,32 +19,36 @@ import numpy as np
 from taalasc.config.base_array import BaseArray, WeightTile
 from taalasc.formats import gdsii, oasis
 from taalasc.custom import names
-from taalasc.custom.geometry import CHUNK_SITES, chunk_via_rects
+from taalasc.custom.geometry import chunk_via_rects
 from taalasc.custom.names import STRAPS, chunk_name, tile_name
 from taalasc.errors import MaskError
 
 # OASIS reference numbers, all two-byte varints (128..16383) so a tile's records have a fixed
-# layout: full chunks are 128 + value, shorter ones follow, then the fixed cells; tile cells
-# are numbered by the die writer from FIRST_TILE_REFNUM in order of arrival.
+# layout. A chunk is numbered by its pattern: nb = sites x site_bits bits (at most
+# CHUNK_BITS) and the value; 8-bit patterns are 128 + value, shorter ones follow, then the
+# fixed cells; tile cells are numbered by the die writer from FIRST_TILE_REFNUM in order of
+# arrival.
+CHUNK_BITS = 8
 FULL_BASE = 128
-SHORT_BASE = FULL_BASE + (1 << CHUNK_SITES)
-STRAPS_REFNUM = SHORT_BASE + (1 << CHUNK_SITES) - 2
+SHORT_BASE = FULL_BASE + (1 << CHUNK_BITS)
+STRAPS_REFNUM = SHORT_BASE + (1 << CHUNK_BITS) - 2
 FILLSQ_REFNUM, FILL_REFNUM, DIE_REFNUM = STRAPS_REFNUM + 1, STRAPS_REFNUM + 2, STRAPS_REFNUM + 3
 TIES_REFNUM = STRAPS_REFNUM + 4
 FIRST_TILE_REFNUM = STRAPS_REFNUM + 5
 
 
-def chunk_refnum(n, value):
-    """Fixed reference number of chunk cell (n sites, bit pattern value); numpy-friendly."""
-    if isinstance(n, np.ndarray):
-        return np.where(n == CHUNK_SITES, FULL_BASE + value, SHORT_BASE + (1 << n) - 2 + value)
-    return FULL_BASE + value if n == CHUNK_SITES else SHORT_BASE + (1 << n) - 2 + value
+def chunk_refnum(nb, value):
+    """Fixed reference number of the chunk cell of pattern ``value`` of ``nb`` bits (its
+    sites' digits, site 0 lowest); numpy-friendly."""
+    if isinstance(nb, np.ndarray):
+        return np.where(nb == CHUNK_BITS, FULL_BASE + value, SHORT_BASE + (1 << nb) - 2 + value)
+    return FULL_BASE + value if nb == CHUNK_BITS else SHORT_BASE + (1 << nb) - 2 + value
 
 
 def chunk_of_refnum(refnum: int) -> tuple[int, int]:
-    """(n, value) of a chunk reference number."""
+    """(nb pattern bits, value) of a chunk reference number."""
     if refnum < SHORT_BASE:
-        return CHUNK_SITES, refnum - FULL_BASE
+        return CHUNK_BITS, refnum - FULL_BASE
     k = refnum - SHORT_BASE + 2
     n = k.bit_length() - 1
     return n, k - (1 << n)
@@ -62,10 +66,12 @@ def chunk_tag(base: BaseArray) -> str:
 
 @functools.lru_cache(maxsize=16)
 def _chunk_tag(tile: WeightTile, via_nm: int, grid_nm: int, layer: tuple[int, int]) -> str:
-    # Every via a chunk cell can hold: the slots of CHUNK_SITES sites on the low strap, then
-    # on the high one (a chunk of n sites holds n of them; geometry.chunk_via_rects).
-    every = [chunk_via_rects(tile, via_nm, grid_nm, CHUNK_SITES, value)
-             for value in (0, (1 << CHUNK_SITES) - 1)]
+    # Every via a chunk cell can hold: the slots of chunk_sites sites on the line of digit 0,
+    # then of digit 1, ... (tie-high-low: the low strap, then the high one); a chunk of n
+    # sites holds n of them at most (geometry.chunk_via_rects).
+    n, d = tile.chunk_sites, tile.site_bits
+    every = [chunk_via_rects(tile, via_nm, grid_nm, n, sum(v << (d * i) for i in range(n)))
+             for v, line in enumerate(tile.line_of_value) if line >= 0]
     return names.chunk_tag(np.concatenate(every), layer)
 
 
@@ -78,40 +84,72 @@ class RenderedTile:
     chunks: tuple[int, ...]
 
 
-def check_bits(bits, tile: WeightTile, where: str = "tile") -> np.ndarray:
-    """The bits as uint8 0/1, or MaskError saying what is wrong (``where`` prefixes it)."""
-    bits = np.asarray(bits)
-    if bits.ndim != 1 or not 0 < bits.size <= tile.capacity_bits:
-        raise MaskError(f"{where} bits must be a 1-D array of 1..{tile.capacity_bits} sites, "
-                        f"not shape {list(bits.shape)}")
-    if bits.dtype != np.uint8:
-        if bits.dtype.kind not in "biu":
-            raise MaskError(f"{where} bits must be integers 0/1, not dtype {bits.dtype}")
-        bits = bits.astype(np.uint8)
-    if bits.max(initial=0) > 1:
-        bad = int(np.flatnonzero(bits > 1)[0])
-        raise MaskError(f"{where} site {bad} must be 0 or 1, not {int(bits[bad])}")
-    return bits
+def check_sites(sites, tile: WeightTile, where: str = "tile") -> np.ndarray:
+    """A tile's site digits as uint8 (one per used site, each a value ``line_of_value`` can
+    draw), or MaskError saying what is wrong (``where`` prefixes it)."""
+    sites = np.asarray(sites)
+    if sites.ndim != 1 or not 0 < sites.size <= tile.sites:
+        raise MaskError(f"{where} sites must be a 1-D array of 1..{tile.sites} digits, "
+                        f"not shape {list(sites.shape)}")
+    if sites.dtype != np.uint8:
+        if sites.dtype.kind not in "biu":
+            raise MaskError(f"{where} sites must be integer digits, not dtype {sites.dtype}")
+        sites = sites.astype(np.uint8)
+    table = np.array(tile.line_of_value + (-2,) * (256 - len(tile.line_of_value)), np.int16)
+    bad = table[sites] == -2
+    if bad.any():
+        k = int(np.flatnonzero(bad)[0])
+        raise MaskError(f"{where} site {k}: digit {int(sites[k])} cannot be stored by encoding "
+                        f"{tile.encoding!r} (digits {_storable(tile)})")
+    return sites
 
 
-def tile_chunk_array(bits: np.ndarray, tile: WeightTile) -> np.ndarray:
-    """Chunks of a tile as int64 [k, 4]: site column, site row, n sites, value (row-major)."""
-    sx, used = tile.sites_x, len(bits)
+def _storable(tile: WeightTile) -> str:
+    return ", ".join(str(v) for v, line in enumerate(tile.line_of_value) if line != -2)
+
+
+def via_count(sites: np.ndarray, tile: WeightTile) -> int:
+    """Vias a tile's digits draw: one per site, but none for a zero-skip 0."""
+    table = np.array(tile.line_of_value, np.int16)
+    return int(np.count_nonzero(table[sites] >= 0)) if tile.encoding == "zero-skip" \
+        else int(sites.size)
+
+
+def tile_chunk_array(sites: np.ndarray, tile: WeightTile) -> np.ndarray:
+    """Chunks of a tile as int64 [k, 4]: site column, site row, pattern bits nb (n sites x
+    site_bits), value (digit i of the chunk in bits i*d .. i*d + d - 1), row-major."""
+    sx, used, cs, d = tile.sites_x, len(sites), tile.chunk_sites, tile.site_bits
     rows = -(-used // sx)
-    per_row = -(-sx // CHUNK_SITES)
-    grid = np.zeros((rows, per_row * CHUNK_SITES), np.uint8)
-    padded = np.zeros(rows * sx, np.uint8)
-    padded[:used] = bits
+    per_row = -(-sx // cs)
+    grid = np.zeros((rows, per_row * cs), np.int64)
+    padded = np.zeros(rows * sx, np.int64)
+    padded[:used] = sites
     grid[:, :sx] = padded.reshape(rows, sx)
-    values = np.packbits(grid.reshape(rows, per_row, CHUNK_SITES), axis=2,
-                         bitorder="little")[..., 0].astype(np.int64)
+    weights = np.int64(1) << (d * np.arange(cs, dtype=np.int64))
+    values = (grid.reshape(rows, per_row, cs) * weights).sum(axis=2)
     row_len = np.full(rows, sx, np.int64)
     row_len[-1] = used - (rows - 1) * sx
-    start = np.arange(per_row, dtype=np.int64) * CHUNK_SITES
-    n = np.minimum(CHUNK_SITES, row_len[:, None] - start[None, :])
+    start = np.arange(per_row, dtype=np.int64) * cs
+    n = np.minimum(cs, row_len[:, None] - start[None, :])
     keep = n > 0
     j, c = np.nonzero(keep)
-    return np.stack([start[c], j, n[keep], values[keep]], axis=1)
+    return np.stack([start[c], j, n[keep] * d, values[keep]], axis=1)
+
+
+def _packs(tile: WeightTile) -> bool:
+    """Chunk k is byte k of the digits' bit stream: whole-byte chunks (site_bits 1, 2 or 4)
+    and rows of whole chunks."""
+    return CHUNK_BITS % tile.site_bits == 0 and tile.sites_x % tile.chunk_sites == 0
+
+
+def _packed_values(stack: np.ndarray, tile: WeightTile) -> np.ndarray:
+    """Chunk values of tiles that ``_packs``: one packbits over the digits' bits (the last
+    chunk of a partly used tile is its digits' bits, zero-padded)."""
+    d = tile.site_bits
+    if d == 1:
+        return np.packbits(stack, axis=-1, bitorder="little")
+    bits = np.unpackbits(stack[..., None], axis=-1, bitorder="little")[..., :d]
+    return np.packbits(bits.reshape(*stack.shape[:-1], -1), axis=-1, bitorder="little")
 
 
 @dataclass(frozen=True)
@@ -125,7 +163,7 @@ class _Template:
     oas: np.ndarray
     oas_ref: np.ndarray      # [k] byte offset of each placement's 2-byte reference number
     ref_base: np.ndarray     # [k] chunk reference number = ref_base + value
-    packed: bool             # chunks are consecutive runs of 8 sites (sites_x % 8 == 0)
+    packed: bool             # chunks are consecutive bytes of the digits (_packed_values)
     digit_stride: int = 0    # > 0: every chunk shows 2 digits at digit_pos[0] + k * stride
 
 
@@ -136,7 +174,7 @@ _HEX = np.frombuffer(b"0123456789abcdef", np.uint8)
 @functools.lru_cache(maxsize=16)
 def _template(tile: WeightTile, used: int, prefix: str, tag: str) -> _Template:
     chunks = tile_chunk_array(np.zeros(used, np.uint8), tile)
-    n = chunks[:, 2]
+    n = chunks[:, 2]   # pattern bits
     x = chunks[:, 0] * tile.site_pitch_x_nm
     y = chunks[:, 1] * tile.site_pitch_y_nm
     k = len(n)
@@ -167,7 +205,7 @@ def _template(tile: WeightTile, used: int, prefix: str, tag: str) -> _Template:
                and np.array_equal(digit_pos, (starts[0] + first_digit + stride * idx[:, None]
                                               + np.array([0, 1])).ravel()))
     return _Template(gds, digit_pos, digit_chunk, digit_shift, oas, oas_ref,
-                     chunk_refnum(n, np.zeros(k, np.int64)), tile.sites_x % CHUNK_SITES == 0,
+                     chunk_refnum(n, np.zeros(k, np.int64)), _packs(tile),
                      stride if regular else 0)
 
 
@@ -175,22 +213,23 @@ def _template(tile: WeightTile, used: int, prefix: str, tag: str) -> _Template:
 _HEX_PAIRS = np.stack([_HEX[np.arange(256) >> 4], _HEX[np.arange(256) & 15]], axis=1)
 
 
-def render_tile(base: BaseArray, bits, formats=("gds", "oas"), where: str = "tile", *,
+def render_tile(base: BaseArray, sites, formats=("gds", "oas"), where: str = "tile", *,
                 prefix: str) -> RenderedTile:
-    """Render one tile's cell (named ``prefix`` + names.tile_name(bits)) for each format;
-    no file access. ``prefix``: the die's (names.die_prefix).
+    """Render one tile's cell (named ``prefix`` + names.tile_name(sites)) for each format;
+    no file access. ``sites``: a digit per used site (tie-high-low: the bits); ``prefix``:
+    the die's (names.die_prefix).
 
-    Pure and picklable, so worker processes can run it; the bytes depend only on ``bits``,
+    Pure and picklable, so worker processes can run it; the bytes depend only on ``sites``,
     the base array, ``prefix`` and ``formats``. ``where`` prefixes error messages.
     """
     tile = base.weight_tile
-    bits = check_bits(bits, tile, where)
-    name = prefix + tile_name(bits)
-    t = _template(tile, int(bits.size), prefix, chunk_tag(base))
-    if t.packed:  # chunk k is sites 8k .. 8k+7: one packbits
-        values = np.packbits(bits, bitorder="little").astype(np.int64)
+    sites = check_sites(sites, tile, where)
+    name = prefix + tile_name(sites)
+    t = _template(tile, int(sites.size), prefix, chunk_tag(base))
+    if t.packed:  # chunk k is byte k of the digits' bits: one packbits
+        values = _packed_values(sites, tile).astype(np.int64)
     else:
-        values = tile_chunk_array(bits, tile)[:, 3]
+        values = tile_chunk_array(sites, tile)[:, 3]
     refnums = t.ref_base + values
     data: dict[str, bytes] = {}
     for fmt in formats:
@@ -206,11 +245,11 @@ def render_tile(base: BaseArray, bits, formats=("gds", "oas"), where: str = "til
             data[fmt] = oasis.cblock(buf.tobytes())
         else:
             raise MaskError(f"formats must be a subset of gds, oas, not {list(formats)!r}")
-    return RenderedTile(name=name, via_count=int(bits.size), data=data,
+    return RenderedTile(name=name, via_count=via_count(sites, tile), data=data,
                         chunks=tuple(np.flatnonzero(np.bincount(refnums)).tolist()))
 
 
-def render_tiles(base: BaseArray, bits_list, formats=("gds", "oas"), where=None, *,
+def render_tiles(base: BaseArray, sites_list, formats=("gds", "oas"), where=None, *,
                  prefix: str) -> list[RenderedTile]:
     """:func:`render_tile` for many tiles at once: the same results, in about half the time
     per tile (tiles with the same number of used sites are filled in as one array). This is
@@ -219,8 +258,8 @@ def render_tiles(base: BaseArray, bits_list, formats=("gds", "oas"), where=None,
     for fmt in formats:
         if fmt not in ("gds", "oas"):
             raise MaskError(f"formats must be a subset of gds, oas, not {list(formats)!r}")
-    where = where or [f"tile {k}" for k in range(len(bits_list))]
-    checked = [check_bits(b, tile, w) for b, w in zip(bits_list, where)]
+    where = where or [f"tile {k}" for k in range(len(sites_list))]
+    checked = [check_sites(b, tile, w) for b, w in zip(sites_list, where)]
     out: list[RenderedTile | None] = [None] * len(checked)
     groups: dict[int, list[int]] = {}
     for k, b in enumerate(checked):
@@ -229,8 +268,8 @@ def render_tiles(base: BaseArray, bits_list, formats=("gds", "oas"), where=None,
         t = _template(tile, used, prefix, chunk_tag(base))
         stack = np.stack([checked[k] for k in members])
         small = None
-        if t.packed:  # chunk k is sites 8k .. 8k+7: one packbits
-            small = np.packbits(stack, axis=1, bitorder="little")
+        if t.packed:  # chunk k is byte k of the digits' bits: one packbits
+            small = _packed_values(stack, tile)
             values = small.astype(np.int64)
         else:
             values = np.stack([tile_chunk_array(b, tile)[:, 3] for b in stack])
@@ -264,7 +303,7 @@ def render_tiles(base: BaseArray, bits_list, formats=("gds", "oas"), where=None,
                     rendered[fmt] = rec.tobytes()
                 else:
                     rendered[fmt] = oasis.cblock(data["oas"][row].tobytes())
-            out[k] = RenderedTile(name=name, via_count=used, data=rendered,
+            out[k] = RenderedTile(name=name, via_count=via_count(checked[k], tile), data=rendered,
                                   chunks=tuple(np.flatnonzero(used_refs[row]).tolist()))
     return out
 

@@ -86,6 +86,8 @@ class DieMaskResult:
     density_min_pct: float
     density_max_pct: float
     layout: DieLayout | None = field(default=None, compare=False, repr=False)
+    # bit vias per programmed tile (column, row): zero-skip's manifest records them
+    tile_vias: dict = field(default_factory=dict, compare=False, repr=False)
 
 
 class _Discard:
@@ -145,7 +147,7 @@ class DieMaskWriter:
         self._out("oas", oasis.start())
         self._tile_cells: dict[str, int] = {}      # tile cell name -> OASIS refnum
         self._chunks: set[int] = set()             # chunk cells written
-        self._tiles: dict[tuple[int, int], tuple[str, int]] = {}  # (col,row) -> (cell, bits)
+        self._tiles: dict[tuple[int, int], tuple[str, int]] = {}  # (col,row) -> (cell, vias)
         self._strap_rects = strap_rects(base.weight_tile, self.grid_nm)
         self._tie_rects = tie_via_rects(base.weight_tile, pdk.rules.via_size_nm, self.grid_nm)
         self._strap_labels = strap_labels(base.weight_tile, self.grid_nm) \
@@ -169,11 +171,12 @@ class DieMaskWriter:
         self._out("oas", oas)
 
     # -- public API --------------------------------------------------------------------------
-    def add_tile(self, column: int, row: int, bits: np.ndarray) -> None:
-        """Program tile (column, row): one via per used site, bit 1 high strap, 0 low strap."""
+    def add_tile(self, column: int, row: int, sites: np.ndarray) -> None:
+        """Program tile (column, row): a digit per used site, its via on the line
+        ``WeightTile.line_of_value`` gives (tie-high-low: bit 1 high strap, 0 low strap)."""
         self._check_slot(column, row)
         self.add_rendered(column, row, render_tile(
-            self.base, bits, self.formats, where=f"die {self.die}: tile ({column}, {row})",
+            self.base, sites, self.formats, where=f"die {self.die}: tile ({column}, {row})",
             prefix=self.prefix))
 
     def add_rendered(self, column: int, row: int, rendered: RenderedTile) -> None:
@@ -337,7 +340,7 @@ class DieMaskWriter:
             top_metal_shapes=len(self._tiles) * len(self._strap_rects) + len(wires),
             fill_shapes=fill_shapes,
             density_min_pct=float(np.nanmin(density)), density_max_pct=float(np.nanmax(density)),
-            layout=layout)
+            layout=layout, tile_vias={k: n for k, (_, n) in self._tiles.items()})
 
 
 _PLANS: dict[tuple, tuple] = {}
@@ -396,9 +399,9 @@ def _leaf_bytes(name: str, refnum: int, *shapes: tuple[np.ndarray, tuple], label
 def _chunk_bytes(tile, via_nm: int, grid_nm: int, layer, refnum: int, tag: str
                  ) -> tuple[bytes, bytes]:
     """Chunk cell bytes: named by content (``tag``: tiles.chunk_tag), no die prefix."""
-    n, value = chunk_of_refnum(refnum)
-    return _leaf_bytes(names.chunk_name(n, value, tag), refnum,
-                       (chunk_via_rects(tile, via_nm, grid_nm, n, value), layer))
+    nb, value = chunk_of_refnum(refnum)
+    return _leaf_bytes(names.chunk_name(nb, value, tag), refnum,
+                       (chunk_via_rects(tile, via_nm, grid_nm, nb // tile.site_bits, value), layer))
 
 
 def layer_properties_lyp(pdk: Pdk) -> str:

@@ -98,16 +98,19 @@ def replaced_tensors(pa, pb) -> set[str]:
 
 def decode_sites(centres: np.ndarray, origin: tuple[int, int], base
                  ) -> tuple[np.ndarray, np.ndarray]:
-    """(site index, is-high-slot) of via centres inside a tile at ``origin`` (-1: on no slot)."""
+    """(site index, line) of via centres inside a tile at ``origin`` (site -1: on no slot;
+    tie-high-low's line 0 is the high strap)."""
     tile, tol = base.weight_tile, base.pdk.grid_nm
     x, y = centres[:, 0] - origin[0], centres[:, 1] - origin[1]
     i, j = x // tile.site_pitch_x_nm, y // tile.site_pitch_y_nm
     on_x = np.abs(x - i * tile.site_pitch_x_nm - tile.slot_x_nm(0)) <= tol
-    high = np.abs(y - j * tile.site_pitch_y_nm - tile.strap_y_nm(0, True)) <= tol
-    low = np.abs(y - j * tile.site_pitch_y_nm - tile.strap_y_nm(0, False)) <= tol
+    pitch = tile.site_pitch_y_nm // tile.lines_per_site
+    dy = y - j * tile.site_pitch_y_nm - tile.line_y_nm(0, 0)
+    line = (dy + pitch // 2) // pitch
+    on_line = (np.abs(dy - line * pitch) <= tol) & (line >= 0) & (line < tile.lines_per_site)
     inside = (i >= 0) & (i < tile.sites_x) & (j >= 0) & (j < tile.sites_y)
-    site = np.where(on_x & (high | low) & inside, j * tile.sites_x + i, -1)
-    return site, high
+    site = np.where(on_x & on_line & inside, j * tile.sites_x + i, -1)
+    return site, line
 
 
 class Attribution:
@@ -175,7 +178,8 @@ class Attribution:
                 continue
             site = site[(site >= 0) & (site < seg.used_sites)]
             width = seg.cols[1] - seg.cols[0]
-            element, bit = np.divmod(site, seg.bits)
+            element, digit = np.divmod(site, seg.sites_per_element)
+            bit = digit * seg.digit_bits   # a digit's lowest bit (the bit for 1-bit digits)
             rows, cols = seg.rows[0] + element // width, seg.cols[0] + element % width
             for r, c, b in zip(rows.tolist(), cols.tolist(), bit.tolist()):
                 self._bits.setdefault((seg.tensor, seg.kind, r, c), set()).add(b)

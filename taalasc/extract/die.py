@@ -1,9 +1,12 @@
 """One die of an extraction, as a self-contained work unit (runs in a worker process).
 
 ``extract_die`` reads one mask file and decodes every tile of the die at once: each via
-centre gives its tile from the grid, its site from the site pitch and its bit from the strap
-it sits on; one bincount over (tile, site, strap) then gives every site's bit, opens
-(no via) and shorts (both straps) for the whole die. A GDSII file is streamed through our
+centre gives its tile from the grid, its site from the site pitch and its digit from the line
+it sits on; one bincount over (tile, site, line) then gives every site's digit, opens
+(no via where the encoding needs one) and shorts (vias on two lines) for the whole die.
+Zero-skip stores a 0 as no via, so an open there reads as a 0: each tile's via count is
+checked against the count the compile drew (the manifest's ``tile_vias``), which finds a
+missing or added via in a tile, and verify's codes check then names the element. A GDSII file is streamed through our
 own reader (formats/gdsread.py) in batches, so memory is one die's bit counts, not its shapes;
 OASIS goes through gdstk (formats/readback.read_vias).
 """
@@ -16,14 +19,15 @@ from pathlib import Path
 import numpy as np
 
 from taalasc.config import BaseArray
-from taalasc.formats.readback import SiteDecoder, iter_vias
+from taalasc.formats.readback import SiteDecoder, iter_vias, site_digits
 
 MAX_DEFECTS_KEPT = 1000  # a badly broken mask would list millions; the count stays exact
 
 
 @dataclass(frozen=True)
 class Defect:
-    kind: str            # "open" | "short" | "extra-via" | "stray-vias" | "tie-open" | "tie-extra"
+    kind: str            # "open" | "short" | "extra-via" | "bad-digit" | "via-count" | "stray-vias"
+    #                      | "tie-open" | "tie-extra"
     die: int
     tile: tuple[int, int]
     tensor: str
@@ -47,6 +51,7 @@ class DieReadJob:
     die: int
     assignments: tuple        # ((TileSlot, Segment), ...) on this die
     route_vias: int           # vias expected outside the used tiles
+    tile_vias: tuple | None = None   # zero-skip: bit vias drawn per assignment (the manifest)
 
 
 @dataclass
@@ -69,23 +74,31 @@ def extract_die(job: DieReadJob) -> DieValues:
         else:
             decoder.add_instances(piece)
     out.vias_read = decoder.vias
-    high, low = decoder.counts()
+    counts = decoder.counts()
+    digits, opens, shorts = site_digits(counts, base.weight_tile)
+    any_via = counts.any(axis=-1)
     sites = np.arange(base.weight_tile.sites)
     used_sites = np.array([seg.used_sites for _, seg in job.assignments], np.int64)
     below = sites[None, :] < used_sites[:, None]
-    # A site below the used count needs exactly one via; one above needs none. Tiles with
-    # a defect are found in one pass over the die; only those are looked at one by one.
-    bad = np.flatnonzero(np.where(below, (high > 0) == (low > 0), (high + low) > 0).any(axis=1))
+    # A used site needs its via (one line); an unused one none. A digit beyond the segment's
+    # digit width (a ternary constant on the -x line) is a defect too. Tiles with a defect
+    # are found in one pass over the die; only those are looked at one by one.
+    limit = np.array([1 << seg.digit_bits for _, seg in job.assignments], np.int64)
+    wide = digits >= limit[:, None]
+    bad = np.flatnonzero(np.where(below, opens | shorts | wide, any_via).any(axis=1))
     for k in bad.tolist():
         slot, segment = job.assignments[k]
-        n_high, n_low, under = high[k], low[k], below[k]
-        _defects(out, "open", slot, segment, np.flatnonzero(under & (n_high == 0) & (n_low == 0)))
-        _defects(out, "short", slot, segment, np.flatnonzero(under & (n_high > 0) & (n_low > 0)))
-        _defects(out, "extra-via", slot, segment, np.flatnonzero(~under & (n_high + n_low > 0)))
-    _tie_defects(out, job, *decoder.tie_counts())
-    bits = ((high > 0) & (low == 0)).view(np.uint8)
+        under = below[k]
+        _defects(out, "open", slot, segment, np.flatnonzero(under & opens[k]))
+        _defects(out, "short", slot, segment, np.flatnonzero(under & shorts[k]))
+        _defects(out, "bad-digit", slot, segment, np.flatnonzero(under & wide[k]))
+        _defects(out, "extra-via", slot, segment, np.flatnonzero(~under & any_via[k]))
+    digits[wide] = 0
+    if job.tile_vias is not None:
+        _count_defects(out, job, counts.sum(axis=(1, 2)))
+    _tie_defects(out, job, decoder.tie_counts())
     for k, (slot, segment) in enumerate(job.assignments):
-        out.values.append(unpack_segment(segment, bits[k, :segment.used_sites]))
+        out.values.append(unpack_segment(segment, digits[k, :segment.used_sites]))
     if decoder.outside != job.route_vias:
         out.defect_count += 1
         out.defects.append(Defect("stray-vias", job.die, (-1, -1),
@@ -94,13 +107,34 @@ def extract_die(job: DieReadJob) -> DieValues:
     return out
 
 
-def _tie_defects(out: DieValues, job: DieReadJob, high: np.ndarray, low: np.ndarray) -> None:
-    """Every strap of a used tile needs exactly one tie via to its rail: without it the strap
-    floats and every bit under it is undefined; with two the strap is tied twice (a cut
-    between them would go unseen)."""
-    for k in np.flatnonzero(((high != 1) | (low != 1)).any(axis=1)).tolist():
+def _count_defects(out: DieValues, job: DieReadJob, vias: np.ndarray) -> None:
+    """Zero-skip: a tile's bit vias must number what the compile drew (a missing via reads
+    as a 0 and an added one as a 1, so the count is what finds them)."""
+    for k in np.flatnonzero(vias != np.asarray(job.tile_vias)).tolist():
         slot, segment = job.assignments[k]
-        for strap, counts in (("high", high[k]), ("low", low[k])):
+        out.defect_count += 1
+        if len(out.defects) < MAX_DEFECTS_KEPT:
+            out.defects.append(Defect(
+                "via-count", out.die, (slot.column, slot.row),
+                f"{segment.tensor}: {int(vias[k])} bit vias, {int(job.tile_vias[k])} drawn "
+                "(a zero-skip open or extra via; verify's codes check names the element)",
+                segment.kind, None, None))
+
+
+def _strap_name(tile, line: int) -> str:
+    return {0: "high", 1: "low"}[line] if tile.encoding == "tie-high-low" \
+        else f"line {line} ({tile.line_nets[line]})"
+
+
+def _tie_defects(out: DieValues, job: DieReadJob, ties: np.ndarray) -> None:
+    """Every strap of a used tile needs exactly one tie via to its net: without it the strap
+    floats and every digit on it is undefined; with two the strap is tied twice (a cut
+    between them would go unseen). ``ties``: [used tile, site row, line]."""
+    tile = job.base.weight_tile
+    for k in np.flatnonzero((ties != 1).any(axis=(1, 2))).tolist():
+        slot, segment = job.assignments[k]
+        for line in range(ties.shape[2]):
+            counts, strap = ties[k, :, line], _strap_name(tile, line)
             for kind, rows in (("tie-open", np.flatnonzero(counts == 0)),
                                ("tie-extra", np.flatnonzero(counts > 1))):
                 if not len(rows):
@@ -121,7 +155,8 @@ def _defects(out: DieValues, kind: str, slot, segment, sites: np.ndarray) -> Non
     room = MAX_DEFECTS_KEPT - len(out.defects)
     width = segment.cols[1] - segment.cols[0]
     for site in sites[:max(room, 0)].tolist():
-        element, bit = divmod(site, segment.bits)
+        element, digit = divmod(site, segment.sites_per_element)
+        bit = digit * segment.digit_bits   # the digit's lowest bit (the bit itself for d = 1)
         r, c = divmod(element, width)
         inside = element < segment.elements
         out.defects.append(Defect(

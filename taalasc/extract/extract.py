@@ -2,9 +2,10 @@
 
 Inputs are a compile folder's mask files, the base array and the placement map of its
 manifest. The manifest holds no weight data: codes, scales and vectors are decoded from
-which strap each via sits under. Every bit site of a used tile must carry exactly one via;
-a missing via (open), two vias (short), a via on an unused site, or a via outside any used
-tile other than the expected route vias are reported as defects with tile, tensor and element.
+which line each via sits on. Every site of a used tile must carry exactly one via (zero-skip:
+a 0 is no via, so each tile's via count is checked instead); a missing via (open), vias on
+two lines (short), a via on an unused site, or a via outside any used tile other than the
+expected route vias are reported as defects with tile, tensor and element.
 """
 
 from __future__ import annotations
@@ -114,7 +115,8 @@ def extract(out_dir: Path, fmt: str = "gds", jobs: int = 1, *, manifest: dict | 
     for slot, segment in placement.assignments:
         by_die.setdefault(slot.die, []).append((slot, segment))
     jobs_list = [DieReadJob(str(mask_path(out_dir, manifest, die, fmt)), base, die,
-                            tuple(by_die.get(die, [])), manifest["dies"][die]["route_vias"])
+                            tuple(by_die.get(die, [])), manifest["dies"][die]["route_vias"],
+                            _tile_vias(manifest, die, base, len(by_die.get(die, []))))
                  for die in range(placement.dies)]
     for job, done in zip(jobs_list, run_ordered(extract_die, jobs_list, jobs=jobs)):
         result.vias_read += done.vias_read
@@ -130,6 +132,19 @@ def extract(out_dir: Path, fmt: str = "gds", jobs: int = 1, *, manifest: dict | 
             else:
                 result.vectors[segment.tensor][c0:c1] = values.reshape(-1)
     return result
+
+
+def _tile_vias(manifest: dict, die: int, base: BaseArray, tiles: int) -> tuple | None:
+    """Zero-skip: the bit vias the compile drew per tile of ``die`` (manifest ``tile_vias``,
+    placement order), which extraction checks; None for the other encodings."""
+    if base.weight_tile.encoding != "zero-skip":
+        return None
+    counts = manifest["dies"][die].get("tile_vias")
+    if not isinstance(counts, list) or len(counts) != tiles \
+            or not all(isinstance(n, int) and not isinstance(n, bool) for n in counts):
+        raise MaskError(f"{MANIFEST}: dies[{die}].tile_vias: a zero-skip compile must list the "
+                        f"bit vias of its {tiles} tiles on die {die}")
+    return tuple(counts)
 
 
 def _array_shapes(placement) -> dict[tuple[str, str], tuple[int, int]]:

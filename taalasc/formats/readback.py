@@ -188,25 +188,42 @@ def read_layer_rects(path: Path, pdk: Pdk, layer: Layer) -> np.ndarray:
 
 def decode_tile_bits(via_centres: np.ndarray, base: BaseArray, column: int, row: int
                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Bits of every site of tile (column, row) from via centres (int64 [n, 2] nm).
+    """Digits of every site of tile (column, row) from via centres (int64 [n, 2] nm).
 
-    Returns ``(bits, opens, shorts)``: bits uint8 [sites] (0 where undecidable), and the site
-    indices with no via (open) and with both vias (short). Vias outside the tile are
-    ignored; a via inside it that sits on no slot raises MaskError. (SiteDecoder for one tile.)
+    Returns ``(digits, opens, shorts)``: digits uint8 [sites] (0 where undecidable), and the
+    site indices with no via where the encoding needs one (open) and with vias on two lines
+    (short). Vias outside the tile are ignored; a via inside it that sits on no slot raises
+    MaskError. (SiteDecoder for one tile.)
     """
     from types import SimpleNamespace
 
     decoder = SiteDecoder(base, [(SimpleNamespace(column=column, row=row), None)])
     decoder.add(2 * np.asarray(via_centres, dtype=np.int64).reshape(-1, 2))
-    high, low = decoder.counts()
-    n_high, n_low = high[0], low[0]
-    bits = ((n_high > 0) & (n_low == 0)).astype(np.uint8)
-    return (bits, np.flatnonzero((n_high == 0) & (n_low == 0)),
-            np.flatnonzero((n_high > 0) & (n_low > 0)))
+    digits, opens, shorts = site_digits(decoder.counts()[0], base.weight_tile)
+    return digits, np.flatnonzero(opens), np.flatnonzero(shorts)
+
+
+def site_digits(counts: np.ndarray, tile) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(digits, open, short) from via counts per line [..., lines_per_site] of sites.
+
+    A site whose vias sit on one line holds that line's digit (``WeightTile.line_of_value``
+    inverted); vias on two or more lines are a short (digit 0). No via is an open, except
+    for zero-skip, where no via is the digit 0: there a missing via cannot be told from a 0
+    by the geometry alone (extraction checks each tile's via count against the manifest)."""
+    lines = counts > 0
+    n_lines = lines.sum(axis=-1)
+    value_of_line = np.zeros(tile.lines_per_site, np.uint8)
+    for value, line in enumerate(tile.line_of_value):
+        if line >= 0:
+            value_of_line[line] = value
+    digits = np.where(n_lines == 1, value_of_line[np.argmax(lines, axis=-1)], 0).astype(np.uint8)
+    no_via = -1 in tile.line_of_value   # zero-skip: a site without via holds 0
+    opens = np.zeros(n_lines.shape, bool) if no_via else n_lines == 0
+    return digits, opens, n_lines > 1
 
 
 class SiteDecoder:
-    """Via counts per (used tile, site, strap) of one die, accumulated batch by batch.
+    """Via counts per (used tile, site, line) of one die, accumulated batch by batch.
 
     ``assignments`` are (slot, ...) pairs whose slot has ``column`` and ``row``: the used
     tiles, in the order ``counts`` returns them. Vias outside every used tile are counted in
@@ -226,13 +243,23 @@ class SiteDecoder:
         self.vias = 0
         self._local = None
         self.slot_x0 = tile.slot_x_nm(0)
-        self.high_y0, self.low_y0 = tile.strap_y_nm(0, True), tile.strap_y_nm(0, False)
+        self.lines = tile.lines_per_site
+        # line l of a site row is centred at line_y0 + l * line_pitch (WeightTile.line_y_nm)
+        self.line_y0 = tile.line_y_nm(0, 0)
+        self.line_pitch = tile.site_pitch_y_nm // self.lines
+
+    def _line(self, dy: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(line index, on a line centre within a grid step) of site-row-relative y."""
+        line = (dy - self.line_y0 + self.line_pitch // 2) // self.line_pitch
+        on = (np.abs(dy - self.line_y0 - line * self.line_pitch) <= self.tol) \
+            & (line >= 0) & (line < self.lines)
+        return line, on
 
     def add_instances(self, inst) -> None:
         """Vias of small-cell instances (gdsflat.Instances), decoded per instance where that
         is exact: the instance's origin sits on the site grid of a used tile and the
         cell's vias, all on bit slots relative to it, stay inside that tile. Then site =
-        the origin's site + the via's site in the cell, and the strap is the via's own. Any
+        the origin's site + the via's site in the cell, and the line is the via's own. Any
         other instance is expanded to its vias and decoded one by one (``add``)."""
         memo, child = inst.memo, inst.child
         if not len(child):
@@ -260,29 +287,28 @@ class SiteDecoder:
         self.vias += int(n.sum())
         base = slot * tile.sites + (oy // py) * tile.sites_x + ox // px
         starts = memo.start[child]
-        site, high = local
+        site, line = local
+        lines = self.lines
         if len(n) and n.min() == n.max():
             idx = starts[:, None] + np.arange(n[0], dtype=np.int64)
-            keys = ((base[:, None] + site[idx]) << 1) | high[idx]
+            keys = (base[:, None] + site[idx]) * lines + line[idx]
         else:
             idx = ragged(starts, n)
-            keys = ((np.repeat(base, n) + site[idx]) << 1) | high[idx]
+            keys = (np.repeat(base, n) + site[idx]) * lines + line[idx]
         self.keys.append(keys.reshape(-1))
 
     def _local_tables(self, memo, kids: np.ndarray):
-        """Per memo row: the via's site offset and strap relative to its cell's origin; per
+        """Per memo row: the via's site offset and line relative to its cell's origin; per
         cell: whether every via is on a bit slot, and the vias' x/y range (cached)."""
         tile = self.tile
         if self._local is None or len(self._local[0]) != memo.length:
             c = memo.table >> 1
             px, py = tile.site_pitch_x_nm, tile.site_pitch_y_nm
             i, j = c[:, 0] // px, c[:, 1] // py
-            dy = c[:, 1] - j * py
-            high = np.abs(dy - self.high_y0) <= self.tol
-            low = np.abs(dy - self.low_y0) <= self.tol
-            on = (np.abs(c[:, 0] - i * px - self.slot_x0) <= self.tol) & (high | low) \
+            line, on_line = self._line(c[:, 1] - j * py)
+            on = (np.abs(c[:, 0] - i * px - self.slot_x0) <= self.tol) & on_line \
                 & (i < tile.sites_x)   # the tie column's vias are decoded by add()
-            self._local = (j * tile.sites_x + i, high.astype(np.int64))
+            self._local = (j * tile.sites_x + i, np.where(on_line, line, 0).astype(np.int64))
             self._local_on, self._local_c = on, c
             self._box = np.zeros((len(memo.start), 4), np.int64)
             self._clean = np.zeros(len(memo.start), bool)
@@ -320,18 +346,17 @@ class SiteDecoder:
         i, j = x // px, y // py
         # Slot centres are floored to the grid by at most half a grid step; allow a grid step.
         on_x = np.abs(x - i * px - self.slot_x0) <= self.tol
-        dy = y - j * py
-        high = np.abs(dy - self.high_y0) <= self.tol
-        low = np.abs(dy - self.low_y0) <= self.tol
-        stray = ~(on_x & (high | low))
+        line, on_line = self._line(y - j * py)
+        stray = ~(on_x & on_line)
+        line = line.astype(np.int64)
         tie = i >= tile.sites_x
-        if tie.any():   # strap ties: counted per (tile, site row, strap), checked by counts()
+        if tie.any():   # strap ties: counted per (tile, site row, line), checked by counts()
             t = tie & ~stray
-            self.tie_keys.append(((slot[t].astype(np.int64) * tile.sites_y + j[t]) << 1)
-                                 | high[t])
+            self.tie_keys.append((slot[t].astype(np.int64) * tile.sites_y + j[t]) * self.lines
+                                 + line[t])
             keep = ~t
             x, y, slot, column, row = x[keep], y[keep], slot[keep], column[keep], row[keep]
-            i, j, high, stray = i[keep], j[keep], high[keep], stray[keep]
+            i, j, line, stray = i[keep], j[keep], line[keep], stray[keep]
         if stray.any():
             k = int(np.flatnonzero(stray)[0])
             col, rw = int(column[k]), int(row[k])
@@ -339,21 +364,20 @@ class SiteDecoder:
             raise MaskError(f"tile ({col}, {rw}): via at ({int(x[k]) + ox}, {int(y[k]) + oy}) nm "
                             f"is on no bit slot ({int(stray.sum())} such vias)")
         site = (j * tile.sites_x + i).astype(np.int64)
-        self.keys.append(((slot * tile.sites + site) << 1) | high)
+        self.keys.append((slot * tile.sites + site) * self.lines + line)
 
-    def tie_counts(self) -> tuple[np.ndarray, np.ndarray]:
-        """(tie vias of the high strap, of the low strap) per [used tile, site row]."""
+    def tie_counts(self) -> np.ndarray:
+        """Tie vias per [used tile, site row, line]."""
         keys, self.tie_keys = self.tie_keys, []
-        return self._high_low(keys, self.tile.sites_y)
+        return self._per_line(keys, self.tile.sites_y)
 
-    def counts(self) -> tuple[np.ndarray, np.ndarray]:
-        """(vias on the high strap, vias on the low strap) per [used tile, site]."""
+    def counts(self) -> np.ndarray:
+        """Vias per [used tile, site, line] (tie-high-low: line 0 high strap, 1 low)."""
         keys, self.keys = self.keys, []
-        return self._high_low(keys, self.tile.sites)
+        return self._per_line(keys, self.tile.sites)
 
-    def _high_low(self, keys: list[np.ndarray], per_tile: int) -> tuple[np.ndarray, np.ndarray]:
-        """Keys ``(tile * per_tile + k) << 1 | high`` counted into (high, low) [tile, k]."""
+    def _per_line(self, keys: list[np.ndarray], per_tile: int) -> np.ndarray:
+        """Keys ``(tile * per_tile + k) * lines + line`` counted into [tile, k, line]."""
         keys = np.concatenate(keys) if keys else np.zeros(0, np.int64)
-        n = np.bincount(keys, minlength=self.slots * per_tile * 2)
-        n = n.reshape(self.slots, per_tile, 2)
-        return n[..., 1], n[..., 0]
+        n = np.bincount(keys, minlength=self.slots * per_tile * self.lines)
+        return n.reshape(self.slots, per_tile, self.lines)

@@ -117,7 +117,7 @@ def rowmajor_wirelength_nm(tensors: Sequence[TensorSpec], base: BaseArray, *,
 
 def placement_stats(placement: Placement, base: BaseArray) -> dict[str, float | int]:
     """Utilisation figures, METRICS-style names; ratios are fractions (0..1)."""
-    cap = base.weight_tile.capacity_bits
+    cap = base.weight_tile.sites
     per_die = base.tile_grid.tiles
     used = placement.tiles_used
     tiles, tensors, kinds = _tile_array(placement)

@@ -1,7 +1,8 @@
-"""Bits of one segment, in site order, and back (the layout is documented on Segment).
+"""Digits of one segment, in site order, and back (the layout is documented on Segment).
 
-pack_segment gives what the emitter draws (one via per site: 1 high, 0 low);
-unpack_segment is what extraction uses to turn sites read from the mask back into values.
+pack_segment gives what the emitter draws (a digit per site; for tie-high-low a bit: 1 on
+the high strap, 0 on the low one); unpack_segment is what extraction uses to turn the sites
+read from the mask back into values.
 """
 
 from __future__ import annotations
@@ -94,10 +95,17 @@ _BIT_ROWS = {b: np.ascontiguousarray(np.unpackbits(np.arange(256, dtype=np.uint8
 
 
 def pack_segment(segment: Segment, source: Any) -> np.ndarray:
-    """uint8 0/1 array of length ``segment.used_sites``: bit k of element e at e*bits + k.
+    """uint8 digits, ``segment.used_sites`` of them: digit k of element e (its bits
+    k*d .. k*d + d - 1, d = segment.digit_bits) at site e * sites_per_element + k; with
+    d = 1 the element's bit k.
 
     ``source`` is a QuantizedTensor for "codes"/"scales"/"mins" and a 1-D array for "vector".
     """
+    d = segment.digit_bits
+    if d != 1:
+        values = _source_block(segment, source).reshape(-1)
+        shifts = np.arange(segment.sites_per_element, dtype=np.uint32) * np.uint32(d)
+        return ((values[:, None] >> shifts) & np.uint32((1 << d) - 1)).astype(np.uint8).reshape(-1)
     data = _source_bytes(segment, source)
     if data is not None:  # whole bytes (8 or 16 bits): one unpackbits; else a table look-up
         if segment.bits in (8, FP16_BITS):
@@ -108,17 +116,23 @@ def pack_segment(segment: Segment, source: Any) -> np.ndarray:
     return ((values[:, None] >> shifts) & 1).astype(np.uint8).reshape(-1)
 
 
-def unpack_segment(segment: Segment, bits: np.ndarray) -> np.ndarray:
+def unpack_segment(segment: Segment, digits: np.ndarray) -> np.ndarray:
     """Inverse of pack_segment: int8 codes [rows, cols] for "codes", float16 otherwise."""
-    flat = np.asarray(bits).reshape(-1)
+    flat = np.asarray(digits).reshape(-1)
     if flat.size != segment.used_sites:
         raise PlacementError(f"tensor {segment.tensor!r}: segment needs {segment.used_sites} "
-                             f"bits, not {flat.size}")
-    if flat.size and flat.max(initial=0) > 1:
-        raise PlacementError(f"tensor {segment.tensor!r}: site values must be 0 or 1")
-    b = segment.bits
-    weights = (np.uint32(1) << np.arange(b, dtype=np.uint32))
-    values = (flat.reshape(-1, b).astype(np.uint32) * weights).sum(axis=1, dtype=np.uint32)
+                             f"sites, not {flat.size}")
+    d, b = segment.digit_bits, segment.bits
+    if flat.size and flat.max(initial=0) >= 1 << d:
+        raise PlacementError(f"tensor {segment.tensor!r}: site digits must be below {1 << d}")
+    weights = (np.uint32(1) << (np.uint32(d) * np.arange(segment.sites_per_element,
+                                                         dtype=np.uint32)))
+    values = (flat.reshape(-1, segment.sites_per_element).astype(np.uint32) * weights).sum(
+        axis=1, dtype=np.uint32)
+    if values.size and values.max() >> b:   # a top digit wider than the value's last bits
+        raise PlacementError(f"tensor {segment.tensor!r}: element "
+                             f"{int(np.flatnonzero(values >> b)[0])} of a {segment.kind} "
+                             f"segment has digits beyond its {b} bits")
     if segment.kind == "codes":
         signed = values.astype(np.int64) - ((values >> (b - 1)) & 1).astype(np.int64) * (1 << b)
         return signed.astype(np.int8).reshape(segment.shape)

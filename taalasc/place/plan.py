@@ -3,13 +3,14 @@
 Rules (the decisions, in one place):
   * A quantized 2-D tensor [out, in] at b bits becomes a "codes" stream split into blocks of
     cols = min(input_lanes, in) columns (a tile multiplies input_lanes activations per output
-    per cycle) and rows = capacity_bits // (cols * b) rows; partial blocks at the ends.
+    per cycle) and rows = sites // (cols * ceil(b / d)) rows, d the tile's digit width
+    (WeightTile.digit_bits: 1 but for select and ternary); partial blocks at the ends.
     Blocks go row block by row block, column blocks inner, so the tiles that add into the
     same outputs sit next to each other on the curve.
   * Right after its codes comes the tensor's "scales" stream ([out, n_groups] fp16), then,
     for asymmetric codes, its "mins" stream ([out, n_groups] fp16); a 1-D tensor is a
     "vector" stream ([1, n] fp16); streams use the same blocking with
-    cols = min(capacity_bits // 16, width).
+    cols = min(sites // ceil(16 / d), width), d = WeightTile.constant_bits_per_site.
   * One segment per tile. Packing the small scale/vector streams of a layer into shared
     tiles would save the tail of their last tile, but every tile would then need a site
     offset per segment and a mask diff could no longer name one tensor per tile. The
@@ -48,10 +49,11 @@ class TileSlot:
 class Segment:
     """The content of one weight tile: a rectangle of one source array.
 
-    Layout inside the tile: element (r, c) -> e = (r - r0) * (c1 - c0) + (c - c0); its bit k
-    (LSB first; two's complement for codes, IEEE fp16 pattern for scales/vectors) -> site
-    s = e * bits + k at site column s % sites_x, site row s // sites_x. Sites from
-    used_sites on are unused (no via).
+    Layout inside the tile: element (r, c) -> e = (r - r0) * (c1 - c0) + (c - c0); its
+    value's bits (LSB first; two's complement for codes, IEEE fp16 pattern for scales/vectors)
+    in digits of ``digit_bits`` bits (WeightTile.digit_bits: 1 for tie-high-low and
+    zero-skip, so a digit is a bit) -> digit k at site s = e * sites_per_element + k, site
+    column s % sites_x, site row s // sites_x. Sites from used_sites on are unused (no via).
     """
 
     tensor: str
@@ -59,6 +61,11 @@ class Segment:
     bits: int
     rows: tuple[int, int]
     cols: tuple[int, int]
+    digit_bits: int = 1
+
+    @property
+    def sites_per_element(self) -> int:
+        return -(-self.bits // self.digit_bits)
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -70,7 +77,7 @@ class Segment:
 
     @property
     def used_sites(self) -> int:
-        return self.elements * self.bits
+        return self.elements * self.sites_per_element
 
 
 @dataclass(frozen=True)
@@ -111,22 +118,24 @@ def tensor_specs(ckpt: Any, specs: Mapping[str, Any]) -> list[TensorSpec]:
 
 
 def _blocks(spec: TensorSpec, kind: str, bits: int, height: int, width: int,
-            max_cols: int, capacity: int) -> list[Segment]:
+            max_cols: int, tile) -> list[Segment]:
+    digit = tile.digit_bits(kind)
+    per_element = -(-bits // digit)
     cols = min(max_cols, width)
-    rows = capacity // (cols * bits)
+    rows = tile.sites // (cols * per_element)
     if rows == 0:
         raise PlacementError(
             f"tensor {spec.name!r}: one {kind} row of {cols} elements at {bits} bits needs "
-            f"{cols * bits} sites, but a weight tile has {capacity}")
-    return [Segment(spec.name, kind, bits, (r0, min(r0 + rows, height)), (c0, min(c0 + cols, width)))
+            f"{cols * per_element} sites, but a weight tile has {tile.sites}")
+    return [Segment(spec.name, kind, bits, (r0, min(r0 + rows, height)),
+                    (c0, min(c0 + cols, width)), digit)
             for r0 in range(0, height, rows) for c0 in range(0, width, cols)]
 
 
 def segments_of(spec: TensorSpec, base: BaseArray) -> list[Segment]:
     """The segments of one tensor, in placement order (codes blocks, scales, then mins)."""
     tile = base.weight_tile
-    cap = tile.capacity_bits
-    stream_cols = max(1, cap // FP16_BITS)
+    stream_cols = max(1, tile.sites // -(-FP16_BITS // tile.constant_bits_per_site))
     shape = tuple(spec.shape)
     if any(d <= 0 for d in shape):
         raise PlacementError(f"tensor {spec.name!r}: cannot place an empty tensor of shape {shape}")
@@ -135,7 +144,7 @@ def segments_of(spec: TensorSpec, base: BaseArray) -> list[Segment]:
             raise PlacementError(f"tensor {spec.name!r}: a {len(shape)}-D tensor of shape {shape} "
                                  "must be quantized (bits must be set, not None)")
         n = shape[0] if shape else 1
-        return _blocks(spec, "vector", FP16_BITS, 1, n, stream_cols, cap)
+        return _blocks(spec, "vector", FP16_BITS, 1, n, stream_cols, tile)
     if len(shape) != 2:
         raise PlacementError(f"tensor {spec.name!r}: only 2-D tensors are quantized, "
                              f"not shape {shape} at {spec.bits} bits")
@@ -150,10 +159,10 @@ def segments_of(spec: TensorSpec, base: BaseArray) -> list[Segment]:
     if gs is not None and gs < inp and (gs <= 0 or inp % gs):
         raise PlacementError(f"tensor {spec.name!r}: group size {gs} does not divide "
                              f"in_features {inp}")
-    mins = (_blocks(spec, "mins", FP16_BITS, out, spec.n_groups, stream_cols, cap)
+    mins = (_blocks(spec, "mins", FP16_BITS, out, spec.n_groups, stream_cols, tile)
             if spec.asymmetric else [])
-    return (_blocks(spec, "codes", spec.bits, out, inp, tile.input_lanes, cap)
-            + _blocks(spec, "scales", FP16_BITS, out, spec.n_groups, stream_cols, cap) + mins)
+    return (_blocks(spec, "codes", spec.bits, out, inp, tile.input_lanes, tile)
+            + _blocks(spec, "scales", FP16_BITS, out, spec.n_groups, stream_cols, tile) + mins)
 
 
 @dataclass(frozen=True)
@@ -211,7 +220,13 @@ class Placement:
                             for s, g in self.assignments],
             "links": [[a.die, a.column, a.row, b.die, b.column, b.row] for a, b in self.links],
             "layers": [[name, layer] for name, layer in self.layers],
-        }
+        } | ({"digit_bits": self.digit_bits} if self.digit_bits else {})
+
+    @cached_property
+    def digit_bits(self) -> dict[str, int]:
+        """Digit width per segment kind where it is not 1 (select and ternary tiles); {}
+        for tie-high-low and zero-skip, whose manifests leave the key out."""
+        return {seg.kind: seg.digit_bits for _, seg in self.assignments if seg.digit_bits != 1}
 
     @classmethod
     def from_json(cls, d: Mapping[str, Any]) -> Placement:
@@ -220,10 +235,11 @@ class Placement:
             if list(d["assignment_fields"]) != list(_FIELDS):
                 raise PlacementError(f"placement JSON: assignment_fields must be {list(_FIELDS)}, "
                                      f"not {d['assignment_fields']!r}")
+            digits = {str(k): int(v) for k, v in d.get("digit_bits", {}).items()}
             assignments = tuple(
                 (TileSlot(int(a[0]), int(a[1]), int(a[2])),
                  Segment(str(a[3]), str(a[4]), int(a[5]), (int(a[6]), int(a[7])),
-                         (int(a[8]), int(a[9]))))
+                         (int(a[8]), int(a[9])), digits.get(str(a[4]), 1)))
                 for a in d["assignments"])
             links = tuple((TileSlot(*(int(v) for v in x[:3])), TileSlot(*(int(v) for v in x[3:6])))
                           for x in d["links"])

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from taalasc.config.base_array import DRAWN_ENCODINGS
 from taalasc.errors import ModelError
 from taalasc.inputfile import display
 from taalasc.model import arch
@@ -103,9 +102,6 @@ def build_report(model: ModelShape, bits: dict, base, facts: PlacementFacts | No
                          "estimated unit costs (FP16 multiply = m² + e full adders, comparator "
                          "= activation_bits full adders; taalasc/report/datapath.py)")
     encoding = base.weight_tile.encoding
-    if encoding not in DRAWN_ENCODINGS:
-        all_notes.append(f"weight_tile.encoding {encoding!r} is estimate-only: the mask writer "
-                         "draws tie-high-low only, so compile refuses this base")
     if encoding == "zero-skip":
         all_notes.append(f"zero-skip vias assume {zero_bits[0]:.0%} zero bits "
                          f"({zero_bits[1].removeprefix('assumption: ')})")

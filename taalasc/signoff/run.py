@@ -78,6 +78,11 @@ def signoff(out_dir: Path, signoff_dir: Path,
                             "(https://www.klayout.de/build.html) and pass --klayout PATH, "
                             "or run the extraction alone with --no-drc")
     if options.lvs:
+        if base.weight_tile.encoding != "tie-high-low":
+            raise ToolError(f"the extraction judges tie-high-low sites (each landing on VPWR or "
+                            f"VGND); {base.name} stores {base.weight_tile.encoding!r} sites: run "
+                            "the decks alone with --no-lvs (`taalasc verify` reads the sites "
+                            "back from the vias)")
         _check_klayout_module()
     digest = _digest(manifest, merged, runnable, report.klayout, options)
     threads = options.threads or os.cpu_count() or 1

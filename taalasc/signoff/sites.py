@@ -69,7 +69,8 @@ def via_counts(path: Path, base: BaseArray, assignments) -> tuple[np.ndarray, np
             decoder.add(piece)
         else:
             decoder.add_instances(piece)
-    return decoder.counts()
+    counts = decoder.counts()   # [tile, site, line]: tie-high-low's line 0 is the high strap
+    return counts[..., 0], counts[..., 1]
 
 
 def compare(die: int, conn: Connectivity, counts: tuple[np.ndarray, np.ndarray] | None,
