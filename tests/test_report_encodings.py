@@ -91,15 +91,19 @@ def test_encoding_fields_are_checked(tmp_path, encoding, tile, problem):
     assert info.value.problems == [problem]
 
 
-def test_compile_refuses_an_estimate_only_encoding_with_one_line(tmp_path, capsys):
+@pytest.mark.parametrize("argv", [["base", "build", "sky130-demo-select"],
+                                  ["compile", "MODEL", "--base", "sky130-demo-select", "--merge"]])
+def test_a_base_die_of_another_encoding_is_refused_with_one_line(tmp_path, capsys, argv):
+    # compile draws the custom masks of every encoding (tests/test_encodings_masks.py); the
+    # base die, and so a merge, is drawn for tie-high-low sites only
     model = tmp_path / "model.safetensors"
     model.write_bytes(b"\x02\x00\x00\x00\x00\x00\x00\x00{}")
-    assert main(["compile", str(model), "--base", "hc1-n6-select", "-o",
-                 str(tmp_path / "out")]) == 1
+    argv = [str(model) if a == "MODEL" else a for a in argv]
+    assert main([*argv, "-o", str(tmp_path / "out")]) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1
-    assert "weight_tile.encoding: 'select' is estimate-only today: the mask writer draws " \
-           "tie-high-low only" in err[0]
+    assert "weight_tile.encoding: the base die is drawn for tie-high-low sites only, not " \
+           "'select'" in err[0]
     assert not (tmp_path / "out").exists()
 
 
