@@ -333,9 +333,9 @@ def plan_bits(ckpt_or_tensors: Any, policy: BitPolicy,
 
     def plan(name: str, bits: int, reason: str, sens: float | None = None) -> TensorPlan:
         shape = src.shapes[name]
+        ternary = policy.ternary and bits == 2   # other bits: _require_ternary names them
         return TensorPlan(name, (int(shape[0]), int(shape[1])),
-                          QuantSpec(bits, gs[name], policy.asymmetric, bits == 2 and policy.ternary),
-                          reason, sens)
+                          QuantSpec(bits, gs[name], policy.asymmetric, ternary), reason, sens)
 
     fixed = {n: plan(n, r.bits, f"rule {r}") for n, r in ruled.items()}
     if policy.native:  # the checkpoint's own codes (GGUF Q8_0/Q4_0/Q4_1); rules still win
