@@ -77,8 +77,9 @@ class CompileOptions:
             out["merge"] = True
         return out
 
-    def bit_policy(self):
-        """The taalasc.quant.BitPolicy these options ask for (compile and verify share it)."""
+    def bit_policy(self, ternary: bool = False):
+        """The taalasc.quant.BitPolicy these options ask for (compile and verify share it).
+        ``ternary``: the base array stores ternary weights (its encoding, not an option)."""
         from taalasc.quant import AutoMixed, BitPolicy, parse_rule
 
         auto = AutoMixed(budget_bits_per_weight=self.budget_bits_per_weight) if self.auto \
@@ -87,7 +88,8 @@ class CompileOptions:
                          rules=tuple(parse_rule(r) for r in self.rules),
                          group_size=self.group_size, auto=auto, method=self.method,
                          asymmetric=self.asymmetric, calib=self.calib,
-                         calib_tokens=self.calib_tokens, native=self.native, awq=self.awq)
+                         calib_tokens=self.calib_tokens, native=self.native, awq=self.awq,
+                         ternary=ternary)
 
     @classmethod
     def from_json(cls, d: dict) -> "CompileOptions":
@@ -227,7 +229,7 @@ def plan(model: Path, options: CompileOptions, *, base: BaseArray | None = None)
     ckpt = open_checkpoint(model)
     # Bits are chosen on the whole model, so a --layers compile quantizes its tensors exactly
     # as the full compile does (the auto policy's budget is a whole-model budget).
-    specs = assign_bits(ckpt, options.bit_policy())
+    specs = assign_bits(ckpt, options.bit_policy(base.weight_tile.encoding == "ternary"))
     names = list(ckpt.tensors) if options.layers is None else select_layers(ckpt, options.layers)
     specs = {n: s for n, s in specs.items() if n in set(names)}
     tensors = []

@@ -44,7 +44,7 @@ class DieJob:
 @dataclass(frozen=True)
 class DieOutcome:
     result: object                # DieMaskResult
-    quant_stats: dict             # tensor -> {"bits", "group_size", "sqnr_db", "asymmetric"}
+    quant_stats: dict             # tensor -> {"bits", "group_size", "sqnr_db", "asymmetric", "ternary"}
 
 
 def compile_die(job: DieJob) -> DieOutcome:
@@ -92,6 +92,8 @@ def quant_entry(qt) -> dict:
     entry = {"bits": qt.bits, "group_size": qt.group_size, "sqnr_db": json_float(qt.sqnr_db)}
     if qt.asymmetric:  # only then: symmetric manifests keep their bytes
         entry["asymmetric"] = True
+    if qt.ternary:     # verify quantizes again with the same TWN rule
+        entry["ternary"] = True
     return entry
 
 

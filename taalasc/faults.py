@@ -254,7 +254,8 @@ class FaultBench:
             raise ModelError(f"{out_dir}: tensor {missing[0]!r} is not in the masks "
                              f"({len(missing)} missing; a partial compile cannot run)")
         self._run = lambda weights: run_chip(weights, ckpt.config, ckpt.architecture,
-                                             self.tokens, self.base.datapath)
+                                             self.tokens, self.base.datapath,
+                                             weight_tile=self.base.weight_tile)
         self.reference = run_float(CheckpointSource(ckpt), ckpt.config, ckpt.architecture,
                                    self.tokens)
         self.clean = self._run(chip_weights(self.extraction, self.quantization))

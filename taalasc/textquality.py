@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import functools
 import shlex
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -95,7 +95,9 @@ def run_quality(model: str | Path, original: str | Path | None = None, *,
     if compiled:
         _same_model(Path(model), ckpt)
         runs.append(("compiled masks", "", lambda: _compiled_weights(Path(model))))
-    for label, options, policy in parsed:
+    ternary = base_array is not None and base_array.weight_tile.encoding == "ternary"
+    for label, options, policy in parsed:   # a ternary base's sites hold -1, 0, +1 only
+        policy = replace(policy, ternary=ternary)
         runs.append((label, options, lambda policy=policy: _quantized(ckpt, policy)))
     if native:
         runs.append(("native codes", "--native", lambda: _native(ckpt)))
@@ -104,9 +106,10 @@ def run_quality(model: str | Path, original: str | Path | None = None, *,
     reference = q.float_outputs(ckpt, sequences, lambda d, t: tick("float model", d, t))
     for label, options, make in runs:
         weights, note, run_base = make()
-        datapath = (run_base or base_array).datapath
-        figures = q.text_quality(ckpt, weights, sequences, datapath, reference,
-                                 lambda d, t, label=label: tick(f"chip {label}", d, t))
+        run_on = run_base or base_array
+        figures = q.text_quality(ckpt, weights, sequences, run_on.datapath, reference,
+                                 lambda d, t, label=label: tick(f"chip {label}", d, t),
+                                 run_on.weight_tile)
         bits_pw = q.weight_bits(weights)
         rows.append(PolicyQuality(label, options, note, bits_pw["code"], bits_pw["stored"],
                                   figures))

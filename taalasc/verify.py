@@ -172,7 +172,7 @@ def verify(out_dir: Path, model: Path, *, fmt: str = "gds", tokens: Sequence[int
     try:
         with np.errstate(all="ignore"):  # weights decoded from a broken mask may be NaN
             chip = run_chip(extracted, ckpt.config, ckpt.architecture, tokens, datapath,
-                            lora=lora)
+                            lora=lora, weight_tile=planned.base.weight_tile)
     except ModelError as exc:   # e.g. non-finite activations from such weights
         if not result.mismatches:
             raise
@@ -186,7 +186,8 @@ def verify(out_dir: Path, model: Path, *, fmt: str = "gds", tokens: Sequence[int
     # the outputs.
     identical = not result.mismatches
     chip_q = chip if identical else run_chip(quantizer, ckpt.config, ckpt.architecture, tokens,
-                                             datapath, lora=lora)
+                                             datapath, lora=lora,
+                                             weight_tile=planned.base.weight_tile)
     tick("simulate", 1, 1)
     main_out = (chip.logits, chip_q.logits) if chip.logits is not None else (chip.hidden, chip_q.hidden)
     same = np.array_equal(main_out[0], main_out[1])
@@ -224,7 +225,8 @@ class _Requantized(Mapping):
         if q is None:   # a 1-D constant, as the compile stored it (AWQ-folded norms included)
             return self._quantizer.source.read(name).reshape(-1).astype(np.float16)
         return self._quantizer(name, QuantSpec(q["bits"], q["group_size"],
-                                               asymmetric=bool(q.get("asymmetric", False))))
+                                               asymmetric=bool(q.get("asymmetric", False)),
+                                               ternary=bool(q.get("ternary", False))))
 
     def __iter__(self):
         return iter(self._names)
@@ -380,7 +382,8 @@ def _codes_check(result: VerifyResult, out_dir: Path, fmt: str, jobs: int, plann
                     result.mismatches.append(message)
             extracted[name] = QuantizedTensor(name=name, shape=want.shape, bits=want.bits,
                                               group_size=want.group_size, codes=codes,
-                                              scales=scales, sqnr_db=float("nan"), mins=mins)
+                                              scales=scales, sqnr_db=float("nan"), mins=mins,
+                                              ternary=want.ternary)
         else:
             got = extraction.vectors.get(name)
             if got is None:

@@ -99,8 +99,10 @@ def simulate(ctx: click.Context, model: str, original: str | None, lora_dir: str
         weights = extracted_weights(extract(Path(model)), manifest["quantization"])
     else:
         base_array = load_base_array(base)
-        weights = chip_weights(ckpt, policy)
-    sim = run_simulation(ckpt, weights, ids, base_array.datapath, overflow, lora)
+        ternary = base_array.weight_tile.encoding == "ternary"   # its sites hold -1, 0, +1
+        weights = chip_weights(ckpt, dataclasses.replace(policy, ternary=ternary))
+    sim = run_simulation(ckpt, weights, ids, base_array.datapath, overflow, lora,
+                         base_array.weight_tile)
     if save_dir is not None:
         save_outputs(sim, save_dir)
     if as_json:

@@ -182,8 +182,26 @@ def write_safetensors(path: Path, tensors: dict[str, np.ndarray], dtype: str) ->
             f.write(blob)
 
 
+def _ternarize(tensors: dict[str, np.ndarray], group: int, dtype: str) -> dict[str, np.ndarray]:
+    """Every 2-D tensor as gamma_g * t, t in {-1, 0, +1}, per group of ``group`` inputs: t is
+    the TWN rule of the float values (sign where |w| > 0.7 mean|w|), gamma their mean |w|
+    rounded to ``dtype`` and fp16 both (for BF16: 8 significant bits in fp16's normal range),
+    so the stored file holds gamma * t exactly and a ternary scale is gamma itself."""
+    out = dict(tensors)
+    for name, w in tensors.items():
+        if w.ndim != 2 or w.shape[1] % group:
+            continue
+        g = np.abs(w.astype(np.float64)).reshape(w.shape[0], -1, group)
+        t = np.sign(w.reshape(g.shape)) * (g > 0.7 * g.mean(axis=2, keepdims=True))
+        gamma = g.mean(axis=2, keepdims=True).astype(np.float32).astype(_WRITE_DTYPES[dtype])
+        gamma = gamma.astype(np.float16).astype(np.float32)   # in both formats: exact
+        out[name] = (t * gamma).reshape(w.shape).astype(np.float32)
+    return out
+
+
 def _write(out_dir: str | Path, config: dict, shapes: dict[str, tuple[int, ...]],
-           architecture: str, dtype: str, seed: int, shards: int) -> Path:
+           architecture: str, dtype: str, seed: int, shards: int,
+           ternary_group: int | None = None) -> Path:
     if dtype not in _WRITE_DTYPES:
         raise ModelError(f"dtype must be one of {', '.join(_WRITE_DTYPES)}, not {dtype!r}")
     if not isinstance(shards, int) or shards < 1 or shards > len(shapes):
@@ -193,6 +211,8 @@ def _write(out_dir: str | Path, config: dict, shapes: dict[str, tuple[int, ...]]
     config = dict(config, torch_dtype=_TORCH_DTYPE[dtype])
     (out / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
     tensors = _init(shapes, architecture, seed)
+    if ternary_group is not None:
+        tensors = _ternarize(tensors, ternary_group, dtype)
     if shards == 1:
         write_safetensors(out / "model.safetensors", tensors, dtype)
         return out
@@ -222,9 +242,11 @@ def _write(out_dir: str | Path, config: dict, shapes: dict[str, tuple[int, ...]]
 
 
 def write_llama(out_dir: str | Path, config: dict, dtype: str = "BF16", seed: int = 0,
-                shards: int = 1) -> Path:
-    """Write config.json + model.safetensors (or shards + index) for a Llama; returns the folder."""
-    return _write(out_dir, config, llama_shapes(config), "llama", dtype, seed, shards)
+                shards: int = 1, ternary_group: int | None = None) -> Path:
+    """Write config.json + model.safetensors (or shards + index) for a Llama; returns the folder.
+    ``ternary_group``: 2-D weights ternary per group of that many inputs (``_ternarize``)."""
+    return _write(out_dir, config, llama_shapes(config), "llama", dtype, seed, shards,
+                  ternary_group)
 
 
 def write_bert(out_dir: str | Path, config: dict, dtype: str = "F32", seed: int = 0,
@@ -233,7 +255,19 @@ def write_bert(out_dir: str | Path, config: dict, dtype: str = "F32", seed: int 
     return _write(out_dir, config, bert_shapes(config), "bert", dtype, seed, shards)
 
 
-def write_demo(out_dir: str | Path) -> Path:
+def write_demo(out_dir: str | Path, ternary: bool = False) -> Path:
     """The embedded demo model: Llama, hidden 64, 2 layers, 4 heads, 2 kv heads,
-    intermediate 128, vocab 256, BF16, seed 0; byte-identical every time."""
-    return write_llama(out_dir, llama_config(), dtype="BF16", seed=0, shards=1)
+    intermediate 128, vocab 256, BF16, seed 0; byte-identical every time.
+
+    ``ternary``: a born-ternary demo for ternary bases: every 2-D weight is gamma_g * t,
+    t in {-1, 0, +1}, gamma_g an fp16 value per group of the compile's default group size.
+    A ternary chip computes ternary models (BitNet b1.58 checkpoints store ternary weights);
+    ternarizing a float model after training loses too much to pass verify's quality
+    thresholds, so the demo for a ternary base is a ternary model, whose ternary compile is
+    exact up to activation quantization."""
+    if not ternary:
+        return write_llama(out_dir, llama_config(), dtype="BF16", seed=0, shards=1)
+    from taalasc.compile import CompileOptions
+
+    return write_llama(out_dir, llama_config(), dtype="BF16", seed=0, shards=1,
+                       ternary_group=CompileOptions.group_size)

@@ -106,6 +106,9 @@ def gptq_quantize(name: str, w: np.ndarray, hessian: np.ndarray, spec: QuantSpec
     ``sqnr_db`` is measured against the original weights (GPTQ trades a little weight
     error for a smaller output error, so it is usually a little below round-to-nearest's).
     """
+    if spec.ternary:
+        raise QuantizationError(f"tensor {name!r}: GPTQ makes integer codes on a grid, not "
+                                "ternary ones; ternary bases take round to nearest")
     w = np.asarray(w)
     h = np.asarray(hessian, dtype=np.float64)
     out_f, in_f = _check(name, w, h, damp, block)

@@ -30,7 +30,7 @@ METHODS = ("rtn", "gptq")
 
 def spec_of(qt: QuantizedTensor) -> QuantSpec:
     """The QuantSpec that describes existing codes."""
-    return QuantSpec(qt.bits, qt.group_size, asymmetric=qt.asymmetric)
+    return QuantSpec(qt.bits, qt.group_size, asymmetric=qt.asymmetric, ternary=qt.ternary)
 
 
 def native_specs(ckpt: Any) -> dict[str, QuantSpec]:

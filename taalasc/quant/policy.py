@@ -39,6 +39,11 @@ policy's calibration data (taalasc.quant.calib; the shipped sample by default) d
     are the method's own (GPTQ codes when the method is gptq).
 Without calibration, everything is exactly as before (round-to-nearest, weight NSR).
 ``asymmetric`` gives every tensor codes with an fp16 minimum per group.
+
+``ternary`` (set from a ternary base array, not by the user): every tensor gets ternary
+codes {-1, 0, +1} (QuantSpec.ternary), which needs 2 bits for every tensor and round to
+nearest without --asym, --awq or --auto: GPTQ and AWQ search integer grids, the auto
+policy chooses among widths, and a ternary site stores one width only.
 """
 
 from __future__ import annotations
@@ -154,13 +159,15 @@ class BitPolicy:
     # Activation-aware scales folded into the RMSNorm weights (taalasc.quant.awq); needs
     # calibration data (the default sample unless calib/calib_tokens say otherwise).
     awq: bool = False
+    # The base array stores ternary weights: every 2-D tensor gets QuantSpec(2, ternary=True).
+    ternary: bool = False
 
     def __post_init__(self) -> None:
         _check_bits("default bits", self.default_bits)
         if self.method not in METHODS:
             raise QuantizationError(f"method must be one of {', '.join(METHODS)}, "
                                     f"not {self.method!r}")
-        for key in ("asymmetric", "native", "awq"):
+        for key in ("asymmetric", "native", "awq", "ternary"):
             if not isinstance(getattr(self, key), bool):
                 raise QuantizationError(f"{key} must be true or false, "
                                         f"not {getattr(self, key)!r}")
@@ -183,6 +190,15 @@ class BitPolicy:
         if isinstance(m, bool) or not isinstance(m, int) or m < 2:
             raise QuantizationError(f"calib_max_tokens must be an integer >= 2, not {m!r}")
         QuantSpec(self.default_bits, self.group_size, self.asymmetric)  # validates group_size
+        if self.ternary:
+            asked = [what for what, on in (("--asym", self.asymmetric),
+                                           (f"--method {self.method}", self.method != "rtn"),
+                                           ("--awq", self.awq), ("--auto", self.auto is not None))
+                     if on]
+            if asked:
+                raise QuantizationError(
+                    f"ternary bases store {{-1, 0, +1}} weights at --bits 2, rounded to nearest; "
+                    f"{' and '.join(asked)} cannot make ternary codes")
 
     @property
     def calibrated(self) -> bool:
@@ -208,6 +224,7 @@ class BitPolicy:
             "calibration": calibration,
             "native": self.native,
             "awq": self.awq,
+            **({"ternary": True} if self.ternary else {}),
             "auto_sensitivity": None if self.auto is None else (
                 "output-error" if self.calibrated else "weight-nsr"),
         }
@@ -316,8 +333,9 @@ def plan_bits(ckpt_or_tensors: Any, policy: BitPolicy,
 
     def plan(name: str, bits: int, reason: str, sens: float | None = None) -> TensorPlan:
         shape = src.shapes[name]
+        ternary = policy.ternary and bits == 2   # other bits: _require_ternary names them
         return TensorPlan(name, (int(shape[0]), int(shape[1])),
-                          QuantSpec(bits, gs[name], policy.asymmetric), reason, sens)
+                          QuantSpec(bits, gs[name], policy.asymmetric, ternary), reason, sens)
 
     fixed = {n: plan(n, r.bits, f"rule {r}") for n, r in ruled.items()}
     if policy.native:  # the checkpoint's own codes (GGUF Q8_0/Q4_0/Q4_1); rules still win
@@ -329,6 +347,8 @@ def plan_bits(ckpt_or_tensors: Any, policy: BitPolicy,
                                       f"native {ckpt_or_tensors.tensors[n].dtype}")
     if policy.auto is None:
         chosen = {n: fixed.get(n) or plan(n, policy.default_bits, "default") for n in matrices}
+        if policy.ternary:
+            _require_ternary(chosen[n] for n in matrices)
         return BitPlan(tuple(chosen[n] for n in matrices), tuple(constants))
 
     auto = policy.auto
@@ -366,6 +386,18 @@ def plan_bits(ckpt_or_tensors: Any, policy: BitPolicy,
         chosen[n] = plan(n, auto.high_bits if n in high else auto.low_bits,
                          "auto-high" if n in high else "auto-low", ratio[n])
     return BitPlan(tuple(chosen[n] for n in matrices), tuple(constants))
+
+
+def _require_ternary(plans: Iterator[TensorPlan]) -> None:
+    """QuantizationError naming the first tensor that a ternary base cannot store."""
+    for tp in plans:
+        if not tp.spec.ternary:
+            hint = " (or --requantize for a .gguf file's own blocks)" \
+                if tp.reason.startswith("native") else ""
+            raise QuantizationError(
+                f"tensor {tp.name!r}: ternary bases store {{-1, 0, +1}} weights at --bits 2, "
+                f"but {'--bits' if tp.reason == 'default' else tp.reason} gives it "
+                f"{tp.spec.bits} bits{hint}")
 
 
 def _checkpoint_only(obj: Any, what: str) -> Any:

@@ -37,6 +37,20 @@ one int8 range and one site layout for both kinds; ``unsigned_codes`` gives u ba
 computes ``scale * sum(x * u) + min * sum(x)`` per group (one extra accumulate of the
 activations per group, shared by every output row).
 
+Ternary codes (``QuantSpec(bits=2, ternary=True)``, for ternary base arrays), the post-training
+rule of Ternary Weight Networks (F. Li, B. Zhang, B. Liu, "Ternary Weight Networks",
+arXiv:1605.04711, 2016: its approximate threshold and optimal scale), per group:
+
+    delta  = 0.7 * mean|w|                           # the TWN threshold
+    code   = sign(w) * [|w| > delta]                 # in {-1, 0, +1}
+    scale  = mean |w| over the elements with code != 0 (0 when none), rounded to the nearest
+             fp16 value (>= 0; a positive mean below the smallest fp16 subnormal is stored as
+             that subnormal, as for the other codes)
+    w_hat  = code * scale
+
+A weight that is already gamma * {-1, 0, +1} per group (a "born-ternary" checkpoint, BitNet
+b1.58's) comes back exactly: delta < gamma, so every code is kept, and the mean is gamma.
+
 All-zero groups get scale 0 and codes 0: exact, no NaN. Scales smaller than the smallest fp16
 subnormal (~6e-8) are rounded up to it, so tiny groups lose relative precision but stay
 inside the bound (it is stated in terms of the stored scale). A scale above the largest fp16
@@ -67,12 +81,17 @@ class QuantSpec:
     bits: int
     group_size: int | None  # None = one group per output channel (the whole row)
     asymmetric: bool = False  # True: unsigned codes with an fp16 minimum per group
+    ternary: bool = False     # True: codes in {-1, 0, +1} (TWN, see the module docstring)
 
     def __post_init__(self) -> None:
         if isinstance(self.bits, bool) or not isinstance(self.bits, int) \
                 or not MIN_BITS <= self.bits <= MAX_BITS:
             raise QuantizationError(
                 f"bits must be an integer from {MIN_BITS} to {MAX_BITS}, not {self.bits!r}")
+        if self.ternary and (self.bits != 2 or self.asymmetric):
+            raise QuantizationError(
+                f"ternary codes are symmetric 2-bit codes {{-1, 0, +1}}, not "
+                f"{'asymmetric ' if self.asymmetric else ''}{self.bits}-bit ones")
         if self.group_size is not None and (
                 isinstance(self.group_size, bool) or not isinstance(self.group_size, int)
                 or self.group_size < 1):
@@ -93,6 +112,7 @@ class QuantizedTensor:
     scales: np.ndarray       # float16 [out, n_groups], signed (>= 0 when asymmetric)
     sqnr_db: float           # 10*log10(sum(w^2) / sum((w - w_hat)^2)); inf when exact
     mins: np.ndarray | None = None   # float16 [out, n_groups] when asymmetric, else None
+    ternary: bool = False            # codes in {-1, 0, +1} only (bits 2, scales >= 0)
 
     @property
     def asymmetric(self) -> bool:
@@ -285,6 +305,40 @@ def _quantize_asymmetric(name: str, w: np.ndarray, spec: QuantSpec, gs: int) -> 
                            codes=codes, scales=scales, sqnr_db=sqnr, mins=mins)
 
 
+def _quantize_ternary(name: str, w: np.ndarray, gs: int) -> QuantizedTensor:
+    """TWN codes {-1, 0, +1} and fp16 scales >= 0 per group (see the module docstring)."""
+    out_f, in_f = (int(n) for n in w.shape)
+    ng = in_f // gs
+    codes = np.empty((out_f, in_f), dtype=np.int8)
+    scales = np.empty((out_f, ng), dtype=np.float16)
+    err = sig = 0.0
+    rows = max(1, _BLOCK_ELEMENTS // in_f)
+    for r0 in range(0, out_f, rows):
+        block = np.asarray(w[r0:r0 + rows], dtype=np.float64)
+        check_finite(name, block, w, r0)
+        groups = block.reshape(block.shape[0], ng, gs)
+        mag = np.abs(groups)
+        delta = 0.7 * mag.mean(axis=2, keepdims=True)
+        kept = mag > delta
+        count = kept.sum(axis=2)
+        alpha = np.where(kept, mag, 0.0).sum(axis=2) / np.maximum(count, 1)
+        if (alpha > FP16_MAX).any():
+            r, g = np.argwhere(alpha > FP16_MAX)[0]
+            raise QuantizationError(
+                f"tensor {name!r}: row {int(r) + r0} group {int(g)} has a ternary scale "
+                f"{alpha[r, g]:.6g} beyond the fp16 maximum {FP16_MAX:g}")
+        s16 = alpha.astype(np.float16)   # round to nearest: the TWN scale is a mean
+        s16[(s16 == 0) & (alpha > 0)] = np.float16(2.0 ** -24)
+        q = np.where(kept, np.sign(groups), 0.0)
+        deq = q * s16.astype(np.float64)[:, :, None]
+        err += float(np.square(groups - deq).sum())
+        sig += float(np.square(groups).sum())
+        codes[r0:r0 + rows] = q.reshape(block.shape).astype(np.int8)
+        scales[r0:r0 + rows] = s16
+    return QuantizedTensor(name=name, shape=(out_f, in_f), bits=2, group_size=gs, codes=codes,
+                           scales=scales, sqnr_db=sqnr_db(sig, err), ternary=True)
+
+
 def quantize_tensor(name: str, weights: np.ndarray, spec: QuantSpec) -> QuantizedTensor:
     """Quantize a 2-D weight matrix ([out_features, in_features]) to ``spec``.
 
@@ -298,6 +352,8 @@ def quantize_tensor(name: str, weights: np.ndarray, spec: QuantSpec) -> Quantize
     gs = resolve_group_size(name, in_f, spec.group_size)
     if spec.asymmetric:
         return _quantize_asymmetric(name, w, spec, gs)
+    if spec.ternary:
+        return _quantize_ternary(name, w, gs)
     ng = in_f // gs
     codes = np.empty((out_f, in_f), dtype=np.int8)
     scales = np.empty((out_f, ng), dtype=np.float16)

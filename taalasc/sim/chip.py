@@ -25,6 +25,16 @@ What the model assumes the chip does (the datapath contract; change it here and 
   asymmetric) and ``y = tree_sum_b(p_b) * s_a`` per vector, or
   ``y = tree_sum_b(p_b * s_a[h(b)])`` with activation groups; then ``+ float32(bias)``.
   acc_b is exact in float32 while |acc_b| < 2**24.
+* **Weight tiles per encoding** (the base's ``weight_tile.encoding``, digit width d =
+  ``bits_per_site``; ``taalasc.sim.encoded``): a b-bit code's two's-complement pattern is
+  stored as ceil(b/d) d-bit digits, LSB first, the top one read signed. Every encoding
+  forms the same integer acc_b, so everything after it is shared:
+  *tie-high-low* and *zero-skip* shift-and-add the bit planes (a zero-skip 0 is no via and
+  reads 0), which is exactly ``sum x_q * code`` (computed so); *select* picks, per site,
+  one line of the lane's product bank (x_q * every digit value, the top digit's bank
+  signed), adds a plane's picked products over the block's lanes and the planes shifted by
+  d*k; *ternary* (codes -1, 0, +1 only; a -2 is a ModelError) adds the lanes on the +x
+  line and subtracts those on the -x line.
 * **Embedding lookup**: the dequantized row ``float32(code) * float32(scale)`` (exact), or
   ``float32(u) * float32(scale) + float32(min)`` for asymmetric codes.
 * **Vector unit**: norms, RoPE, attention (q.k and p.v are activation x activation products),
@@ -47,6 +57,8 @@ import numpy as np
 
 from taalasc.errors import CheckFailed, ModelError
 from taalasc.quant import QuantizedTensor
+from taalasc.sim.encoded import (DEFAULT_ENCODING, check_encoding, check_ternary,
+                                  encoded_block_sums)
 from taalasc.sim.float_ref import erf
 from taalasc.sim.graph import SimResult, run_graph
 
@@ -148,7 +160,11 @@ class ChipOps:
     """The graph operators as the printed chip computes them (see the module docstring)."""
 
     def __init__(self, weights: ChipWeights, activation_bits: int, accumulator_bits: int,
-                 overflow: str = "saturate", lora=None, activation_group_size: int | None = None):
+                 overflow: str = "saturate", lora=None, activation_group_size: int | None = None,
+                 encoding: str = DEFAULT_ENCODING, site_bits: int = 1):
+        check_encoding(encoding, site_bits)
+        self.encoding, self.site_bits = encoding, int(site_bits)
+        self._checked: set[str] = set()   # tensors whose codes the tiles can hold
         if overflow not in OVERFLOW_MODES:
             raise ModelError(f"overflow must be one of {', '.join(OVERFLOW_MODES)}, "
                              f"not {overflow!r}")
@@ -179,8 +195,15 @@ class ChipOps:
                              f"not {type(qt).__name__}")
         return qt
 
+    def _check_codes(self, name: str, qt: QuantizedTensor) -> None:
+        """Once per tensor: a ternary site holds -1, 0 or +1 only (ModelError otherwise)."""
+        if self.encoding == "ternary" and name not in self._checked:
+            check_ternary(name, qt.codes)
+            self._checked.add(name)
+
     def linear(self, x, weight, bias):
         qt = self._matrix(weight)
+        self._check_codes(weight, qt)
         if qt.shape[1] != x.shape[-1]:
             raise ModelError(f"tensor {weight!r}: shape {qt.shape} does not take an input of "
                              f"{x.shape[-1]} features")
@@ -206,7 +229,8 @@ class ChipOps:
         """Output rows r0..r1 of one linear layer, float32 [seq, r1 - r0].
 
         Arrays are [blocks, seq, rows]: the block sums as the matmul gives them."""
-        acc = block_dot(x_q, qt.codes[r0:r1], block, qt.code_offset)  # exact integers
+        acc = encoded_block_sums(x_q, qt.codes[r0:r1], qt.bits, block, qt.code_offset,
+                                 self.encoding, self.site_bits, weight)       # exact integers
         acc = self._saturate(weight, acc)
         group_of = np.arange(acc.shape[0]) * block // qt.group_size      # block -> weight group
         scales = qt.scales[r0:r1].T.astype(F32)[group_of][:, None, :]     # [B, 1, rows]
@@ -237,6 +261,7 @@ class ChipOps:
 
     def embed(self, weight, ids):
         qt = self._matrix(weight)
+        self._check_codes(weight, qt)
         rows = qt.codes[ids].astype(F32).reshape(len(ids), qt.n_groups, qt.group_size)
         if not qt.asymmetric:
             return (rows * qt.scales[ids].astype(F32)[:, :, None]).reshape(len(ids), -1)
@@ -288,21 +313,31 @@ class ChipOps:
 
 
 def run_chip(weights: ChipWeights, config: dict | None, architecture: str,
-             tokens: Sequence[int], datapath, overflow: str = "saturate", lora=None) -> SimResult:
+             tokens: Sequence[int], datapath, overflow: str = "saturate", lora=None,
+             weight_tile=None) -> SimResult:
     """Run the network on the chip model.
 
     ``weights``: name -> QuantizedTensor (every 2-D tensor) or fp16 array (1-D constants).
     ``datapath``: anything with ``activation_bits`` and ``accumulator_bits`` (a base array's
     ``.datapath``). ``overflow``: "saturate" (count per tensor in the result) or "raise".
     ``lora``: an optional LoRA adapter applied after each adapted Linear, as the chip does
-    with the copy in its SRAM.
+    with the copy in its SRAM. ``weight_tile``: anything with ``encoding`` and
+    ``bits_per_site`` (a base array's ``.weight_tile``); None is a tie-high-low tile.
     """
     ops = ChipOps(weights, datapath.activation_bits, datapath.accumulator_bits, overflow, lora,
-                  getattr(datapath, "activation_group_size", None))
+                  getattr(datapath, "activation_group_size", None),
+                  *encoding_of(weight_tile))
     result = run_graph(ops, config, architecture, tokens)
     result.overflows = dict(sorted(ops.overflows.items()))
     result.peak_accumulator = dict(sorted(ops.peak.items()))
     return result
+
+
+def encoding_of(weight_tile) -> tuple[str, int]:
+    """(encoding, digit width) of a base array's weight tile; None: tie-high-low, 1 bit."""
+    if weight_tile is None:
+        return DEFAULT_ENCODING, 1
+    return weight_tile.encoding, weight_tile.bits_per_site
 
 
 def chip_weights(ckpt, policy, progress=None) -> dict[str, QuantizedTensor | np.ndarray]:

@@ -291,14 +291,16 @@ def float_outputs(ckpt, sequences, progress=None) -> list[np.ndarray]:
 
 
 def text_quality(ckpt, weights, sequences, datapath, reference: list[np.ndarray],
-                 progress=None) -> dict[str, float | int]:
+                 progress=None, weight_tile=None) -> dict[str, float | int]:
     """``TextQuality.figures()`` of the chip on ``weights`` against the float outputs
-    ``reference`` (``float_outputs``), plus the accumulator overflow count."""
+    ``reference`` (``float_outputs``), plus the accumulator overflow count. ``weight_tile``:
+    the base array's (its encoding); None: tie-high-low."""
     from taalasc.sim.chip import run_chip
 
     acc, overflows = TextQuality(), 0
     for i, (ids, ref) in enumerate(zip(sequences, reference)):
-        chip = run_chip(weights, ckpt.config, ckpt.architecture, ids, datapath)
+        chip = run_chip(weights, ckpt.config, ckpt.architecture, ids, datapath,
+                        weight_tile=weight_tile)
         overflows += chip.overflow_count
         if chip.logits is not None:
             acc.add_decoder(ref, chip.logits, ids)

@@ -78,11 +78,12 @@ class MergedSource:
 
 
 def simulate(ckpt, weights: ChipWeights, tokens: Sequence[int], datapath,
-             overflow: str = "saturate", lora=None) -> Simulation:
+             overflow: str = "saturate", lora=None, weight_tile=None) -> Simulation:
     """Run the float reference on ``ckpt``'s own weights and the chip on ``weights``.
 
     ``lora``: a taalasc.lora.LoraAdapter, applied at run time by the chip (from its SRAM) and
-    merged into the weights on the float side."""
+    merged into the weights on the float side. ``weight_tile``: the base array's, whose
+    encoding the chip's tiles compute with (None: tie-high-low)."""
     where = str(ckpt.path)
     check_tokens(tokens, vocab_size(ckpt.config, ckpt.architecture, where), where)
 
@@ -90,7 +91,8 @@ def simulate(ckpt, weights: ChipWeights, tokens: Sequence[int], datapath,
         return source if lora is None else MergedSource(source, lora)
 
     ref = run_float(merged(CheckpointSource(ckpt)), ckpt.config, ckpt.architecture, tokens)
-    chip = run_chip(weights, ckpt.config, ckpt.architecture, tokens, datapath, overflow, lora)
+    chip = run_chip(weights, ckpt.config, ckpt.architecture, tokens, datapath, overflow, lora,
+                    weight_tile)
     deq = run_float(merged(DequantizedSource(weights)), ckpt.config, ckpt.architecture, tokens)
     return Simulation(ref, chip, compare(ref, chip), compare(deq, chip),
                       int(datapath.activation_bits), int(datapath.accumulator_bits))
