@@ -176,6 +176,7 @@ def chip_weights(extraction: Extraction, quantization: dict) -> dict:
         weights[name] = QuantizedTensor(name=name, shape=tuple(codes.shape), bits=int(q["bits"]),
                                         group_size=int(q.get("group_size") or codes.shape[1]),
                                         codes=codes, scales=extraction.scales[name],
-                                        sqnr_db=float("nan"), mins=mins)
+                                        sqnr_db=float("nan"), mins=mins,
+                                        ternary=bool(q.get("ternary")))
     weights.update(extraction.vectors)
     return weights
