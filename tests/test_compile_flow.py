@@ -175,10 +175,18 @@ def test_bf16_sharded_tied_checkpoint_compiles_on_two_dies(tmp_path):
 def test_every_mask_capable_base_array_compiles_the_demo(demo, tmp_path):
     from taalasc.config import builtin_names
 
+    from taalasc.model.synth import write_demo
+
+    ternary_model = tmp_path / "ternary-model"
+    ternary_model.mkdir()
+    write_demo(ternary_model, ternary=True)
     for name in builtin_names("base"):
-        if not load_base_array(name).pdk.mask_capable:
+        base = load_base_array(name)
+        if not base.pdk.mask_capable:
             continue
+        ternary = base.weight_tile.encoding == "ternary"   # ternary bases: ternary weights
+        model = str(ternary_model if ternary else demo / "model")
         out = tmp_path / name
-        assert main(["compile", str(demo / "model"), "--base", name, "-o", str(out),
-                     "--format", "oas", "--quiet"]) == 0, name
-        assert main(["verify", str(out), str(demo / "model"), "--format", "oas"]) == 0, name
+        assert main(["compile", model, "--base", name, "-o", str(out), "--format", "oas",
+                     "--quiet", *(["--bits", "2"] if ternary else [])]) == 0, name
+        assert main(["verify", str(out), model, "--format", "oas"]) == 0, name

@@ -24,7 +24,14 @@ def manifest(dies=DIES, tiles=12_345):
         outputs[f"die{i}.oas"] = {"bytes": (i + 1) * 100, "sha256": "0" * 64}
     return {"dies": entries, "outputs": dict(sorted(outputs.items())),
             "inputs": {"model": {}, "base_array": {"name": "test-base"}},
-            "placement": {"assignments": [None] * tiles}}
+            "placement": {"assignments": _assignments(dies, tiles)}}
+
+
+def _assignments(dies, tiles):
+    """``tiles`` rows in place/plan.py's assignment_fields order: one per die storing
+    (i + 1) * 1000 one-bit elements, the rest empty (the summary counts them as tiles)."""
+    rows = [[i, 0, 0, "t", "codes", 1, 0, i + 1, 0, 1000] for i in range(dies)]
+    return rows + [[0, 0, 0, "t", "codes", 1, 0, 0, 0, 0]] * (tiles - dies)
 
 
 def test_bytes_per_bit_is_over_the_die_bits_and_dies_are_in_die_order():
