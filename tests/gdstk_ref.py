@@ -10,11 +10,11 @@ import gdstk
 import numpy as np
 
 from taalasc.errors import MaskError
-from taalasc.formats.readback import add_plain, cell_rects, is_plain, place_rects
 from taalasc.formats.safe_read import MAX_SHAPES, read_flat
 
 Layer = tuple[int, int]
 VIA, METAL = (71, 44), (72, 20)
+_EMPTY = np.zeros((0, 4), np.int64)
 
 
 def sorted_rects(rects) -> np.ndarray:
@@ -136,3 +136,98 @@ def random_library(seed: int) -> gdstk.Library:
             top.add(gdstk.Reference(child, (int(rng.integers(0, 1000)) * 10, 0)))
     top.add(gdstk.Label("labels carry no geometry", (0, 0), layer=VIA[0]))
     return lib
+
+
+# --- gdstk cells to rectangles (taalasc's own readers need none of this) ----------------
+
+def ref_offsets(ref) -> np.ndarray | None:
+    """Integer offsets of a reference's (or polygon's) repetition, None when it has none."""
+    if ref.repetition.size > 1:
+        return np.rint(np.asarray(ref.repetition.get_offsets())).astype(np.int64)
+    return None
+
+
+def place_rects(rects: np.ndarray, ref: gdstk.Reference, where) -> np.ndarray:
+    """A child cell's rectangles placed by ``ref`` (90° steps at 1x only), repetitions included."""
+    quarter = ref.rotation / (np.pi / 2)
+    if abs(quarter - round(quarter)) > 1e-9 or ref.magnification != 1:
+        raise MaskError(f"{where}: reference to {ref.cell_name!r} has rotation {ref.rotation} / "
+                        f"magnification {ref.magnification}; only 90° steps at 1x are supported")
+    out = rects
+    if ref.x_reflection or round(quarter) % 4:
+        pts = rects.reshape(-1, 2).copy()
+        if ref.x_reflection:
+            pts[:, 1] = -pts[:, 1]
+        for _ in range(int(round(quarter)) % 4):
+            pts = np.stack([-pts[:, 1], pts[:, 0]], axis=1)
+        pts = pts.reshape(-1, 4)
+        out = np.stack([np.minimum(pts[:, 0], pts[:, 2]), np.minimum(pts[:, 1], pts[:, 3]),
+                        np.maximum(pts[:, 0], pts[:, 2]), np.maximum(pts[:, 1], pts[:, 3])], axis=1)
+    offsets = np.rint(np.asarray(ref.origin, dtype=np.float64)).astype(np.int64)[None, :]
+    repeat = ref_offsets(ref)
+    if repeat is not None:
+        offsets = offsets + repeat
+    return (out[None, :, :] + np.tile(offsets, 2)[:, None, :]).reshape(-1, 4)
+
+
+def is_plain(ref: gdstk.Reference) -> bool:
+    """A placement by translation alone: no rotation, reflection, scaling or repetition."""
+    return ref.rotation == 0 and not ref.x_reflection and ref.magnification == 1 \
+        and ref.repetition.size <= 1
+
+
+def add_plain(parts: dict[Layer, list[np.ndarray]], plain: list[tuple[dict, tuple]]) -> None:
+    """Add (child rects per layer, origin) placements to ``parts`` as one broadcast per layer:
+    a tile cell has hundreds of them."""
+    if not plain:
+        return
+    origins = np.rint(np.array([o for _, o in plain], dtype=np.float64)).astype(np.int64)
+    for layer in sorted({k for f, _ in plain for k in f}):
+        arrs = [f.get(layer, _EMPTY) for f, _ in plain]
+        counts = np.array([len(x) for x in arrs])
+        off = np.tile(np.repeat(origins, counts, axis=0), 2)
+        parts.setdefault(layer, []).append(np.concatenate(arrs) + off)
+
+
+def cell_rects(cell: gdstk.Cell, path, allowed: set[Layer] | None = None
+               ) -> dict[Layer, np.ndarray]:
+    """The cell's own shapes (not its references; repetitions expanded) as int64 [n, 4]
+    rectangles per layer. MaskError for paths, non-rectangles, layers outside ``allowed``
+    and repetition bombs; ``path`` names the file in messages."""
+    if cell.paths:
+        raise MaskError(f"{path}: cell {cell.name!r} holds paths; taalasc masks use rectangles")
+    polys = cell.polygons
+    if not polys:
+        return {}
+    for poly in polys:
+        if len(poly.points) != 4:
+            raise MaskError(f"{path}: cell {cell.name!r} has a {len(poly.points)}-point "
+                            f"polygon on {poly.layer}/{poly.datatype}; only rectangles allowed")
+    pts = np.rint(np.array([p.points for p in polys])).astype(np.int64)  # [n, 4, 2]
+    lo, hi = pts.min(axis=1), pts.max(axis=1)
+    on_box = ((pts[..., 0] == lo[:, None, 0]) | (pts[..., 0] == hi[:, None, 0])) & \
+             ((pts[..., 1] == lo[:, None, 1]) | (pts[..., 1] == hi[:, None, 1]))
+    bad = ~on_box.all(axis=1) | np.any(hi == lo, axis=1)
+    if bad.any():
+        k = int(np.flatnonzero(bad)[0])
+        raise MaskError(f"{path}: cell {cell.name!r} has a non-rectangular shape on "
+                        f"{polys[k].layer}/{polys[k].datatype} near {lo[k].tolist()} nm")
+    rects = np.concatenate([lo, hi], axis=1)
+    parts: dict[Layer, list[np.ndarray]] = {}
+    shapes = 0
+    for k, poly in enumerate(polys):
+        layer = (poly.layer, poly.datatype)
+        if allowed is not None and layer not in allowed:
+            raise MaskError(f"{path}: cell {cell.name!r} has a shape on layer "
+                            f"{layer[0]}/{layer[1]}; only {sorted(allowed)} may appear")
+        rect = rects[k:k + 1]
+        size = poly.repetition.size
+        shapes += max(size, 1)
+        if shapes > MAX_SHAPES:  # an OASIS repetition is a bomb of its own
+            raise MaskError(f"{path}: cell {cell.name!r} repeats its shapes more than "
+                            f"{MAX_SHAPES} times; at most {MAX_SHAPES} shapes are read")
+        if size > 1:
+            off = np.rint(poly.repetition.get_offsets()).astype(np.int64)
+            rect = rect + np.tile(off, 2)
+        parts.setdefault(layer, []).append(rect)
+    return {k: np.concatenate(v) for k, v in parts.items()}

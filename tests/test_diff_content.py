@@ -11,6 +11,7 @@ import shutil
 from pathlib import Path
 
 import gdstk
+import numpy as np
 import pytest
 
 from taalasc import cli
@@ -22,6 +23,8 @@ from taalasc.diff.content import content_hashes
 from taalasc.diff.hier import trusted_cells
 from taalasc.errors import MaskError
 from taalasc.folder import inside
+from taalasc.formats.gdsread import GdsCell, GdsLibrary, _Refs
+from taalasc.formats.readback import read_library
 from taalasc.model.synth import llama_config, write_llama
 from taalasc.outdir import sha256_file
 
@@ -105,14 +108,22 @@ def test_cell_edited_under_its_name_is_compared(masks, tmp_path, kind, fmt):
     assert _layers(diff_masks(masks / die.name, die)) == _layers(flat)
 
 
-def test_fill_square_edit_is_not_trusted(masks):
+def _ours(lib: gdstk.Library, path: Path) -> GdsLibrary:
+    """A gdstk library edited by a test, written and read back by our reader (the diff's)."""
+    _write(lib, path)
+    return read_library(path)
+
+
+def test_fill_square_edit_is_not_trusted(masks, tmp_path):
     """FILLSQ is placed ~2 x 10^5 times: moving it changes every fill square, a long exact
     XOR, so this checks the decision only: FILLSQ and FILL (which places it) are compared,
     everything else is still skipped."""
-    lib_a, lib_b = _read(masks / "die0.gds"), _read(masks / "die0.gds")
-    _edit_in_place(lib_b, "fillsq")
-    tops = {lib_a.top_level()[0].name}
-    trusted_a, trusted_b = trusted_cells(lib_a, lib_b, "die 0", tops)
+    lib_a = read_library(masks / "die0.gds")
+    edited_lib = _read(masks / "die0.gds")
+    _edit_in_place(edited_lib, "fillsq")
+    lib_b = _ours(edited_lib, tmp_path / "b.gds")
+    tops = {lib_a.cells[lib_a.top].name}
+    trusted_a, trusted_b = trusted_cells(lib_a, lib_b, "die 0")
     edited = {n for n in {c.name for c in lib_a.cells} if local_name(n) in ("FILL", "FILLSQ")}
     assert set(trusted_a) == set(trusted_b) == {c.name for c in lib_a.cells} - tops - edited
 
@@ -128,29 +139,34 @@ def test_identical_rewrite_still_skips_every_tile(masks, tmp_path):
     assert d.dies[0].refs_compared == 0
 
 
-def test_content_hash_ignores_names_and_sees_every_shape(masks):
+def test_content_hash_ignores_names_and_sees_every_shape(masks, tmp_path):
     lib = _read(masks / "die0.gds")
-    before = content_hashes(lib, "die0")
+    before = content_hashes(_ours(lib, tmp_path / "before.gds"), "die0")
     chunk = sorted(n for n in before if local_name(n).startswith("V"))[0]
     users = {c.name for c in lib.cells if any(r.cell_name == chunk for r in c.references)}
     lib.rename_cell(chunk, "RENAMED")
-    renamed = content_hashes(lib, "die0")
+    renamed = content_hashes(_ours(lib, tmp_path / "renamed.gds"), "die0")
     assert renamed["RENAMED"] == before[chunk]
     assert all(renamed[n] == before[n] for n in users)       # names are not content
     cell = next(c for c in lib.cells if c.name == "RENAMED")
     poly = cell.polygons[0]
     cell.remove(poly)
     cell.add(gdstk.Polygon(poly.points + (0, 1), poly.layer, poly.datatype))
-    moved = content_hashes(lib, "die0")
+    moved = content_hashes(_ours(lib, tmp_path / "moved.gds"), "die0")
     assert moved["RENAMED"] != before[chunk]
     assert all(moved[n] != before[n] for n in users)          # ... and reaches every user
 
 
+def _one_ref(child: int) -> _Refs:
+    z, z2 = np.zeros(1, np.int64), np.zeros((1, 2), np.int64)
+    return _Refs(np.array([child]), z2, np.zeros(1, bool), z, z + 1, z + 1, z2, z2)
+
+
 def test_content_hash_refuses_a_cycle():
-    lib = gdstk.Library(unit=1e-9, precision=1e-9)
-    a, b = lib.new_cell("A"), lib.new_cell("B")
-    a.add(gdstk.Reference(b))
-    b.add(gdstk.Reference(a))
+    """Our readers refuse a cycle when they read; the hash refuses one in a library built
+    otherwise (TOP places A, A places B, B places A)."""
+    lib = GdsLibrary(Path("x.gds"), [GdsCell("TOP", refs=_one_ref(1)), GdsCell("A", refs=_one_ref(2)),
+                                     GdsCell("B", refs=_one_ref(1))], top=0)
     with pytest.raises(MaskError, match="reference cycle"):
         content_hashes(lib, "x.gds")
 

@@ -14,9 +14,9 @@ from pathlib import Path
 import numpy as np
 
 from taalasc.diff.attribute import Attribution, TensorDiff, TileDiff, respin_cost
-from taalasc.diff.hier import DieChange, diff_layouts
-from taalasc.diff.inputs import (MaskSet, check_compatible, load_bases, load_die, open_mask_set,
-                                 recognise_pdk)
+from taalasc.diff.hier import DieChange, diff_layouts, layers_of, same_file_die
+from taalasc.diff.inputs import (MaskSet, check_compatible, die_sha256, load_bases, load_library,
+                                 open_mask_set, recognise_pdk, same_bytes)
 from taalasc.errors import MaskError
 from taalasc.report.metrics import format_percent
 
@@ -98,19 +98,9 @@ _MASK_OF = {"via": "via", "top_metal": "top_metal", "top_metal_fill": "top_metal
 
 def count_shapes(lib) -> int:
     """Flattened shape count of a library's top cell, counted hierarchically (not flattened)."""
-    memo: dict[str, int] = {}
+    from taalasc.formats.gdsflat import shape_count
 
-    def count(cell) -> int:
-        if cell.name not in memo:
-            n = sum(max(1, p.repetition.size) for p in cell.polygons)
-            for ref in cell.references:
-                if not isinstance(ref.cell, str):
-                    n += count(ref.cell) * max(1, ref.repetition.size)
-            memo[cell.name] = n
-        return memo[cell.name]
-
-    tops = lib.top_level()
-    return sum(count(t) for t in tops)
+    return shape_count(lib)
 
 
 def _vias_are_vias(pdk, change, where) -> None:
@@ -138,7 +128,7 @@ def _only_custom_layers(side, lib, die: int) -> None:
     from taalasc.formats.readback import mask_layers
 
     allowed = mask_layers(side.pdk)
-    foreign = sorted(set(lib.layers_and_datatypes()) - allowed)
+    foreign = sorted(layers_of(lib) - allowed)
     if foreign:
         layer, datatype = foreign[0]
         raise MaskError(f"{side.files[die]}: shapes on layer {layer}/{datatype}, which is not one "
@@ -172,15 +162,27 @@ def diff_masks(a: str | Path, b: str | Path, fmt: str = "gds", trust_hashes: boo
     dies: list[DieChange] = []
     shapes_a = 0
     for die in range(max(len(sa.files), len(sb.files))):
-        lib_a, lib_b = load_die(sa, die), load_die(sb, die)
+        sha_a, sha_b = die_sha256(sa, die), die_sha256(sb, die)
+        if same_bytes(sa, sb, die, sha_a, sha_b):
+            # One file, twice: nothing to compare. A bare file is still read once, for the
+            # PDK its layers name, the extent, the shape count, and to refuse a corrupt one;
+            # a compile folder's file is the one its compile wrote (sha256 checked).
+            lib = None if sa.is_folder else load_library(sa.files[die])
+            if lib is not None:
+                recognise_pdk(sa, sb, layers_of(lib), layers_of(lib))
+            dies.append(same_file_die(die, lib))
+            if count_total and lib is not None:
+                shapes_a += count_shapes(lib)
+            continue
+        lib_a = load_library(sa.files[die]) if sha_a is not None else None
+        lib_b = load_library(sb.files[die]) if sha_b is not None else None
         if not sa.is_folder:
-            la = lib_a.layers_and_datatypes() if lib_a else set()
-            lb = lib_b.layers_and_datatypes() if lib_b else set()
-            recognise_pdk(sa, sb, set(la), set(lb))
+            recognise_pdk(sa, sb, layers_of(lib_a), layers_of(lib_b))
         else:  # a compile folder's die files hold its PDK's two custom layers and nothing else
             for side, lib in ((sa, lib_a), (sb, lib_b)):
                 _only_custom_layers(side, lib, die)
-        dies.append(diff_layouts(lib_a, lib_b, die, f"die {die}", trust=trust_hashes))
+        dies.append(diff_layouts(lib_a, lib_b, die, f"die {die}", trust=trust_hashes,
+                                 extent=sa.base is None))   # the heat map's size otherwise
         _vias_are_vias(sa.pdk or sb.pdk, dies[-1], sb.files[die] if die < len(sb.files) else "")
         if count_total and lib_a is not None:
             shapes_a += count_shapes(lib_a)

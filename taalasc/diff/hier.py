@@ -3,30 +3,40 @@
 Each file's cells are hashed by content (content.py: a Merkle hash over the hierarchy, from
 the parsed records, never from the name). References at the same place in A and B are
 skipped unflattened when the cells they place have the same content hash, whatever the cells
-are called: two compiles name every cell with their own prefix (custom/names.py), and a
+are called: two compiles name their tile cells with their own prefix (custom/names.py), and a
 tile of the same bits has the same hash in both, so almost every tile is skipped; a cell
 edited in place after the compile keeps its name but not its hash, and is compared.
 ``trust=False`` compares the full flat geometry instead.
 
 A tile whose cell differs is compared one level down (its chunk references by content hash
 and position), so one flipped bit flattens one 8-via chunk per side, not the whole tile. The
-result holds every shape present on one side only, each tagged with the top-level
-instance it came from (-1: drawn in the top cell itself, e.g. routes).
+result holds every shape present on one side only, each tagged with the top-level instance it
+came from (-1: drawn in the top cell itself, e.g. routes).
+
+Everything works on the readers' arrays (formats/gdsread.GdsLibrary): references are matched
+by comparing whole columns (writers list a tile's references in a fixed order, so two
+versions of a tile line up row by row; what does not is matched by sorting), and the tiles
+that differ are compared in batches of about PAIR_BATCH references, so memory is bounded by
+the batch and the shapes that differ, not by the die.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from itertools import chain
 
-import gdstk
 import numpy as np
 
-from taalasc.diff.content import content_hashes
-from taalasc.diff.flatten import EMPTY, Flattener, Layer, polygon_rects, ref_offsets
+from taalasc.diff.content import digest_table
 from taalasc.diff.geom import contact_pairs, distinct_index, rows_in, xor_polygons
+from taalasc.errors import MaskError
+from taalasc.formats.gdsflat import (LayerPlacer, cell_boxes, children_first, layer_counts,
+                                     ref_boxes)
+from taalasc.formats.gdsread import GdsLibrary, _Refs
 
-Trusted = tuple[dict[str, bytes], dict[str, bytes]]   # per side: cell name -> content hash
+Layer = tuple[int, int]
+EMPTY = np.zeros((0, 4), np.int64)
+PAIR_BATCH = 1 << 20          # references of differing tiles compared at once
+_FIELDS = tuple(_Refs.__dataclass_fields__)
 
 
 @dataclass
@@ -51,71 +61,228 @@ class DieChange:
     refs_skipped: int
     refs_compared: int
     extent_nm: tuple[int, int, int, int]    # bounding box of both layouts
+    same_bytes: bool = False                # the two files are byte for byte the same
 
     @property
     def identical(self) -> bool:
         return all(not len(c.added) and not len(c.removed) for c in self.layers.values())
 
 
-def _top(lib: gdstk.Library | None, where: str) -> gdstk.Cell | None:
-    from taalasc.errors import MaskError
-
+def same_file_die(die: int, lib: GdsLibrary | None) -> DieChange:
+    """A die whose two files have the same bytes: nothing to compare. ``lib`` (one side, when
+    read: bare files) gives the extent and the references skipped."""
     if lib is None:
-        return None
-    tops = lib.top_level()
-    if len(tops) != 1:
-        raise MaskError(f"{where}: expected one top cell, found {len(tops)}")
-    return tops[0]
+        return DieChange(die, {}, [], 0, 0, (0, 0, 0, 0), same_bytes=True)
+    refs = lib.cells[lib.top].refs
+    return DieChange(die, {}, [], 0 if refs is None else len(refs.child), 0,
+                     _extent([cell_boxes(lib)[lib.top]]), same_bytes=True)
 
 
-def trusted_cells(lib_a, lib_b, where: str, tops: set[str]) -> Trusted:
+def layers_of(lib: GdsLibrary | None) -> set[Layer]:
+    """Every (layer, datatype) a library's cells draw on."""
+    return set() if lib is None else {k for c in lib.cells for k, v in c.rects.items() if len(v)}
+
+
+def trusted_cells(lib_a: GdsLibrary, lib_b: GdsLibrary, where: str
+                  ) -> tuple[dict[str, bytes], dict[str, bytes]]:
     """Per side, the cells (tops excluded) whose content hash the other side has too, by
     name: they draw the same shapes as a cell of the other side, whatever either is called."""
-    ha, hb = content_hashes(lib_a, f"{where} (A)"), content_hashes(lib_b, f"{where} (B)")
-    both = set(ha.values()) & set(hb.values())
-    return ({n: d for n, d in ha.items() if d in both and n not in tops},
-            {n: d for n, d in hb.items() if d in both and n not in tops})
+    sa, sb = _shared_ids(lib_a, lib_b, where)
+    return ({lib_a.cells[k].name: d for k, d in sa.trusted.items()},
+            {lib_b.cells[k].name: d for k, d in sb.trusted.items()})
 
 
-def _key(ref, digests: dict[str, bytes] | None = None) -> tuple:
-    """Match key of a reference: (cell, x, y) when plain, with its transform otherwise. The
-    cell is its content hash when ``digests`` has one for it (a trusted cell), else None."""
-    x, y = ref.origin
-    x, y = round(x), round(y)   # OASIS reads back with float noise (99999.99999999999)
-    cell = None if digests is None else digests.get(ref.cell_name)
-    if ref.rotation == 0 and not ref.x_reflection and ref.magnification == 1 \
-            and ref.repetition.size <= 1:
-        return (cell, x, y)
-    off = ref_offsets(ref)
-    return (cell, x, y, ref.rotation, ref.x_reflection, ref.magnification,
-            None if off is None else off.tobytes())
+@dataclass
+class _Side:
+    lib: GdsLibrary
+    where: str
+    hid: np.ndarray                             # per cell: shared content id, -1 untrusted
+    trusted: dict[int, bytes] = field(default_factory=dict)
+    placers: dict[Layer, LayerPlacer] = field(default_factory=dict)
+    boxes: np.ndarray | None = None
+
+    def placer(self, layer: Layer) -> LayerPlacer:
+        if layer not in self.placers:   # the counts of every layer in one pass
+            layers = sorted(layers_of(self.lib) | {layer})
+            counts = layer_counts(self.lib, layers)
+            self.placers = {k: LayerPlacer(self.lib, k, counts[:, n])
+                            for n, k in enumerate(layers)} | self.placers
+        return self.placers[layer]
+
+    def cell_boxes(self) -> np.ndarray:
+        if self.boxes is None:
+            self.boxes = cell_boxes(self.lib)
+        return self.boxes
+
+
+def _untrusted(lib: GdsLibrary, where: str) -> _Side:
+    return _Side(lib, where, np.full(len(lib.cells), -1, np.int64))
+
+
+def _shared_ids(lib_a: GdsLibrary, lib_b: GdsLibrary, where: str) -> tuple[_Side, _Side]:
+    """Both sides with one id per content hash found on both (tops excluded), -1 elsewhere."""
+    sides = [_untrusted(lib_a, f"{where} (A)"), _untrusted(lib_b, f"{where} (B)")]
+    found = []
+    for side in sides:
+        table, lib = digest_table(side.lib, side.where), side.lib
+        found.append({k: table[k].tobytes() for k in children_first(lib) if k != lib.top})
+    both = set(found[0].values()) & set(found[1].values())
+    ident = {d: n for n, d in enumerate(sorted(both))}
+    for side, digests in zip(sides, found):
+        for k, d in digests.items():
+            n = ident.get(d)
+            if n is not None:
+                side.hid[k] = n
+                side.trusted[k] = d
+    return sides[0], sides[1]
+
+
+# --- references as columns -----------------------------------------------------------------
+
+def _take(refs: _Refs, rows: np.ndarray) -> _Refs:
+    return _Refs(*(getattr(refs, f)[rows] for f in _FIELDS))
+
+
+def _concat(parts: list[_Refs]) -> _Refs:
+    return _Refs(*(np.concatenate([getattr(p, f) for p in parts]) for f in _FIELDS))
+
+
+def _shifted(refs: _Refs, shift: np.ndarray) -> _Refs:
+    """The references moved by ``shift`` (int64 [n, 2], one per row)."""
+    return _Refs(*(getattr(refs, f) + shift if f == "origin" else getattr(refs, f)
+                   for f in _FIELDS))
+
+
+def _plain(refs: _Refs) -> np.ndarray:
+    return ~refs.reflect & (refs.quarter == 0) & (refs.cols == 1) & (refs.rows == 1)
+
+
+def _same(ra: _Refs, ia: np.ndarray, ha: np.ndarray, rb: _Refs, ib: np.ndarray,
+          hb: np.ndarray) -> np.ndarray:
+    """Row by row: does A's reference ia[k] place the same content as B's ib[k], the same way?"""
+    ca, cb = ha[ra.child[ia]], hb[rb.child[ib]]
+    eq = (ca >= 0) & (ca == cb) & (ra.origin[ia] == rb.origin[ib]).all(axis=1)
+    for f in ("reflect", "quarter", "cols", "rows"):
+        eq &= getattr(ra, f)[ia] == getattr(rb, f)[ib]
+    for f in ("col_step", "row_step"):
+        eq &= (getattr(ra, f)[ia] == getattr(rb, f)[ib]).all(axis=1)
+    return eq
+
+
+def _key_columns(refs: _Refs, rows: np.ndarray, hid: np.ndarray, group: np.ndarray
+                 ) -> np.ndarray:
+    """int64 [n, 12] match keys: group, content id, placement."""
+    return np.column_stack([group[rows], hid[refs.child[rows]], refs.origin[rows],
+                            refs.reflect[rows], refs.quarter[rows], refs.cols[rows],
+                            refs.rows[rows], refs.col_step[rows], refs.row_step[rows]])
+
+
+def _match(ra: _Refs, ga: np.ndarray, sa: _Side, rb: _Refs, gb: np.ndarray, sb: _Side
+           ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Pair references of A and B that place the same content the same way within one group
+    (``ga``/``gb``: group per row, both sorted): (A rows matched, A rows left, B rows left).
+
+    Groups with as many references on both sides are compared row by row first (the
+    writer's order); what is left is matched as a multiset by sorting its keys."""
+    ha, hb = sa.hid, sb.hid
+    groups = int(max(ga.max(initial=-1), gb.max(initial=-1))) + 1
+    na, nb = np.bincount(ga, minlength=groups), np.bincount(gb, minlength=groups)
+    aligned = na == nb
+    ia, ib = np.flatnonzero(aligned[ga]), np.flatnonzero(aligned[gb])
+    eq = _same(ra, ia, ha, rb, ib, hb)
+    matched = [ia[eq]]
+    left_a = np.sort(np.concatenate([np.flatnonzero(~aligned[ga]), ia[~eq]]))
+    left_b = np.sort(np.concatenate([np.flatnonzero(~aligned[gb]), ib[~eq]]))
+    la = left_a[ha[ra.child[left_a]] >= 0]
+    lb = left_b[hb[rb.child[left_b]] >= 0]
+    if len(la) and len(lb):
+        keys = np.concatenate([_key_columns(ra, la, ha, ga), _key_columns(rb, lb, hb, gb)])
+        side = np.r_[np.zeros(len(la), np.int64), np.ones(len(lb), np.int64)]
+        order = np.lexsort((side,) + tuple(keys.T[::-1]))
+        k = keys[order]
+        start = np.r_[True, (k[1:] != k[:-1]).any(axis=1)]
+        group = np.cumsum(start) - 1
+        s = side[order]
+        first = np.flatnonzero(start)
+        # rank of each row among its group's rows of its own side
+        count_a = np.bincount(group, weights=s == 0).astype(np.int64)
+        pos = np.arange(len(order)) - first[group]
+        rank = np.where(s == 0, pos, pos - count_a[group])
+        count_b = np.bincount(group, minlength=len(first)) - count_a
+        take = rank < np.minimum(count_a, count_b)[group]
+        rows = np.r_[la, lb][order]
+        used_a, used_b = rows[take & (s == 0)], rows[take & (s == 1)]
+        matched.append(used_a)
+        left_a = np.setdiff1d(left_a, used_a)
+        left_b = np.setdiff1d(left_b, used_b)
+    return np.sort(np.concatenate(matched)), left_a, left_b
+
+
+class _Skipped:
+    """References skipped as identical (A's side); their shapes are fetched only where a
+    change touches them. Plain ones are kept as (cell, origin) only, 24 bytes each: a diff of
+    a randomly changed die skips ~10^6 chunk references."""
+
+    def __init__(self, side: _Side):
+        self.side = side
+        self.child: list[np.ndarray] = []
+        self.origin: list[np.ndarray] = []
+        self.other: list[_Refs] = []
+        self.count = 0
+        self._refs: _Refs | None = None
+        self._boxes: np.ndarray | None = None
+
+    def add(self, refs: _Refs, rows: np.ndarray) -> None:
+        self.count += len(rows)
+        plain = _plain(refs)[rows]
+        self.child.append(refs.child[rows[plain]].astype(np.int32))
+        self.origin.append(refs.origin[rows[plain]])
+        if not plain.all():
+            self.other.append(_take(refs, rows[~plain]))
+
+    def refs(self) -> _Refs:
+        if self._refs is None:
+            child = np.concatenate(self.child + [np.zeros(0, np.int32)]).astype(np.int64)
+            n = len(child)
+            plain = _Refs(child, np.concatenate(self.origin + [np.zeros((0, 2), np.int64)]),
+                          np.zeros(n, bool), np.zeros(n, np.int64), np.ones(n, np.int64),
+                          np.ones(n, np.int64), np.zeros((n, 2), np.int64),
+                          np.zeros((n, 2), np.int64))
+            self._refs = _concat([plain] + self.other)
+            self.child, self.origin, self.other = [], [], []
+        return self._refs
+
+    def context(self, changed: np.ndarray, layer: Layer) -> np.ndarray:
+        """Shapes on ``layer`` of the skipped references whose box touches a changed shape."""
+        if not self.count or not len(changed):
+            return EMPTY
+        refs = self.refs()
+        if self._boxes is None:
+            self._boxes = ref_boxes(refs, np.arange(len(refs.child)), self.side.cell_boxes())
+        _, hit = contact_pairs(changed, self._boxes)
+        if not len(hit):
+            return EMPTY
+        return self.side.placer(layer).place(refs, np.unique(hit))[0]
 
 
 class _Collector:
-    """Gathers flattened shapes per side and layer with their instance index."""
+    """Shapes per side and layer, each with the instance index it came from."""
 
-    def __init__(self):
+    def __init__(self, sides: tuple[_Side | None, _Side | None], layers: list[Layer]):
+        self.sides, self.layers = sides, layers
         self.parts: tuple[dict, dict] = ({}, {})
 
-    def add(self, side: int, shapes: dict[Layer, np.ndarray], src: int, shift=(0, 0)) -> None:
-        for layer, rects in shapes.items():
-            if len(rects):
-                r = rects + np.array([shift[0], shift[1], shift[0], shift[1]], np.int64)
-                self.parts[side].setdefault(layer, []).append((r, np.full(len(r), src, np.int64)))
-
-    def add_many(self, side: int, items: list[tuple[dict, int, int, int]]) -> None:
-        """Plain placements (child shapes, dx, dy, instance) added with one broadcast."""
-        if not items:
-            return
-        for layer in sorted({k for f, _, _, _ in items for k in f}):
-            arrs = [f.get(layer, EMPTY) for f, _, _, _ in items]
-            counts = np.array([len(x) for x in arrs])
-            if not counts.sum():
-                continue
-            off = np.array([(dx, dy) for _, dx, dy, _ in items], np.int64)
-            rects = np.concatenate(arrs) + np.tile(np.repeat(off, counts, axis=0), 2)
-            src = np.repeat(np.array([s for _, _, _, s in items], np.int64), counts)
+    def add(self, side: int, layer: Layer, rects: np.ndarray, src: np.ndarray) -> None:
+        if len(rects):
             self.parts[side].setdefault(layer, []).append((rects, src))
+
+    def place(self, side: int, refs: _Refs, rows: np.ndarray, src: np.ndarray) -> None:
+        """Every shape references ``rows`` place; ``src``: the instance of each row."""
+        if not len(rows):
+            return
+        for layer in self.layers:
+            rects, k = self.sides[side].placer(layer).place(refs, rows)
+            self.add(side, layer, rects, src[k])
 
     def side(self, side: int, layer: Layer) -> tuple[np.ndarray, np.ndarray]:
         got = self.parts[side].get(layer)
@@ -124,201 +291,138 @@ class _Collector:
         return np.concatenate([r for r, _ in got]), np.concatenate([s for _, s in got])
 
 
-def _plain(ref) -> bool:
-    return not ref.rotation and not ref.x_reflection and ref.magnification == 1 \
-        and ref.repetition.size <= 1
+def diff_layouts(lib_a: GdsLibrary | None, lib_b: GdsLibrary | None, die: int,
+                 where: str, trust: bool = True, extent: bool = True) -> DieChange:
+    """Shapes of one die present in A only (removed) and in B only (added), per layer.
+    ``extent=False`` leaves DieChange.extent_nm at zeros (a caller that knows the die's size
+    from its base array saves a pass over every cell)."""
+    try:
+        return _diff(lib_a, lib_b, die, where, trust, extent)
+    except RecursionError:  # a chain of nested cells: Python's stack, not the memory, ends
+        raise MaskError(f"{where}: the cell hierarchy is deeper than this reader follows") \
+            from None
 
 
-def _same_origin(a, b) -> bool:
-    return round(a[0]) == round(b[0]) and round(a[1]) == round(b[1])
+def _top_refs(lib: GdsLibrary | None) -> _Refs:
+    refs = None if lib is None else lib.cells[lib.top].refs
+    if refs is None:
+        z, z2 = np.zeros(0, np.int64), np.zeros((0, 2), np.int64)
+        return _Refs(z, z2, np.zeros(0, bool), z, z, z, z2, z2)
+    return refs
 
 
-def _split(refs_a, refs_b, trusted: Trusted, skipped: _Skipped, shift=(0, 0)):
-    """Skip references that place cells of the same content hash (trusted_cells) at the same
-    place; return the rest.
-
-    Writers emit references in a fixed order, so the common case (two versions of one tile)
-    is matched pairwise first; whatever is left is matched by key.
-    """
-    refs_a, refs_b = list(refs_a), list(refs_b)
-    hash_a, hash_b = trusted
-    skipped.begin(shift)
-    if len(refs_a) == len(refs_b):
-        left_a, left_b = [], []
-        names, refs, origins = skipped.names, skipped.refs, skipped.origins
-        for ra, rb in zip(refs_a, refs_b):  # the hot loop of a diff: kept flat on purpose
-            name = ra.cell_name
-            digest = hash_a.get(name)
-            if digest is not None and digest == hash_b.get(rb.cell_name):
-                oa, ob = ra.origin, rb.origin
-                if (oa == ob or _same_origin(oa, ob)) and _plain(ra) and _plain(rb):
-                    names.append(name)
-                    refs.append(ra)
-                    origins.append(oa)
-                    continue
-            left_a.append(ra)
-            left_b.append(rb)
-        refs_a, refs_b = left_a, left_b
-    by_key: dict[tuple, list] = {}
-    for ref in refs_a:
-        by_key.setdefault(_key(ref, hash_a), []).append(ref)
-    rest_b = []
-    for ref in refs_b:
-        key = _key(ref, hash_b)
-        pool = by_key.get(key)
-        if pool and key[0] is not None:
-            ra = pool.pop()
-            if len(key) == 3:
-                skipped.add_plain(ra.cell_name, ra, ra.origin)
-            else:
-                skipped.add_other(ra)
-        else:
-            rest_b.append(ref)
-    rest_a = [r for pool in by_key.values() for r in pool]
-    return rest_a, rest_b
-
-
-class _Skipped:
-    """Instances skipped as identical; their shapes are fetched only where a change touches.
-
-    Stored as flat lists (name, origin, reference) plus one shift per batch, because a diff
-    of a randomly changed die skips ~10^6 chunk references.
-    """
-
-    def __init__(self, fl: Flattener):
-        self.fl = fl
-        self.names: list[str] = []
-        self.origins: list[tuple[float, float]] = []
-        self.refs: list = []
-        self.batches: list[tuple[int, tuple[int, int]]] = []   # (first index, shift)
-        self.other: list[int] = []       # indices of non-plain references
-        self._boxes: np.ndarray | None = None
-
-    def __len__(self) -> int:
-        return len(self.refs)
-
-    def begin(self, shift) -> None:
-        self.batches.append((len(self.refs), shift))
-
-    def add_plain(self, name: str, ref, origin) -> None:
-        self.names.append(name)
-        self.origins.append(origin)
-        self.refs.append(ref)
-
-    def add_other(self, ref) -> None:
-        self.other.append(len(self.refs))
-        self.add_plain("", ref, (0.0, 0.0))
-
-    def _shifts(self) -> np.ndarray:
-        starts = [b[0] for b in self.batches] + [len(self.refs)]
-        counts = np.diff(np.array(starts, np.int64))
-        return np.repeat(np.array([b[1] for b in self.batches], np.int64).reshape(-1, 2),
-                         counts, axis=0)
-
-    def _compute_boxes(self) -> np.ndarray:
-        # One bounding box per distinct cell, moved to each origin.
-        index: dict[str, int] = {}
-        inverse = np.array([index.setdefault(n, len(index)) for n in self.names], np.int64)
-        first = np.zeros(len(index), np.int64)
-        first[inverse[::-1]] = np.arange(len(inverse))[::-1]
-        cell_box = np.array([_int_box(self.refs[k].cell.bounding_box()) if n else (0, 0, 0, 0)
-                             for n, k in zip(index, first.tolist())], np.int64)
-        flat = np.fromiter(chain.from_iterable(self.origins), np.float64, 2 * len(self.origins))
-        origins = np.rint(flat).astype(np.int64).reshape(-1, 2)
-        shifts = self._shifts()
-        boxes = cell_box.reshape(-1, 4)[inverse] + np.tile(origins + shifts, 2)
-        for k in self.other:
-            bb = _int_box(self.refs[k].bounding_box())
-            dx, dy = shifts[k]
-            boxes[k] = (bb[0] + dx, bb[1] + dy, bb[2] + dx, bb[3] + dy)
-        return boxes
-
-    def context(self, changed: np.ndarray, layer: Layer) -> np.ndarray:
-        """Shapes on ``layer`` of the skipped instances whose box touches a changed shape."""
-        if not self.refs or not len(changed):
-            return EMPTY
-        if self._boxes is None:
-            self._boxes = self._compute_boxes()
-        _, hit = contact_pairs(changed, self._boxes)
-        parts = [EMPTY]
-        shifts = self._shifts() if len(hit) else None
-        for k in np.unique(hit).tolist():
-            rects = self.fl.reference(self.refs[k]).get(layer)
-            if rects is not None:
-                dx, dy = (int(v) for v in shifts[k])
-                parts.append(rects + np.array([dx, dy, dx, dy], np.int64))
-        return np.concatenate(parts)
-
-
-def diff_layouts(lib_a: gdstk.Library | None, lib_b: gdstk.Library | None, die: int,
-                 where: str, trust: bool = True) -> DieChange:
-    """Shapes of one die present in A only (removed) and in B only (added), per layer."""
-    top_a, top_b = _top(lib_a, f"{where} (A)"), _top(lib_b, f"{where} (B)")
-    fa, fb = Flattener(f"{where} (A)"), Flattener(f"{where} (B)")
-    trusted: Trusted = ({}, {})
-    if trust and top_a is not None and top_b is not None:
-        trusted = trusted_cells(lib_a, lib_b, where, {top_a.name, top_b.name})
-    refs_a = list(top_a.references) if top_a is not None else []
-    refs_b = list(top_b.references) if top_b is not None else []
-    context = _Skipped(fa)
-    rest_a, rest_b = _split(refs_a, refs_b, trusted, context)
-    skipped_top = len(context)
-    out = _Collector()
+def _diff(lib_a, lib_b, die: int, where: str, trust: bool, extent: bool) -> DieChange:
+    if trust and lib_a is not None and lib_b is not None:
+        sa, sb = _shared_ids(lib_a, lib_b, where)
+    else:
+        sa = _untrusted(lib_a, f"{where} (A)") if lib_a is not None else None
+        sb = _untrusted(lib_b, f"{where} (B)") if lib_b is not None else None
+    layers = sorted(layers_of(lib_a) | layers_of(lib_b))
+    out = _Collector((sa, sb), layers)
+    ra, rb = _top_refs(lib_a), _top_refs(lib_b)
+    skipped = _Skipped(sa) if sa is not None else None
+    if sa is not None and sb is not None:
+        matched, rest_a, rest_b = _match(ra, np.zeros(len(ra.child), np.int64), sa,
+                                         rb, np.zeros(len(rb.child), np.int64), sb)
+        skipped.add(ra, matched)
+    else:
+        rest_a, rest_b = np.arange(len(ra.child)), np.arange(len(rb.child))
+    skipped_top = skipped.count if skipped is not None else 0
     instances: list[tuple[str, int, int]] = []
 
-    # References at the same place on both sides, both plain: compare one level down.
-    place_a: dict[tuple, list] = {}
-    for ref in rest_a:
-        place_a.setdefault(_key(ref)[1:], []).append(ref)
-    paired_b = []
-    for ref in rest_b:
-        pool = place_a.get(_key(ref)[1:])
-        if trust and pool and len(pool) == 1 and len(_key(ref)) == 3 and len(_key(pool[0])) == 3 \
-                and not isinstance(ref.cell, str) and not isinstance(pool[0].cell, str):
-            paired_b.append((pool.pop(), ref))
-        else:
-            src = len(instances)
-            instances.append((ref.cell_name, round(ref.origin[0]), round(ref.origin[1])))
-            out.add(1, fb.reference(ref), src)
-    for pool in place_a.values():
-        for ref in pool:
-            src = len(instances)
-            instances.append((ref.cell_name, round(ref.origin[0]), round(ref.origin[1])))
-            out.add(0, fa.reference(ref), src)
-    batch: tuple[list, list] = ([], [])
-    for ra, rb in paired_b:
-        src = len(instances)
-        shift = (round(ra.origin[0]), round(ra.origin[1]))
-        instances.append((rb.cell_name, *shift))
-        ca, cb = ra.cell, rb.cell
-        out.add(0, polygon_rects(ca, fa.where), src, shift)
-        out.add(1, polygon_rects(cb, fb.where), src, shift)
-        sub_a, sub_b = _split(ca.references, cb.references, trusted, context, shift)
-        for side, subs, fl in ((0, sub_a, fa), (1, sub_b, fb)):
-            for ref in subs:
-                if len(_key(ref)) == 3:   # plain: gathered, placed in one broadcast below
-                    o = ref.origin
-                    batch[side].append((fl.child(ref), round(o[0]) + shift[0],
-                                        round(o[1]) + shift[1], src))
-                else:
-                    out.add(side, fl.reference(ref), src, shift)
-    for side in (0, 1):
-        out.add_many(side, batch[side])
-    for side, top, fl in ((0, top_a, fa), (1, top_b, fb)):
-        if top is not None:
-            out.add(side, polygon_rects(top, fl.where), -1)
+    # References at the same place on both sides, both plain: compared one level down.
+    pairs: list[tuple[int, int]] = []
+    if trust and sa is not None and sb is not None:
+        pairs, rest_a, rest_b = _pair_by_place(ra, rest_a, rb, rest_b)
+    for side, refs, rest, lib in ((1, rb, rest_b, lib_b), (0, ra, rest_a, lib_a)):
+        src = np.arange(len(instances), len(instances) + len(rest), dtype=np.int64)
+        instances += [(lib.cells[c].name, x, y) for c, (x, y) in
+                      zip(refs.child[rest].tolist(), refs.origin[rest].tolist())]
+        out.place(side, refs, rest, src)
+    first_pair = len(instances)
+    for ia, ib in pairs:
+        x, y = ra.origin[ia].tolist()
+        instances.append((lib_b.cells[rb.child[ib]].name, x, y))
+    for start in _batches([len(_cell_refs(lib_a, ra.child[ia]).child) for ia, _ in pairs]):
+        _compare_tiles(pairs[start[0]:start[1]], first_pair + start[0], ra, rb, sa, sb, out,
+                       skipped)
+    for side, lib in ((0, lib_a), (1, lib_b)):
+        if lib is not None:
+            for layer in layers:
+                own = lib.cells[lib.top].rects.get(layer, EMPTY)
+                out.add(side, layer, own, np.full(len(own), -1, np.int64))
 
-    layers = sorted(set(out.parts[0]) | set(out.parts[1]))
     changes: dict[Layer, LayerChange] = {}
-    for layer in layers:
-        changes[layer] = _layer_change(out.side(0, layer), out.side(1, layer), layer, context)
-    extent = _extent(top_a, top_b)
+    for layer in sorted(set(out.parts[0]) | set(out.parts[1])):
+        changes[layer] = _layer_change(out.side(0, layer), out.side(1, layer), layer, skipped)
     return DieChange(die=die, layers=changes, instances=instances, refs_skipped=skipped_top,
-                     refs_compared=len(refs_a) + len(refs_b) - 2 * skipped_top,
-                     extent_nm=extent)
+                     refs_compared=len(ra.child) + len(rb.child) - 2 * skipped_top,
+                     extent_nm=_extent([s.cell_boxes()[s.lib.top] for s in (sa, sb) if s])
+                     if extent else (0, 0, 0, 0))
 
 
-def _layer_change(a, b, layer: Layer, context: _Skipped) -> LayerChange:
+def _pair_by_place(ra: _Refs, rest_a: np.ndarray, rb: _Refs, rest_b: np.ndarray):
+    """(A row, B row) of plain references left at the same origin, one on each side; the
+    rows left after them."""
+    plain_a, plain_b = _plain(ra), _plain(rb)
+    place_a: dict[tuple[int, int], list[int]] = {}
+    for k in rest_a[plain_a[rest_a]].tolist():
+        place_a.setdefault(tuple(ra.origin[k].tolist()), []).append(k)
+    pairs = []
+    for k in rest_b[plain_b[rest_b]].tolist():
+        pool = place_a.get(tuple(rb.origin[k].tolist()))
+        if pool is not None and len(pool) == 1:
+            pairs.append((pool.pop(), k))
+    paired = np.array(pairs, np.int64).reshape(-1, 2)
+    return pairs, np.setdiff1d(rest_a, paired[:, 0]), np.setdiff1d(rest_b, paired[:, 1])
+
+
+def _cell_refs(lib: GdsLibrary, cell: int) -> _Refs:
+    refs = lib.cells[cell].refs
+    return refs if refs is not None else _top_refs(None)
+
+
+def _batches(sizes: list[int]) -> list[tuple[int, int]]:
+    """[start, stop) ranges of consecutive items of about PAIR_BATCH total size each."""
+    out, start, total = [], 0, 0
+    for k, n in enumerate(sizes):
+        total += n
+        if total >= PAIR_BATCH:
+            out.append((start, k + 1))
+            start, total = k + 1, 0
+    if start < len(sizes):
+        out.append((start, len(sizes)))
+    return out
+
+
+def _compare_tiles(pairs, first_src: int, ra: _Refs, rb: _Refs, sa: _Side, sb: _Side,
+                   out: _Collector, skipped: _Skipped) -> None:
+    """Tiles placed at the same origin on both sides with different content: their own
+    shapes, and their references matched within each pair (moved to the die's coordinates)."""
+    sides = []
+    for side, refs, s, which in ((0, ra, sa, 0), (1, rb, sb, 1)):
+        cells = [refs.child[p[which]] for p in pairs]
+        parts, groups, shifts = [], [], []
+        for g, (cell, pair) in enumerate(zip(cells, pairs)):
+            shift = refs.origin[pair[which]]
+            own = s.lib.cells[int(cell)].rects
+            for layer, rects in own.items():
+                out.add(side, layer, rects + np.tile(shift, 2),
+                        np.full(len(rects), first_src + g, np.int64))
+            sub = _cell_refs(s.lib, int(cell))
+            parts.append(sub)
+            groups.append(np.full(len(sub.child), g, np.int64))
+            shifts.append(np.broadcast_to(shift, (len(sub.child), 2)))
+        refs_all = _shifted(_concat(parts), np.concatenate(shifts)) if parts else _top_refs(None)
+        sides.append((refs_all, np.concatenate(groups) if groups else np.zeros(0, np.int64)))
+    (refs_a, ga), (refs_b, gb) = sides
+    matched, left_a, left_b = _match(refs_a, ga, sa, refs_b, gb, sb)
+    skipped.add(refs_a, matched)
+    out.place(0, refs_a, left_a, first_src + ga[left_a])
+    out.place(1, refs_b, left_b, first_src + gb[left_b])
+
+
+def _layer_change(a, b, layer: Layer, context: _Skipped | None) -> LayerChange:
     (ra, sa), (rb, sb) = a, b
     in_b, in_a = rows_in(ra, rb), rows_in(rb, ra)
     removed, removed_src = _distinct(ra[~in_b], sa[~in_b])
@@ -327,7 +431,7 @@ def _layer_change(a, b, layer: Layer, context: _Skipped) -> LayerChange:
     if not len(removed) and not len(added):
         return change
     # Shapes of skipped (identical) instances only matter where they overlap a change.
-    ctx = context.context(np.concatenate([removed, added]), layer)
+    ctx = context.context(np.concatenate([removed, added]), layer) if context else EMPTY
     all_a, all_b = np.concatenate([ra, ctx]), np.concatenate([rb, ctx])
     change.xor_count, change.xor_rects = xor_polygons(removed, added, all_a, all_b)
     return change
@@ -340,17 +444,9 @@ def _distinct(rects: np.ndarray, src: np.ndarray) -> tuple[np.ndarray, np.ndarra
     return rects[first], src[first]
 
 
-def _int_box(bb) -> tuple[int, int, int, int]:
-    if bb is None:  # an empty cell: a box that touches nothing
-        return (0, 0, -1, -1)
-    (x0, y0), (x1, y1) = bb
-    return (int(np.floor(x0)), int(np.floor(y0)), int(np.ceil(x1)), int(np.ceil(y1)))
-
-
-def _extent(*tops) -> tuple[int, int, int, int]:
-    boxes = [t.bounding_box() for t in tops if t is not None]
-    boxes = [b for b in boxes if b is not None]
-    if not boxes:
+def _extent(boxes: list[np.ndarray]) -> tuple[int, int, int, int]:
+    """Bounding box of the top cells' boxes (0, 0, 0, 0 when all are empty)."""
+    b = np.array([box for box in boxes if box[2] >= box[0]], np.int64).reshape(-1, 4)
+    if not len(b):
         return (0, 0, 0, 0)
-    return (int(np.floor(min(b[0][0] for b in boxes))), int(np.floor(min(b[0][1] for b in boxes))),
-            int(np.ceil(max(b[1][0] for b in boxes))), int(np.ceil(max(b[1][1] for b in boxes))))
+    return (int(b[:, 0].min()), int(b[:, 1].min()), int(b[:, 2].max()), int(b[:, 3].max()))

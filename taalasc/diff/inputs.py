@@ -11,8 +11,6 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-import gdstk
-
 from taalasc.errors import MaskError
 from taalasc.outdir import MANIFEST, sha256_file
 
@@ -41,17 +39,13 @@ class MaskSet:
         return "unknown PDK"
 
 
-def load_library(path: Path) -> gdstk.Library:
-    """A GDSII or OASIS file as a gdstk Library in 1 nm units; MaskError when unreadable.
+def load_library(path: Path):
+    """A GDSII or OASIS file as a formats.gdsread.GdsLibrary (integer nm), read by our own
+    readers; MaskError (one line) when unreadable. They are pure Python and numpy, so a
+    corrupt file cannot crash the process: no child process is needed."""
+    from taalasc.formats.readback import read_library
 
-    The file is first read in a child process (taalasc.formats.safe_read), so a corrupt file
-    that crashes gdstk gives a MaskError instead of killing the diff."""
-    from taalasc.formats.safe_read import load_library as safe_load
-
-    lib = safe_load(Path(path))
-    if not lib.cells:
-        raise MaskError(f"{path}: not a readable GDSII/OASIS mask file (no cells found)")
-    return lib
+    return read_library(Path(path))
 
 
 def open_mask_set(path: Path, fmt: str = "gds") -> MaskSet:
@@ -81,16 +75,17 @@ def _die_files(folder: Path, manifest: dict, fmt: str) -> list[Path]:
     return [mask_path(folder, manifest, die, fmt) for die in range(len(manifest["dies"]))]
 
 
-def load_die(m: MaskSet, die: int) -> gdstk.Library | None:
-    """Die ``die`` of one side (None when that side has fewer dies), read with load_library.
+def die_sha256(m: MaskSet, die: int) -> str | None:
+    """The sha256 of die ``die``'s file (None when that side has fewer dies).
 
     A compile folder's die file must still be the one the compile wrote: its sha256 is
-    checked against the manifest's ``outputs`` first (~0.1 s per 100 MB), so that changed
+    checked against the manifest's ``outputs`` (~0.1 s per 100 MB), so that changed
     geometry is not reported under the manifest's tensors and tiles. To compare such files
     anyway, diff the mask files themselves (no manifest: geometry only)."""
     if die >= len(m.files):
         return None
     path = m.files[die]
+    got = sha256_file(path)
     if m.manifest is not None:
         outputs = m.manifest.get("outputs")
         entry = outputs.get(path.name) if isinstance(outputs, dict) else None
@@ -98,11 +93,19 @@ def load_die(m: MaskSet, die: int) -> gdstk.Library | None:
         if not isinstance(want, str):
             raise MaskError(f"{path}: no sha256 for it in {MANIFEST} outputs, so it cannot be "
                             "checked against the compile; diff the mask files themselves")
-        if sha256_file(path) != want:
+        if got != want:
             raise MaskError(f"{path}: sha256 differs from {MANIFEST} outputs (the file was "
                             "changed after the compile); diff the mask files themselves to "
                             "compare their geometry")
-    return load_library(path)
+    return got
+
+
+def same_bytes(a: MaskSet, b: MaskSet, die: int, sha_a: str | None, sha_b: str | None) -> bool:
+    """Both sides' die files are of one format and byte for byte the same (equal sha256)."""
+    if sha_a is None or sha_b is None or sha_a != sha_b:
+        return False
+    oasis = (".oas", ".oasis")
+    return (a.files[die].suffix.lower() in oasis) == (b.files[die].suffix.lower() in oasis)
 
 
 def _inputs(m: MaskSet) -> dict:

@@ -38,7 +38,7 @@ def to_json(diff: MaskDiff, threshold: dict | None = None) -> dict:
         "respin": diff.respin,
         "layers": [t.to_json() for t in diff.layers],
         "dies": [{"die": d.die, "refs_skipped_identical": d.refs_skipped,
-                  "refs_compared": d.refs_compared,
+                  "refs_compared": d.refs_compared, "same_file_bytes": d.same_bytes,
                   "layers": {f"{k[0]}/{k[1]}": {"added": len(v.added), "removed": len(v.removed),
                                                 "xor_polygons": v.xor_count}
                              for k, v in sorted(d.layers.items())}} for d in diff.dies],

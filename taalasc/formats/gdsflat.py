@@ -76,9 +76,9 @@ def flat_rects(lib: GdsLibrary) -> dict[Layer, np.ndarray]:
     return out
 
 
-def _order(lib: GdsLibrary) -> list[int]:
-    """Cell ids children first; MaskError on a reference cycle (iterative: no recursion
-    limit for a deep chain). Computed once per library."""
+def children_first(lib: GdsLibrary) -> list[int]:
+    """Ids of the cells the top reaches, children first; MaskError on a reference cycle
+    (iterative: no recursion limit for a deep chain). Computed once per library."""
     if lib.order is None:
         lib.order = _walk(lib)
     return lib.order
@@ -122,16 +122,29 @@ def check_counts(lib: GdsLibrary) -> None:
                         f"flattened; at most {MAX_SHAPES} are read")
 
 
+def shape_count(lib: GdsLibrary) -> int:
+    """Shapes the top cell expands to when flattened, counted without flattening."""
+    return int(_counts(lib, None)[lib.top])
+
+
 def _counts(lib: GdsLibrary, layer: Layer | None) -> np.ndarray:
     """Shapes each cell expands to (``layer`` only, or all), as float64 so a bomb cannot wrap."""
-    counts = np.zeros(len(lib.cells), np.float64)
-    for k in _order(lib):
+    return layer_counts(lib, None if layer is None else [layer])[:, 0]
+
+
+def layer_counts(lib: GdsLibrary, layers: list[Layer] | None) -> np.ndarray:
+    """float64 [cells, len(layers)]: the shapes each cell expands to on each of ``layers``
+    (None: one column, all layers); float64 so a bomb cannot wrap."""
+    counts = np.zeros((len(lib.cells), 1 if layers is None else len(layers)), np.float64)
+    for k in children_first(lib):
         cell = lib.cells[k]
-        own = sum(len(v) for key, v in cell.rects.items() if layer is None or key == layer)
+        if layers is None:
+            counts[k, 0] = sum(len(v) for v in cell.rects.values())
+        else:
+            counts[k] = [len(cell.rects.get(layer, ())) for layer in layers]
         refs = cell.refs
         if refs is not None:
-            own += float(np.sum(counts[refs.child] * refs.cols * refs.rows))
-        counts[k] = own
+            counts[k] += (counts[refs.child] * (refs.cols * refs.rows)[:, None]).sum(axis=0)
     return counts
 
 
@@ -292,6 +305,116 @@ def _place_small(lib, key, refs: _Refs, sel: np.ndarray, counts, memo: _Memo, t
                                      np.repeat(quarter, n)[turned])
         shapes = _shift(shapes, np.repeat(origin, n, axis=0))
     return _apply(shapes, t) if (t[0] or t[1]) else shapes
+
+
+def cell_boxes(lib: GdsLibrary) -> np.ndarray:
+    """Bounding box (x0, y0, x1, y1) nm of every cell reached from the top, flattened, over
+    all layers; (0, 0, -1, -1) for a cell that draws nothing. Computed level by level (the
+    chunk cells, then the tiles, then the top), in batches of about _BOX_BATCH references:
+    a few vectorised steps per batch, not per cell."""
+    order = children_first(lib)
+    level = np.zeros(len(lib.cells), np.int64)
+    for k in order:
+        refs = lib.cells[k].refs
+        if refs is not None and len(refs.child):
+            level[k] = level[refs.child].max() + 1
+    boxes = np.tile(np.array([0, 0, -1, -1], np.int64), (len(lib.cells), 1))
+    for height in range(int(level.max(initial=0)) + 1):
+        batch, size = [], 0
+        for k in order:
+            if level[k] != height:
+                continue
+            batch.append(k)
+            refs = lib.cells[k].refs
+            size += 1 if refs is None else len(refs.child)
+            if size >= _BOX_BATCH:
+                _boxes_of(lib, batch, boxes)
+                batch, size = [], 0
+        if batch:
+            _boxes_of(lib, batch, boxes)
+    return boxes
+
+
+_BOX_BATCH = 1 << 14   # references boxed at once: cache-sized arrays
+
+
+def _boxes_of(lib: GdsLibrary, cells: list[int], boxes: np.ndarray) -> None:
+    """Fill in the boxes of ``cells``, whose children's boxes are known."""
+    parts, owner = [np.zeros((0, 4), np.int64)], [np.zeros(0, np.int64)]
+    for k in cells:
+        for r in lib.cells[k].rects.values():
+            if len(r):
+                parts.append(np.concatenate([r[:, :2].min(axis=0), r[:, 2:].max(axis=0)])[None])
+                owner.append(np.array([k]))
+    placing = [k for k in cells if lib.cells[k].refs is not None]
+    if placing:
+        refs = _Refs(*(np.concatenate([getattr(lib.cells[k].refs, f) for k in placing])
+                       for f in _Refs.__dataclass_fields__))
+        parts.append(ref_boxes(refs, np.arange(len(refs.child)), boxes))
+        owner.append(np.repeat(placing, [len(lib.cells[k].refs.child) for k in placing]))
+    got, owner = np.concatenate(parts), np.concatenate(owner)
+    keep = got[:, 2] >= got[:, 0]
+    got, owner = got[keep], owner[keep]
+    if not len(got):
+        return
+    by_cell = np.argsort(owner, kind="stable")
+    got, owner = got[by_cell], owner[by_cell]
+    first = np.flatnonzero(np.r_[True, owner[1:] != owner[:-1]])
+    boxes[owner[first]] = np.concatenate([np.minimum.reduceat(got[:, :2], first),
+                                          np.maximum.reduceat(got[:, 2:], first)], axis=1)
+
+
+def ref_boxes(refs: _Refs, sel: np.ndarray, boxes: np.ndarray) -> np.ndarray:
+    """Bounding box of what each reference ``sel`` of ``refs`` places (its whole array),
+    from the boxes of the cells (``cell_boxes``); an empty child gives (0, 0, -1, -1)."""
+    box = boxes[refs.child[sel]]
+    empty = box[:, 2] < box[:, 0]
+    if refs.reflect[sel].any() or refs.quarter[sel].any():
+        box = _orient(box, refs.reflect[sel], refs.quarter[sel])
+    out = box + np.tile(refs.origin[sel], 2)
+    for count, step in ((refs.cols[sel], refs.col_step[sel]), (refs.rows[sel], refs.row_step[sel])):
+        if (count != 1).any():
+            reach = (count - 1)[:, None] * step      # the last copy's offset from the first
+            out += np.concatenate([np.minimum(reach, 0), np.maximum(reach, 0)], axis=1)
+    out[empty] = (0, 0, -1, -1)
+    return out
+
+
+class LayerPlacer:
+    """The rectangles of one layer that chosen references of a cell put into it, with the
+    reference each came from: for a diff, which flattens only the references that differ.
+    Cells of at most MEMO_SHAPES shapes are flattened once (as iter_layer does)."""
+
+    def __init__(self, lib: GdsLibrary, layer: Layer, counts: np.ndarray | None = None):
+        self.lib, self.key = lib, (layer, False, False)
+        self.counts = _counts(lib, layer) if counts is None else counts   # layer_counts
+        self.memo = _Memo(len(lib.cells), 4)
+
+    def own(self, cell: int) -> np.ndarray:
+        """The cell's own rectangles on the layer (not its references')."""
+        return self.lib.cells[cell].rects.get(self.key[0], np.zeros((0, 4), np.int64))
+
+    def place(self, refs: _Refs, sel: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(rectangles [n, 4], the position in ``sel`` each came from) of references ``sel``
+        of ``refs``, arrays and transforms included, in their parent's coordinates."""
+        sel = np.asarray(sel, np.int64)
+        counts = self.counts[refs.child[sel]]
+        per_ref = (counts * refs.cols[sel] * refs.rows[sel]).astype(np.int64)
+        small = np.flatnonzero((counts <= MEMO_SHAPES) & (per_ref > 0))
+        parts, src = [np.zeros((0, 4), np.int64)], [np.zeros(0, np.int64)]
+        if len(small):
+            parts.append(_place_small(self.lib, self.key, refs, sel[small], self.counts,
+                                      self.memo, _IDENTITY))
+            src.append(np.repeat(small, per_ref[small]))
+        for k in np.flatnonzero((counts > MEMO_SHAPES) & (per_ref > 0)).tolist():
+            child, origin, reflect, quarter = _instances(refs, sel[k:k + 1])
+            for c, (x, y), r, q in zip(child.tolist(), origin.tolist(), reflect.tolist(),
+                                       quarter.tolist()):
+                for piece in _expand(self.lib, self.key, c, (r, q, x, y), self.counts,
+                                     self.memo, BATCH_SHAPES):
+                    parts.append(piece)
+                    src.append(np.full(len(piece), k, np.int64))
+        return np.concatenate(parts), np.concatenate(src)
 
 
 def check_square(lib: GdsLibrary, layer: Layer, size_nm: int, what: str) -> None:

@@ -322,12 +322,18 @@ class _Parser:
         if t is None:
             return None
         most = min(_CELL_BATCH, (len(self.raw) - p) // t.length)
-        view = self.data[p:p + most * t.length].reshape(most, t.length)
-        same = (view[:, t.header_cols] == t.headers).all(axis=1)
-        n = most if same.all() else int(np.argmin(same))
+        n, step = 0, 1   # 1, 4, 16... cells: the next cell often has another layout
+        while n < most:
+            k = min(step, most - n)
+            block = self.data[p + n * t.length:p + (n + k) * t.length].reshape(k, t.length)
+            same = (block[:, t.header_cols] == t.headers).all(axis=1)
+            n += k if same.all() else int(np.argmin(same))
+            if not same.all():
+                break
+            step *= 4
         if n == 0:
             return None
-        view = view[:n]
+        view = self.data[p:p + n * t.length].reshape(n, t.length)
         cells = [self.new_cell(_ascii(raw.tobytes()))
                  for raw in view[:, t.name_at[0]:t.name_at[0] + t.name_at[1]]]
         parts = []
