@@ -25,6 +25,9 @@ SIZES = {
     "50M": dict(hidden=512, layers=8, heads=8, kv_heads=4, intermediate=1408, vocab=16384),
     "200M": dict(hidden=1024, layers=12, heads=16, kv_heads=4, intermediate=2816, vocab=32000),
     "1B": dict(hidden=2048, layers=22, heads=32, kv_heads=4, intermediate=5632, vocab=32000),
+    # Llama-3.1-8B's shapes (its config.json: hidden 4096, 32 layers, 32 heads, 8 KV heads,
+    # intermediate 14336, vocab 128256): 8,030,261,248 parameters, 16 GB in BF16.
+    "8B": dict(hidden=4096, layers=32, heads=32, kv_heads=8, intermediate=14336, vocab=128256),
 }
 SHARD_BYTES = 1 << 30
 BLOCK_VALUES = 1 << 24

@@ -133,7 +133,7 @@ def gdstk_rects_per_s(folder: Path, sample: int = 1_000_000, per_cell: int = 204
 def bench_size(size: str, work: Path, jobs: int, verify_max: float, keep: bool,
                diff: bool = True, klayout: bool = True,
                verify_tokens: str | None = None, verify_min_top1: float = 0.0,
-               fmt: str | None = None) -> dict:
+               fmt: str | None = None, max_dies: int | None = None) -> dict:
     model = work / f"model-{size}"
     params = param_count(size)
     row: dict = {"size": size, "parameters": params}
@@ -146,7 +146,10 @@ def bench_size(size: str, work: Path, jobs: int, verify_max: float, keep: bool,
     out = work / f"out-{size}"
     compiled = run_child([*TAALASC, "compile", str(model), "--base",
                           str(BASE), "-o", str(out), "--force", "--quiet", "--jobs", str(jobs)]
-                         + (["--format", fmt] if fmt else []))
+                         + (["--format", fmt] if fmt else [])
+                         + (["--max-dies", str(max_dies)] if max_dies else []))
+    row["output_bytes"] = sum(p.stat().st_size for p in out.rglob("*") if p.is_file()) \
+        if out.exists() else 0
     row["compile"] = compiled
     if compiled["returncode"] != 0:
         if not keep:
@@ -168,7 +171,8 @@ def bench_size(size: str, work: Path, jobs: int, verify_max: float, keep: bool,
         report = work / f"verify-{size}.json"
         ver = run_child([*TAALASC, "verify", str(out), str(model), "--json", str(report),
                          "--jobs", str(jobs), "--min-top1", str(verify_min_top1)]
-                        + (["--tokens", verify_tokens] if verify_tokens else []))
+                        + (["--tokens", verify_tokens] if verify_tokens else [])
+                        + (["--format", fmt] if fmt else []))
         row["verify"] = ver
         row["verify_tokens"] = verify_tokens or "default (16)"
         if report.exists():
@@ -292,7 +296,10 @@ def main(argv: list[str] | None = None) -> int:
                     help="diff column without KLayout's XOR (minutes per full die)")
     ap.add_argument("--format", dest="fmt", choices=["gds", "oas"], default=None,
                     help="compile one mask format only (default: compile's, both); verify "
-                         "and diff read GDS, so use --verify-max 0 --no-diff with oas")
+                         "reads it; the diff column reads GDS, so use --no-diff with oas")
+    ap.add_argument("--max-dies", type=int, default=None,
+                    help="compile's --max-dies: sky130-reticle allows 160 dies, an 8B model "
+                         "at 4 bits needs about 1,050")
     ap.add_argument("--verify-tokens", default=None,
                     help="token ids for verify's chip model, e.g. '1 2 3 4' (default: its 16)")
     # The bench's weights are random: the logits are nearly flat, so which token wins is
@@ -315,7 +322,7 @@ def main(argv: list[str] | None = None) -> int:
                                          klayout=not args.no_klayout,
                                          verify_tokens=args.verify_tokens,
                                          verify_min_top1=args.verify_min_top1,
-                                         fmt=args.fmt))
+                                         fmt=args.fmt, max_dies=args.max_dies))
         text = json.dumps(result, indent=1, default=str) + "\n"
         for name in (f"bench-{stamp}.json", "latest.json"):
             (args.out / name).write_text(text)
