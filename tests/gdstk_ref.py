@@ -231,3 +231,22 @@ def cell_rects(cell: gdstk.Cell, path, allowed: set[Layer] | None = None
             rect = rect + np.tile(off, 2)
         parts.setdefault(layer, []).append(rect)
     return {k: np.concatenate(v) for k, v in parts.items()}
+
+
+def edit_tile(src: Path, dst: Path, base, slot, edit) -> None:
+    """Copy die file ``src`` to ``dst`` with tile ``slot``'s cell flattened into a new cell
+    and ``edit(cell)`` applied to it (a tampered die for the verify tests)."""
+    from taalasc.custom.names import TILE
+
+    lib = gdstk.read_gds(str(src))
+    top = lib.top_level()[0]
+    ox, oy = base.tile_grid.tile_origin_nm(slot.column, slot.row)
+    ref = next(r for r in top.references
+               if tuple(np.rint(r.origin).astype(int)) == (ox, oy) and TILE.match(r.cell_name))
+    flat = ref.cell.copy("T_EDITED", deep_copy=True).flatten()
+    edit(flat)
+    top.remove(ref)
+    top.add(gdstk.Reference(flat, ref.origin))
+    edited = gdstk.Library(unit=lib.unit, precision=lib.precision)
+    edited.add(top, *top.dependencies(True))
+    edited.write_gds(str(dst))

@@ -16,11 +16,12 @@ import pytest
 
 from taalasc.cli import main
 from taalasc.config import load_base_array
-from taalasc.custom.names import TILE
 from taalasc.extract.extract import extract
 from taalasc.model.synth import write_demo
 from taalasc.place.pack import pack_segment
 from taalasc.place.plan import Placement
+
+from gdstk_ref import edit_tile
 
 ENCODINGS = ("select", "ternary", "zero-skip")
 # The line of each digit, from the module docstring of taalasc/config/base_array.py:
@@ -121,22 +122,6 @@ def test_the_masks_verify(compiled, tmp_path):
                       "quality": True}, encoding
 
 
-def _edit_tile(src, dst, base, slot, edit) -> None:
-    """Flatten tile ``slot``'s cell into a new cell, apply ``edit(cell)``, write ``dst``."""
-    lib = gdstk.read_gds(str(src))
-    top = lib.top_level()[0]
-    ox, oy = base.tile_grid.tile_origin_nm(slot.column, slot.row)
-    ref = next(r for r in top.references
-               if tuple(np.rint(r.origin).astype(int)) == (ox, oy) and TILE.match(r.cell_name))
-    flat = ref.cell.copy("T_EDITED", deep_copy=True).flatten()
-    edit(flat)
-    top.remove(ref)
-    top.add(gdstk.Reference(flat, ref.origin))
-    edited = gdstk.Library(unit=lib.unit, precision=lib.precision)
-    edited.add(top, *top.dependencies(True))
-    edited.write_gds(str(dst))
-
-
 def _codes_tile(out, tensor="model.layers.0.mlp.down_proj.weight"):
     return next((slot, seg) for slot, seg in _placement(out).assignments
                 if seg.tensor == tensor and seg.kind == "codes")
@@ -157,7 +142,7 @@ def test_a_deleted_via_is_found(compiled, tmp_path, capsys):
         # site 0's via (zero-skip: the first 1 bit of site row 0)
         cell.remove(min(vias, key=lambda p: p.bounding_box()[0][0]))
 
-    _edit_tile(out / "die0.gds", bad / "die0.gds", base, slot, delete)
+    edit_tile(out / "die0.gds", bad / "die0.gds", base, slot, delete)
     assert main(["verify", str(bad), str(model), "--json", str(tmp_path / "v.json")]) == 2
     result = json.loads((tmp_path / "v.json").read_text())
     assert result["defect_count"] == 1

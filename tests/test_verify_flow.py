@@ -10,10 +10,12 @@ import pytest
 
 from taalasc.cli import main
 from taalasc.config import load_base_array
-from taalasc.custom.names import TILE, local_name
+from taalasc.custom.names import local_name
 from taalasc.extract.extract import extract
 from taalasc.model.synth import bert_config, llama_config, write_bert, write_llama
 from taalasc.place.plan import Placement
+
+from gdstk_ref import edit_tile
 
 
 @pytest.fixture(scope="module")
@@ -35,32 +37,25 @@ def _tile_of(out, tensor, kind="codes"):
 
 def _move_one_via(src, dst, slot, site, base):
     """Flatten the tile at ``slot`` and move the via of ``site`` to its other slot."""
-    lib = gdstk.read_gds(str(src))
-    top = lib.top_level()[0]
-    ox, oy = base.tile_grid.tile_origin_nm(slot.column, slot.row)
-    ref = next(r for r in top.references
-               if tuple(np.rint(r.origin).astype(int)) == (ox, oy) and TILE.match(r.cell_name))
-    flat = ref.cell.copy("T_EDITED", deep_copy=True).flatten()
     tile = base.weight_tile
     i, j = site % tile.sites_x, site // tile.sites_x
     x = tile.slot_x_nm(i)
     y_high, y_low = tile.strap_y_nm(j, True), tile.strap_y_nm(j, False)
     via_layer = (base.pdk.layers.via.gds_layer, base.pdk.layers.via.gds_datatype)
-    moved = 0
-    for poly in flat.polygons:
-        if (poly.layer, poly.datatype) != via_layer:
-            continue
-        (x0, y0), (x1, y1) = poly.bounding_box()
-        cx, cy = round((x0 + x1) / 2), round((y0 + y1) / 2)
-        if abs(cx - x) <= 5 and (abs(cy - y_high) <= 5 or abs(cy - y_low) <= 5):
-            poly.translate(0, (y_low - y_high) if abs(cy - y_high) <= 5 else (y_high - y_low))
-            moved += 1
-    assert moved == 1
-    top.remove(ref)
-    top.add(gdstk.Reference(flat, ref.origin))
-    edited = gdstk.Library(unit=lib.unit, precision=lib.precision)
-    edited.add(top, *top.dependencies(True))
-    edited.write_gds(str(dst))
+
+    def move(flat):
+        moved = 0
+        for poly in flat.polygons:
+            if (poly.layer, poly.datatype) != via_layer:
+                continue
+            (x0, y0), (x1, y1) = poly.bounding_box()
+            cx, cy = round((x0 + x1) / 2), round((y0 + y1) / 2)
+            if abs(cx - x) <= 5 and (abs(cy - y_high) <= 5 or abs(cy - y_low) <= 5):
+                poly.translate(0, (y_low - y_high) if abs(cy - y_high) <= 5 else (y_high - y_low))
+                moved += 1
+        assert moved == 1
+
+    edit_tile(src, dst, base, slot, move)
 
 
 def test_extraction_recovers_every_value(llama):
