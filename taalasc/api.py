@@ -49,7 +49,7 @@ def compile(model: PathLike, out: PathLike | None = None, *, base: PathLike | No
             auto: bool = False, budget: float = 3.5, method: str = "rtn",
             asymmetric: bool = False, calib: PathLike | None = None,
             calib_tokens: PathLike | None = None, awq: bool = False, native: bool = True,
-            format: str = "both", max_dies: int | None = None, curve: str = "gilbert-runs",
+            format: str = "auto", max_dies: int | None = None, curve: str = "gilbert-runs",
             layers: str | None = None, dies: Sequence[int] | None = None, merge: bool = False,
             force: bool = False, jobs: int = 1, scheduler: Any = None,
             progress: Progress | None = None) -> CompileResult:
@@ -63,13 +63,14 @@ def compile(model: PathLike, out: PathLike | None = None, *, base: PathLike | No
     group_size  weights per scale, None for one scale per output channel
     auto, budget  HC1-style 3/6-bit policy within ``budget`` bits per weight
     method, asymmetric, calib, calib_tokens, awq, native   see `taalasc compile --help`
-    format      'gds', 'oas' or 'both'
+    format      'gds', 'oas', 'both' or 'auto' (both while the GDSII stays within 4 GiB,
+                else OASIS alone: compile.AUTO_GDS_MAX_BYTES)
     layers      a sub-model, e.g. 'embed,0-3'; ``dies``: only these dies of the placement
     merge       also write merged/die{n}: the base die with the custom layers
     force       replace a folder holding another compile
     jobs, scheduler  local worker processes or a Dask address; the bytes do not change
     """
-    from taalasc.compile import CompileOptions, compile_model
+    from taalasc.compile import FORMATS, CompileOptions, compile_model
     from taalasc.config import DEFAULT_BASE
     from taalasc.outdir import check_output_folder
 
@@ -83,7 +84,7 @@ def compile(model: PathLike, out: PathLike | None = None, *, base: PathLike | No
                              budget_bits_per_weight=budget, method=method,
                              asymmetric=asymmetric, calib=calib, calib_tokens=calib_tokens,
                              native=native, awq=awq, base_fallback=base is None,
-                             formats=("gds", "oas") if format == "both" else (format,),
+                             formats=FORMATS if format == "both" else (format,),
                              max_dies=max_dies, curve=curve, force=force, layers=layers,
                              merge=merge, dies=None if dies is None else tuple(dies))
     if out is None:
@@ -93,14 +94,14 @@ def compile(model: PathLike, out: PathLike | None = None, *, base: PathLike | No
                          scheduler=scheduler)
 
 
-def verify(out: PathLike, model: PathLike, *, format: str = "gds",
+def verify(out: PathLike, model: PathLike, *, format: str | None = None,
            tokens: Sequence[int] | None = None, lora: PathLike | None = None,
            min_top1: float | None = None, min_cosine: float | None = None,
            max_kl_nats: float | None = None, jobs: int = 1, progress: Progress | None = None,
            raise_on_failure: bool = False) -> VerifyResult:
     """Prove that the compile in ``out`` computes ``model``: the folder rebuilt and compared
-    byte for byte, every weight extracted from the via geometry (``format`` 'gds' or 'oas')
-    and compared bit for bit, the chip model run on both, and quality against the float
+    byte for byte, every weight extracted from the via geometry (``format`` 'gds' or 'oas';
+    None: GDSII when the compile wrote it, else OASIS) and compared bit for bit, the chip model run on both, and quality against the float
     model on ``tokens`` (default: 16 seeded ids). ``lora``: a PEFT adapter folder.
 
     Thresholds left as None are taalasc.verify.Thresholds' (top-1 0.5, cosine 0.97, KL 0.1

@@ -28,6 +28,13 @@ from taalasc.errors import ModelError, PlacementError
 from taalasc.outdir import MANIFEST, sha256_file, staged_output
 
 FORMATS = ("gds", "oas")
+# --format auto (formats=("auto",)): GDSII as well as OASIS while the compile's GDSII stays
+# within AUTO_GDS_MAX_BYTES, OASIS alone above. GDSII costs about 5.2 bytes per programmed
+# site (the demo die: 5.19 B/bit; a reticle die 3.8, docs/scale.md) and OASIS about 0.4, so
+# an 8 B model at 4 bits would write ~170 GB of GDSII next to ~10 GB of OASIS.
+AUTO = "auto"
+AUTO_GDS_MAX_BYTES = 4 << 30
+GDS_BYTES_PER_SITE = 5.2
 
 
 @dataclass(frozen=True)
@@ -223,8 +230,9 @@ def plan(model: Path, options: CompileOptions, *, base: BaseArray | None = None)
         raise PlacementError(f"base array {base.name!r} is on {base.pdk.name}, an estimation-only "
                              "PDK with no public mask layers; use `taalasc estimate` for it")
     for fmt in options.formats:
-        if fmt not in FORMATS:
-            raise PlacementError(f"format must be one of {', '.join(FORMATS)}, not {fmt!r}")
+        if fmt not in FORMATS and tuple(options.formats) != (AUTO,):
+            raise PlacementError(f"format must be one of {', '.join(FORMATS)} (or auto alone), "
+                                 f"not {fmt!r}")
     _check_mergeable(base, options)
     ckpt = open_checkpoint(model)
     # Bits are chosen on the whole model, so a --layers compile quantizes its tensors exactly
@@ -290,7 +298,7 @@ def compile_model(model: Path, out_dir: Path, options: CompileOptions,
     Client/LocalCluster). The output bytes do not depend on ``jobs`` or ``scheduler``.
     """
     planned = plan(Path(model), options)
-    options = _as_planned(options, planned.base)
+    options = _as_planned(options, planned)
     inputs = _inputs(planned.ckpt, planned.base, options)   # hashes every checkpoint file
     with staged_output(Path(out_dir), inputs_digest=_digest(inputs), force=options.force,
                        inputs=_input_paths(model, planned.ckpt, planned.base, options)) as stage:
@@ -315,7 +323,7 @@ def rebuild(model: Path, options: CompileOptions, stage: Path, *, base: BaseArra
     for round to nearest).
     """
     planned = plan(Path(model), options, base=base)
-    options = _as_planned(options, planned.base)
+    options = _as_planned(options, planned)
     if quantizer is None:
         quantizer = _quantizer(planned.ckpt, options, planned.specs, progress)
     manifest, dies = build(planned, options, _inputs(planned.ckpt, planned.base, options),
@@ -323,11 +331,17 @@ def rebuild(model: Path, options: CompileOptions, stage: Path, *, base: BaseArra
     return planned, manifest, dies, quantizer
 
 
-def _as_planned(options: CompileOptions, base: BaseArray) -> CompileOptions:
+def _as_planned(options: CompileOptions, planned: "Planned") -> CompileOptions:
+    """The options as the manifest records them: the base used, the formats chosen."""
     # Too large for the default base: the manifest records the base used. (A base the user
     # chose, by name or YAML path, is never switched and stays recorded as given.)
+    base = planned.base
     if options.base_fallback and base.name != options.base:
-        return dataclasses.replace(options, base=base.name)
+        options = dataclasses.replace(options, base=base.name)
+    if tuple(options.formats) == (AUTO,):
+        gds_bytes = planned.placement.sites_used * GDS_BYTES_PER_SITE
+        options = dataclasses.replace(
+            options, formats=FORMATS if gds_bytes <= AUTO_GDS_MAX_BYTES else ("oas",))
     return options
 
 

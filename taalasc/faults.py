@@ -216,10 +216,11 @@ class FaultBench:
     and the fault-free chip. ``measure`` runs the chip on a faulty extraction and scores it
     against both."""
 
-    def __init__(self, out_dir, model, tokens: Sequence[int] | None = None, fmt: str = "gds"):
+    def __init__(self, out_dir, model, tokens: Sequence[int] | None = None,
+                 fmt: str | None = None):
         from pathlib import Path
 
-        from taalasc.extract.extract import base_of, extract, read_manifest
+        from taalasc.extract.extract import base_of, extract, read_manifest, written_format
         from taalasc.model import open_checkpoint
         from taalasc.outdir import sha256_file
         from taalasc.place.plan import Placement
@@ -247,7 +248,7 @@ class FaultBench:
         check_tokens(self.tokens, vocab, where)
         self.quantization = manifest["quantization"]
         self.placement = Placement.from_json(manifest["placement"])
-        self.extraction = extract(out_dir, fmt)
+        self.extraction = extract(out_dir, fmt or written_format(manifest))
         missing = [n for n in ckpt.tensors
                    if n not in self.extraction.codes and n not in self.extraction.vectors]
         if missing:

@@ -108,17 +108,19 @@ def _first_difference(name: str, kind: str, expected: np.ndarray, got: np.ndarra
             f"masks hold {got[index].item()!r}, quantizer gives {expected[index].item()!r}")
 
 
-def verify(out_dir: Path, model: Path, *, fmt: str = "gds", tokens: Sequence[int] | None = None,
+def verify(out_dir: Path, model: Path, *, fmt: str | None = None,
+           tokens: Sequence[int] | None = None,
            thresholds: Thresholds = Thresholds(), lora_dir: Path | None = None,
            progress=None, jobs: int = 1) -> VerifyResult:
     import tempfile
 
     from taalasc.compile import rebuild
-    from taalasc.extract.extract import base_of, read_manifest
+    from taalasc.extract.extract import base_of, read_manifest, written_format
 
     tick = progress or (lambda stage, done, total: None)
     out_dir, result = Path(out_dir), VerifyResult()
     manifest = read_manifest(out_dir)
+    fmt = fmt or written_format(manifest)   # None: GDSII when the compile wrote it
     options = recorded_options(manifest, out_dir)
     base = base_of(manifest, out_dir)
     _check_calibration(manifest)

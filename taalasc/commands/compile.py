@@ -15,8 +15,10 @@ from taalasc.commands.common import base_option, parse_group_size, print_table, 
 @click.option("-o", "--out", "out_dir", type=click.Path(path_type=Path), default=None,
               help="Output folder (default: <model name>.taalasc beside the current folder).")
 @quant_options
-@click.option("--format", "fmt", type=click.Choice(["gds", "oas", "both"]), default="both",
-              show_default=True, help="Mask file format(s).")
+@click.option("--format", "fmt", type=click.Choice(["gds", "oas", "both", "auto"]),
+              default="auto", show_default=True,
+              help="Mask file format(s). auto: both while the GDSII stays within 4 GiB "
+                   "(about 0.8 G programmed sites), OASIS alone above (GDSII is ~13x larger).")
 @click.option("--max-dies", type=click.IntRange(1), default=None,
               help="Dies the model may spill onto (default: the base array's max_dies).")
 @click.option("--curve", type=click.Choice(["gilbert-runs", "gilbert", "serpentine", "rowmajor"]),

@@ -39,8 +39,9 @@ DEFAULT_RATES = (1e-6, 1e-5, 1e-4, 1e-3)
 @click.option("--short-model", type=click.Choice(["row", "site"]), default="row",
               show_default=True, help="A short (two vias) pulls its whole site row's straps "
                                       "low (row) or only its own site (site).")
-@click.option("--format", "fmt", type=click.Choice(["gds", "oas"]), default="gds",
-              show_default=True, help="Which mask files to extract the weights from.")
+@click.option("--format", "fmt", type=click.Choice(["gds", "oas"]), default=None,
+              help="Which mask files to extract the weights from (default: GDSII when the "
+                   "compile wrote it, else OASIS).")
 @click.option("--json", "json_path", type=click.Path(path_type=Path), default=None,
               help="Also write the result as JSON to this file (an infinite KL is null).")
 @click.option("--markdown", "md_path", type=click.Path(path_type=Path), default=None,

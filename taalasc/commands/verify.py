@@ -13,8 +13,9 @@ from taalasc.commands.common import FiniteFloat
 @click.command("verify")
 @click.argument("out_dir", type=click.Path(path_type=Path))
 @click.argument("model", type=click.Path(path_type=Path))
-@click.option("--format", "fmt", type=click.Choice(["gds", "oas"]), default="gds", show_default=True,
-              help="Which mask files to extract the weights from.")
+@click.option("--format", "fmt", type=click.Choice(["gds", "oas"]), default=None,
+              help="Which mask files to extract the weights from (default: GDSII when the "
+                   "compile wrote it, else OASIS).")
 @click.option("--tokens", default=None, help="Token ids, e.g. \"1 2 3\" (default: 16 seeded ids).")
 @click.option("--lora", "lora_dir", type=click.Path(path_type=Path), default=None,
               help="A PEFT LoRA adapter folder, applied at run time as the chip's SRAM holds it.")

@@ -67,6 +67,15 @@ def base_of(manifest: dict, out_dir: Path) -> BaseArray:
     return load_base_array(path)
 
 
+def written_format(manifest: dict) -> str:
+    """The format readers use when none is asked for: GDSII when every written die has it,
+    else OASIS (a large compile writes OASIS only, see compile's --format auto)."""
+    present = [d for d in manifest.get("dies", []) if isinstance(d, dict)
+               and d.get("present", True)]
+    files = [d.get("files") if isinstance(d.get("files"), dict) else {} for d in present]
+    return "gds" if all("gds" in f for f in files) else "oas"
+
+
 def mask_path(out_dir: Path, manifest: dict, die: int, fmt: str) -> Path:
     """The die's mask file: a plain name of a regular file inside ``out_dir`` (folder.inside),
     never a path the manifest sends elsewhere."""
