@@ -160,11 +160,14 @@ def _level_batches(lib: GdsLibrary, fields=tuple(_Refs.__dataclass_fields__)):
     reference's cell; only ``fields`` filled in). One vectorised step per batch instead of
     one per cell."""
     order = children_first(lib)
-    level = np.zeros(len(lib.cells), np.int64)
-    for k in order:
-        refs = lib.cells[k].refs
-        if refs is not None and len(refs.child):
-            level[k] = level[refs.child].max() + 1
+    if lib.level is None:   # computed once per library
+        level = np.zeros(len(lib.cells), np.int64)
+        for k in order:
+            refs = lib.cells[k].refs
+            if refs is not None and len(refs.child):
+                level[k] = level[refs.child].max() + 1
+        lib.level = level
+    level = lib.level
     by_level = np.array(order, np.int64)
     by_level = by_level[np.argsort(level[by_level], kind="stable")]
     batch, size = [], 0

@@ -66,6 +66,7 @@ class GdsLibrary:
     cells: list[GdsCell]    # index = cell id
     top: int                # id of the single top cell
     order: list[int] | None = None  # cell ids, children first (gdsflat.children_first)
+    level: np.ndarray | None = None  # per cell id: 0 places nothing, else 1 + its children's
 
 
 def library_of(path: Path, cells: list[GdsCell]) -> GdsLibrary:
