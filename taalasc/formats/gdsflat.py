@@ -153,22 +153,29 @@ def layer_counts(lib: GdsLibrary, layers: list[Layer] | None) -> np.ndarray:
 _LEVEL_BATCH = 1 << 14   # references of one level handled at once: cache-sized arrays
 
 
-def _level_batches(lib: GdsLibrary, fields=tuple(_Refs.__dataclass_fields__)):
-    """The cells the top reaches, children first, as batches of cells of one level (a chunk
-    cell's level is 0, a tile's 1, the top's 2) holding about _LEVEL_BATCH references:
-    (cell ids, their references concatenated or None, the batch position of each
-    reference's cell; only ``fields`` filled in). One vectorised step per batch instead of
-    one per cell."""
-    order = children_first(lib)
-    if lib.level is None:   # computed once per library
+def levels(lib: GdsLibrary) -> np.ndarray:
+    """Per cell id its level: 0 for a cell that places nothing (a chunk cell), else one more
+    than its highest child's (a tile 1, the top 2). Computed once per library."""
+    if lib.level is None:
         level = np.zeros(len(lib.cells), np.int64)
-        for k in order:
+        for k in children_first(lib):
             refs = lib.cells[k].refs
             if refs is not None and len(refs.child):
                 level[k] = level[refs.child].max() + 1
         lib.level = level
-    level = lib.level
+    return lib.level
+
+
+def _level_batches(lib: GdsLibrary, fields=tuple(_Refs.__dataclass_fields__),
+                   skip: np.ndarray | None = None):
+    """The cells the top reaches (but ``skip``, a mask), children first, as batches of cells
+    of one level holding about _LEVEL_BATCH references: (cell ids, their references
+    concatenated or None, the batch position of each reference's cell; only ``fields``
+    filled in). One vectorised step per batch instead of one per cell."""
+    order, level = children_first(lib), levels(lib)
     by_level = np.array(order, np.int64)
+    if skip is not None:
+        by_level = by_level[~skip[by_level]]
     by_level = by_level[np.argsort(level[by_level], kind="stable")]
     batch, size = [], 0
     for n, k in enumerate(by_level.tolist()):
@@ -350,12 +357,18 @@ def _place_small(lib, key, refs: _Refs, sel: np.ndarray, counts, memo: _Memo, t
     return _apply(shapes, t) if (t[0] or t[1]) else shapes
 
 
-def cell_boxes(lib: GdsLibrary) -> np.ndarray:
+def cell_boxes(lib: GdsLibrary, known: tuple[np.ndarray, np.ndarray] | None = None
+               ) -> np.ndarray:
     """Bounding box (x0, y0, x1, y1) nm of every cell reached from the top, flattened, over
     all layers; (0, 0, -1, -1) for a cell that draws nothing (_level_batches: a few
-    vectorised steps per batch of cells, not per cell)."""
+    vectorised steps per batch of cells, not per cell). ``known`` = (boxes, mask): the boxes
+    of the cells in mask are taken as given, not computed."""
     boxes = np.tile(np.array([0, 0, -1, -1], np.int64), (len(lib.cells), 1))
-    for cells, refs, owner in _level_batches(lib):
+    skip = None
+    if known is not None:
+        skip = known[1]
+        boxes[skip] = known[0][skip]
+    for cells, refs, owner in _level_batches(lib, skip=skip):
         parts, at = [np.zeros((0, 4), np.int64)], [np.zeros(0, np.int64)]
         for n, k in enumerate(cells):
             for r in lib.cells[k].rects.values():
@@ -400,10 +413,31 @@ class LayerPlacer:
     reference each came from: for a diff, which flattens only the references that differ.
     Cells of at most MEMO_SHAPES shapes are flattened once (as iter_layer does)."""
 
-    def __init__(self, lib: GdsLibrary, layer: Layer, counts: np.ndarray | None = None):
+    def __init__(self, lib: GdsLibrary, layer: Layer):
         self.lib, self.key = lib, (layer, False, False)
-        self.counts = _counts(lib, layer) if counts is None else counts   # layer_counts
+        self.counts = np.full(len(lib.cells), np.nan)   # filled in as cells are placed
         self.memo = _Memo(len(lib.cells), 4)
+
+    def _count(self, cells: np.ndarray) -> None:
+        """The shape counts of ``cells`` and every cell below them, on first need: a diff
+        places the few cells that changed, not the die's thousands."""
+        todo = np.unique(cells[np.isnan(self.counts[cells])])
+        found: set[int] = set()
+        while len(todo):
+            found.update(todo.tolist())
+            kids = [r.child for r in (self.lib.cells[k].refs for k in todo.tolist())
+                    if r is not None]
+            todo = np.unique(np.concatenate(kids)) if kids else todo[:0]
+            todo = todo[np.isnan(self.counts[todo])]
+            todo = todo[[k not in found for k in todo.tolist()]] if len(todo) else todo
+        level = levels(self.lib)
+        for k in sorted(found, key=level.__getitem__):   # children first
+            cell = self.lib.cells[k]
+            n = float(len(cell.rects.get(self.key[0], ())))
+            if cell.refs is not None:
+                n += float(np.sum(self.counts[cell.refs.child] * cell.refs.cols
+                                  * cell.refs.rows))
+            self.counts[k] = n
 
     def own(self, cell: int) -> np.ndarray:
         """The cell's own rectangles on the layer (not its references')."""
@@ -413,6 +447,7 @@ class LayerPlacer:
         """(rectangles [n, 4], the position in ``sel`` each came from) of references ``sel``
         of ``refs``, arrays and transforms included, in their parent's coordinates."""
         sel = np.asarray(sel, np.int64)
+        self._count(refs.child[sel])
         counts = self.counts[refs.child[sel]]
         per_ref = (counts * refs.cols[sel] * refs.rows[sel]).astype(np.int64)
         small = np.flatnonzero((counts <= MEMO_SHAPES) & (per_ref > 0))
