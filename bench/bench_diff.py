@@ -224,17 +224,27 @@ def _one(argv: list[str]) -> int:
 
 
 def _timed(mode: str, a: Path, b: Path, layers, tile_um: float) -> dict:
-    """One mode in a child process of its own: its counts, seconds inside, wall and peak RSS."""
-    from run import run_child
+    """One mode in a child process of its own: its counts, seconds inside, wall time, CPU
+    time (user + system, all threads: on a machine shared with other jobs the steadier
+    figure) and peak RSS, measured by /usr/bin/time (a child forked from this process would
+    carry this process's peak RSS along)."""
+    import subprocess
 
-    got = run_child([sys.executable, str(Path(__file__).resolve()), "--one", mode, str(a),
-                     str(b), *[f"{l}/{d}" for l, d in layers], "--tile-um", str(tile_um)],
-                    stdout=True)
-    if got["returncode"]:
-        return {"error": " ".join(got["stderr_tail"]) or f"exit {got['returncode']}"}
-    inner = json.loads(got["stdout"].strip().splitlines()[-1])
-    return inner | {"wall_s": round(got["wall_s"], 3), "peak_rss_bytes": got["peak_rss_bytes"],
-                    "seconds": round(inner["seconds"], 3)}
+    argv = [sys.executable, str(Path(__file__).resolve()), "--one", mode, str(a), str(b),
+            *[f"{l}/{d}" for l, d in layers], "--tile-um", str(tile_um)]
+    with tempfile.NamedTemporaryFile("r") as usage:
+        start = time.perf_counter()
+        proc = subprocess.run(["/usr/bin/time", "-o", usage.name, "-f", "%U %S %M"] + argv,
+                              capture_output=True, text=True)
+        wall = time.perf_counter() - start
+        user, system, rss_kb = usage.read().split()[-3:]
+    if proc.returncode:
+        return {"error": " ".join(proc.stderr.strip().splitlines()[-2:])
+                or f"exit {proc.returncode}"}
+    inner = json.loads(proc.stdout.strip().splitlines()[-1])
+    return inner | {"wall_s": round(wall, 3), "seconds": round(inner["seconds"], 3),
+                    "cpu_s": round(float(user) + float(system), 3),
+                    "peak_rss_bytes": int(rss_kb) * 1024}
 
 
 def compare(a: Path, b: Path, pdk, vias: int, klayout_max_vias: int = 40_000_000,
@@ -247,6 +257,7 @@ def compare(a: Path, b: Path, pdk, vias: int, klayout_max_vias: int = 40_000_000
     if "error" in ours:
         raise RuntimeError(f"taalasc diff failed: {ours['error']}")
     row = {"vias": vias, "file_bytes": Path(a).stat().st_size, "taalasc_s": ours["wall_s"],
+           "taalasc_cpu_s": ours["cpu_s"],
            "taalasc_rss_bytes": ours["peak_rss_bytes"], "taalasc_counts": ours["counts"],
            "changed_shapes": ours["changed_shapes"], "masks": ours["masks"],
            "tiles_skipped_identical": ours["tiles_skipped_identical"]}
@@ -261,6 +272,7 @@ def compare(a: Path, b: Path, pdk, vias: int, klayout_max_vias: int = 40_000_000
             got["counts_identical"] = all(ours["counts"].get(k, 0) == v
                                           for k, v in got["counts"].items())
             got["speedup"] = round(got["wall_s"] / ours["wall_s"], 1)
+            got["cpu_ratio"] = round(got["cpu_s"] / ours["cpu_s"], 1)
         row["klayout_modes"][mode] = got
     ran = {m: r for m, r in row["klayout_modes"].items() if "error" not in r}
     fastest = min(ran, key=lambda m: ran[m]["wall_s"])
@@ -304,20 +316,22 @@ def markdown(result: dict) -> str:
         f"(both written by taalasc's writer), random bits (written in "
         f"{result['build_s']:.0f} s). B = A with N random bits flipped. Every row ran in a "
         "process of its own (wall time and peak RSS of that process, reading both files).", "",
-        "| flipped bits | tool | wall s | peak RSS MB | taalasc's lead | via XOR polygons | "
-        "top-metal XOR polygons | counts equal taalasc's |",
-        "|---:|---|---:|---:|---:|---:|---:|---|"]
+        "| flipped bits | tool | wall s | CPU s | peak RSS MB | taalasc's lead (wall) | "
+        "(CPU) | via XOR polygons | top-metal XOR polygons | counts equal taalasc's |",
+        "|---:|---|---:|---:|---:|---:|---:|---:|---:|---|"]
     for r in result["runs"]:
         lines.append(f"| {r['flips']:,} | **taalasc diff** | {r['taalasc_s']:.2f} | "
-                     f"{_mb(r['taalasc_rss_bytes'])} | | {r['taalasc_counts'].get('71/44', 0):,} | "
+                     f"{r['taalasc_cpu_s']:.2f} | {_mb(r['taalasc_rss_bytes'])} | | | "
+                     f"{r['taalasc_counts'].get('71/44', 0):,} | "
                      f"{r['taalasc_counts'].get('72/20', 0):,} | |")
         for mode, k in r.get("klayout_modes", {}).items():
             if "error" in k:
-                lines.append(f"| | KLayout {mode} | failed: {k['error']} | | | | | |")
+                lines.append(f"| | KLayout {mode} | failed: {k['error']} | | | | | | | |")
                 continue
             best = " (fastest)" if mode == r["klayout_fastest"] else ""
-            lines.append(f"| | KLayout {mode}{best} | {k['wall_s']:.2f} | "
+            lines.append(f"| | KLayout {mode}{best} | {k['wall_s']:.2f} | {k['cpu_s']:.2f} | "
                          f"{_mb(k['peak_rss_bytes'])} | **{k['speedup']}×** | "
+                         f"{k['cpu_ratio']}× | "
                          f"{k['counts'].get('71/44', 0):,} | {k['counts'].get('72/20', 0):,} | "
                          f"{k['counts_identical']} |")
     lines += ["", "taalasc: `diff_masks(A, B)` (reads both files with its own readers, hashes "
@@ -326,7 +340,9 @@ def markdown(result: dict) -> str:
               "count()`; tiled: `TilingProcessor`, 2 threads, "
               f"{result.get('tile_um', TILE_UM):g} µm tiles, `(a ^ b) & _tile` per tile, "
               "merged at the end; flat: `Region(top.begin_shapes_rec(layer))`. taalasc's lead "
-              "= KLayout wall / taalasc wall.", ""]
+              "= KLayout wall (CPU) time / taalasc's; the fastest mode is the one of least wall "
+              "time. CPU time counts every thread, so the tiled mode's 2 threads show there.",
+              ""]
     return "\n".join(lines)
 
 
