@@ -51,24 +51,21 @@ def digest_table(lib: GdsLibrary, where: str) -> np.ndarray:
 
 def _digest(cell, digests: np.ndarray) -> bytes:
     """Every part is length-prefixed or of fixed width, so no two cells encode alike."""
-    h = hashlib.sha256(struct.pack("<q", len(cell.rects)))
+    parts = [struct.pack("<q", len(cell.rects))]
     for (layer, datatype), rects in sorted(cell.rects.items()):
-        h.update(struct.pack("<qqq", layer, datatype, len(rects)))
         if len(rects) > 1:
             rects = rects[np.lexsort(rects.T[::-1])]
-        h.update(np.ascontiguousarray(rects, "<i8").tobytes())
+        parts += [struct.pack("<qqq", layer, datatype, len(rects)), rects.astype("<i8").tobytes()]
     refs = cell.refs
     if refs is None:
-        h.update(struct.pack("<q", 0))
-        return h.digest()
-    n = len(refs.child)
+        parts.append(struct.pack("<q", 0))
+        return hashlib.sha256(b"".join(parts)).digest()
     plain = not (refs.reflect.any() or refs.quarter.any() or (refs.cols != 1).any()
                  or (refs.rows != 1).any())
-    h.update(struct.pack("<q?", n, plain))   # a plain cell's other fields are all 0 or 1
-    h.update(np.ascontiguousarray(refs.origin, "<i8").tobytes())
+    # a plain cell's other fields are all 0 or 1
+    parts += [struct.pack("<q?", len(refs.child), plain), refs.origin.astype("<i8").tobytes()]
     if not plain:
-        for part in (refs.reflect.astype("<i8"), refs.quarter, refs.cols, refs.rows,
-                     refs.col_step, refs.row_step):
-            h.update(np.ascontiguousarray(part, "<i8").tobytes())
-    h.update(digests[refs.child].tobytes())
-    return h.digest()
+        parts += [np.asarray(part, "<i8").tobytes() for part in (
+            refs.reflect, refs.quarter, refs.cols, refs.rows, refs.col_step, refs.row_step)]
+    parts.append(digests[refs.child].tobytes())
+    return hashlib.sha256(b"".join(parts)).digest()

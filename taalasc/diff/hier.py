@@ -29,8 +29,7 @@ import numpy as np
 from taalasc.diff.content import digest_table
 from taalasc.diff.geom import contact_pairs, distinct_index, rows_in, xor_polygons
 from taalasc.errors import MaskError
-from taalasc.formats.gdsflat import (LayerPlacer, cell_boxes, children_first, layer_counts,
-                                     ref_boxes)
+from taalasc.formats.gdsflat import LayerPlacer, cell_boxes, children_first, ref_boxes
 from taalasc.formats.gdsread import GdsLibrary, _Refs
 
 Layer = tuple[int, int]
@@ -102,11 +101,8 @@ class _Side:
     boxes: np.ndarray | None = None
 
     def placer(self, layer: Layer) -> LayerPlacer:
-        if layer not in self.placers:   # the counts of every layer in one pass
-            layers = sorted(layers_of(self.lib) | {layer})
-            counts = layer_counts(self.lib, layers)
-            self.placers = {k: LayerPlacer(self.lib, k, counts[:, n])
-                            for n, k in enumerate(layers)} | self.placers
+        if layer not in self.placers:
+            self.placers[layer] = LayerPlacer(self.lib, layer)
         return self.placers[layer]
 
     def cell_boxes(self) -> np.ndarray:
@@ -357,7 +353,7 @@ def _diff(lib_a, lib_b, die: int, where: str, trust: bool, extent: bool) -> DieC
         changes[layer] = _layer_change(out.side(0, layer), out.side(1, layer), layer, skipped)
     return DieChange(die=die, layers=changes, instances=instances, refs_skipped=skipped_top,
                      refs_compared=len(ra.child) + len(rb.child) - 2 * skipped_top,
-                     extent_nm=_extent([s.cell_boxes()[s.lib.top] for s in (sa, sb) if s])
+                     extent_nm=_extent(_top_boxes(sa, sb))
                      if extent else (0, 0, 0, 0))
 
 
@@ -442,6 +438,22 @@ def _distinct(rects: np.ndarray, src: np.ndarray) -> tuple[np.ndarray, np.ndarra
         return rects, src
     first = distinct_index(rects)
     return rects[first], src[first]
+
+
+def _top_boxes(sa: _Side | None, sb: _Side | None) -> list[np.ndarray]:
+    """The top cells' boxes. B's cells of a content A has take A's box: only what differs is
+    boxed again."""
+    if sa is None or sb is None:
+        return [s.cell_boxes()[s.lib.top] for s in (sa, sb) if s is not None]
+    boxes_a = sa.cell_boxes()
+    by_content = np.zeros((int(max(sa.hid.max(initial=-1), sb.hid.max(initial=-1))) + 1, 4),
+                          np.int64)
+    shared_a = np.flatnonzero(sa.hid >= 0)
+    by_content[sa.hid[shared_a]] = boxes_a[shared_a]
+    shared_b = sb.hid >= 0
+    known = np.zeros((len(sb.hid), 4), np.int64)
+    known[shared_b] = by_content[sb.hid[shared_b]]
+    return [boxes_a[sa.lib.top], cell_boxes(sb.lib, (known, shared_b))[sb.lib.top]]
 
 
 def _extent(boxes: list[np.ndarray]) -> tuple[int, int, int, int]:

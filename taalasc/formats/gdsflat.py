@@ -136,16 +136,66 @@ def layer_counts(lib: GdsLibrary, layers: list[Layer] | None) -> np.ndarray:
     """float64 [cells, len(layers)]: the shapes each cell expands to on each of ``layers``
     (None: one column, all layers); float64 so a bomb cannot wrap."""
     counts = np.zeros((len(lib.cells), 1 if layers is None else len(layers)), np.float64)
-    for k in children_first(lib):
-        cell = lib.cells[k]
+    for cells, refs, owner in _level_batches(lib, ("child", "cols", "rows")):
         if layers is None:
-            counts[k, 0] = sum(len(v) for v in cell.rects.values())
+            counts[cells, 0] = [sum(len(v) for v in lib.cells[k].rects.values()) for k in cells]
         else:
-            counts[k] = [len(cell.rects.get(layer, ())) for layer in layers]
-        refs = cell.refs
+            counts[cells] = [[len(lib.cells[k].rects.get(layer, ())) for layer in layers]
+                             for k in cells]
         if refs is not None:
-            counts[k] += (counts[refs.child] * (refs.cols * refs.rows)[:, None]).sum(axis=0)
+            reps = (refs.cols * refs.rows).astype(np.float64)
+            for j in range(counts.shape[1]):
+                counts[cells, j] += np.bincount(owner, counts[refs.child, j] * reps,
+                                                minlength=len(cells))
     return counts
+
+
+_LEVEL_BATCH = 1 << 14   # references of one level handled at once: cache-sized arrays
+
+
+def levels(lib: GdsLibrary) -> np.ndarray:
+    """Per cell id its level: 0 for a cell that places nothing (a chunk cell), else one more
+    than its highest child's (a tile 1, the top 2). Computed once per library."""
+    if lib.level is None:
+        level = np.zeros(len(lib.cells), np.int64)
+        for k in children_first(lib):
+            refs = lib.cells[k].refs
+            if refs is not None and len(refs.child):
+                level[k] = level[refs.child].max() + 1
+        lib.level = level
+    return lib.level
+
+
+def _level_batches(lib: GdsLibrary, fields=tuple(_Refs.__dataclass_fields__),
+                   skip: np.ndarray | None = None):
+    """The cells the top reaches (but ``skip``, a mask), children first, as batches of cells
+    of one level holding about _LEVEL_BATCH references: (cell ids, their references
+    concatenated or None, the batch position of each reference's cell; only ``fields``
+    filled in). One vectorised step per batch instead of one per cell."""
+    order, level = children_first(lib), levels(lib)
+    by_level = np.array(order, np.int64)
+    if skip is not None:
+        by_level = by_level[~skip[by_level]]
+    by_level = by_level[np.argsort(level[by_level], kind="stable")]
+    batch, size = [], 0
+    for n, k in enumerate(by_level.tolist()):
+        batch.append(k)
+        refs = lib.cells[k].refs
+        size += 1 if refs is None else len(refs.child)
+        last = n + 1 == len(by_level) or level[by_level[n + 1]] != level[k]
+        if size >= _LEVEL_BATCH or last:
+            yield _batch(lib, batch, fields)
+            batch, size = [], 0
+
+
+def _batch(lib: GdsLibrary, cells: list[int], fields):
+    placing = [n for n, k in enumerate(cells) if lib.cells[k].refs is not None]
+    if not placing:
+        return cells, None, None
+    parts = [lib.cells[cells[n]].refs for n in placing]
+    refs = _Refs(*(np.concatenate([getattr(r, f) for r in parts]) if f in fields else None
+                   for f in _Refs.__dataclass_fields__))
+    return cells, refs, np.repeat(placing, [len(r.child) for r in parts])
 
 
 _IDENTITY = (False, 0, 0, 0)
@@ -307,61 +357,39 @@ def _place_small(lib, key, refs: _Refs, sel: np.ndarray, counts, memo: _Memo, t
     return _apply(shapes, t) if (t[0] or t[1]) else shapes
 
 
-def cell_boxes(lib: GdsLibrary) -> np.ndarray:
+def cell_boxes(lib: GdsLibrary, known: tuple[np.ndarray, np.ndarray] | None = None
+               ) -> np.ndarray:
     """Bounding box (x0, y0, x1, y1) nm of every cell reached from the top, flattened, over
-    all layers; (0, 0, -1, -1) for a cell that draws nothing. Computed level by level (the
-    chunk cells, then the tiles, then the top), in batches of about _BOX_BATCH references:
-    a few vectorised steps per batch, not per cell."""
-    order = children_first(lib)
-    level = np.zeros(len(lib.cells), np.int64)
-    for k in order:
-        refs = lib.cells[k].refs
-        if refs is not None and len(refs.child):
-            level[k] = level[refs.child].max() + 1
+    all layers; (0, 0, -1, -1) for a cell that draws nothing (_level_batches: a few
+    vectorised steps per batch of cells, not per cell). ``known`` = (boxes, mask): the boxes
+    of the cells in mask are taken as given, not computed."""
     boxes = np.tile(np.array([0, 0, -1, -1], np.int64), (len(lib.cells), 1))
-    for height in range(int(level.max(initial=0)) + 1):
-        batch, size = [], 0
-        for k in order:
-            if level[k] != height:
-                continue
-            batch.append(k)
-            refs = lib.cells[k].refs
-            size += 1 if refs is None else len(refs.child)
-            if size >= _BOX_BATCH:
-                _boxes_of(lib, batch, boxes)
-                batch, size = [], 0
-        if batch:
-            _boxes_of(lib, batch, boxes)
+    skip = None
+    if known is not None:
+        skip = known[1]
+        boxes[skip] = known[0][skip]
+    for cells, refs, owner in _level_batches(lib, skip=skip):
+        parts, at = [np.zeros((0, 4), np.int64)], [np.zeros(0, np.int64)]
+        for n, k in enumerate(cells):
+            for r in lib.cells[k].rects.values():
+                if len(r):
+                    parts.append(np.concatenate([r[:, :2].min(axis=0), r[:, 2:].max(axis=0)])[None])
+                    at.append(np.array([n]))
+        if refs is not None:
+            parts.append(ref_boxes(refs, np.arange(len(refs.child)), boxes))
+            at.append(owner)
+        got, at = np.concatenate(parts), np.concatenate(at)
+        keep = got[:, 2] >= got[:, 0]
+        got, at = got[keep], at[keep]
+        if not len(got):
+            continue
+        by_cell = np.argsort(at, kind="stable")
+        got, at = got[by_cell], at[by_cell]
+        first = np.flatnonzero(np.r_[True, at[1:] != at[:-1]])
+        boxes[np.asarray(cells)[at[first]]] = np.concatenate(
+            [np.minimum.reduceat(got[:, :2], first), np.maximum.reduceat(got[:, 2:], first)],
+            axis=1)
     return boxes
-
-
-_BOX_BATCH = 1 << 14   # references boxed at once: cache-sized arrays
-
-
-def _boxes_of(lib: GdsLibrary, cells: list[int], boxes: np.ndarray) -> None:
-    """Fill in the boxes of ``cells``, whose children's boxes are known."""
-    parts, owner = [np.zeros((0, 4), np.int64)], [np.zeros(0, np.int64)]
-    for k in cells:
-        for r in lib.cells[k].rects.values():
-            if len(r):
-                parts.append(np.concatenate([r[:, :2].min(axis=0), r[:, 2:].max(axis=0)])[None])
-                owner.append(np.array([k]))
-    placing = [k for k in cells if lib.cells[k].refs is not None]
-    if placing:
-        refs = _Refs(*(np.concatenate([getattr(lib.cells[k].refs, f) for k in placing])
-                       for f in _Refs.__dataclass_fields__))
-        parts.append(ref_boxes(refs, np.arange(len(refs.child)), boxes))
-        owner.append(np.repeat(placing, [len(lib.cells[k].refs.child) for k in placing]))
-    got, owner = np.concatenate(parts), np.concatenate(owner)
-    keep = got[:, 2] >= got[:, 0]
-    got, owner = got[keep], owner[keep]
-    if not len(got):
-        return
-    by_cell = np.argsort(owner, kind="stable")
-    got, owner = got[by_cell], owner[by_cell]
-    first = np.flatnonzero(np.r_[True, owner[1:] != owner[:-1]])
-    boxes[owner[first]] = np.concatenate([np.minimum.reduceat(got[:, :2], first),
-                                          np.maximum.reduceat(got[:, 2:], first)], axis=1)
 
 
 def ref_boxes(refs: _Refs, sel: np.ndarray, boxes: np.ndarray) -> np.ndarray:
@@ -385,10 +413,31 @@ class LayerPlacer:
     reference each came from: for a diff, which flattens only the references that differ.
     Cells of at most MEMO_SHAPES shapes are flattened once (as iter_layer does)."""
 
-    def __init__(self, lib: GdsLibrary, layer: Layer, counts: np.ndarray | None = None):
+    def __init__(self, lib: GdsLibrary, layer: Layer):
         self.lib, self.key = lib, (layer, False, False)
-        self.counts = _counts(lib, layer) if counts is None else counts   # layer_counts
+        self.counts = np.full(len(lib.cells), np.nan)   # filled in as cells are placed
         self.memo = _Memo(len(lib.cells), 4)
+
+    def _count(self, cells: np.ndarray) -> None:
+        """The shape counts of ``cells`` and every cell below them, on first need: a diff
+        places the few cells that changed, not the die's thousands."""
+        todo = np.unique(cells[np.isnan(self.counts[cells])])
+        found: set[int] = set()
+        while len(todo):
+            found.update(todo.tolist())
+            kids = [r.child for r in (self.lib.cells[k].refs for k in todo.tolist())
+                    if r is not None]
+            todo = np.unique(np.concatenate(kids)) if kids else todo[:0]
+            todo = todo[np.isnan(self.counts[todo])]
+            todo = todo[[k not in found for k in todo.tolist()]] if len(todo) else todo
+        level = levels(self.lib)
+        for k in sorted(found, key=level.__getitem__):   # children first
+            cell = self.lib.cells[k]
+            n = float(len(cell.rects.get(self.key[0], ())))
+            if cell.refs is not None:
+                n += float(np.sum(self.counts[cell.refs.child] * cell.refs.cols
+                                  * cell.refs.rows))
+            self.counts[k] = n
 
     def own(self, cell: int) -> np.ndarray:
         """The cell's own rectangles on the layer (not its references')."""
@@ -398,6 +447,7 @@ class LayerPlacer:
         """(rectangles [n, 4], the position in ``sel`` each came from) of references ``sel``
         of ``refs``, arrays and transforms included, in their parent's coordinates."""
         sel = np.asarray(sel, np.int64)
+        self._count(refs.child[sel])
         counts = self.counts[refs.child[sel]]
         per_ref = (counts * refs.cols[sel] * refs.rows[sel]).astype(np.int64)
         small = np.flatnonzero((counts <= MEMO_SHAPES) & (per_ref > 0))

@@ -65,7 +65,8 @@ class GdsLibrary:
     path: Path
     cells: list[GdsCell]    # index = cell id
     top: int                # id of the single top cell
-    order: list[int] | None = None  # cell ids, children first (see _order)
+    order: list[int] | None = None  # cell ids, children first (gdsflat.children_first)
+    level: np.ndarray | None = None  # per cell id: 0 places nothing, else 1 + its children's
 
 
 def library_of(path: Path, cells: list[GdsCell]) -> GdsLibrary:
@@ -342,9 +343,22 @@ class _Parser:
             parts.append((count, self.references(_Run(block, p + rel), layout, rtype,
                                                  cells[0].name)))
         fields = _Refs.__dataclass_fields__
+        if len(parts) == 1:   # one run: each cell's rows are a slice of it (a view)
+            (c, r), = parts
+            for k, cell in enumerate(cells):
+                cell.refs = _Refs(**{f: r[f][k * c:(k + 1) * c] for f in fields})
+            return p + n * t.length
+        if n == 1:
+            cells[0].refs = _Refs(**{f: np.concatenate([r[f] for _, r in parts]) for f in fields})
+            return p + t.length
+        # Rows of every run, reordered once so that each cell's rows are one slice (a view).
+        per = sum(c for c, _ in parts)
+        starts = np.cumsum([0] + [n * c for c, _ in parts])[:-1]
+        order = np.concatenate([start + np.arange(n)[:, None] * c + np.arange(c)
+                                for start, (c, _) in zip(starts, parts)], axis=1).reshape(-1)
+        rows = {f: np.concatenate([r[f] for _, r in parts])[order] for f in fields}
         for k, cell in enumerate(cells):
-            cell.refs = _Refs(**{f: np.concatenate([r[f][k * c:(k + 1) * c] for c, r in parts])
-                                 for f in fields})
+            cell.refs = _Refs(**{f: v[k * per:(k + 1) * per] for f, v in rows.items()})
         return p + n * t.length
 
     def element(self, p: int, cell: str) -> tuple[list[tuple[int, int, int]], int]:

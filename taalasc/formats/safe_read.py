@@ -147,7 +147,8 @@ def read_flat(path: Path, flatten: Callable[[object], dict[Layer, np.ndarray]]
 
 
 def load_library(path: Path, flattened: bool = True):
-    """A gdstk Library of an untrusted file, for callers that need the hierarchy (diff).
+    """A gdstk Library of an untrusted file, for a caller that needs gdstk's cells (the OASIS
+    merge's base die; the diff reads with our own readers).
 
     The file is first checked and read once in a child process (crash, gdstk error, reference
     cycle or more than MAX_SHAPES shapes -> MaskError); only then is it read in-process, with
