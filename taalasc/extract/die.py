@@ -6,9 +6,9 @@ it sits on; one bincount over (tile, site, line) then gives every site's digit, 
 (no via where the encoding needs one) and shorts (vias on two lines) for the whole die.
 Zero-skip stores a 0 as no via, so an open there reads as a 0: each tile's via count is
 checked against the count the compile drew (the manifest's ``tile_vias``), which finds a
-missing or added via in a tile, and verify's codes check then names the element. A GDSII file is streamed through our
-own reader (formats/gdsread.py) in batches, so memory is one die's bit counts, not its shapes;
-OASIS goes through gdstk (formats/readback.read_vias).
+missing or added via in a tile, and verify's codes check then names the element. Both
+formats are read by our own readers (formats/gdsread.py, formats/oasparse.py) and decoded in
+batches, so memory is one die's via counts, not its shapes.
 """
 
 from __future__ import annotations
