@@ -18,6 +18,7 @@ import contextlib
 import dataclasses
 import hashlib
 import json
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, NamedTuple
@@ -387,6 +388,8 @@ def build(planned: "Planned", options: CompileOptions, inputs: dict, stage: Path
         merger = stack.enter_context(die_merger(base, tuple(options.formats))) \
             if options.merge else None
         side = _Side(placement_only, background=jobs > 1 or scheduler is not None)
+        shared, folder = _quantize_shared(stack, ckpt, specs, on_die, dies_wanted, stage,
+                                          quantizer, jobs, scheduler, tick)
         work = [DieJob(ckpt=ckpt, base=base, die=d, assignments=tuple(on_die[d]),
                        links=tuple(links.get(d, ())),
                        specs={seg.tensor: specs[seg.tensor] for _, seg in on_die[d]
@@ -394,7 +397,9 @@ def build(planned: "Planned", options: CompileOptions, inputs: dict, stage: Path
                        stage=str(stage) if write_masks or merger is not None else None,
                        formats=tuple(options.formats), tag=cell_name_tag(inputs),
                        quantizer=None if quantizer is None else quantizer.for_tensors(
-                           seg.tensor for _, seg in on_die[d]))
+                           seg.tensor for _, seg in on_die[d]),
+                       shared={seg.tensor: shared[seg.tensor] for _, seg in on_die[d]
+                               if seg.tensor in shared}, shared_folder=folder)
                 for d in dies_wanted]
         try:
             for done, outcome in enumerate(run_ordered(compile_die, work, jobs=jobs,
@@ -460,6 +465,42 @@ def _input_paths(model, ckpt, base: BaseArray, options: CompileOptions) -> list:
     """Every file the compile reads: the output folder must not hold any of them."""
     calib = options.calib if options.calib != "default" else None
     return [model, *ckpt.files, base.path, base.pdk.path, calib, options.calib_tokens]
+
+
+SHARED_DIR = ".quantized"   # inside the staging folder while the dies run, then removed
+
+
+def _quantize_shared(stack, ckpt, specs: dict, on_die: dict, dies_wanted: list, stage: Path,
+                     quantizer, jobs: int, scheduler, tick) -> tuple[dict, str | None]:
+    """Quantize once each tensor that two or more of the wanted dies hold (in parallel, one
+    tensor per work unit), saving its arrays in the staging folder; each of those dies then
+    reads its own rows. Without this every die quantizes every tensor it holds whole: an
+    8 B model's embedding and lm_head (525 M weights each) would each be quantized by ~80
+    dies. The arrays are the ones each die would have made (the same quantizer), so the
+    bytes do not change. A Dask scheduler's workers may not share this disk: not then.
+    Returns (tensor -> manifest entry, folder)."""
+    from taalasc.dieworker import TensorJob, quantize_shared
+    from taalasc.parallel import run_ordered
+
+    holders: dict[str, set[int]] = {}
+    for d in dies_wanted:
+        for _, seg in on_die[d]:
+            if seg.tensor in specs:
+                holders.setdefault(seg.tensor, set()).add(d)
+    names = [n for n, held in holders.items() if len(held) > 1]
+    if not names or scheduler is not None:
+        return {}, None
+    folder = stage / SHARED_DIR
+    folder.mkdir()
+    stack.callback(shutil.rmtree, folder, ignore_errors=True)
+    jobs_list = [TensorJob(ckpt, n, specs[n], str(folder),
+                           None if quantizer is None else quantizer.for_tensors([n]))
+                 for n in names]
+    shared = {}
+    for done, (name, entry) in enumerate(run_ordered(quantize_shared, jobs_list, jobs=jobs)):
+        shared[name] = entry
+        tick("quantize", done + 1, len(jobs_list))
+    return shared, str(folder)
 
 
 def _quantizer(ckpt, options: CompileOptions, specs: dict, tick):
