@@ -97,15 +97,26 @@ def _bits_equal(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return a == b
 
 
+# Elements compared at once: the equality masks of a whole lm_head would be GBs at 8 B.
+_COMPARE_ELEMENTS = 1 << 24
+
+
 def _first_difference(name: str, kind: str, expected: np.ndarray, got: np.ndarray) -> str | None:
     if expected.shape != got.shape:
         return f"{name} {kind}: shape {list(got.shape)} in the masks, {list(expected.shape)} expected"
-    same = _bits_equal(expected, got)
-    if same.all():
+    step = max(1, _COMPARE_ELEMENTS // max(1, expected[:1].size))   # rows per comparison
+    differ, first = 0, None
+    for r0 in range(0, len(expected), step):
+        same = _bits_equal(expected[r0:r0 + step], got[r0:r0 + step])
+        bad = same.size - int(np.count_nonzero(same))
+        if bad and first is None:
+            at = np.argwhere(~same)[0]
+            first = (int(at[0]) + r0, *(int(i) for i in at[1:]))
+        differ += bad
+    if not differ:
         return None
-    index = tuple(int(i) for i in np.argwhere(~same)[0])
-    return (f"{name} {kind}: {int((~same).sum())} elements differ, first at {list(index)}: "
-            f"masks hold {got[index].item()!r}, quantizer gives {expected[index].item()!r}")
+    return (f"{name} {kind}: {differ} elements differ, first at {list(first)}: "
+            f"masks hold {got[first].item()!r}, quantizer gives {expected[first].item()!r}")
 
 
 def verify(out_dir: Path, model: Path, *, fmt: str | None = None,
@@ -114,11 +125,21 @@ def verify(out_dir: Path, model: Path, *, fmt: str | None = None,
            progress=None, jobs: int = 1) -> VerifyResult:
     import tempfile
 
+    # The compile made again and the values extracted from the masks live in one scratch
+    # folder, removed on every way out (an error, Ctrl-C included).
+    with tempfile.TemporaryDirectory(prefix="taalasc-verify-") as scratch:
+        return _verify(Path(out_dir), model, Path(scratch), fmt=fmt, tokens=tokens,
+                       thresholds=thresholds, lora_dir=lora_dir,
+                       tick=progress or (lambda stage, done, total: None), jobs=jobs)
+
+
+def _verify(out_dir: Path, model: Path, scratch: Path, *, fmt: str,
+            tokens: Sequence[int] | None, thresholds: Thresholds, lora_dir: Path | None,
+            tick, jobs: int) -> VerifyResult:
     from taalasc.compile import rebuild
     from taalasc.extract.extract import base_of, read_manifest, written_format
 
-    tick = progress or (lambda stage, done, total: None)
-    out_dir, result = Path(out_dir), VerifyResult()
+    result = VerifyResult()
     manifest = read_manifest(out_dir)
     fmt = fmt or written_format(manifest)   # None: GDSII when the compile wrote it
     options = recorded_options(manifest, out_dir)
@@ -126,12 +147,12 @@ def verify(out_dir: Path, model: Path, *, fmt: str | None = None,
     _check_calibration(manifest)
     # 0. the folder holds exactly what the compile writes: the compile is run again from
     # the recorded options alone (masks into a hash-only writer) and compared byte for byte.
-    with tempfile.TemporaryDirectory(prefix="taalasc-verify-") as scratch:
-        planned, expected, dies, quantizer = rebuild(model, options, Path(scratch), base=base,
-                                                     jobs=jobs)
-        tick("rebuild", 1, 1)
-        _model_check(result, manifest, expected)
-        folder = _files_check(result, out_dir, Path(scratch), manifest, expected)
+    rebuilt = scratch / "rebuilt"
+    rebuilt.mkdir()
+    planned, expected, dies, quantizer = rebuild(model, options, rebuilt, base=base, jobs=jobs)
+    tick("rebuild", 1, 1)
+    _model_check(result, manifest, expected)
+    folder = _files_check(result, out_dir, rebuilt, manifest, expected)
     ckpt = planned.ckpt
     runnable = ckpt.config is not None and ckpt.architecture is not None
     if runnable:
@@ -144,7 +165,7 @@ def verify(out_dir: Path, model: Path, *, fmt: str | None = None,
 
     # 1. codes from geometry against the quantizer
     extracted, names = _codes_check(result, out_dir, fmt, jobs, planned, expected, quantizer,
-                                    folder, tick)
+                                    folder, tick, scratch / "extracted")
     if folder.differing_masks:
         _explain_masks(result, out_dir, folder, dies, planned.base)
 
@@ -335,9 +356,12 @@ def _files_check(result: VerifyResult, out_dir: Path, scratch: Path, manifest: d
 
 
 def _codes_check(result: VerifyResult, out_dir: Path, fmt: str, jobs: int, planned,
-                 expected: dict, quantizer, folder, tick):
-    """Check 1: every placed value decoded from the via geometry equals the quantizer's."""
-    from taalasc.extract.extract import extract
+                 expected: dict, quantizer, folder, tick, values: Path):
+    """Check 1: every placed value decoded from the via geometry equals the quantizer's.
+
+    The decoded values go to files in ``values``; returns the chip weights over them (read
+    tensor by tensor when the chip model asks) and the placed tensors' names."""
+    from taalasc.extract.extract import ExtractedWeights, extract
     from taalasc.quant import QuantizedTensor
 
     ckpt = planned.ckpt
@@ -355,46 +379,45 @@ def _codes_check(result: VerifyResult, out_dir: Path, fmt: str, jobs: int, plann
                                    + " missing or not a regular file"))
         return {}, names
     # A die file that cannot be read as masks is bad input: its MaskError ends verify.
-    extraction = extract(out_dir, fmt, jobs=jobs, manifest=expected, base=planned.base)
+    values.mkdir()
+    extraction = extract(out_dir, fmt, jobs=jobs, manifest=expected, base=planned.base,
+                         folder=values)
     tick("extract", 1, 1)
     result.defect_count = extraction.defect_count
     result.defects = [d.describe() for d in extraction.defects[:50]]
-    # The quantizer's arrays are made tensor by tensor, compared and dropped: only the
-    # extracted model is held (the datapath check makes them again, see _Requantized).
-    extracted: dict[str, QuantizedTensor | np.ndarray] = {}
+    # Tensor by tensor: the quantizer's arrays are made and the extracted ones read from the
+    # files, compared and dropped, so one tensor is held, not the model (the datapath check
+    # reads them again, see ExtractedWeights and _Requantized).
+    found: list[str] = []   # the tensors the masks hold in full, which the chip model can use
     want_all = _Requantized(ckpt, expected["quantization"], names, _or_rtn(ckpt, quantizer))
     for done, name in enumerate(names):
         want = want_all[name]
         if isinstance(want, QuantizedTensor):
-            codes, scales = extraction.codes.get(name), extraction.scales.get(name)
-            mins = extraction.mins.get(name)
-            if codes is None or scales is None:
+            if name not in extraction.codes or name not in extraction.scales:
                 result.mismatches.append(f"{name}: not found in the masks")
                 continue
-            if (mins is None) != (want.mins is None):
-                result.mismatches.append(f"{name}: the masks {'lack' if mins is None else 'add'} "
+            has_mins = name in extraction.mins
+            if has_mins != (want.mins is not None):
+                result.mismatches.append(f"{name}: the masks {'add' if has_mins else 'lack'} "
                                          "the per-group minimums of asymmetric codes")
                 continue
-            pairs = [("codes", want.codes, codes), ("scales", want.scales, scales)]
-            if mins is not None:
-                pairs.append(("mins", want.mins, mins))
-            for kind, a, b in pairs:
-                message = _first_difference(name, kind, a, b)
+            pairs = [("codes", want.codes, extraction.codes), ("scales", want.scales,
+                                                               extraction.scales)]
+            if has_mins:
+                pairs.append(("mins", want.mins, extraction.mins))
+            for kind, a, arrays in pairs:
+                message = _first_difference(name, kind, a, arrays[name])
                 if message:
                     result.mismatches.append(message)
-            extracted[name] = QuantizedTensor(name=name, shape=want.shape, bits=want.bits,
-                                              group_size=want.group_size, codes=codes,
-                                              scales=scales, sqnr_db=float("nan"), mins=mins,
-                                              ternary=want.ternary)
         else:
-            got = extraction.vectors.get(name)
-            if got is None:
+            if name not in extraction.vectors:
                 result.mismatches.append(f"{name}: not found in the masks")
                 continue
-            message = _first_difference(name, "vector", want, got)
+            message = _first_difference(name, "vector", want, extraction.vectors[name])
             if message:
                 result.mismatches.append(message)
-            extracted[name] = got
+        found.append(name)
+        del want
         tick("compare codes", done + 1, len(names))
     codes_ok = not result.mismatches and extraction.defect_count == 0
     result.checks.append(Check(
@@ -402,7 +425,7 @@ def _codes_check(result: VerifyResult, out_dir: Path, fmt: str, jobs: int, plann
         f"{len(names)} tensors, {extraction.vias_read:,} vias read from {fmt.upper()}: "
         + ("bit-identical to the quantizer, no opens or shorts" if codes_ok else
            f"{len(result.mismatches)} tensors differ, {extraction.defect_count} via defects")))
-    return extracted, names
+    return ExtractedWeights(extraction, expected["quantization"], found), names
 
 
 def _explain_masks(result: VerifyResult, out_dir: Path, folder, dies, base) -> None:

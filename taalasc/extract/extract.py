@@ -10,6 +10,8 @@ expected route vias are reported as defects with tile, tensor and element.
 
 from __future__ import annotations
 
+import array as _array
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -25,15 +27,125 @@ from taalasc.extract.die import MAX_DEFECTS_KEPT, Defect, DieReadJob, extract_di
 
 @dataclass
 class Extraction:
-    """What the masks hold: arrays per tensor, and the defects found on the way."""
+    """What the masks hold: arrays per tensor, and the defects found on the way.
 
-    codes: dict[str, np.ndarray] = field(default_factory=dict)    # int8 [out, in]
-    scales: dict[str, np.ndarray] = field(default_factory=dict)   # float16 [out, groups]
-    mins: dict[str, np.ndarray] = field(default_factory=dict)     # float16 [out, groups]
-    vectors: dict[str, np.ndarray] = field(default_factory=dict)  # float16 [n]
+    The four mappings hold the arrays (``extract``), or, from ``extract(..., folder=...)``,
+    read one array from that folder's files on each access and keep nothing (verify's way:
+    memory is then one tensor, not the model)."""
+
+    codes: Mapping[str, np.ndarray] = field(default_factory=dict)    # int8 [out, in]
+    scales: Mapping[str, np.ndarray] = field(default_factory=dict)   # float16 [out, groups]
+    mins: Mapping[str, np.ndarray] = field(default_factory=dict)     # float16 [out, groups]
+    vectors: Mapping[str, np.ndarray] = field(default_factory=dict)  # float16 [n]
     defects: list[Defect] = field(default_factory=list)
     defect_count: int = 0
     vias_read: int = 0
+
+
+def _field(kind: str) -> str:
+    """The Extraction mapping a segment kind goes to."""
+    return "vectors" if kind == "vector" else kind
+
+
+def _dtype(kind: str):
+    return np.int8 if kind == "codes" else np.float16
+
+
+def _place(array: np.ndarray, r0: int, r1: int, c0: int, c1: int, values: np.ndarray) -> None:
+    """Put one segment's decoded values at their place [r0:r1, c0:c1] in the full array."""
+    if array.ndim == 1:   # a vector: one row
+        array[c0:c1] = values.reshape(-1)
+    else:
+        array[r0:r1, c0:c1] = values.reshape(r1 - r0, c1 - c0)
+
+
+class _InMemory:
+    """Where extract puts decoded values by default: full arrays in the Extraction."""
+
+    def __init__(self, result: Extraction, shapes: dict):
+        self._arrays = {}
+        for (name, kind), shape in shapes.items():
+            array = np.zeros(shape if kind != "vector" else shape[1], dtype=_dtype(kind))
+            getattr(result, _field(kind))[name] = self._arrays[(name, kind)] = array
+
+    def add_die(self, assignments, values: list) -> None:
+        for (_, segment), v in zip(assignments, values):
+            _place(self._arrays[(segment.tensor, segment.kind)], *segment.rows, *segment.cols, v)
+
+
+# Elements read from a segment file at once when an array is put together: bounds the read
+# buffer beside the array (4 MiB of codes, 8 MiB of fp16).
+_READ_ELEMENTS = 1 << 22
+
+
+class _SegmentFiles:
+    """Where extract puts decoded values with ``folder``: each die's values are appended to
+    one file per stored array (tensor, kind), in die order then placement order, so the
+    placement itself is the index. Appends are one write per array a die touches, never a
+    strided write per segment row; an array is put together when it is asked for.
+
+    ``boxes``: per (tensor, kind), int64 [segments, 4] of (r0, r1, c0, c1) in file order
+    (32 bytes a segment, not the placement's objects: millions of segments at 8 B)."""
+
+    def __init__(self, folder: Path, shapes: dict, boxes: dict):
+        self._shapes, self._boxes = shapes, boxes
+        self._paths = {key: Path(folder) / f"{i}.{key[1]}" for i, key in enumerate(shapes)}
+        for path in self._paths.values():
+            path.write_bytes(b"")
+
+    def add_die(self, assignments, values: list) -> None:
+        pieces: dict[tuple[str, str], list] = {}
+        for (_, segment), v in zip(assignments, values):
+            pieces.setdefault((segment.tensor, segment.kind), []).append(
+                np.ascontiguousarray(v, dtype=_dtype(segment.kind)))
+        for key, parts in pieces.items():
+            with open(self._paths[key], "ab") as f:
+                f.writelines(p.data for p in parts)
+
+    def read(self, key: tuple[str, str]) -> np.ndarray:
+        """The full array of ``key``, read back a batch of segments at a time."""
+        rows, cols = self._shapes[key]
+        dtype = _dtype(key[1])
+        array = np.zeros(cols if key[1] == "vector" else (rows, cols), dtype=dtype)
+        boxes = self._boxes[key]
+        ends = np.cumsum((boxes[:, 1] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 2]))
+        with open(self._paths[key], "rb") as f:
+            start, done = 0, 0    # first segment and first element of the batch
+            while start < len(boxes):
+                # the segments that end within _READ_ELEMENTS, at least one
+                stop = max(start + 1, int(np.searchsorted(ends, done + _READ_ELEMENTS,
+                                                          side="right")))
+                buffer = np.fromfile(f, dtype=dtype, count=int(ends[stop - 1]) - done)
+                if buffer.size != int(ends[stop - 1]) - done:
+                    raise MaskError(f"{self._paths[key]}: extraction file is short")
+                offset = 0
+                for r0, r1, c0, c1 in boxes[start:stop].tolist():
+                    n = (r1 - r0) * (c1 - c0)
+                    _place(array, r0, r1, c0, c1, buffer[offset:offset + n])
+                    offset += n
+                start, done = stop, int(ends[stop - 1])
+        return array
+
+
+class _FileView(Mapping):
+    """The arrays of one kind in a _SegmentFiles, read on each access (nothing kept)."""
+
+    def __init__(self, files: _SegmentFiles, kind: str, names: list[str]):
+        self._files, self._kind, self._names = files, kind, names
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        if name not in self._names:
+            raise KeyError(name)
+        return self._files.read((name, self._kind))
+
+    def __contains__(self, name) -> bool:   # Mapping's would read the array
+        return name in self._names
+
+    def __iter__(self):
+        return iter(self._names)
+
+    def __len__(self) -> int:
+        return len(self._names)
 
 
 def read_manifest(out_dir: Path) -> dict:
@@ -94,13 +206,15 @@ def mask_path(out_dir: Path, manifest: dict, die: int, fmt: str) -> Path:
 
 
 def extract(out_dir: Path, fmt: str = "gds", jobs: int = 1, *, manifest: dict | None = None,
-            base: BaseArray | None = None) -> Extraction:
+            base: BaseArray | None = None, folder: Path | None = None) -> Extraction:
     """Decode every placed value of the compile in ``out_dir`` from its ``fmt`` mask files.
 
     Each die is one work unit (taalasc.extract.die.extract_die), run on ``jobs`` processes;
     results are merged here in die order, so the extraction is the same for any ``jobs``.
     ``manifest`` and ``base`` replace the folder's own (verify passes a rebuild's, so the
-    placement and file names are not taken from the folder being judged).
+    placement and file names are not taken from the folder being judged). ``folder``: an
+    empty scratch folder to hold the decoded values instead of memory (the Extraction then
+    reads an array from it on each access; the caller removes the folder).
     """
     from taalasc.parallel import run_ordered
     from taalasc.place.plan import Placement
@@ -111,18 +225,23 @@ def extract(out_dir: Path, fmt: str = "gds", jobs: int = 1, *, manifest: dict | 
     manifest = manifest or read_manifest(out_dir)
     base = base or base_of(manifest, out_dir)
     placement = Placement.from_json(manifest["placement"])
-    result = Extraction()
-    for (name, kind), (rows, cols) in _array_shapes(placement).items():
-        if kind == "codes":
-            result.codes[name] = np.zeros((rows, cols), dtype=np.int8)
-        elif kind in ("scales", "mins"):
-            getattr(result, kind)[name] = np.zeros((rows, cols), dtype=np.float16)
-        else:
-            result.vectors[name] = np.zeros(cols, dtype=np.float16)
-
     by_die: dict[int, list] = {}
     for slot, segment in placement.assignments:
         by_die.setdefault(slot.die, []).append((slot, segment))
+    shapes = _array_shapes(placement)
+    result = Extraction()
+    if folder is None:
+        sink = _InMemory(result, shapes)
+    else:
+        boxes = {key: _array.array("q") for key in shapes}
+        for die in range(placement.dies):
+            for _, segment in by_die.get(die, []):
+                boxes[(segment.tensor, segment.kind)].extend((*segment.rows, *segment.cols))
+        sink = _SegmentFiles(Path(folder), shapes, {
+            key: np.frombuffer(b, dtype=np.int64).reshape(-1, 4) for key, b in boxes.items()})
+        for kind in ("codes", "scales", "mins", "vector"):
+            setattr(result, _field(kind), _FileView(sink, kind, [n for n, k in shapes
+                                                                 if k == kind]))
     jobs_list = [DieReadJob(str(mask_path(out_dir, manifest, die, fmt)), base, die,
                             tuple(by_die.get(die, [])), manifest["dies"][die]["route_vias"],
                             _tile_vias(manifest, die, base, len(by_die.get(die, []))))
@@ -132,14 +251,7 @@ def extract(out_dir: Path, fmt: str = "gds", jobs: int = 1, *, manifest: dict | 
         result.defect_count += done.defect_count
         room = MAX_DEFECTS_KEPT - len(result.defects)
         result.defects.extend(done.defects[:max(room, 0)])
-        for (_, segment), values in zip(job.assignments, done.values):
-            (r0, r1), (c0, c1) = segment.rows, segment.cols
-            if segment.kind == "codes":
-                result.codes[segment.tensor][r0:r1, c0:c1] = values
-            elif segment.kind in ("scales", "mins"):
-                getattr(result, segment.kind)[segment.tensor][r0:r1, c0:c1] = values
-            else:
-                result.vectors[segment.tensor][c0:c1] = values.reshape(-1)
+        sink.add_die(job.assignments, done.values)
     return result
 
 
@@ -165,27 +277,54 @@ def _array_shapes(placement) -> dict[tuple[str, str], tuple[int, int]]:
     return dict(sorted(extent.items()))
 
 
-def chip_weights(extraction: Extraction, quantization: dict) -> dict:
-    """ChipWeights (taalasc.sim) from extracted arrays and the manifest's quantization table:
-    a QuantizedTensor per 2-D tensor, an fp16 vector per 1-D tensor."""
-    from taalasc.errors import ModelError
-    from taalasc.quant import QuantizedTensor
+class ExtractedWeights(Mapping):
+    """ChipWeights (taalasc.sim) over an Extraction and the manifest's quantization table: a
+    QuantizedTensor per 2-D tensor, an fp16 vector per 1-D tensor, made on each access and
+    not kept, so over a folder-backed Extraction the chip model holds one tensor at a time.
+    ``names``: the tensors offered (default every extracted one)."""
 
-    weights: dict = {}
-    for name, codes in extraction.codes.items():
-        q = quantization.get(name)
-        if q is None or name not in extraction.scales:
+    def __init__(self, extraction: Extraction, quantization: dict,
+                 names: list[str] | None = None):
+        self._extraction, self._quantization = extraction, quantization
+        self._names = list(names) if names is not None else [*extraction.codes,
+                                                             *extraction.vectors]
+        self._known = set(self._names)
+
+    def __getitem__(self, name: str):
+        from taalasc.errors import ModelError
+        from taalasc.quant import QuantizedTensor
+
+        if name not in self._known:
+            raise KeyError(name)
+        ex = self._extraction
+        if name not in ex.codes:
+            return ex.vectors[name]
+        q = self._quantization.get(name)
+        if q is None or name not in ex.scales:
             raise ModelError(f"tensor {name!r}: codes in the masks but no scales or no entry "
                              "in the manifest's quantization table")
-        mins = extraction.mins.get(name)
+        mins = ex.mins[name] if name in ex.mins else None
         if bool(q.get("asymmetric")) != (mins is not None):
             raise ModelError(f"tensor {name!r}: the manifest says "
                              f"{'asymmetric' if q.get('asymmetric') else 'symmetric'} codes but "
                              f"the masks {'hold' if mins is not None else 'have no'} minimums")
-        weights[name] = QuantizedTensor(name=name, shape=tuple(codes.shape), bits=int(q["bits"]),
-                                        group_size=int(q.get("group_size") or codes.shape[1]),
-                                        codes=codes, scales=extraction.scales[name],
-                                        sqnr_db=float("nan"), mins=mins,
-                                        ternary=bool(q.get("ternary")))
-    weights.update(extraction.vectors)
-    return weights
+        codes = ex.codes[name]
+        return QuantizedTensor(name=name, shape=tuple(codes.shape), bits=int(q["bits"]),
+                               group_size=int(q.get("group_size") or codes.shape[1]),
+                               codes=codes, scales=ex.scales[name], sqnr_db=float("nan"),
+                               mins=mins, ternary=bool(q.get("ternary")))
+
+    def __contains__(self, name) -> bool:
+        return name in self._known
+
+    def __iter__(self):
+        return iter(self._names)
+
+    def __len__(self) -> int:
+        return len(self._names)
+
+
+def chip_weights(extraction: Extraction, quantization: dict) -> dict:
+    """ChipWeights (taalasc.sim) from extracted arrays and the manifest's quantization table,
+    all held (see ExtractedWeights for the same made on demand)."""
+    return dict(ExtractedWeights(extraction, quantization))
