@@ -92,6 +92,29 @@ def test_int_and_f64_dtypes(tmp_path):
         read_tensor(h["i64"])
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float16, ml_dtypes.bfloat16, np.int8])
+@pytest.mark.parametrize("truncate", [False, True])
+def test_a_large_tensor_is_converted_chunk_by_chunk(tmp_path, monkeypatch, dtype, truncate):
+    # float32 result plus one chunk, not the stored copy plus a widened one (8 B lm_head)
+    from taalasc.model import safetensors_io
+
+    monkeypatch.setattr(safetensors_io, "_READ_CHUNK", 7)
+    want = (np.random.default_rng(2).standard_normal((5, 9)) * 20).astype(dtype)
+    path = tmp_path / "x.safetensors"
+    save_file({"w": want}, str(path))
+    info = read_header(path).tensors["w"]
+    if truncate:
+        with open(path, "r+b") as f:
+            f.truncate(info.offset + 3 * 7 * want.itemsize + 1)
+        with pytest.raises(ModelError, match=rf"tensor 'w' is truncated: read "
+                                             rf"{3 * 7 * want.itemsize + 1} of {info.nbytes}"):
+            read_tensor(info)
+        return
+    got = read_tensor(info)
+    assert got.dtype == np.float32 and got.shape == (5, 9) and got.flags.c_contiguous
+    np.testing.assert_array_equal(got, want.astype(np.float32))
+
+
 def test_truncated_after_open_is_an_error(tmp_path):
     path = tmp_path / "x.safetensors"
     save_file({"a": np.arange(16, dtype=np.float32)}, str(path))
