@@ -53,7 +53,7 @@ def quantize_shared(job: TensorJob) -> tuple[str, dict]:
     return job.name, quant_entry(qt)
 
 
-def load_shared(folder: str, name: str, spec, entry: dict):
+def load_shared(folder: str, name: str, entry: dict):
     """The QuantizedTensor ``quantize_shared`` saved, its arrays memory-mapped read-only (a
     die touches the pages of its own segments' rows only)."""
     from taalasc.quant import QuantizedTensor
@@ -120,7 +120,7 @@ def compile_die(job: DieJob) -> DieOutcome:
         for name, pairs in _by_tensor(job.assignments):
             spec = job.specs.get(name)
             if spec is not None and job.shared and name in job.shared:
-                source = load_shared(job.shared_folder, name, spec, job.shared[name])
+                source = load_shared(job.shared_folder, name, job.shared[name])
                 stats[name] = job.shared[name]
             elif spec is not None:
                 source = quantizer(name, spec)

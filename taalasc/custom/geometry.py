@@ -87,7 +87,7 @@ def tie_pad_rects(tile: WeightTile, via_nm: int, enclosure_nm: int, grid_nm: int
     return vias + np.array([-enclosure_nm, -enclosure_nm, enclosure_nm, enclosure_nm])
 
 
-def site_digits(value: int, n: int, site_bits: int) -> list[int]:
+def chunk_digits(value: int, n: int, site_bits: int) -> list[int]:
     """The n digits of a chunk value, site 0 first: digit i is bits i*d .. i*d + d - 1."""
     mask = (1 << site_bits) - 1
     return [(value >> (site_bits * i)) & mask for i in range(n)]
@@ -98,7 +98,7 @@ def chunk_via_rects(tile: WeightTile, via_nm: int, grid_nm: int, n: int, value: 
     line ``line_of_value`` gives (none for a digit without a via): [k <= n, 4]."""
     table = tile.line_of_value
     rects = []
-    for i, digit in enumerate(site_digits(value, n, tile.site_bits)):
+    for i, digit in enumerate(chunk_digits(value, n, tile.site_bits)):
         line = table[digit]
         if line == -2:
             raise ValueError(f"digit {digit} cannot be stored by encoding {tile.encoding!r}")

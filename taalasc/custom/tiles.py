@@ -95,13 +95,25 @@ def check_sites(sites, tile: WeightTile, where: str = "tile") -> np.ndarray:
         if sites.dtype.kind not in "biu":
             raise MaskError(f"{where} sites must be integer digits, not dtype {sites.dtype}")
         sites = sites.astype(np.uint8)
-    table = np.array(tile.line_of_value + (-2,) * (256 - len(tile.line_of_value)), np.int16)
-    bad = table[sites] == -2
-    if bad.any():
-        k = int(np.flatnonzero(bad)[0])
-        raise MaskError(f"{where} site {k}: digit {int(sites[k])} cannot be stored by encoding "
-                        f"{tile.encoding!r} (digits {_storable(tile)})")
+    # Per tile on the compile's hot path: a max, and a table look-up only where some digit
+    # below 2**site_bits has no line (ternary's 2, the code -2).
+    table = _line_table(tile)
+    if sites.max() >> tile.site_bits or (table[:1 << tile.site_bits] == -2).any():
+        bad = table[sites] == -2
+        if bad.any():
+            k = int(np.flatnonzero(bad)[0])
+            raise MaskError(f"{where} site {k}: digit {int(sites[k])} cannot be stored by "
+                            f"encoding {tile.encoding!r} (digits {_storable(tile)})")
     return sites
+
+
+@functools.lru_cache(maxsize=16)
+def _line_table(tile: WeightTile) -> np.ndarray:
+    """``line_of_value`` for every uint8 digit: -2 beyond 2**site_bits (read-only)."""
+    table = np.full(256, -2, np.int16)
+    table[:len(tile.line_of_value)] = tile.line_of_value
+    table.setflags(write=False)
+    return table
 
 
 def _storable(tile: WeightTile) -> str:
@@ -109,10 +121,11 @@ def _storable(tile: WeightTile) -> str:
 
 
 def via_count(sites: np.ndarray, tile: WeightTile) -> int:
-    """Vias a tile's digits draw: one per site, but none for a zero-skip 0."""
-    table = np.array(tile.line_of_value, np.int16)
-    return int(np.count_nonzero(table[sites] >= 0)) if tile.encoding == "zero-skip" \
-        else int(sites.size)
+    """Vias a tile's digits draw: one per site, but none for a digit without a line (the
+    zero-skip 0)."""
+    if -1 not in tile.line_of_value:
+        return int(sites.size)
+    return int(np.count_nonzero(_line_table(tile)[sites] >= 0))
 
 
 def tile_chunk_array(sites: np.ndarray, tile: WeightTile) -> np.ndarray:

@@ -279,6 +279,17 @@ def codes_from_scales(groups: np.ndarray, scales: np.ndarray, mins: np.ndarray |
     return (u - (1 << (bits - 1))).astype(np.int8)
 
 
+def _float64_groups(name: str, w: np.ndarray, gs: int):
+    """(first row, float64 groups [rows, n_groups, gs]) of ``w`` in blocks of about
+    _BLOCK_ELEMENTS, each checked for NaN/Inf: the row loop of every float64 path."""
+    out_f, in_f = w.shape
+    rows = max(1, _BLOCK_ELEMENTS // in_f)
+    for r0 in range(0, out_f, rows):
+        block = np.asarray(w[r0:r0 + rows], dtype=np.float64)
+        check_finite(name, block, w, r0)
+        yield r0, block.reshape(block.shape[0], in_f // gs, gs)
+
+
 def _quantize_asymmetric(name: str, w: np.ndarray, spec: QuantSpec, gs: int) -> QuantizedTensor:
     out_f, in_f = (int(n) for n in w.shape)
     ng = in_f // gs
@@ -286,20 +297,17 @@ def _quantize_asymmetric(name: str, w: np.ndarray, spec: QuantSpec, gs: int) -> 
     scales = np.empty((out_f, ng), dtype=np.float16)
     mins = np.empty((out_f, ng), dtype=np.float16)
     err = sig = 0.0
-    rows = max(1, _BLOCK_ELEMENTS // in_f)
-    for r0 in range(0, out_f, rows):
-        block = np.asarray(w[r0:r0 + rows], dtype=np.float64)
-        check_finite(name, block, w, r0)
-        groups = block.reshape(block.shape[0], ng, gs)
+    for r0, groups in _float64_groups(name, w, gs):
+        r1 = r0 + len(groups)
         s16, m16 = fp16_scale_min_asymmetric(groups.max(axis=2), groups.min(axis=2),
                                              spec.bits, name)
         q = codes_from_scales(groups, s16, m16, spec.bits)
         deq = grid_values(q, s16[:, :, None], m16[:, :, None], spec.bits)
         err += float(np.square(groups - deq).sum())
         sig += float(np.square(groups).sum())
-        codes[r0:r0 + rows] = q.reshape(block.shape)
-        scales[r0:r0 + rows] = s16
-        mins[r0:r0 + rows] = m16
+        codes[r0:r1] = q.reshape(len(groups), in_f)
+        scales[r0:r1] = s16
+        mins[r0:r1] = m16
     sqnr = sqnr_db(sig, err)
     return QuantizedTensor(name=name, shape=(out_f, in_f), bits=spec.bits, group_size=gs,
                            codes=codes, scales=scales, sqnr_db=sqnr, mins=mins)
@@ -312,11 +320,8 @@ def _quantize_ternary(name: str, w: np.ndarray, gs: int) -> QuantizedTensor:
     codes = np.empty((out_f, in_f), dtype=np.int8)
     scales = np.empty((out_f, ng), dtype=np.float16)
     err = sig = 0.0
-    rows = max(1, _BLOCK_ELEMENTS // in_f)
-    for r0 in range(0, out_f, rows):
-        block = np.asarray(w[r0:r0 + rows], dtype=np.float64)
-        check_finite(name, block, w, r0)
-        groups = block.reshape(block.shape[0], ng, gs)
+    for r0, groups in _float64_groups(name, w, gs):
+        r1 = r0 + len(groups)
         mag = np.abs(groups)
         delta = 0.7 * mag.mean(axis=2, keepdims=True)
         kept = mag > delta
@@ -333,8 +338,8 @@ def _quantize_ternary(name: str, w: np.ndarray, gs: int) -> QuantizedTensor:
         deq = q * s16.astype(np.float64)[:, :, None]
         err += float(np.square(groups - deq).sum())
         sig += float(np.square(groups).sum())
-        codes[r0:r0 + rows] = q.reshape(block.shape).astype(np.int8)
-        scales[r0:r0 + rows] = s16
+        codes[r0:r1] = q.reshape(len(groups), in_f).astype(np.int8)
+        scales[r0:r1] = s16
     return QuantizedTensor(name=name, shape=(out_f, in_f), bits=2, group_size=gs, codes=codes,
                            scales=scales, sqnr_db=sqnr_db(sig, err), ternary=True)
 
@@ -359,25 +364,24 @@ def quantize_tensor(name: str, weights: np.ndarray, spec: QuantSpec) -> Quantize
     scales = np.empty((out_f, ng), dtype=np.float16)
     err = 0.0
     sig = 0.0
-    rows = max(1, _BLOCK_ELEMENTS // in_f)
-    for r0 in range(0, out_f, rows):
-        if w.dtype == np.float32:
+    if w.dtype == np.float32:
+        rows = max(1, _BLOCK_ELEMENTS // in_f)
+        for r0 in range(0, out_f, rows):
             e, g = _block_f32(name, w, r0, rows, bits, gs, codes, scales)
             err += e
             sig += g
-            continue
-        block = np.asarray(w[r0:r0 + rows], dtype=np.float64)
-        check_finite(name, block, w, r0)
-        groups = block.reshape(block.shape[0], ng, gs)
-        s16 = _group_scales(name, groups, bits, r0)
-        s = s16.astype(np.float64)[:, :, None]
-        safe = np.where(s == 0.0, 1.0, s)  # all-zero groups: 0/1 = 0 -> code 0
-        q = np.clip(np.rint(groups / safe), -qmax, qmax - 1)
-        deq = q * s
-        err += float(np.square(groups - deq).sum())
-        sig += float(np.square(groups).sum())
-        codes[r0:r0 + rows] = q.reshape(block.shape).astype(np.int8)
-        scales[r0:r0 + rows] = s16
+    else:
+        for r0, groups in _float64_groups(name, w, gs):
+            r1 = r0 + len(groups)
+            s16 = _group_scales(name, groups, bits, r0)
+            s = s16.astype(np.float64)[:, :, None]
+            safe = np.where(s == 0.0, 1.0, s)  # all-zero groups: 0/1 = 0 -> code 0
+            q = np.clip(np.rint(groups / safe), -qmax, qmax - 1)
+            deq = q * s
+            err += float(np.square(groups - deq).sum())
+            sig += float(np.square(groups).sum())
+            codes[r0:r1] = q.reshape(len(groups), in_f).astype(np.int8)
+            scales[r0:r1] = s16
     sqnr = sqnr_db(sig, err)
     return QuantizedTensor(name=name, shape=(out_f, in_f), bits=bits, group_size=gs,
                            codes=codes, scales=scales, sqnr_db=sqnr)
