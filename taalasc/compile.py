@@ -23,10 +23,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, NamedTuple
 
+import numpy as np
+
 from taalasc import __version__
 from taalasc.config import BaseArray, load_base_array
 from taalasc.errors import ModelError, PlacementError
-from taalasc.outdir import MANIFEST, sha256_file, staged_output
+from taalasc.outdir import MANIFEST, MANIFEST_FORMAT, sha256_file, staged_output
 
 FORMATS = ("gds", "oas")
 # --format auto (formats=("auto",)): GDSII as well as OASIS while the compile's GDSII stays
@@ -359,27 +361,27 @@ def build(planned: "Planned", options: CompileOptions, inputs: dict, stage: Path
     from taalasc.parallel import run_ordered
     from taalasc.place.metrics import placement_stats, rowmajor_wirelength_nm
     from taalasc.place.overview import write_pictures
+    from taalasc.place.store import write_placement
 
     base, ckpt, specs, tensors, placement = planned
     dies_wanted = _dies_wanted(placement, options.dies)
     digest = _digest(inputs)
     tick = progress or (lambda stage, done, total: None)
-    on_die: dict[int, list] = {}
-    for slot, segment in placement.assignments:
-        on_die.setdefault(slot.die, []).append((slot, segment))
-    links: dict[int, list] = {}
-    for a, b in placement.links:
-        links.setdefault(a.die, []).append((a, b))
+    # Each die's share of the placement (its rows, a few thousand at most) and the tensors
+    # on it: the jobs carry rows, not (slot, segment) objects, which an 8 B model has 2.2 M of.
+    parts = {d: placement.die_part(d) for d in dies_wanted}
+    on_die = {d: [part.tensors[t] for t in np.unique(part.rows["tensor"]).tolist()]
+              for d, part in parts.items()}
 
-    # The pictures, placement statistics and placement JSON depend on the placement only:
+    # The pictures, placement statistics and placement file depend on the placement only:
     # while dies run in other processes this thread would idle, so it makes them then.
     def placement_only():
         legend = write_pictures(placement, base, stage, dies_wanted, Path(ckpt.path).name)
         stats = placement_stats(placement, base) | {
             "place__wirelength_rowmajor_nm": rowmajor_wirelength_nm(
                 tensors, base, max_dies=options.max_dies, placement=placement)}
-        as_json = placement.to_json()
-        return legend, stats, as_json, _dumps(as_json)
+        write_placement(stage, placement)
+        return legend, stats
 
     quant_stats: dict[str, dict] = {}
     dies, merged = [], {}
@@ -388,19 +390,17 @@ def build(planned: "Planned", options: CompileOptions, inputs: dict, stage: Path
         merger = stack.enter_context(die_merger(base, tuple(options.formats))) \
             if options.merge else None
         side = _Side(placement_only, background=jobs > 1 or scheduler is not None)
-        shared, folder = _quantize_shared(stack, ckpt, specs, on_die, dies_wanted, stage,
-                                          quantizer, jobs, scheduler, tick)
-        work = [DieJob(ckpt=ckpt, base=base, die=d, assignments=tuple(on_die[d]),
-                       links=tuple(links.get(d, ())),
-                       specs={seg.tensor: specs[seg.tensor] for _, seg in on_die[d]
-                              if seg.tensor in specs},
+        shared, folder = _quantize_shared(stack, ckpt, specs, on_die, stage, quantizer, jobs,
+                                          scheduler, tick)
+        work = [DieJob(ckpt=ckpt, base=base, die=d, placement=parts[d],
+                       specs={n: specs[n] for n in on_die[d] if n in specs},
                        stage=str(stage) if write_masks or merger is not None else None,
                        formats=tuple(options.formats), tag=cell_name_tag(inputs),
-                       quantizer=None if quantizer is None else quantizer.for_tensors(
-                           seg.tensor for _, seg in on_die[d]),
-                       shared={seg.tensor: shared[seg.tensor] for _, seg in on_die[d]
-                               if seg.tensor in shared}, shared_folder=folder)
+                       quantizer=None if quantizer is None else quantizer.for_tensors(on_die[d]),
+                       shared={n: shared[n] for n in on_die[d] if n in shared},
+                       shared_folder=folder)
                 for d in dies_wanted]
+        del parts
         try:
             for done, outcome in enumerate(run_ordered(compile_die, work, jobs=jobs,
                                                        scheduler=scheduler)):
@@ -413,7 +413,7 @@ def build(planned: "Planned", options: CompileOptions, inputs: dict, stage: Path
             side.wait()  # it writes into the staging folder: let it finish before cleanup
             raise
     (stage / f"{base.pdk.name}.lyp").write_text(layer_properties_lyp(base.pdk))
-    legend, stats, placement_json, placement_text = side.result()
+    legend, stats = side.result()
     report = _report(base, ckpt, specs, placement, dies, tensors)
     if options.merge:   # the base die is drawn: its real cells beside the formula figures
         from taalasc.base.build import cell_metrics
@@ -423,14 +423,14 @@ def build(planned: "Planned", options: CompileOptions, inputs: dict, stage: Path
     (stage / "report.md").write_text(report.to_markdown())
     quantization = dict(sorted(quant_stats.items()))
     _write_html(stage, report, placement, quantization, _die_entries(placement, dies))
-    manifest = _manifest(inputs, digest, placement, placement_json, quantization, dies, legend,
-                         stage, merged, base.weight_tile.encoding == "zero-skip")
+    manifest = _manifest(inputs, digest, placement, quantization, dies, legend, stage, merged,
+                         base.weight_tile.encoding == "zero-skip")
     manifest["selection"] = {"layers": options.layers,
                              "dies": None if options.dies is None else list(dies_wanted),
                              "partial": options.dies is not None
                              and len(dies_wanted) < placement.dies}
     manifest["placement_stats"] = stats
-    (stage / MANIFEST).write_text(_manifest_text(manifest, placement_text))
+    (stage / MANIFEST).write_text(_dumps(manifest) + "\n")
     return manifest, dies
 
 
@@ -470,7 +470,7 @@ def _input_paths(model, ckpt, base: BaseArray, options: CompileOptions) -> list:
 SHARED_DIR = ".quantized"   # inside the staging folder while the dies run, then removed
 
 
-def _quantize_shared(stack, ckpt, specs: dict, on_die: dict, dies_wanted: list, stage: Path,
+def _quantize_shared(stack, ckpt, specs: dict, on_die: dict[int, list[str]], stage: Path,
                      quantizer, jobs: int, scheduler, tick) -> tuple[dict, str | None]:
     """Quantize once each tensor that two or more of the wanted dies hold (in parallel, one
     tensor per work unit), saving its arrays in the staging folder; each of those dies then
@@ -482,12 +482,12 @@ def _quantize_shared(stack, ckpt, specs: dict, on_die: dict, dies_wanted: list, 
     from taalasc.dieworker import TensorJob, quantize_shared
     from taalasc.parallel import run_ordered
 
-    holders: dict[str, set[int]] = {}
-    for d in dies_wanted:
-        for _, seg in on_die[d]:
-            if seg.tensor in specs:
-                holders.setdefault(seg.tensor, set()).add(d)
-    names = [n for n, held in holders.items() if len(held) > 1]
+    holders: dict[str, int] = {}   # tensor -> wanted dies that hold it
+    for names_on_die in on_die.values():
+        for name in names_on_die:
+            if name in specs:
+                holders[name] = holders.get(name, 0) + 1
+    names = [n for n, held in holders.items() if held > 1]
     if not names or scheduler is not None:
         return {}, None
     folder = stage / SHARED_DIR
@@ -532,8 +532,10 @@ def _dies_wanted(placement, dies: tuple[int, ...] | None) -> list[int]:
 def longest_link_nm(placement, base: BaseArray) -> int:
     """Longest dataflow link, tile centre to tile centre, Manhattan (the drawn route's span)."""
     grid = base.tile_grid
-    return max((abs(a.column - b.column) * grid.pitch_x_nm + abs(a.row - b.row) * grid.pitch_y_nm
-                for a, b in placement.links), default=0)
+    ends = placement.link_ends()
+    span = (abs(ends[:, 1] - ends[:, 4]) * grid.pitch_x_nm
+            + abs(ends[:, 2] - ends[:, 5]) * grid.pitch_y_nm)
+    return int(span.max()) if len(span) else 0
 
 
 def _report(base: BaseArray, ckpt, specs, placement, dies, tensors):
@@ -580,22 +582,8 @@ def _dumps(obj) -> str:
     return json.dumps(obj, indent=1, sort_keys=True)
 
 
-_PLACEMENT_TOKEN = "@@taalasc-placement-json@@"
-
-
-def _manifest_text(manifest: dict, placement_text: str) -> str:
-    """``_dumps(manifest) + newline``, with the (large) placement value pasted in from its
-    text made earlier: a value at depth 1 is its own dump with one more space per line."""
-    stub = dict(manifest, placement=_PLACEMENT_TOKEN)
-    text = _dumps(stub)
-    token = json.dumps(_PLACEMENT_TOKEN)
-    if text.count(token) != 1:  # the token also occurs elsewhere: do it the plain way
-        return _dumps(manifest) + "\n"
-    return text.replace(token, placement_text.replace("\n", "\n ")) + "\n"
-
-
-def _manifest(inputs, digest, placement, placement_json, quant_stats, dies, legend,
-              stage: Path, merged: dict, zero_skip: bool) -> dict:
+def _manifest(inputs, digest, placement, quant_stats, dies, legend, stage: Path, merged: dict,
+              zero_skip: bool) -> dict:
     # Die files were hashed by their writer as they were closed (and may not have been
     # written at all, see rebuild): their figures come from the writer, not the disk.
     masks = {Path(p).name: {"bytes": d.nbytes[fmt], "sha256": d.sha256[fmt]}
@@ -606,10 +594,10 @@ def _manifest(inputs, digest, placement, placement_json, quant_stats, dies, lege
             files[path.name] = {"bytes": path.stat().st_size, "sha256": sha256_file(path)}
     files = dict(sorted(files.items()))
     return {
-        "format": "taalasc-manifest/1",
+        "format": MANIFEST_FORMAT,
         "inputs": inputs,
         "inputs_digest": digest,
-        "placement": placement_json,
+        "placement": placement.to_json(),
         "quantization": quant_stats,
         "dies": _die_entries(placement, dies, zero_skip),
         "overview_legend": [[list(map(int, colour)), label] for colour, label in legend],
@@ -619,19 +607,25 @@ def _manifest(inputs, digest, placement, placement_json, quant_stats, dies, lege
 
 def _die_entries(placement, dies, zero_skip: bool = False) -> list[dict]:
     """One entry per die of the placement, in order; dies not written (--die) say so.
+    ``stored_bits``: the bits its tiles hold (elements x bits), written or not.
     ``zero_skip``: each entry also lists the bit vias of its tiles in placement order
     (``tile_vias``): a zero is no via there, so the count is what finds a missing one."""
     written = {d.die: d for d in dies}
     absent = {"present": False, "files": {}, "via_count": 0, "bit_vias": 0, "tie_vias": 0,
               "route_vias": 0,
               "top_metal_shapes": 0, "fill_shapes": 0}
-    entries = [_die_entry(written[n]) if n in written else {"die": n, **absent}
-               for n in range(placement.dies)]
+    rows = placement.rows
+    bits = ((rows["row1"].astype(np.int64) - rows["row0"])
+            * (rows["col1"].astype(np.int64) - rows["col0"]) * rows["bits"])
+    die_bits = np.zeros(placement.dies, np.int64)
+    np.add.at(die_bits, rows["die"], bits)
+    entries = [(_die_entry(written[n]) if n in written else {"die": n, **absent})
+               | {"stored_bits": int(die_bits[n])} for n in range(placement.dies)]
     if zero_skip:
-        for slot, _ in placement.assignments:
-            if slot.die in written:
-                entries[slot.die].setdefault("tile_vias", []).append(
-                    written[slot.die].tile_vias[(slot.column, slot.row)])
+        for n, d in written.items():
+            entries[n]["tile_vias"] = [d.tile_vias[(c, r)] for c, r in zip(
+                rows["column"][placement.die_rows(n)].tolist(),
+                rows["row"][placement.die_rows(n)].tolist())]
     return entries
 
 
@@ -650,9 +644,7 @@ def _summary(manifest: dict) -> list[tuple[str, str]]:
     vias = sum(d["bit_vias"] for d in dies)
     # Stored bits per die (elements x bits of every segment): a via per bit for tie-high-low,
     # per digit for select and ternary, per 1 bit for zero-skip.
-    die_bits = [0] * len(dies)
-    for a in manifest["placement"]["assignments"]:   # assignment_fields order (place/plan.py)
-        die_bits[a[0]] += (a[7] - a[6]) * (a[9] - a[8]) * a[5]
+    die_bits = [d["stored_bits"] for d in dies]
     bits = sum(die_bits)
     model = manifest["inputs"]["model"]
     rows = [("base array", manifest["inputs"]["base_array"]["name"]),
@@ -661,7 +653,7 @@ def _summary(manifest: dict) -> list[tuple[str, str]]:
               if "requantized_block_types" in model else []),
             ("dies", f"{len(dies):,}" if all(d.get("present", True) for d in dies) else
              f"{sum(d.get('present', True) for d in dies):,} of {len(dies):,} (--die)"),
-            ("tiles used", f"{len(manifest['placement']['assignments']):,}"),
+            ("tiles used", f"{manifest['placement']['tiles_used']:,}"),
             *([("programmed bits (vias)", f"{bits:,}")] if bits == vias else
               [("programmed bits", f"{bits:,}"), ("bit vias", f"{vias:,}")]),
             ("tie vias (strap to rail)", f"{sum(d.get('tie_vias', 0) for d in dies):,}"),

@@ -86,8 +86,7 @@ class DieJob:
     ckpt: object                  # taalasc.model.Checkpoint (headers only)
     base: object                  # BaseArray
     die: int
-    assignments: tuple            # ((TileSlot, Segment), ...) on this die, placement order
-    links: tuple                  # ((TileSlot, TileSlot), ...) on this die
+    placement: object             # taalasc.place.Placement cut to this die (die_part)
     specs: dict                   # tensor -> QuantSpec (only tensors on this die)
     stage: str | None             # folder the die files are written into; None: hash only
     formats: tuple[str, ...]
@@ -117,7 +116,7 @@ def compile_die(job: DieJob) -> DieOutcome:
                            stem=f"die{job.die}", formats=job.formats, tag=job.tag)
     stats: dict[str, dict] = {}
     try:
-        for name, pairs in _by_tensor(job.assignments):
+        for name, pairs in _by_tensor(job.placement.assignments):
             spec = job.specs.get(name)
             if spec is not None and job.shared and name in job.shared:
                 source = load_shared(job.shared_folder, name, job.shared[name])
@@ -136,7 +135,7 @@ def compile_die(job: DieJob) -> DieOutcome:
                 for (slot, _), tile in zip(batch, rendered):
                     writer.add_rendered(slot.column, slot.row, tile)
             del source
-        for a, b in job.links:
+        for a, b in job.placement.links:
             writer.add_route((a.column, a.row), (b.column, b.row))
     except BaseException:
         writer.abort()

@@ -223,7 +223,7 @@ class FaultBench:
         from taalasc.extract.extract import base_of, extract, read_manifest, written_format
         from taalasc.model import open_checkpoint
         from taalasc.outdir import sha256_file
-        from taalasc.place.plan import Placement
+        from taalasc.place.store import read_placement
         from taalasc.sim import CheckpointSource, run_chip, run_float
         from taalasc.sim.graph import check_tokens, vocab_size
         from taalasc.verify import default_tokens
@@ -247,8 +247,9 @@ class FaultBench:
         self.tokens = list(tokens) if tokens is not None else default_tokens(vocab)
         check_tokens(self.tokens, vocab, where)
         self.quantization = manifest["quantization"]
-        self.placement = Placement.from_json(manifest["placement"])
-        self.extraction = extract(out_dir, fmt or written_format(manifest))
+        self.placement = read_placement(out_dir, manifest)
+        self.extraction = extract(out_dir, fmt or written_format(manifest),
+                                  placement=self.placement)
         missing = [n for n in ckpt.tensors
                    if n not in self.extraction.codes and n not in self.extraction.vectors]
         if missing:

@@ -30,9 +30,9 @@ from taalasc.errors import ModelError, TaalascError
 # 21,843 id2label names are under 1 MB). adapter_config.json is smaller still.
 MAX_CONFIG_BYTES = 4 << 20
 # A sharded index lists every tensor once (Llama 3.1 405B: ~100 KB; MoE models with thousands
-# of experts reach a few MB). A compile manifest also holds its placement, one JSON row per
-# used tile (~200 bytes): an 8 B model's 2.2 M tiles make 432 MB, over this bound, so such a
-# folder cannot be read back until the placement moves to a file of its own (docs/scale.md).
+# of experts reach a few MB). A compile manifest is bounded by it too: its placement rows are
+# in a file of their own (place/store.py), so it grows with dies and tensors, not tiles
+# (an 8 B model on 1,047 dies: a few MB).
 MAX_INDEX_BYTES = 100_000_000
 
 _CHUNK_BYTES = 1 << 20  # read in pieces: read(n) would allocate n bytes up front

@@ -34,6 +34,8 @@ from typing import Iterable, Iterator
 from taalasc.errors import OutputError
 
 MANIFEST = "manifest.json"
+# The manifest's layout. 2: the placement rows moved to their own file (place/store.py).
+MANIFEST_FORMAT = "taalasc-manifest/2"
 _FSYNC_THREADS = 8
 _LEFTOVER = r"\.taalasc-(staging|previous)-(\d+)"
 

@@ -365,7 +365,7 @@ def _codes_check(result: VerifyResult, out_dir: Path, fmt: str, jobs: int, plann
     from taalasc.quant import QuantizedTensor
 
     ckpt = planned.ckpt
-    placed = _placed_tensors(expected)
+    placed = set(planned.placement.tensors)
     names = [n for n in ckpt.tensors if n in placed]
     files = [f for d in expected["dies"] for k, f in d["files"].items() if k == fmt]  # die order
     if not files:
@@ -381,7 +381,7 @@ def _codes_check(result: VerifyResult, out_dir: Path, fmt: str, jobs: int, plann
     # A die file that cannot be read as masks is bad input: its MaskError ends verify.
     values.mkdir()
     extraction = extract(out_dir, fmt, jobs=jobs, manifest=expected, base=planned.base,
-                         folder=values)
+                         placement=planned.placement, folder=values)
     tick("extract", 1, 1)
     result.defect_count = extraction.defect_count
     result.defects = [d.describe() for d in extraction.defects[:50]]
@@ -444,12 +444,6 @@ def _explain_masks(result: VerifyResult, out_dir: Path, folder, dies, base) -> N
         except MaskError as exc:
             text = f"cannot be read: {exc}"
         result.differences.append(f"{name}: {text}")
-
-
-def _placed_tensors(manifest: dict) -> set[str]:
-    placement = manifest["placement"]
-    column = placement["assignment_fields"].index("tensor")
-    return {row[column] for row in placement["assignments"]}
 
 
 def _quality_check(figures: dict[str, float], t: Thresholds) -> Check:

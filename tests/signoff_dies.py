@@ -18,7 +18,7 @@ import numpy as np
 
 from taalasc.custom.geometry import landing_rects, tie_pad_rects
 from taalasc.extract.extract import base_of, read_manifest
-from taalasc.place.plan import Placement
+from taalasc.place.store import read_placement
 
 MET3, VIA3, MET4, VIA4, MET5 = (70, 20), (70, 44), (71, 20), (71, 44), (72, 20)
 MET3_LABEL = (70, 5)
@@ -28,8 +28,7 @@ RAIL_NM, VIA3_NM = 400, 200   # sky130 m3.1 0.3, via3.1 0.2, via3.5 met3 enclosu
 def used_tiles(compile_dir: Path, die: int = 0):
     manifest = read_manifest(compile_dir)
     base = base_of(manifest, compile_dir)
-    placement = Placement.from_json(manifest["placement"])
-    return base, [(s, seg) for s, seg in placement.assignments if s.die == die]
+    return base, list(read_placement(compile_dir, manifest).on_die(die))
 
 
 def merge(compile_dir: Path, out_dir: Path, die: int = 0, *, drop_landing=None) -> Path:

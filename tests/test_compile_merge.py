@@ -100,8 +100,8 @@ def test_merge_with_format_oas(demo, tmp_path, capsys):
     assert main(["compile", str(model), "-o", str(out), "--quiet", "--merge",
                  "--format", "oas"]) == 0
     assert sorted(p.name for p in out.iterdir()) == [
-        "die0.oas", "die0.png", "manifest.json", "merged", "overview.png", "report.html",
-        "report.json", "report.md", "sky130.lyp"]
+        "die0.oas", "die0.png", "manifest.json", "merged", "overview.png", "placement.npy",
+        "report.html", "report.json", "report.md", "sky130.lyp"]
     assert sorted(p.name for p in (out / "merged").iterdir()) == ["die0.oas"]
     assert (out / "merged" / "die0.oas").read_bytes() == \
         (masks / "merged" / "die0.oas").read_bytes()

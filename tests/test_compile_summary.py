@@ -16,7 +16,8 @@ def manifest(dies=DIES, tiles=12_345):
     """A manifest with only what the summary reads: die i has (i + 1) * 1000 bits and its
     GDSII file 4 bytes per bit, its OASIS file (i + 1) * 100 bytes."""
     entries = [{"die": i, "present": True, "bit_vias": (i + 1) * 1000, "tie_vias": 10,
-                "route_vias": 2, "files": {"gds": f"die{i}.gds", "oas": f"die{i}.oas"}}
+                "route_vias": 2, "stored_bits": (i + 1) * 1000,
+                "files": {"gds": f"die{i}.gds", "oas": f"die{i}.oas"}}
                for i in range(dies)]
     outputs = {}
     for i in range(dies):
@@ -24,14 +25,7 @@ def manifest(dies=DIES, tiles=12_345):
         outputs[f"die{i}.oas"] = {"bytes": (i + 1) * 100, "sha256": "0" * 64}
     return {"dies": entries, "outputs": dict(sorted(outputs.items())),
             "inputs": {"model": {}, "base_array": {"name": "test-base"}},
-            "placement": {"assignments": _assignments(dies, tiles)}}
-
-
-def _assignments(dies, tiles):
-    """``tiles`` rows in place/plan.py's assignment_fields order: one per die storing
-    (i + 1) * 1000 one-bit elements, the rest empty (the summary counts them as tiles)."""
-    rows = [[i, 0, 0, "t", "codes", 1, 0, i + 1, 0, 1000] for i in range(dies)]
-    return rows + [[0, 0, 0, "t", "codes", 1, 0, 0, 0, 0]] * (tiles - dies)
+            "placement": {"tiles_used": tiles}}
 
 
 def test_bytes_per_bit_is_over_the_die_bits_and_dies_are_in_die_order():
@@ -53,6 +47,7 @@ def test_large_counts_have_thousands_separators():
 def test_a_partial_compile_lists_its_dies_and_counts_the_absent_ones():
     m = manifest()
     m["dies"][3] = {"die": 3, "present": False, "files": {}, "bit_vias": 0, "tie_vias": 0,
+                    "stored_bits": 4000,
                     "route_vias": 0}
     rows = _summary(m)
     assert dict(rows)["dies"] == "11 of 12 (--die)"

@@ -19,7 +19,7 @@ from taalasc.config import load_base_array
 from taalasc.extract.extract import extract
 from taalasc.model.synth import write_demo
 from taalasc.place.pack import pack_segment
-from taalasc.place.plan import Placement
+from taalasc.place.store import read_placement
 
 from gdstk_ref import edit_tile
 
@@ -46,7 +46,7 @@ def compiled(request, tmp_path_factory):
 
 
 def _placement(out):
-    return Placement.from_json(json.loads((out / "manifest.json").read_text())["placement"])
+    return read_placement(out, json.loads((out / "manifest.json").read_text()))
 
 
 def _expected_vias(out, base, encoding) -> set[tuple[int, int]]:

@@ -19,7 +19,7 @@ from taalasc.extract import die as die_mod
 from taalasc.extract.die import DieReadJob, extract_die
 from taalasc.extract.extract import base_of, read_manifest
 from taalasc.model.synth import llama_config, write_llama
-from taalasc.place.plan import Placement
+from taalasc.place.store import read_placement
 
 
 @pytest.fixture(scope="module")
@@ -33,9 +33,8 @@ def compiled(tmp_path_factory):
 
 def _job(out: Path, gds: Path) -> DieReadJob:
     manifest = read_manifest(out)
-    placement = Placement.from_json(manifest["placement"])
-    return DieReadJob(str(gds), base_of(manifest, out), 0,
-                      tuple(a for a in placement.assignments if a[0].die == 0),
+    placement = read_placement(out, manifest)
+    return DieReadJob(str(gds), base_of(manifest, out), 0, placement.die_part(0),
                       manifest["dies"][0]["route_vias"])
 
 

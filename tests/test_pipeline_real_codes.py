@@ -12,7 +12,7 @@ from taalasc.cli import main
 from taalasc.extract.extract import chip_weights, extract, read_manifest
 from taalasc.model import open_checkpoint
 from taalasc.model.synth import llama_config, write_llama
-from taalasc.place.plan import Placement
+from taalasc.place.store import read_placement
 from test_model_gguf import write_tiny
 import realmodels
 
@@ -42,7 +42,7 @@ def test_asymmetric_compile_places_and_reads_back_the_minimums(asym):
     assert manifest["inputs"]["options"]["asymmetric"] is True
     quant = manifest["quantization"]
     assert quant and all(q["asymmetric"] is True for q in quant.values())
-    kinds = {seg.kind for _, seg in Placement.from_json(manifest["placement"]).assignments}
+    kinds = {seg.kind for _, seg in read_placement(out, manifest).assignments}
     assert kinds == {"codes", "scales", "mins", "vector"}
     weights = chip_weights(extract(out), quant)
     ckpt = open_checkpoint(model)

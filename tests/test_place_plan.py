@@ -155,12 +155,33 @@ def test_deterministic_and_json_round_trip(demo):
     a = plan_placement(llama(layers=3), demo)
     b = plan_placement(llama(layers=3), demo)
     assert json.dumps(a.to_json()) == json.dumps(b.to_json())
+    assert a.rows.tobytes() == b.rows.tobytes()
     text = json.dumps(a.to_json(), sort_keys=True)
-    back = Placement.from_json(json.loads(text))
-    assert back == a
+    back = Placement.from_json(json.loads(text), a.rows.copy())
+    assert list(back.assignments) == list(a.assignments) and list(back.links) == list(a.links)
     assert json.dumps(back.to_json(), sort_keys=True) == text
     with pytest.raises(PlacementError, match=r"^placement JSON: malformed \(KeyError"):
-        Placement.from_json({"assignment_fields": a.to_json()["assignment_fields"]})
+        Placement.from_json({"row_fields": a.to_json()["row_fields"]}, a.rows)
+
+
+def test_rows_equal_the_segments_of_each_tensor_in_order(demo):
+    """The columnar rows against the per-tensor rule (segments_of), tile by tile, and the
+    links against their definition (consecutive tiles of one die)."""
+    specs = llama(layers=6)
+    placement = plan_placement(specs, demo)
+    want = [seg for spec in specs for seg in segments_of(spec, demo)]
+    assert [seg for _, seg in placement.assignments] == want
+    pairs = list(placement.assignments)
+    assert list(placement.links) == [(a, b) for (a, _), (b, _) in zip(pairs, pairs[1:])
+                                     if a.die == b.die]
+    for die in range(placement.dies):
+        assert placement.on_die(die) == tuple(p for p in pairs if p[0].die == die)
+        part = placement.die_part(die)
+        assert list(part.links) == [(a, b) for a, b in placement.links if a.die == die]
+    for slot, seg in pairs[::37]:
+        assert placement.segment_at(slot.die, slot.column, slot.row) == seg
+    assert placement.segment_at(9, 0, 0) is None
+    assert placement.sites_used == sum(seg.used_sites for seg in want)
 
 
 def test_tensor_specs_from_checkpoint_like():

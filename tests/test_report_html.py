@@ -11,6 +11,7 @@ from taalasc.cli import main
 from taalasc.compile import CompileOptions, compile_model
 from taalasc.model.synth import write_demo
 from taalasc.place.plan import Placement, Segment, TileSlot
+from taalasc.place.store import read_placement
 from taalasc.report.html import compile_page, estimate_page
 from taalasc.report.metrics import Metric, Report, format_value
 
@@ -40,8 +41,8 @@ def test_compile_page_holds_pictures_every_metric_and_every_tensor(compiled):
         assert _words(m.formula) in page.text, m.name
     for note in report.notes:
         assert _words(note) in page.text
-    placement = Placement.from_json(__import__("json").loads(
-        (out / "manifest.json").read_text())["placement"])
+    placement = read_placement(out, __import__("json").loads(
+        (out / "manifest.json").read_text()))
     for name, _ in placement.layers:
         assert name in page.text
     # the pictures are the compile's own files, embedded
@@ -83,7 +84,7 @@ def test_report_html_of_a_folder_with_a_broken_manifest(compiled, tmp_path, capf
     manifest["placement"] = {"assignments": "none"}
     (folder / "manifest.json").write_text(json.dumps(manifest))
     code, lines = run_cli(capfd, ["report", folder, "--html", tmp_path / "page.html"])
-    assert_one_error(code, lines, r"copy/manifest.json: placement JSON: malformed")
+    assert_one_error(code, lines, r"copy/manifest.json: placement.tiles_used must be a count")
     assert not (tmp_path / "page.html").exists()
 
 
@@ -103,11 +104,11 @@ def _hostile_page() -> str:
                     formula=f"a < b && {HOSTILE}", inputs={HOSTILE: (2, f"model: {HOSTILE}")},
                     description=HOSTILE)
     report = Report([metric], meta={"model": HOSTILE}, notes=[HOSTILE])
-    placement = Placement(base_name="sky130-demo", dies=1, links=(), layers=((HOSTILE, 0),),
-                          assignments=((TileSlot(0, 0, 0), Segment(HOSTILE, "codes", 4, (0, 8),
-                                                                   (0, 8))),
-                                       (TileSlot(0, 1, 0), Segment(LONG, "codes", 4, (0, 8),
-                                                                   (0, 8)))))
+    placement = Placement.of("sky130-demo", 1, layers=((HOSTILE, 0), (LONG, None)),
+                             assignments=((TileSlot(0, 0, 0), Segment(HOSTILE, "codes", 4, (0, 8),
+                                                                      (0, 8))),
+                                          (TileSlot(0, 1, 0), Segment(LONG, "codes", 4, (0, 8),
+                                                                      (0, 8)))))
     return compile_page(report, placement, {HOSTILE: {"bits": 4, "sqnr_db": 20.0}},
                         [{"die": 0, "present": True, "bit_vias": 64}], [])
 

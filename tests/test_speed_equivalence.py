@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import json
 
 import numpy as np
 import pytest
 
-from taalasc.compile import _dumps, _manifest_text
 from taalasc.config import load_base_array
 from taalasc.custom.tiles import render_tile, render_tiles
 from taalasc.place.pack import pack_segment
@@ -68,10 +66,3 @@ def test_render_tiles_batch_equals_single_tiles():
                                                      for b in bits]
 
 
-def test_manifest_text_equals_plain_dump():
-    placement = {"assignments": [[0, 1, "a\nb", 2.5, None, True]] * 3, "dies": 2,
-                 "links": [], "nested": {"z": [1, {"y": []}], "a": {}}}
-    manifest = {"format": "x", "placement": placement, "outputs": {"f": {"bytes": 3}},
-                "quantization": {"t": {"sqnr_db": None}}}
-    expected = json.dumps(manifest, indent=1, sort_keys=True) + "\n"
-    assert _manifest_text(manifest, _dumps(placement)) == expected

@@ -13,7 +13,7 @@ from taalasc.config import load_base_array
 from taalasc.custom.names import local_name
 from taalasc.extract.extract import extract
 from taalasc.model.synth import bert_config, llama_config, write_bert, write_llama
-from taalasc.place.plan import Placement
+from taalasc.place.store import read_placement
 
 from gdstk_ref import edit_tile
 
@@ -30,7 +30,7 @@ def llama(tmp_path_factory):
 
 def _tile_of(out, tensor, kind="codes"):
     manifest = json.loads((out / "manifest.json").read_text())
-    placement = Placement.from_json(manifest["placement"])
+    placement = read_placement(out, manifest)
     return next((slot, seg) for slot, seg in placement.assignments
                 if seg.tensor == tensor and seg.kind == kind)
 
@@ -274,7 +274,7 @@ def test_a_missing_tie_via_leaves_a_strap_floating_and_is_found(llama, tmp_path,
     lib.write_gds(str(bad / "die0.gds"))
     assert main(["verify", str(bad), str(model), "--json", str(tmp_path / "v.json")]) == 2
     result = json.loads((tmp_path / "v.json").read_text())
-    tiles = len(json.loads((out / "manifest.json").read_text())["placement"]["assignments"])
+    tiles = json.loads((out / "manifest.json").read_text())["placement"]["tiles_used"]
     assert result["defect_count"] == tiles
     assert all(d.startswith("tie-open at die 0 tile") and "low strap of site row 1" in d
                for d in result["defects"])

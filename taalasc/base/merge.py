@@ -398,11 +398,11 @@ def merge_compile(compile_dir: Path, out_dir: Path, base_dir: Path | None = None
     from taalasc.base.build import BASE_FORMAT, base_inputs
     from taalasc.config import load_base_array
     from taalasc.errors import OutputError
-    from taalasc.outdir import MANIFEST, sha256_file, staged_output
+    from taalasc.outdir import MANIFEST, MANIFEST_FORMAT, sha256_file, staged_output
 
     start = time.perf_counter()
     compile_dir, out_abs = Path(compile_dir).resolve(), Path(out_dir).absolute().resolve()
-    compiled = _read_manifest(compile_dir, "taalasc-manifest/1", "taalasc compile folder")
+    compiled = _read_manifest(compile_dir, MANIFEST_FORMAT, "taalasc compile folder")
     if out_abs == compile_dir or compile_dir in out_abs.parents:
         raise OutputError(f"{out_dir}: inside the compile folder {compile_dir}; a compile folder "
                           "holds exactly what the compile wrote, so write merged dies elsewhere "

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from taalasc.custom.names import local_name
+from taalasc.place.plan import KINDS, ROW_DTYPE
 
 MAX_ELEMENTS_KEPT = 1000   # per tensor; the counts stay exact
 
@@ -82,18 +83,25 @@ def tile_of(base, origin: tuple[int, int]) -> tuple[int, int] | None:
     return (c, r) if 0 <= c < g.columns and 0 <= r < g.rows else None
 
 
-def _segments(placement) -> dict[tuple[int, int, int], object]:
-    if placement is None:
-        return {}
-    return {(s.die, s.column, s.row): seg for s, seg in placement.assignments}
+def _segment_at(placement, key: tuple[int, int, int]):
+    return None if placement is None else placement.segment_at(*key)
+
+
+def _layout(placement, name: str) -> np.ndarray:
+    """[segments, 10] int64: tile, kind, bits, extent and digit width of one tensor's
+    segments (not its index, which differs between placements with other tensor lists)."""
+    rows = placement.tensor_rows(name)
+    digit = np.array([placement.digit_bits.get(k, 1) for k in KINDS], np.int64)[rows["kind"]]
+    return np.stack([rows[f].astype(np.int64) for f in ROW_DTYPE.names if f != "tensor"]
+                    + [digit], axis=1)
 
 
 def replaced_tensors(pa, pb) -> set[str]:
     """Tensors whose (tile, segment) lists differ between two placements."""
     if pa is None or pb is None:
         return set()
-    names = {seg.tensor for _, seg in pa.assignments} | {seg.tensor for _, seg in pb.assignments}
-    return {n for n in names if pa.tiles_of(n) != pb.tiles_of(n)}
+    names = set(pa.tensors) | set(pb.tensors)
+    return {n for n in names if not np.array_equal(_layout(pa, n), _layout(pb, n))}
 
 
 def decode_sites(centres: np.ndarray, origin: tuple[int, int], base
@@ -118,7 +126,7 @@ class Attribution:
 
     def __init__(self, base, placement_a, placement_b, via_layer, layer_names):
         self.base = base
-        self.seg_a, self.seg_b = _segments(placement_a), _segments(placement_b)
+        self.placement_a, self.placement_b = placement_a, placement_b
         self.replaced = replaced_tensors(placement_a, placement_b)
         self.via_layer = via_layer
         self.names = layer_names
@@ -150,7 +158,7 @@ class Attribution:
             # the local name: a writer's cell is FILL in either compile (custom/names.py)
             return TileDiff(change.die, f"{local_name(name)} @ ({x}, {y})", None, None, (x, y))
         key = (change.die, *cr)
-        sa, sb = self.seg_a.get(key), self.seg_b.get(key)
+        sa, sb = _segment_at(self.placement_a, key), _segment_at(self.placement_b, key)
         return TileDiff(change.die, f"tile ({cr[0]}, {cr[1]})", cr[0], cr[1], (x, y),
                         tensor_a=sa.tensor if sa else None, tensor_b=sb.tensor if sb else None)
 
@@ -158,11 +166,11 @@ class Attribution:
         if self.base is None or not len(rects):
             return
         centres = np.stack([(rects[:, 0] + rects[:, 2]) // 2, (rects[:, 1] + rects[:, 3]) // 2], 1)
-        segs = self.seg_a if side == "removed" else self.seg_b
+        placement = self.placement_a if side == "removed" else self.placement_b
         for s in np.unique(src[src >= 0]).tolist():
             name, x, y = change.instances[s]
             cr = tile_of(self.base, (x, y))
-            seg = segs.get((change.die, *cr)) if cr else None
+            seg = _segment_at(placement, (change.die, *cr)) if cr else None
             if seg is None:
                 continue
             mine = src == s

@@ -148,7 +148,7 @@ def diff_masks(a: str | Path, b: str | Path, fmt: str = "gds", trust_hashes: boo
     is not the one its manifest records (name outside the folder, sha256 changed) or the base
     chips differ.
     """
-    from taalasc.place.plan import Placement
+    from taalasc.place.store import read_placement
 
     start = time.perf_counter()
     if fmt not in FORMATS:
@@ -156,8 +156,8 @@ def diff_masks(a: str | Path, b: str | Path, fmt: str = "gds", trust_hashes: boo
     sa, sb = open_mask_set(Path(a), fmt), open_mask_set(Path(b), fmt)
     check_compatible(sa, sb)
     load_bases(sa, sb)
-    pa = Placement.from_json(sa.manifest["placement"]) if sa.manifest else None
-    pb = Placement.from_json(sb.manifest["placement"]) if sb.manifest else None
+    pa = read_placement(sa.path, sa.manifest) if sa.manifest else None
+    pb = read_placement(sb.path, sb.manifest) if sb.manifest else None
 
     dies: list[DieChange] = []
     shapes_a = 0

@@ -14,6 +14,7 @@ batches, so memory is one die's via counts, not its shapes.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -49,9 +50,15 @@ class DieReadJob:
     path: str
     base: BaseArray
     die: int
-    assignments: tuple        # ((TileSlot, Segment), ...) on this die
+    placement: object         # taalasc.place.Placement cut to this die (die_part)
     route_vias: int           # vias expected outside the used tiles
     tile_vias: tuple | None = None   # zero-skip: bit vias drawn per assignment (the manifest)
+
+    @cached_property
+    def assignments(self) -> tuple:
+        """((TileSlot, Segment), ...) on this die, placement order: made in the worker, so
+        the jobs carry the die's rows and not these objects."""
+        return tuple(self.placement.assignments)
 
 
 @dataclass

@@ -10,7 +10,6 @@ expected route vias are reported as defects with tile, tensor and element.
 
 from __future__ import annotations
 
-import array as _array
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,7 +19,8 @@ import numpy as np
 from taalasc.config import BaseArray, load_base_array
 from taalasc.errors import MaskError
 from taalasc.inputfile import MAX_INDEX_BYTES, read_json
-from taalasc.outdir import MANIFEST, sha256_file
+from taalasc.outdir import MANIFEST, MANIFEST_FORMAT, sha256_file
+from taalasc.place.plan import KINDS
 
 from taalasc.extract.die import MAX_DEFECTS_KEPT, Defect, DieReadJob, extract_die  # noqa: F401
 
@@ -153,9 +153,19 @@ def read_manifest(out_dir: Path) -> dict:
     if not path.exists():
         raise MaskError(f"{out_dir}: no {MANIFEST}; not a taalasc compile folder")
     manifest = read_json(path, MAX_INDEX_BYTES, "manifest", lambda m: MaskError(f"{path}: {m}"))
-    if not isinstance(manifest, dict) or manifest.get("format") != "taalasc-manifest/1":
-        raise MaskError(f"{path}: not a taalasc manifest (format taalasc-manifest/1)")
-    return manifest
+    return check_format(manifest, path, MaskError)
+
+
+def check_format(manifest, path: Path, error: type) -> dict:
+    """``manifest`` when it is in this taalasc's manifest format; ``error`` naming ``path``
+    otherwise (an older taalasc's folder is named as such: compile it again)."""
+    found = manifest.get("format") if isinstance(manifest, dict) else None
+    if found == MANIFEST_FORMAT:
+        return manifest
+    if isinstance(found, str) and found.startswith("taalasc-manifest/"):
+        raise error(f"{path}: written by another taalasc version (format {found}, this one "
+                    f"reads {MANIFEST_FORMAT}); compile the model again")
+    raise error(f"{path}: not a taalasc manifest (format {MANIFEST_FORMAT})")
 
 
 def base_of(manifest: dict, out_dir: Path) -> BaseArray:
@@ -206,52 +216,46 @@ def mask_path(out_dir: Path, manifest: dict, die: int, fmt: str) -> Path:
 
 
 def extract(out_dir: Path, fmt: str = "gds", jobs: int = 1, *, manifest: dict | None = None,
-            base: BaseArray | None = None, folder: Path | None = None) -> Extraction:
+            base: BaseArray | None = None, placement=None,
+            folder: Path | None = None) -> Extraction:
     """Decode every placed value of the compile in ``out_dir`` from its ``fmt`` mask files.
 
     Each die is one work unit (taalasc.extract.die.extract_die), run on ``jobs`` processes;
     results are merged here in die order, so the extraction is the same for any ``jobs``.
-    ``manifest`` and ``base`` replace the folder's own (verify passes a rebuild's, so the
-    placement and file names are not taken from the folder being judged). ``folder``: an
+    ``manifest``, ``base`` and ``placement`` replace the folder's own (verify passes a
+    rebuild's, so the placement and file names are not taken from the folder being judged). ``folder``: an
     empty scratch folder to hold the decoded values instead of memory (the Extraction then
     reads an array from it on each access; the caller removes the folder).
     """
     from taalasc.parallel import run_ordered
-    from taalasc.place.plan import Placement
+    from taalasc.place.store import read_placement
 
     if jobs < 1:
         raise MaskError(f"jobs must be at least 1, not {jobs}")
     out_dir = Path(out_dir)
     manifest = manifest or read_manifest(out_dir)
     base = base or base_of(manifest, out_dir)
-    placement = Placement.from_json(manifest["placement"])
-    by_die: dict[int, list] = {}
-    for slot, segment in placement.assignments:
-        by_die.setdefault(slot.die, []).append((slot, segment))
+    placement = read_placement(out_dir, manifest) if placement is None else placement
     shapes = _array_shapes(placement)
     result = Extraction()
     if folder is None:
         sink = _InMemory(result, shapes)
     else:
-        boxes = {key: _array.array("q") for key in shapes}
-        for die in range(placement.dies):
-            for _, segment in by_die.get(die, []):
-                boxes[(segment.tensor, segment.kind)].extend((*segment.rows, *segment.cols))
-        sink = _SegmentFiles(Path(folder), shapes, {
-            key: np.frombuffer(b, dtype=np.int64).reshape(-1, 4) for key, b in boxes.items()})
+        sink = _SegmentFiles(Path(folder), shapes, _boxes(placement))
         for kind in ("codes", "scales", "mins", "vector"):
             setattr(result, _field(kind), _FileView(sink, kind, [n for n, k in shapes
                                                                  if k == kind]))
     jobs_list = [DieReadJob(str(mask_path(out_dir, manifest, die, fmt)), base, die,
-                            tuple(by_die.get(die, [])), manifest["dies"][die]["route_vias"],
-                            _tile_vias(manifest, die, base, len(by_die.get(die, []))))
+                            placement.die_part(die), manifest["dies"][die]["route_vias"],
+                            _tile_vias(manifest, die, base,
+                                       placement.die_rows(die).stop - placement.die_rows(die).start))
                  for die in range(placement.dies)]
     for job, done in zip(jobs_list, run_ordered(extract_die, jobs_list, jobs=jobs)):
         result.vias_read += done.vias_read
         result.defect_count += done.defect_count
         room = MAX_DEFECTS_KEPT - len(result.defects)
         result.defects.extend(done.defects[:max(room, 0)])
-        sink.add_die(job.assignments, done.values)
+        sink.add_die(job.placement.assignments, done.values)
     return result
 
 
@@ -270,11 +274,31 @@ def _tile_vias(manifest: dict, die: int, base: BaseArray, tiles: int) -> tuple |
 
 def _array_shapes(placement) -> dict[tuple[str, str], tuple[int, int]]:
     """Full (rows, cols) of every stored array, keyed by (tensor, kind), from its segments."""
+    rows = placement.rows
     extent: dict[tuple[str, str], tuple[int, int]] = {}
-    for _, seg in placement.assignments:
-        rows, cols = extent.get((seg.tensor, seg.kind), (0, 0))
-        extent[(seg.tensor, seg.kind)] = (max(rows, seg.rows[1]), max(cols, seg.cols[1]))
+    for (t, k), group in _groups(placement):
+        extent[(placement.tensors[t], KINDS[k])] = (int(rows["row1"][group].max()),
+                                                   int(rows["col1"][group].max()))
     return dict(sorted(extent.items()))
+
+
+def _groups(placement):
+    """((tensor index, kind index), row indices in placement order) per stored array."""
+    rows = placement.rows
+    order = np.lexsort((rows["kind"], rows["tensor"]))   # stable: placement order kept
+    key = rows["tensor"][order].astype(np.int64) * len(KINDS) + rows["kind"][order]
+    starts = np.flatnonzero(np.r_[True, key[1:] != key[:-1]])
+    for group in np.split(order, starts[1:]):
+        yield (int(rows["tensor"][group[0]]), int(rows["kind"][group[0]])), group
+
+
+def _boxes(placement) -> dict[tuple[str, str], np.ndarray]:
+    """[segments, 4] int64 (r0, r1, c0, c1) of every stored array, in die order then
+    placement order: the order _SegmentFiles appends their values in."""
+    rows = placement.rows
+    return {(placement.tensors[t], KINDS[k]): np.stack(
+        [rows[f][group] for f in ("row0", "row1", "col0", "col1")], axis=1).astype(np.int64)
+        for (t, k), group in _groups(placement)}
 
 
 class ExtractedWeights(Mapping):

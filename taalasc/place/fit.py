@@ -1,6 +1,6 @@
 """Which built-in base arrays hold a model: for the "does not fit" placement error.
 
-A base holds a model when the placement rules (``segments_of``: one segment per tile) give at
+A base holds a model when the placement rules (``tensor_rows``: one segment per tile) give at
 most ``tiles per die × max_dies`` tiles. Only segment counts are computed — no placement, no
 curve — and the count stops as soon as a base is over its limit, so even a model of billions
 of parameters is judged in a fraction of a second per base. Candidates share the model's
@@ -20,7 +20,7 @@ from taalasc.errors import ConfigError, PlacementError
 def tiles_needed(tensors: Sequence, base: BaseArray, limit: int) -> int | None:
     """Weight tiles the placement rules give ``tensors`` on ``base``; None when more than
     ``limit`` or when a tensor cannot be placed there at all (too many bits, ...)."""
-    from taalasc.place.plan import FP16_BITS, segments_of
+    from taalasc.place.plan import FP16_BITS, tensor_rows
 
     # A tile holds at most capacity_bits of one tensor: a lower bound that rejects hopeless
     # bases without building a single segment.
@@ -34,7 +34,7 @@ def tiles_needed(tensors: Sequence, base: BaseArray, limit: int) -> int | None:
     count = 0
     for spec in tensors:
         try:
-            count += len(segments_of(spec, base))
+            count += len(tensor_rows(spec, base))
         except PlacementError:
             return None
         if count > limit:

@@ -12,22 +12,17 @@ floats, equal to the per-tile definitions above.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from itertools import chain
 
 import numpy as np
 
 from taalasc.config.base_array import BaseArray
 from taalasc.place.curve import curve_order
-from taalasc.place.plan import Placement, TensorSpec, plan_placement, segments_of
-
-_KINDS = ("codes", "scales", "mins", "vector")
+from taalasc.place.plan import KINDS, Placement, TensorSpec, plan_placement, tensor_rows
 
 
 def _link_array(placement: Placement) -> np.ndarray:
     """[n_links, 4] int64: column and row of each link's two ends."""
-    links = placement.links
-    return np.fromiter(chain.from_iterable((a.column, a.row, b.column, b.row) for a, b in links),
-                       dtype=np.int64, count=4 * len(links)).reshape(-1, 4)
+    return placement.link_ends()[:, [1, 2, 4, 5]]
 
 
 def _wirelength(ends: np.ndarray, base: BaseArray) -> int:
@@ -41,23 +36,18 @@ def wirelength_nm(placement: Placement, base: BaseArray) -> int:
     return _wirelength(_link_array(placement), base)
 
 
-def _tile_array(placement: Placement) -> tuple[np.ndarray, list[str], list[str]]:
-    """[n_tiles, 4] int64 (die, column, row, used sites), tensor names and kinds, per tile."""
-    tiles = np.fromiter(chain.from_iterable(
-        (s.die, s.column, s.row, (g.rows[1] - g.rows[0]) * (g.cols[1] - g.cols[0]) * g.bits)
-        for s, g in placement.assignments), dtype=np.int64,
-        count=4 * len(placement.assignments)).reshape(-1, 4)
-    return (tiles, [g.tensor for _, g in placement.assignments],
-            [g.kind for _, g in placement.assignments])
+def _tile_array(placement: Placement) -> np.ndarray:
+    """[n_tiles, 4] int64 (die, column, row, used sites) per tile."""
+    r = placement.rows
+    return np.stack([r["die"], r["column"], r["row"], placement.used_sites],
+                    axis=1).astype(np.int64)
 
 
-def _tensor_span(tiles: np.ndarray, tensors: list[str], base: BaseArray) -> int:
+def _tensor_span(tiles: np.ndarray, tid: np.ndarray, base: BaseArray) -> int:
+    """Half-perimeters of the boxes around each (tensor ``tid``, die)'s tiles, summed."""
     if not len(tiles):
         return 0
     px, py = base.tile_grid.pitch_x_nm, base.tile_grid.pitch_y_nm
-    ids: dict[str, int] = {}
-    tid = np.fromiter((ids.setdefault(t, len(ids)) for t in tensors), dtype=np.int64,
-                      count=len(tensors))
     die, col, row = tiles[:, 0], tiles[:, 1], tiles[:, 2]
     order = np.lexsort((die, tid))  # group by (tensor, die)
     t, d = tid[order], die[order]
@@ -74,8 +64,7 @@ def tensor_span_nm(placement: Placement, base: BaseArray) -> int:
     A proxy for the buses that reach every tile of a tensor at once (the input vector is
     broadcast to all row blocks, outputs are gathered), which the chain wirelength ignores.
     """
-    tiles, tensors, _ = _tile_array(placement)
-    return _tensor_span(tiles, tensors, base)
+    return _tensor_span(_tile_array(placement), placement.rows["tensor"], base)
 
 
 def _rowmajor_wirelength(segments: int, base: BaseArray) -> int:
@@ -107,7 +96,7 @@ def rowmajor_wirelength_nm(tensors: Sequence[TensorSpec], base: BaseArray, *,
     valid = (not isinstance(allowed, bool) and isinstance(allowed, int) and allowed >= 1
              and len(set(names)) == len(names) and len(tensors) > 0)
     if valid:
-        count = sum(len(segments_of(t, base)) for t in tensors)  # raises as plan_placement does
+        count = sum(len(tensor_rows(t, base)) for t in tensors)  # raises as plan_placement does
         valid = -(-count // base.tile_grid.tiles) <= allowed
     if not valid:  # plan_placement raises the PlacementError that says what is wrong
         return wirelength_nm(plan_placement(tensors, base, max_dies=max_dies, curve="rowmajor"),
@@ -120,10 +109,8 @@ def placement_stats(placement: Placement, base: BaseArray) -> dict[str, float | 
     cap = base.weight_tile.sites
     per_die = base.tile_grid.tiles
     used = placement.tiles_used
-    tiles, tensors, kinds = _tile_array(placement)
+    tiles = _tile_array(placement)
     sites_used = int(tiles[:, 3].sum())
-    dies = tiles[:, 0]
-    kind = np.array(kinds, dtype=object)
     stats: dict[str, float | int] = {
         "place__dies": placement.dies,
         "place__tiles__used": used,
@@ -132,13 +119,13 @@ def placement_stats(placement: Placement, base: BaseArray) -> dict[str, float | 
         "place__sites__used": sites_used,
         "place__sites__utilization": sites_used / (used * cap) if used else 0.0,
         "place__wirelength_nm": wirelength_nm(placement, base),
-        "place__tensor_span_nm": _tensor_span(tiles, tensors, base),
-        "place__links__on_die": len(placement.links),
-        # Hand-offs between consecutive tiles on different dies (Placement.cross_die_links).
-        "place__links__cross_die": int(np.count_nonzero(dies[1:] != dies[:-1])),
+        "place__tensor_span_nm": _tensor_span(tiles, placement.rows["tensor"], base),
+        "place__links__on_die": len(placement.link_rows),
+        # Hand-offs between consecutive tiles on different dies (not drawn).
+        "place__links__cross_die": placement.cross_die_links,
     }
-    for k in _KINDS:
-        mine = kind == k
+    for index, k in enumerate(KINDS):
+        mine = placement.rows["kind"] == index
         count = int(np.count_nonzero(mine))
         stats[f"place__tiles__{k}"] = count
         # Sites left empty in tiles of this kind: the price of one segment per tile.

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from itertools import chain
 from pathlib import Path
 
 import numpy as np
@@ -28,7 +27,7 @@ import numpy as np
 from taalasc import draw
 from taalasc.config.base_array import BaseArray
 from taalasc.model.arch import block_role
-from taalasc.place.plan import Placement
+from taalasc.place.plan import KINDS, Placement
 from taalasc.png import write_png
 
 Colour = tuple[int, int, int]
@@ -97,11 +96,10 @@ def tile_colours(placement: Placement, base: BaseArray) -> TileColours:
     tiles the slow part)."""
     grid = base.tile_grid
     dies = max(placement.dies, 1)
-    layer_of = dict(placement.layers)
-    # tensors in dataflow order (placement.layers), then any placed but not listed there
-    names = list(dict.fromkeys(chain((n for n, _ in placement.layers),
-                                     (seg.tensor for _, seg in placement.assignments))))
-    vector = {seg.tensor for _, seg in placement.assignments if seg.kind == "vector"}
+    rows = placement.rows
+    names = placement.tensors   # dataflow order; rows["tensor"] indexes it
+    layers = [layer for _, layer in placement.layers]
+    vector = {names[t] for t in np.unique(rows["tensor"][rows["kind"] == KINDS.index("vector")])}
     roles = list(dict.fromkeys(block_role(n) for n in names if n not in vector))
     short = _short_names(roles)
     palette_roles = roles[:len(PALETTE)]
@@ -109,19 +107,14 @@ def tile_colours(placement: Placement, base: BaseArray) -> TileColours:
     vectors_class, other_class = len(classes), len(classes) + 1
     classes += [(VECTORS, "fp16 vectors (norms, biases)"), (OTHER, "other tensors")]
     role_class = {r: i for i, r in enumerate(palette_roles)}
-    index = {n: i for i, n in enumerate(names)}
     klass = [vectors_class if n in vector else role_class.get(block_role(n), other_class)
              for n in names]
     labels = [short.get(block_role(n), block_role(n)) for n in names]
-    layers = [layer_of.get(n) for n in names]
     labels = [lab if la is None else f"L{la} {lab}" for lab, la in zip(labels, layers)]
 
-    tiles = placement.assignments
-    tid = np.fromiter((index[seg.tensor] for _, seg in tiles), dtype=np.int64, count=len(tiles))
-    light = np.fromiter((seg.kind in ("scales", "mins") for _, seg in tiles), dtype=np.int64,
-                        count=len(tiles))
-    die, col, row = np.fromiter(chain.from_iterable((s.die, s.column, s.row) for s, _ in tiles),
-                                dtype=np.int64, count=3 * len(tiles)).reshape(-1, 3).T
+    tid = rows["tensor"].astype(np.int64)
+    light = np.isin(rows["kind"], [KINDS.index("scales"), KINDS.index("mins")]).astype(np.int64)
+    die, col, row = (rows[f].astype(np.int64) for f in ("die", "column", "row"))
     inside = ((die >= 0) & (die < dies) & (col >= 0) & (col < grid.columns)
               & (row >= 0) & (row < grid.rows))
     codes = np.zeros((dies, grid.rows, grid.columns), dtype=np.int64)
@@ -237,10 +230,7 @@ def _links_shown(cw: int, ch: int) -> bool:
 
 def _links_of(placement: Placement) -> np.ndarray:
     """[n, 6] (die, column, row) of both ends of every dataflow link on one die."""
-    ends = np.fromiter(chain.from_iterable((a.die, a.column, a.row, b.die, b.column, b.row)
-                                           for a, b in placement.links),
-                       dtype=np.int64, count=6 * len(placement.links)).reshape(-1, 6)
-    return ends[ends[:, 0] == ends[:, 3]]
+    return placement.link_ends()
 
 
 def draw_die(img: np.ndarray, x: int, y: int, colours: TileColours, die: int,
@@ -355,7 +345,7 @@ def overview_image(placement: Placement, base: BaseArray, model: str = "",
     label_h = lines * draw.LINE_H
     down = math.ceil(dies / across)
     die_w, die_h, cw, ch = size
-    links = _links_of(placement) if placement.links else None
+    links = _links_of(placement) if len(placement.link_rows) else None
     links_drawn = links is not None and len(links) > 0 and _links_shown(cw, ch)
     items = legend_items(colours, links_drawn)
     grid_w = across * die_w + (across - 1) * GAP_PX
@@ -400,7 +390,7 @@ def die_map_image(placement: Placement, base: BaseArray, die: int, model: str = 
     colours = colours or tile_colours(placement, base)
     size = die_size_px(base, _MAP_MAX_PX, _MAP_MAX_PX)
     die_w, die_h, cw, ch = size
-    if links is None and placement.links:
+    if links is None and len(placement.link_rows):
         links = _links_of(placement)
     links_drawn = links is not None and bool((links[:, 0] == die).any()) and _links_shown(cw, ch)
     only = TileColours(colours.codes[die:die + 1], colours.tensor[die:die + 1], colours.classes,
@@ -462,7 +452,7 @@ def write_pictures(placement: Placement, base: BaseArray, folder: Path, dies, mo
     colours = tile_colours(placement, base)
     img, legend = overview_image(placement, base, model, colours)
     write_png(Path(folder) / "overview.png", img)
-    links = _links_of(placement) if placement.links else None
+    links = _links_of(placement) if len(placement.link_rows) else None
     for die in dies:
         write_png(Path(folder) / f"die{die}.png",
                   die_map_image(placement, base, die, model, colours, links))

@@ -232,14 +232,20 @@ def _ranges(values: Iterable[int]) -> str:
 def tensor_rows(placement, quantization: dict) -> list[list]:
     """Per tensor, in dataflow order: where it sits (tiles per stream, dies) and how it was
     quantized (bits, group size, SQNR of the codes against the float weights)."""
+    import numpy as np
+
+    from taalasc.place.plan import KINDS
+
+    r, names = placement.rows, placement.tensors
     tiles: dict[str, dict[str, int]] = {}
-    dies: dict[str, set[int]] = {}
-    for slot, seg in placement.assignments:
-        kinds = tiles.setdefault(seg.tensor, {})
-        kinds[seg.kind] = kinds.get(seg.kind, 0) + 1
-        dies.setdefault(seg.tensor, set()).add(slot.die)
+    pairs, counts = np.unique(np.stack([r["tensor"], r["kind"]], axis=1), axis=0,
+                              return_counts=True)
+    for (t, k), n in zip(pairs.tolist(), counts.tolist()):
+        tiles.setdefault(names[t], {})[KINDS[k]] = n
+    dies: dict[str, list[int]] = {}
+    for t, d in np.unique(np.stack([r["tensor"], r["die"]], axis=1), axis=0).tolist():
+        dies.setdefault(names[t], []).append(d)
     layer = dict(placement.layers)
-    names = list(dict.fromkeys([n for n, _ in placement.layers] + list(tiles)))
     rows = []
     for name in names:
         q = quantization.get(name) if isinstance(quantization, dict) else None
@@ -338,22 +344,19 @@ def folder_page(folder: Path, report: Report) -> str:
     manifest's placement, quantization and dies, the pictures): byte-identical to the
     folder's report.html while the files are as compiled. A report.json without its
     manifest beside it gives the metrics alone."""
-    from taalasc.errors import OutputError, TaalascError
+    from taalasc.errors import OutputError
     from taalasc.inputfile import MAX_INDEX_BYTES, read_bytes, read_json
+    from taalasc.extract.extract import check_format
     from taalasc.outdir import MANIFEST
-    from taalasc.place.plan import Placement
+    from taalasc.place.store import read_placement
 
     path = Path(folder) / MANIFEST
     if not path.is_file():
         return estimate_page(report, kind="report")
     fail = lambda where: lambda message: OutputError(f"{where}: {message}")  # noqa: E731
     manifest = read_json(path, MAX_INDEX_BYTES, "manifest", fail(path))
-    if not isinstance(manifest, dict) or manifest.get("format") != "taalasc-manifest/1":
-        raise OutputError(f"{path}: not a taalasc manifest (format taalasc-manifest/1)")
-    try:
-        placement = Placement.from_json(manifest.get("placement") or {})
-    except TaalascError as exc:
-        raise OutputError(f"{path}: {exc}") from None
+    check_format(manifest, path, OutputError)
+    placement = read_placement(folder, manifest, lambda message: OutputError(message))
     dies = manifest.get("dies")
     dies = dies if isinstance(dies, list) else []
     pictures = compile_pictures(folder, dies, lambda p: read_bytes(

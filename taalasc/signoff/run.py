@@ -43,12 +43,12 @@ class SignoffOptions:
 def signoff(out_dir: Path, signoff_dir: Path,
             options: SignoffOptions = SignoffOptions()) -> SignoffReport:
     """Run the checks on the compile in ``out_dir``; write the report folder ``signoff_dir``."""
-    from taalasc.place.plan import Placement
+    from taalasc.place.store import read_placement
 
     out_dir = Path(out_dir)
     manifest = read_manifest(out_dir)
     base = base_of(manifest, out_dir)
-    placement = Placement.from_json(manifest["placement"])
+    placement = read_placement(out_dir, manifest)
     dies = [d for d in range(placement.dies) if manifest["dies"][d].get("present", True)]
     custom = {d: mask_path(out_dir, manifest, d, "gds") for d in dies}
     merged = _merged_dies(Path(options.merged), manifest, dies) if options.merged else None
@@ -143,7 +143,7 @@ def _lvs(report, stage: Path, die: int, base, placement, custom_gds: Path,
                                        via_findings)
 
     start = time.perf_counter()
-    assignments = [(s, seg) for s, seg in placement.assignments if s.die == die]
+    assignments = placement.on_die(die)
     tiles = [(s.column, s.row) for s, _ in assignments]
     layout = merged[die] if merged else custom_gds
     rails = merged is not None and base.pdk.name in RAILS

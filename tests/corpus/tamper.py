@@ -40,6 +40,7 @@ from taalasc.config import BaseArray, load_base_array
 from taalasc.custom.names import PREFIX, TILE, chunk_name, local_name, parse_chunk
 from taalasc.model.synth import llama_config, write_llama
 from taalasc.outdir import MANIFEST, sha256_file
+from taalasc.place.store import PLACEMENT_FILE
 
 CLASSES = ("metal", "via", "hierarchy", "files", "manifest")
 
@@ -783,11 +784,13 @@ def _remove_tensors(names: Callable[[str], bool], drop_quant: bool = False):
     die file removed (the cells they alone used too), counts made to match."""
     def mutate(folder: Path, g: Genuine) -> None:
         manifest = _manifest(folder)
-        placement = manifest["placement"]
-        gone = [row for row in placement["assignments"] if names(row[3])]
+        tensors = [name for name, _ in manifest["placement"]["layers"]]
+        rows = _placement_rows(folder)
+        mine = np.array([names(tensors[t]) for t in rows["tensor"].tolist()], dtype=bool)
+        gone = [(d, c, r, tensors[t]) for d, c, r, t in
+                rows[mine][["die", "column", "row", "tensor"]].tolist()]
         assert gone, "the case names no placed tensor"
-        placement["assignments"] = [r for r in placement["assignments"] if not names(r[3])]
-        placement["tiles_used"] = len(placement["assignments"])
+        _write_placement_rows(folder, manifest, rows[~mine])
         if drop_quant:
             for row in gone:
                 manifest["quantization"].pop(row[3], None)
@@ -909,10 +912,10 @@ def _manifest_cases() -> list[Case]:
         # the first "format" is overridden by the real one that follows: the same value
         m("json/duplicate-key", _text(lambda t: t.replace('{\n "dies"',
                                                           '{\n "format": "x",\n "dies"', 1))),
-        e("placement/two-rows-swap-tiles", lambda mf, g: _swap_rows(mf, 5, 6)),
-        e("placement/segment-bits", lambda mf, g: _set_row(mf, 7, 5, lambda b: b + 1)),
-        e("placement/row-dropped", lambda mf, g: mf["placement"]["assignments"].pop(9)),
-        e("placement/link-dropped", lambda mf, g: mf["placement"]["links"].pop(3)),
+        m("placement/two-rows-swap-tiles", _edit_rows(lambda r: _swap_rows(r, 5, 6))),
+        m("placement/segment-bits", _edit_rows(lambda r: _set_bits(r, 7))),
+        m("placement/row-dropped", _edit_rows(lambda r: np.delete(r, 9))),
+        m("placement/segment-bits-not-resealed", _edit_rows(lambda r: _set_bits(r, 7), False)),
     ]
 
 
@@ -929,14 +932,45 @@ def _swap_die_entries(manifest: dict, g: Genuine) -> None:
     manifest["dies"] = [dict(second, die=0), dict(first, die=1)]
 
 
-def _swap_rows(manifest: dict, i: int, j: int) -> None:
-    rows = manifest["placement"]["assignments"]
-    rows[i][:3], rows[j][:3] = rows[j][:3], rows[i][:3]
+def _placement_rows(folder: Path) -> np.ndarray:
+    return np.load(folder / PLACEMENT_FILE, allow_pickle=False)
 
 
-def _set_row(manifest: dict, i: int, field: int, value) -> None:
-    row = manifest["placement"]["assignments"][i]
-    row[field] = value(row[field])
+def _write_placement_rows(folder: Path, manifest: dict, rows: np.ndarray) -> None:
+    """The placement file holds ``rows``; the manifest's counts and its outputs entry are
+    made to match (a forger who knows the format)."""
+    with open(folder / PLACEMENT_FILE, "wb") as f:
+        np.save(f, rows, allow_pickle=False)
+    manifest["placement"]["tiles_used"] = len(rows)
+    manifest["placement"]["sites_used"] = int(sum(
+        (r1 - r0) * (c1 - c0) * bits
+        for bits, r0, r1, c0, c1 in rows[["bits", "row0", "row1", "col0", "col1"]].tolist()))
+    manifest["outputs"][PLACEMENT_FILE] = _output_entry(folder / PLACEMENT_FILE)
+
+
+def _edit_rows(edit: Callable[[np.ndarray], np.ndarray], reseal: bool = True):
+    """The placement file's rows edited; with ``reseal`` the manifest is made to match."""
+    def mutate(folder: Path, g: Genuine) -> None:
+        rows = edit(_placement_rows(folder).copy())
+        if reseal:
+            manifest = _manifest(folder)
+            _write_placement_rows(folder, manifest, rows)
+            _write_manifest(folder, manifest)
+        else:
+            with open(folder / PLACEMENT_FILE, "wb") as f:
+                np.save(f, rows, allow_pickle=False)
+    return mutate
+
+
+def _swap_rows(rows: np.ndarray, i: int, j: int) -> np.ndarray:
+    for field in ("die", "column", "row"):
+        rows[field][[i, j]] = rows[field][[j, i]]
+    return rows
+
+
+def _set_bits(rows: np.ndarray, i: int) -> np.ndarray:
+    rows["bits"][i] += 1
+    return rows
 
 
 def _build_cases() -> list[Case]:
