@@ -309,3 +309,28 @@ def test_docs_python_example_runs(pair, tmp_path, monkeypatch, capsys):
     exec(compile(code, "ci-diff.md", "exec"), {})
     out = capsys.readouterr().out
     assert "via mask only" in out and DOWN in out
+
+
+def test_two_die_folders_diff_the_same_on_two_processes(tmp_path):
+    """-j 2 compares dies in worker processes: the same diff as one process, and an OASIS-only
+    compile is read in OASIS without --format."""
+    config = llama_config(hidden=64, layers=3, intermediate=128, vocab=64)
+    model_a = write_llama(tmp_path / "a", config)
+    ckpt = open_checkpoint(model_a)
+    tensors = {name: ckpt.read(name) for name in ckpt.tensors}
+    for name in ("model.layers.0.mlp.up_proj.weight", "lm_head.weight"):   # die 0 and die 1
+        tensors[name][2, 3] = -tensors[name][2, 3] + 0.5
+    (tmp_path / "b").mkdir()
+    write_safetensors(tmp_path / "b" / "model.safetensors", tensors, "BF16")
+    shutil.copy(model_a / "config.json", tmp_path / "b" / "config.json")
+    for name in ("a", "b"):
+        compile_model(tmp_path / name, tmp_path / f"m{name}",
+                      CompileOptions(formats=("oas",)))
+    serial = diff_masks(tmp_path / "ma", tmp_path / "mb")
+    two = diff_masks(tmp_path / "ma", tmp_path / "mb", jobs=2)
+    assert len(serial.dies) == 2 and all(d.layers for d in serial.dies)
+    assert {t.tensor for t in serial.tensors} >= {"model.layers.0.mlp.up_proj.weight",
+                                                  "lm_head.weight"}
+    strip = lambda d: {k: v for k, v in to_json(d).items() if k != "seconds"}  # noqa: E731
+    assert strip(two) == strip(serial)
+    assert all(str(f).endswith(".oas") for f in serial.a.files)

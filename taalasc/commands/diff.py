@@ -24,14 +24,17 @@ import click
               help="Write a PNG heat map of where the dies changed.")
 @click.option("--xor", "xor_path", type=click.Path(path_type=Path), default=None,
               help="Write the XOR region (FILE.gds or FILE.oas) to open in KLayout.")
-@click.option("--format", "fmt", type=click.Choice(["gds", "oas"]), default="gds",
-              show_default=True, help="Which die files of compile folders to read.")
+@click.option("--format", "fmt", type=click.Choice(["gds", "oas"]), default=None,
+              help="Which die files of compile folders to read [default: the format A's "
+                   "compile wrote, gds when it wrote both].")
+@click.option("-j", "--jobs", type=click.IntRange(1), default=1, show_default=True,
+              help="Dies of compile folders compared at once (one process each).")
 @click.option("--flat", is_flag=True,
               help="Compare fully flattened geometry instead of skipping cells whose "
                    "content hash is the same in A and B (slower; same counts).")
 @click.option("--quiet", "-q", is_flag=True, help="No terminal summary.")
-def diff_cmd(a, b, max_changed, json_path, md_path, html_path, png_path, xor_path, fmt, flat,
-             quiet):
+def diff_cmd(a, b, max_changed, json_path, md_path, html_path, png_path, xor_path, fmt, jobs,
+             flat, quiet):
     """Compare mask sets A and B: compile output folders, or two GDS/OASIS files.
 
     Reports shapes added and removed per layer, per tile and (with manifests) per model
@@ -54,7 +57,7 @@ def diff_cmd(a, b, max_changed, json_path, md_path, html_path, png_path, xor_pat
     if xor_path is not None and xor_path.suffix.lower() not in (".gds", ".oas"):
         raise click.BadParameter(f"must end in .gds or .oas, not {xor_path.name!r}",
                                  param_hint="--xor")
-    result = taalasc.diff_masks(a, b, max_changed=max_changed, format=fmt, flat=flat)
+    result = taalasc.diff_masks(a, b, max_changed=max_changed, format=fmt, flat=flat, jobs=jobs)
     diff, threshold = result.diff, result.threshold
     if json_path:
         with atomic_file(json_path) as tmp:

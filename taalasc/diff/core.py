@@ -122,25 +122,52 @@ def _vias_are_vias(pdk, change, where) -> None:
                             f"{pdk.name} vias are {size} x {size} nm")
 
 
-def _only_custom_layers(side, lib, die: int) -> None:
-    if lib is None or side.pdk is None or side.pdk.layers is None:
+def _only_custom_layers(pdk, lib, path) -> None:
+    """A compile folder's die file holds its PDK's two custom layers and nothing else."""
+    if lib is None or pdk is None or pdk.layers is None:
         return
     from taalasc.formats.readback import mask_layers
 
-    allowed = mask_layers(side.pdk)
+    allowed = mask_layers(pdk)
     foreign = sorted(layers_of(lib) - allowed)
     if foreign:
         layer, datatype = foreign[0]
-        raise MaskError(f"{side.files[die]}: shapes on layer {layer}/{datatype}, which is not one "
-                        f"of {side.pdk.name}'s custom layers, their fill or the boundary "
+        raise MaskError(f"{path}: shapes on layer {layer}/{datatype}, which is not one "
+                        f"of {pdk.name}'s custom layers, their fill or the boundary "
                         f"{sorted(allowed)}")
 
 
-def diff_masks(a: str | Path, b: str | Path, fmt: str = "gds", trust_hashes: bool = True,
-               count_total: bool = False) -> MaskDiff:
+@dataclass(frozen=True)
+class DieJob:
+    """One die of two compile folders to compare (picklable: a worker reads the files).
+    A file is None when that side has fewer dies."""
+
+    die: int
+    file_a: Path | None
+    file_b: Path | None
+    pdk_a: object
+    pdk_b: object
+    trust: bool
+
+
+def compare_die(job: DieJob) -> DieChange:
+    """The changes of one die of two compile folders (diff_masks' unit of work)."""
+    libs = [None if f is None else load_library(f) for f in (job.file_a, job.file_b)]
+    for pdk, lib, path in zip((job.pdk_a, job.pdk_b), libs, (job.file_a, job.file_b)):
+        _only_custom_layers(pdk, lib, path)
+    # extent left out: the heat map takes the die's size from the base array
+    change = diff_layouts(*libs, job.die, f"die {job.die}", trust=job.trust, extent=False)
+    _vias_are_vias(job.pdk_a or job.pdk_b, change, job.file_b or "")
+    return change
+
+
+def diff_masks(a: str | Path, b: str | Path, fmt: str | None = None, trust_hashes: bool = True,
+               count_total: bool = False, jobs: int = 1) -> MaskDiff:
     """Compare two mask sets (compile folders or GDS/OASIS files).
 
-    ``fmt`` picks the die files of compile folders. By default references at the same place
+    ``fmt`` picks the die files of compile folders (default: the format A's compile wrote,
+    GDSII when it wrote both). ``jobs``: dies of compile folders compared at once, one
+    process each (the result is the same for any ``jobs``). By default references at the same place
     on both sides to cells of the same content hash (content.py; names play no part) are
     skipped unflattened; ``trust_hashes=False`` compares the fully flattened geometry
     instead (slow; same counts). ``count_total`` also counts A's shapes, needed for a
@@ -150,7 +177,12 @@ def diff_masks(a: str | Path, b: str | Path, fmt: str = "gds", trust_hashes: boo
     """
     from taalasc.place.store import read_placement
 
+    from taalasc.extract.extract import read_manifest, written_format
+    from taalasc.parallel import run_ordered
+
     start = time.perf_counter()
+    if fmt is None:
+        fmt = written_format(read_manifest(Path(a))) if Path(a).is_dir() else "gds"
     if fmt not in FORMATS:
         raise MaskError(f"format must be one of {', '.join(FORMATS)}, not {fmt!r}")
     sa, sb = open_mask_set(Path(a), fmt), open_mask_set(Path(b), fmt)
@@ -159,7 +191,8 @@ def diff_masks(a: str | Path, b: str | Path, fmt: str = "gds", trust_hashes: boo
     pa = read_placement(sa.path, sa.manifest) if sa.manifest else None
     pb = read_placement(sb.path, sb.manifest) if sb.manifest else None
 
-    dies: list[DieChange] = []
+    dies: list[DieChange | None] = []
+    work: list[DieJob] = []
     shapes_a = 0
     for die in range(max(len(sa.files), len(sb.files))):
         sha_a, sha_b = die_sha256(sa, die), die_sha256(sb, die)
@@ -174,19 +207,22 @@ def diff_masks(a: str | Path, b: str | Path, fmt: str = "gds", trust_hashes: boo
             if count_total and lib is not None:
                 shapes_a += count_shapes(lib)
             continue
+        if sa.is_folder:   # compared below, die by die on ``jobs`` processes
+            work.append(DieJob(die, sa.files[die] if sha_a is not None else None,
+                               sb.files[die] if sha_b is not None else None, sa.pdk, sb.pdk,
+                               trust_hashes))
+            dies.append(None)
+            continue
         lib_a = load_library(sa.files[die]) if sha_a is not None else None
         lib_b = load_library(sb.files[die]) if sha_b is not None else None
-        if not sa.is_folder:
-            recognise_pdk(sa, sb, layers_of(lib_a), layers_of(lib_b))
-        else:  # a compile folder's die files hold its PDK's two custom layers and nothing else
-            for side, lib in ((sa, lib_a), (sb, lib_b)):
-                _only_custom_layers(side, lib, die)
-        dies.append(diff_layouts(lib_a, lib_b, die, f"die {die}", trust=trust_hashes,
-                                 extent=sa.base is None))   # the heat map's size otherwise
+        recognise_pdk(sa, sb, layers_of(lib_a), layers_of(lib_b))
+        dies.append(diff_layouts(lib_a, lib_b, die, f"die {die}", trust=trust_hashes))
         _vias_are_vias(sa.pdk or sb.pdk, dies[-1], sb.files[die] if die < len(sb.files) else "")
         if count_total and lib_a is not None:
             shapes_a += count_shapes(lib_a)
         del lib_a, lib_b
+    for job, change in zip(work, run_ordered(compare_die, work, jobs=jobs)):
+        dies[job.die] = change
     if count_total and sa.manifest:
         shapes_a = sum(d["via_count"] + d["top_metal_shapes"] + d["fill_shapes"]
                        for d in sa.manifest["dies"])
