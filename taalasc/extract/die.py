@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from taalasc.config import BaseArray
-from taalasc.formats.readback import SiteDecoder, iter_vias, site_digits
+from taalasc.formats.readback import SiteDecoder, iter_vias, site_lines, site_opens
 
 MAX_DEFECTS_KEPT = 1000  # a badly broken mask would list millions; the count stays exact
 
@@ -82,15 +82,17 @@ def extract_die(job: DieReadJob) -> DieValues:
             decoder.add_instances(piece)
     out.vias_read = decoder.vias
     counts = decoder.counts()
-    digits, opens, shorts = site_digits(counts, base.weight_tile)
-    any_via = counts.any(axis=-1)
+    digits, lines = site_lines(counts, base.weight_tile)
+    tile_vias = counts.sum(axis=(1, 2)) if job.tile_vias is not None else None
+    del counts   # ~10^8 int64s on a full die
+    any_via, shorts, opens = lines > 0, lines > 1, site_opens(lines, base.weight_tile)
     sites = np.arange(base.weight_tile.sites)
     used_sites = np.array([seg.used_sites for _, seg in job.assignments], np.int64)
     below = sites[None, :] < used_sites[:, None]
     # A used site needs its via (one line); an unused one none. A digit beyond the segment's
     # digit width (a ternary constant on the -x line) is a defect too. Tiles with a defect
     # are found in one pass over the die; only those are looked at one by one.
-    limit = np.array([1 << seg.digit_bits for _, seg in job.assignments], np.int64)
+    limit = np.array([1 << seg.digit_bits for _, seg in job.assignments], np.uint16)
     wide = digits >= limit[:, None]
     bad = np.flatnonzero(np.where(below, opens | shorts | wide, any_via).any(axis=1))
     for k in bad.tolist():
@@ -102,7 +104,7 @@ def extract_die(job: DieReadJob) -> DieValues:
         _defects(out, "extra-via", slot, segment, np.flatnonzero(~under & any_via[k]))
     digits[wide] = 0
     if job.tile_vias is not None:
-        _count_defects(out, job, counts.sum(axis=(1, 2)))
+        _count_defects(out, job, tile_vias)
     _tie_defects(out, job, decoder.tie_counts())
     for k, (slot, segment) in enumerate(job.assignments):
         out.values.append(unpack_segment(segment, digits[k, :segment.used_sites]))
