@@ -296,9 +296,9 @@ class Placement:
         moved = (r["column"][1:] != r["column"][:-1]) | (r["row"][1:] != r["row"][:-1])
         return np.flatnonzero(same_die & moved)
 
-    def link_ends(self) -> np.ndarray:
-        """[links, 6] int64: (die, column, row) of each link's two ends."""
-        k = self.link_rows
+    def link_ends(self, start: int = 0, stop: int | None = None) -> np.ndarray:
+        """[links, 6] int64: (die, column, row) of the two ends of links start .. stop - 1."""
+        k = self.link_rows[start:stop]
         a, b = self.rows[k], self.rows[k + 1]
         return np.stack([a["die"], a["column"], a["row"], b["die"], b["column"], b["row"]],
                         axis=1).astype(np.int64)
@@ -307,7 +307,7 @@ class Placement:
     def links(self) -> LazyRows:
         """(TileSlot, TileSlot) per link, made on access."""
         def make(a: int, b: int) -> list:
-            return [(TileSlot(*e[:3]), TileSlot(*e[3:])) for e in self.link_ends()[a:b].tolist()]
+            return [(TileSlot(*e[:3]), TileSlot(*e[3:])) for e in self.link_ends(a, b).tolist()]
         return LazyRows(len(self.link_rows), make)
 
     @cached_property
@@ -398,6 +398,8 @@ class Placement:
             tiles_used, sites_used = int(d["tiles_used"]), int(d["sites_used"])
         except (KeyError, IndexError, TypeError, ValueError, AttributeError) as exc:
             raise PlacementError(f"placement JSON: malformed ({type(exc).__name__}: {exc})") from None
+        if len(set(placement.tensors)) != len(layers):
+            raise PlacementError("placement layers must name each tensor once")
         if set(digits) - set(KINDS) or any(not 1 <= v <= 8 for v in digits.values()):
             raise PlacementError(f"placement digit_bits must map kinds to 1-8 bits, not {digits}")
         _check_rows(rows, placement.dies, len(layers), tiles_used)
