@@ -171,6 +171,10 @@ def test_simulate_runs_the_weights_read_back_from_the_masks(llama, tmp_path, cap
                  str(tmp_path / "mem")]) == 0
     assert from_masks.shape == (3, 256)
     assert np.array_equal(from_masks, np.load(tmp_path / "mem" / "chip.npy"))
+    # two reader processes: the same chip
+    assert main(["simulate", str(out), "--model", str(model), "--tokens", "1 2 3", "-j", "2",
+                 "--save-logits", str(tmp_path / "two")]) == 0
+    assert np.array_equal(from_masks, np.load(tmp_path / "two" / "chip.npy"))
 
 
 def test_simulate_applies_a_lora_adapter(llama, tmp_path):

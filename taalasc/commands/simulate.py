@@ -47,11 +47,13 @@ def parse_tokens(text: str) -> list[int]:
 @click.option("--native/--requantize", default=True, show_default=True,
               help="For a .gguf file: its own Q8_0/Q4_0/Q4_1 codes as they are, or quantize "
                    "every tensor again from its values.")
+@click.option("-j", "--jobs", type=click.IntRange(1), default=1, show_default=True,
+              help="With a compile folder: mask files read at once (one reader process each).")
 @click.pass_context
 def simulate(ctx: click.Context, model: str, original: str | None, lora_dir: str | None,
              tokens: str, bits: int, rules: tuple[str, ...], group_size: str, auto: bool,
              budget: float, base: str, overflow: str, top: int, save_dir: str | None,
-             as_json: bool, native: bool) -> None:
+             as_json: bool, native: bool, jobs: int) -> None:
     """Run MODEL_OR_OUTDIR on --tokens twice: the float32 reference of the checkpoint, and the
     chip model (integer weight codes, activation_bits activations, accumulator_bits
     accumulators from the base array), then print the next-token predictions and the quality
@@ -91,18 +93,28 @@ def simulate(ctx: click.Context, model: str, original: str | None, lora_dir: str
         from taalasc.lora import load_lora
         lora = load_lora(Path(lora_dir), ckpt)
     if compiled.is_file():
-        from taalasc.extract.extract import base_of, chip_weights as extracted_weights
-        from taalasc.extract.extract import extract, read_manifest
+        import tempfile
+
+        from taalasc.extract.extract import (ExtractedWeights, base_of, extract,
+                                             read_manifest, written_format)
 
         manifest = read_manifest(Path(model))
         base_array = base_of(manifest, Path(model))
-        weights = extracted_weights(extract(Path(model)), manifest["quantization"])
+        # The values read back go to scratch files, read a tensor at a time by the chip
+        # model (as verify does): memory is one tensor, not the model.
+        with tempfile.TemporaryDirectory(prefix="taalasc-simulate-") as scratch:
+            extraction = extract(Path(model), written_format(manifest), jobs=jobs,
+                                 manifest=manifest, base=base_array,
+                                 folder=Path(scratch))
+            weights = ExtractedWeights(extraction, manifest["quantization"])
+            sim = run_simulation(ckpt, weights, ids, base_array.datapath, overflow, lora,
+                                 base_array.weight_tile)
     else:
         base_array = load_base_array(base)
         ternary = base_array.weight_tile.encoding == "ternary"   # its sites hold -1, 0, +1
         weights = chip_weights(ckpt, dataclasses.replace(policy, ternary=ternary))
-    sim = run_simulation(ckpt, weights, ids, base_array.datapath, overflow, lora,
-                         base_array.weight_tile)
+        sim = run_simulation(ckpt, weights, ids, base_array.datapath, overflow, lora,
+                             base_array.weight_tile)
     if save_dir is not None:
         save_outputs(sim, save_dir)
     if as_json:
