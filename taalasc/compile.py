@@ -356,7 +356,7 @@ def build(planned: "Planned", options: CompileOptions, inputs: dict, stage: Path
     options, made once by the caller (it hashes every checkpoint file). The bytes depend on
     the inputs alone."""
     from taalasc.base.merge import die_merger
-    from taalasc.dieworker import DieJob, compile_die
+    from taalasc.dieworker import compile_die
     from taalasc.custom.writer import layer_properties_lyp
     from taalasc.parallel import run_ordered
     from taalasc.place.metrics import placement_stats, rowmajor_wirelength_nm
@@ -370,8 +370,7 @@ def build(planned: "Planned", options: CompileOptions, inputs: dict, stage: Path
     # Each die's share of the placement (its rows, a few thousand at most) and the tensors
     # on it: the jobs carry rows, not (slot, segment) objects, which an 8 B model has 2.2 M of.
     parts = {d: placement.die_part(d) for d in dies_wanted}
-    on_die = {d: [part.tensors[t] for t in np.unique(part.rows["tensor"]).tolist()]
-              for d, part in parts.items()}
+    on_die = {d: _tensors_on(part) for d, part in parts.items()}
 
     # The pictures, placement statistics and placement file depend on the placement only:
     # while dies run in other processes this thread would idle, so it makes them then.
@@ -385,6 +384,7 @@ def build(planned: "Planned", options: CompileOptions, inputs: dict, stage: Path
 
     quant_stats: dict[str, dict] = {}
     dies, merged = [], {}
+    tile_vias: dict[int, np.ndarray] = {}   # zero-skip: die -> bit vias per tile
     with contextlib.ExitStack() as stack:
         # --merge: the base die is built once, before any thread or worker starts.
         merger = stack.enter_context(die_merger(base, tuple(options.formats))) \
@@ -392,13 +392,8 @@ def build(planned: "Planned", options: CompileOptions, inputs: dict, stage: Path
         side = _Side(placement_only, background=jobs > 1 or scheduler is not None)
         shared, folder = _quantize_shared(stack, ckpt, specs, on_die, stage, quantizer, jobs,
                                           scheduler, tick)
-        work = [DieJob(ckpt=ckpt, base=base, die=d, placement=parts[d],
-                       specs={n: specs[n] for n in on_die[d] if n in specs},
-                       stage=str(stage) if write_masks or merger is not None else None,
-                       formats=tuple(options.formats), tag=cell_name_tag(inputs),
-                       quantizer=None if quantizer is None else quantizer.for_tensors(on_die[d]),
-                       shared={n: shared[n] for n in on_die[d] if n in shared},
-                       shared_folder=folder)
+        work = [_die_job(planned, options, inputs, parts[d], quantizer,
+                         stage if write_masks or merger is not None else None, shared, folder)
                 for d in dies_wanted]
         del parts
         try:
@@ -406,6 +401,8 @@ def build(planned: "Planned", options: CompileOptions, inputs: dict, stage: Path
                                                        scheduler=scheduler)):
                 dies.append(outcome.result)
                 quant_stats.update(outcome.quant_stats)
+                if outcome.tile_vias is not None:
+                    tile_vias[outcome.result.die] = outcome.tile_vias
                 if merger is not None:
                     merged.update(_merge_die(merger, outcome.result, stage, write_masks))
                 tick("dies", done + 1, len(work))
@@ -424,7 +421,7 @@ def build(planned: "Planned", options: CompileOptions, inputs: dict, stage: Path
     quantization = dict(sorted(quant_stats.items()))
     _write_html(stage, report, placement, quantization, _die_entries(placement, dies))
     manifest = _manifest(inputs, digest, placement, quantization, dies, legend, stage, merged,
-                         base.weight_tile.encoding == "zero-skip")
+                         tile_vias)
     manifest["selection"] = {"layers": options.layers,
                              "dies": None if options.dies is None else list(dies_wanted),
                              "partial": options.dies is not None
@@ -459,6 +456,41 @@ def _merge_die(merger, die, stage: Path, write_masks: bool) -> dict:
             Path(path).unlink()
     return {f"{MERGED_DIR}/{name}": {"bytes": o["bytes"], "sha256": o["sha256"]}
             for name, o in out.items()}
+
+
+def _tensors_on(part) -> list[str]:
+    """The tensors a die's rows (Placement.die_part) hold, in dataflow order."""
+    return [part.tensors[t] for t in np.unique(part.rows["tensor"]).tolist()]
+
+
+def _die_job(planned: "Planned", options: CompileOptions, inputs: dict, part, quantizer,
+             stage: Path | None, shared: dict | None = None, folder: str | None = None,
+             keep_layout: bool = False):
+    """The DieJob of the die whose rows are ``part`` (Placement.die_part)."""
+    from taalasc.dieworker import DieJob
+
+    die = int(part.rows["die"][0])
+    names = _tensors_on(part)
+    shared = shared or {}
+    return DieJob(ckpt=planned.ckpt, base=planned.base, die=die, placement=part,
+                  specs={n: planned.specs[n] for n in names if n in planned.specs},
+                  stage=None if stage is None else str(stage), formats=tuple(options.formats),
+                  tag=cell_name_tag(inputs),
+                  quantizer=None if quantizer is None else quantizer.for_tensors(names),
+                  shared={n: shared[n] for n in names if n in shared}, shared_folder=folder,
+                  keep_layout=keep_layout)
+
+
+def die_layout(planned: "Planned", options: CompileOptions, inputs: dict, die: int,
+               quantizer=None):
+    """The DieLayout of one die, drawn again into a hash-only writer: verify explains a
+    differing die file with it (compile keeps no die's layout, see dieworker.compile_die)."""
+    from taalasc.dieworker import compile_die
+
+    options = _as_planned(options, planned)
+    job = _die_job(planned, options, inputs, planned.placement.die_part(die), quantizer, None,
+                   keep_layout=True)
+    return compile_die(job).result.layout
 
 
 def _input_paths(model, ckpt, base: BaseArray, options: CompileOptions) -> list:
@@ -583,7 +615,7 @@ def _dumps(obj) -> str:
 
 
 def _manifest(inputs, digest, placement, quant_stats, dies, legend, stage: Path, merged: dict,
-              zero_skip: bool) -> dict:
+              tile_vias: dict) -> dict:
     # Die files were hashed by their writer as they were closed (and may not have been
     # written at all, see rebuild): their figures come from the writer, not the disk.
     masks = {Path(p).name: {"bytes": d.nbytes[fmt], "sha256": d.sha256[fmt]}
@@ -599,17 +631,17 @@ def _manifest(inputs, digest, placement, quant_stats, dies, legend, stage: Path,
         "inputs_digest": digest,
         "placement": placement.to_json(),
         "quantization": quant_stats,
-        "dies": _die_entries(placement, dies, zero_skip),
+        "dies": _die_entries(placement, dies, tile_vias),
         "overview_legend": [[list(map(int, colour)), label] for colour, label in legend],
         "outputs": files,
     }
 
 
-def _die_entries(placement, dies, zero_skip: bool = False) -> list[dict]:
+def _die_entries(placement, dies, tile_vias: dict | None = None) -> list[dict]:
     """One entry per die of the placement, in order; dies not written (--die) say so.
     ``stored_bits``: the bits its tiles hold (elements x bits), written or not.
-    ``zero_skip``: each entry also lists the bit vias of its tiles in placement order
-    (``tile_vias``): a zero is no via there, so the count is what finds a missing one."""
+    ``tile_vias`` (zero-skip: die -> bit vias per tile, placement order) go into the die's
+    entry: a zero is no via there, so the count is what finds a missing one."""
     written = {d.die: d for d in dies}
     absent = {"present": False, "files": {}, "via_count": 0, "bit_vias": 0, "tie_vias": 0,
               "route_vias": 0,
@@ -621,11 +653,8 @@ def _die_entries(placement, dies, zero_skip: bool = False) -> list[dict]:
     np.add.at(die_bits, rows["die"], bits)
     entries = [(_die_entry(written[n]) if n in written else {"die": n, **absent})
                | {"stored_bits": int(die_bits[n])} for n in range(placement.dies)]
-    if zero_skip:
-        for n, d in written.items():
-            entries[n]["tile_vias"] = [d.tile_vias[(c, r)] for c, r in zip(
-                rows["column"][placement.die_rows(n)].tolist(),
-                rows["row"][placement.die_rows(n)].tolist())]
+    for n, counts in (tile_vias or {}).items():
+        entries[n]["tile_vias"] = counts.tolist()
     return entries
 
 

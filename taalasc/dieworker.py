@@ -12,6 +12,7 @@ writes the same bytes everywhere: the tiles of a die are always added in placeme
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -94,12 +95,14 @@ class DieJob:
     quantizer: object = None      # taalasc.quant.method.TensorQuantizer; None: round to nearest
     shared: dict | None = None    # tensor -> manifest entry of tensors quantize_shared saved
     shared_folder: str | None = None
+    keep_layout: bool = False     # return the die's DieLayout (verify's explanation of a die)
 
 
 @dataclass(frozen=True)
 class DieOutcome:
-    result: object                # DieMaskResult
+    result: object                # DieMaskResult, without its layout unless asked for
     quant_stats: dict             # tensor -> {"bits", "group_size", "sqnr_db", "asymmetric", "ternary"}
+    tile_vias: np.ndarray | None = None   # zero-skip: bit vias per tile, placement order
 
 
 def compile_die(job: DieJob) -> DieOutcome:
@@ -142,7 +145,16 @@ def compile_die(job: DieJob) -> DieOutcome:
         raise
     result = writer.close()
     rule_check_die(job.base, result)
-    return DieOutcome(result=result, quant_stats=stats)
+    tile_vias = None
+    if job.base.weight_tile.encoding == "zero-skip":   # its manifest lists them
+        tile_vias = np.array([result.tile_vias[(s.column, s.row)]
+                              for s, _ in job.placement.assignments], np.int64)
+    # The parent keeps one result per die: a die's layout (route, fill, density windows,
+    # about 2 MB on a reticle die) and per-tile counts stay here, or an 8 B model's 1,047
+    # dies would hold gigabytes there.
+    result = dataclasses.replace(result, layout=result.layout if job.keep_layout else None,
+                                 tile_vias={})
+    return DieOutcome(result=result, quant_stats=stats, tile_vias=tile_vias)
 
 
 def quant_entry(qt) -> dict:

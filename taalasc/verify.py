@@ -167,7 +167,8 @@ def _verify(out_dir: Path, model: Path, scratch: Path, *, fmt: str,
     extracted, names = _codes_check(result, out_dir, fmt, jobs, planned, expected, quantizer,
                                     folder, tick, scratch / "extracted")
     if folder.differing_masks:
-        _explain_masks(result, out_dir, folder, dies, planned.base)
+        _explain_masks(result, out_dir, folder, dies, planned, options, expected["inputs"],
+                       quantizer)
 
     # 2. the chip model on extracted weights against the chip model on quantizer weights
     from taalasc.errors import ModelError
@@ -428,17 +429,21 @@ def _codes_check(result: VerifyResult, out_dir: Path, fmt: str, jobs: int, plann
     return ExtractedWeights(extraction, expected["quantization"], found), names
 
 
-def _explain_masks(result: VerifyResult, out_dir: Path, folder, dies, base) -> None:
+def _explain_masks(result: VerifyResult, out_dir: Path, folder, dies, planned, options,
+                   inputs: dict, quantizer) -> None:
     """Say what differs on the top metal of the first differing die files, shape by shape
-    (the via layer is judged site by site by the codes check)."""
+    (the via layer is judged site by site by the codes check). Each die's layout is drawn
+    again for this (the rebuild keeps none)."""
+    from taalasc.compile import die_layout
     from taalasc.errors import MaskError
     from taalasc.rebuilt import metal_differences
 
-    layouts = {Path(p).name: d.layout for d in dies for p in d.files.values()}
+    base = planned.base
+    die_of = {Path(p).name: d.die for d in dies for p in d.files.values()}
     for name in folder.differing_masks[:2]:
-        layout = layouts.get(name)
-        if layout is None:
+        if name not in die_of:
             continue
+        layout = die_layout(planned, options, inputs, die_of[name], quantizer)
         try:
             text = metal_differences(Path(out_dir) / name, layout, base, Path(name).suffix[1:])
         except MaskError as exc:
