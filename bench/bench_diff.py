@@ -95,8 +95,8 @@ def write_die(base, folder: Path, stem: str, seed: int = 0, fmt: str = "gds", fl
 
 
 def flip_bits(src: Path, dst: Path, flips: int, site_pitch_y_nm: int, seed: int = 1) -> int:
-    """Copy a taalasc GDS with ``flips`` distinct random bits flipped; returns the flips made.
-    ``dst`` ending in .oas is written as OASIS (by gdstk).
+    """Copy a taalasc GDS or OASIS die with ``flips`` distinct random bits flipped; returns
+    the flips made. ``dst`` ending in .oas is written as OASIS (by gdstk).
 
     A flip rewrites one chunk reference of one tile to a chunk cell with that via moved to
     the other strap (half a site pitch in y); changed tiles get new cell names.
@@ -105,7 +105,8 @@ def flip_bits(src: Path, dst: Path, flips: int, site_pitch_y_nm: int, seed: int 
 
     from taalasc.custom.names import PREFIX, TILE, chunk_name, parse_chunk
 
-    lib = gdstk.read_gds(str(src), unit=1e-9)
+    lib = gdstk.read_oas(str(src), unit=1e-9) if Path(src).suffix == ".oas" else \
+        gdstk.read_gds(str(src), unit=1e-9)
     cells = {c.name: c for c in lib.cells}
     top = lib.top_level()[0]
     tiles = sorted((r for r in top.references if TILE.match(r.cell_name)),
@@ -287,13 +288,15 @@ def compare(a: Path, b: Path, pdk, vias: int, klayout_max_vias: int = 40_000_000
 
 
 def measure(out_dir: Path, model: Path, work: Path, flips: int = 3000) -> dict:
-    """bench/run.py hook: diff a compile folder's die 0 against a bit-flipped copy."""
-    from taalasc.extract.extract import base_of, read_manifest
+    """bench/run.py hook: diff a compile folder's die 0 against a bit-flipped copy, in the
+    format the compile wrote (GDSII when it wrote both)."""
+    from taalasc.extract.extract import base_of, read_manifest, written_format
 
     manifest = read_manifest(out_dir)
     base = base_of(manifest, out_dir)
-    a = Path(out_dir) / manifest["dies"][0]["files"]["gds"]
-    b = Path(work) / "die0-flipped.gds"
+    fmt = written_format(manifest)
+    a = Path(out_dir) / manifest["dies"][0]["files"][fmt]
+    b = Path(work) / f"die0-flipped.{fmt}"
     flip_bits(a, b, flips, base.weight_tile.site_pitch_y_nm)
     return compare(a, b, base.pdk, manifest["dies"][0]["via_count"])
 

@@ -203,17 +203,19 @@ def bench_size(size: str, work: Path, jobs: int, verify_max: float, keep: bool,
 def _diff(out: Path, work: Path, klayout: bool) -> dict:
     """bench_diff's die-0 comparison; without KLayout when its XOR is too slow to wait for."""
     import bench_diff
-    from taalasc.extract.extract import base_of, read_manifest
+    from taalasc.extract.extract import base_of, read_manifest, written_format
 
     if klayout:
         try:
             return bench_diff.measure(out, None, work)
         finally:
-            (work / "die0-flipped.gds").unlink(missing_ok=True)
+            for fmt in ("gds", "oas"):
+                (work / f"die0-flipped.{fmt}").unlink(missing_ok=True)
     manifest = read_manifest(out)
     base = base_of(manifest, out)
-    a = out / manifest["dies"][0]["files"]["gds"]
-    b = work / "die0-flipped.gds"
+    fmt = written_format(manifest)
+    a = out / manifest["dies"][0]["files"][fmt]
+    b = work / f"die0-flipped.{fmt}"
     try:
         bench_diff.flip_bits(a, b, 3000, base.weight_tile.site_pitch_y_nm)
         row = bench_diff.compare(a, b, base.pdk, manifest["dies"][0]["via_count"],
@@ -295,8 +297,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-klayout", action="store_true",
                     help="diff column without KLayout's XOR (minutes per full die)")
     ap.add_argument("--format", dest="fmt", choices=["gds", "oas"], default=None,
-                    help="compile one mask format only (default: compile's, both); verify "
-                         "reads it; the diff column reads GDS, so use --no-diff with oas")
+                    help="compile one mask format only (default: compile's auto); verify "
+                         "and the diff column read it")
     ap.add_argument("--max-dies", type=int, default=None,
                     help="compile's --max-dies: sky130-reticle allows 160 dies, an 8B model "
                          "at 4 bits needs about 1,050")

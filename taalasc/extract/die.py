@@ -81,10 +81,9 @@ def extract_die(job: DieReadJob) -> DieValues:
         else:
             decoder.add_instances(piece)
     out.vias_read = decoder.vias
-    counts = decoder.counts()
-    digits, lines = site_lines(counts, base.weight_tile)
-    tile_vias = counts.sum(axis=(1, 2)) if job.tile_vias is not None else None
-    del counts   # ~10^8 int64s on a full die
+    present, tile_vias = decoder.presence(per_tile=job.tile_vias is not None)
+    digits, lines = site_lines(present, base.weight_tile)
+    del present
     any_via, shorts, opens = lines > 0, lines > 1, site_opens(lines, base.weight_tile)
     sites = np.arange(base.weight_tile.sites)
     used_sites = np.array([seg.used_sites for _, seg in job.assignments], np.int64)

@@ -129,14 +129,15 @@ def site_opens(lines: np.ndarray, tile) -> np.ndarray:
 
 def site_lines(counts: np.ndarray, tile) -> tuple[np.ndarray, np.ndarray]:
     """(digits, lines): per site the digit of the one line its vias sit on (0 unless exactly
-    one), and how many of its lines carry a via, both uint8. A die's counts are ~10^8
-    int64s: this reads them once and works a line at a time on bytes (numpy's argmax and
-    sum over a last axis of 2 to 4 took seconds a die)."""
+    one), and how many of its lines carry a via, both uint8. ``counts``: vias per line
+    [..., lines_per_site], or whether there is one (bool, SiteDecoder.presence). A die has
+    ~10^8 of them: this reads them once and works a line at a time on bytes (numpy's
+    argmax and sum over a last axis of 2 to 4 took seconds a die)."""
     value_of_line = np.zeros(tile.lines_per_site, np.uint8)
     for value, line in enumerate(tile.line_of_value):
         if line >= 0:
             value_of_line[line] = value
-    present = (counts != 0).view(np.uint8)
+    present = (counts if counts.dtype == bool else counts != 0).view(np.uint8)
     lines = np.zeros(counts.shape[:-1], np.uint8)
     digits = np.zeros(counts.shape[:-1], np.uint8)
     for line, value in enumerate(value_of_line.tolist()):
@@ -296,6 +297,20 @@ class SiteDecoder:
         """Tie vias per [used tile, site row, line]."""
         keys, self.tie_keys = self.tie_keys, []
         return self._per_line(keys, self.tile.sites_y)
+
+    def presence(self, per_tile: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
+        """Whether each [used tile, site, line] has a via (bool), and with ``per_tile`` the
+        bit vias of each used tile: what extraction needs, without ``counts``' ~10^8 int64s
+        a full die (a second via on the same line is no different to the digit)."""
+        keys, self.keys = self.keys, []
+        per_line = self.tile.sites * self.lines
+        present = np.zeros(self.slots * per_line, bool)
+        vias = np.zeros(self.slots, np.int64) if per_tile else None
+        for k in keys:
+            present[k] = True
+            if vias is not None:
+                vias += np.bincount(k // per_line, minlength=self.slots)
+        return present.reshape(self.slots, self.tile.sites, self.lines), vias
 
     def counts(self) -> np.ndarray:
         """Vias per [used tile, site, line] (tie-high-low: line 0 high strap, 1 low)."""
