@@ -167,18 +167,17 @@ def diff_masks(a: str | Path, b: str | Path, fmt: str | None = None, trust_hashe
 
     ``fmt`` picks the die files of compile folders (default: the format A's compile wrote,
     GDSII when it wrote both). ``jobs``: dies of compile folders compared at once, one
-    process each (the result is the same for any ``jobs``). By default references at the same place
-    on both sides to cells of the same content hash (content.py; names play no part) are
-    skipped unflattened; ``trust_hashes=False`` compares the fully flattened geometry
-    instead (slow; same counts). ``count_total`` also counts A's shapes, needed for a
+    process each (the result is the same for any ``jobs``). By default references at the
+    same place on both sides to cells of the same content hash (content.py; names play no
+    part) are skipped unflattened; ``trust_hashes=False`` compares the fully flattened
+    geometry instead (slow; same counts). ``count_total`` also counts A's shapes, needed for a
     fractional threshold. Raises MaskError when a side cannot be read, a folder's die file
     is not the one its manifest records (name outside the folder, sha256 changed) or the base
     chips differ.
     """
-    from taalasc.place.store import read_placement
-
     from taalasc.extract.extract import read_manifest, written_format
     from taalasc.parallel import run_ordered
+    from taalasc.place.store import read_placement
 
     start = time.perf_counter()
     if fmt is None:

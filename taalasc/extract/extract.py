@@ -223,9 +223,9 @@ def extract(out_dir: Path, fmt: str = "gds", jobs: int = 1, *, manifest: dict | 
     Each die is one work unit (taalasc.extract.die.extract_die), run on ``jobs`` processes;
     results are merged here in die order, so the extraction is the same for any ``jobs``.
     ``manifest``, ``base`` and ``placement`` replace the folder's own (verify passes a
-    rebuild's, so the placement and file names are not taken from the folder being judged). ``folder``: an
-    empty scratch folder to hold the decoded values instead of memory (the Extraction then
-    reads an array from it on each access; the caller removes the folder).
+    rebuild's, so the placement and file names are not taken from the folder being judged).
+    ``folder``: an empty scratch folder to hold the decoded values instead of memory (the
+    Extraction then reads an array from it on each access; the caller removes the folder).
     """
     from taalasc.parallel import run_ordered
     from taalasc.place.store import read_placement
@@ -245,11 +245,11 @@ def extract(out_dir: Path, fmt: str = "gds", jobs: int = 1, *, manifest: dict | 
         for kind in ("codes", "scales", "mins", "vector"):
             setattr(result, _field(kind), _FileView(sink, kind, [n for n, k in shapes
                                                                  if k == kind]))
-    jobs_list = [DieReadJob(str(mask_path(out_dir, manifest, die, fmt)), base, die,
-                            placement.die_part(die), manifest["dies"][die]["route_vias"],
-                            _tile_vias(manifest, die, base,
-                                       placement.die_rows(die).stop - placement.die_rows(die).start))
-                 for die in range(placement.dies)]
+    parts = [placement.die_part(die) for die in range(placement.dies)]
+    jobs_list = [DieReadJob(str(mask_path(out_dir, manifest, die, fmt)), base, die, part,
+                            manifest["dies"][die]["route_vias"],
+                            _tile_vias(manifest, die, base, part.tiles_used))
+                 for die, part in enumerate(parts)]
     for job, done in zip(jobs_list, run_ordered(extract_die, jobs_list, jobs=jobs)):
         result.vias_read += done.vias_read
         result.defect_count += done.defect_count
