@@ -646,11 +646,8 @@ def _die_entries(placement, dies, tile_vias: dict | None = None) -> list[dict]:
     absent = {"present": False, "files": {}, "via_count": 0, "bit_vias": 0, "tie_vias": 0,
               "route_vias": 0,
               "top_metal_shapes": 0, "fill_shapes": 0}
-    rows = placement.rows
-    bits = ((rows["row1"].astype(np.int64) - rows["row0"])
-            * (rows["col1"].astype(np.int64) - rows["col0"]) * rows["bits"])
     die_bits = np.zeros(placement.dies, np.int64)
-    np.add.at(die_bits, rows["die"], bits)
+    np.add.at(die_bits, placement.rows["die"], placement.elements * placement.rows["bits"])
     entries = [(_die_entry(written[n]) if n in written else {"die": n, **absent})
                | {"stored_bits": int(die_bits[n])} for n in range(placement.dies)]
     for n, counts in (tile_vias or {}).items():

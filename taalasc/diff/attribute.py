@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from taalasc.custom.names import local_name
-from taalasc.place.plan import KINDS, ROW_DTYPE
+from taalasc.place.plan import ROW_DTYPE
 
 MAX_ELEMENTS_KEPT = 1000   # per tensor; the counts stay exact
 
@@ -91,9 +91,8 @@ def _layout(placement, name: str) -> np.ndarray:
     """[segments, 10] int64: tile, kind, bits, extent and digit width of one tensor's
     segments (not its index, which differs between placements with other tensor lists)."""
     rows = placement.tensor_rows(name)
-    digit = np.array([placement.digit_bits.get(k, 1) for k in KINDS], np.int64)[rows["kind"]]
     return np.stack([rows[f].astype(np.int64) for f in ROW_DTYPE.names if f != "tensor"]
-                    + [digit], axis=1)
+                    + [placement.digit_bits_of(rows["kind"])], axis=1)
 
 
 def replaced_tensors(pa, pb) -> set[str]:

@@ -347,14 +347,21 @@ class Placement:
         """The (tile, segment) pairs of one tensor, codes first then scales, in order."""
         return self._pairs(self.tensor_rows(tensor))
 
+    def digit_bits_of(self, kind: np.ndarray) -> np.ndarray:
+        """The digit width of each row whose ``kind`` column is given, int64."""
+        return np.array([self.digit_bits.get(k, 1) for k in KINDS], np.int64)[kind]
+
+    @cached_property
+    def elements(self) -> np.ndarray:
+        """Elements each tile stores (its segment's rows x columns), int64 per row."""
+        r = self.rows
+        return (r["row1"].astype(np.int64) - r["row0"]) * (r["col1"].astype(np.int64) - r["col0"])
+
     @cached_property
     def used_sites(self) -> np.ndarray:
         """Sites each tile uses (elements x digits per element), int64 per row."""
-        r = self.rows
-        digit = np.array([self.digit_bits.get(k, 1) for k in KINDS], np.int64)[r["kind"]]
-        per_element = -(-r["bits"].astype(np.int64) // digit)
-        return ((r["row1"].astype(np.int64) - r["row0"]) * (r["col1"].astype(np.int64) - r["col0"])
-                * per_element)
+        bits = self.rows["bits"].astype(np.int64)
+        return self.elements * -(-bits // self.digit_bits_of(self.rows["kind"]))
 
     @property
     def tiles_used(self) -> int:

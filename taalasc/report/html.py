@@ -356,7 +356,7 @@ def folder_page(folder: Path, report: Report) -> str:
     fail = lambda where: lambda message: OutputError(f"{where}: {message}")  # noqa: E731
     manifest = read_json(path, MAX_INDEX_BYTES, "manifest", fail(path))
     check_format(manifest, path, OutputError)
-    placement = read_placement(folder, manifest, lambda message: OutputError(message))
+    placement = read_placement(folder, manifest, OutputError)
     dies = manifest.get("dies")
     dies = dies if isinstance(dies, list) else []
     pictures = compile_pictures(folder, dies, lambda p: read_bytes(
