@@ -14,8 +14,7 @@ import pytest
 from taalasc.compile import CompileOptions, compile_model
 from taalasc.custom.names import TILE, local_name
 from taalasc.errors import MaskError
-from taalasc.formats import readback
-from taalasc.extract import die as die_mod
+from taalasc.formats import gdsflat, readback
 from taalasc.extract.die import DieReadJob, extract_die
 from taalasc.extract.extract import base_of, read_manifest
 from taalasc.model.synth import llama_config, write_llama
@@ -38,9 +37,12 @@ def _job(out: Path, gds: Path) -> DieReadJob:
                       manifest["dies"][0]["route_vias"])
 
 
+_ITER_VIAS = readback.iter_vias
+
+
 def _flat_only(path, pdk, instances=True):
     """The reference: every via flattened, no instances."""
-    yield from readback.iter_vias(path, pdk, instances=False)
+    yield from _ITER_VIAS(path, pdk, instances=False)
 
 
 def _outcome(job, monkeypatch=None):
@@ -64,8 +66,13 @@ def _first_chunk(tile: gdstk.Cell) -> gdstk.Reference:
     return next(r for r in tile.references if local_name(r.cell_name).startswith("V"))
 
 
-@pytest.mark.parametrize("edit", ["none", "one-site", "half-site", "unused-tile", "turned"])
-def test_instance_decode_equals_the_flat_decode(compiled, tmp_path, monkeypatch, edit):
+# MEMO_SHAPES 16: tile cells are expanded and their chunk cells are the instances, as on a
+# reticle die (16,384-site tiles); by default the demo's small tiles are the instances.
+@pytest.mark.parametrize("memo", [gdsflat.MEMO_SHAPES, 16])
+@pytest.mark.parametrize("edit", ["none", "one-site", "half-site", "unused-tile", "turned",
+                                  "stacked", "into-ties"])
+def test_instance_decode_equals_the_flat_decode(compiled, tmp_path, monkeypatch, edit, memo):
+    monkeypatch.setattr(gdsflat, "MEMO_SHAPES", memo)
     base = base_of(read_manifest(compiled), compiled)
     pitch = base.weight_tile.site_pitch_x_nm
     far = base.tile_grid.pitch_x_nm * (base.tile_grid.columns - 1)  # the last column: unused
@@ -81,11 +88,20 @@ def test_instance_decode_equals_the_flat_decode(compiled, tmp_path, monkeypatch,
             ref.origin = (x + far, y)
         elif edit == "turned":
             ref.rotation = np.pi
+        elif edit == "stacked":   # a second chunk on the same 8 sites: shorts where they differ
+            other = next(r for r in tile.references if local_name(r.cell_name).startswith("V")
+                         and r.cell_name != ref.cell_name)
+            tile.add(gdstk.Reference(other.cell, (x, y)))
+        elif edit == "into-ties":  # the row's last chunk one site right: a via on the tie column
+            chunks = [r for r in tile.references if local_name(r.cell_name).startswith("V")
+                      and r.origin[1] == y]
+            last = max(chunks, key=lambda r: r.origin[0])
+            last.origin = (last.origin[0] + pitch, y)
 
     gds = _edited(compiled, tmp_path / "die0.gds", change)
     job = _job(compiled, gds)
     fast = _outcome(job)
-    monkeypatch.setattr(die_mod, "iter_vias", _flat_only)
+    monkeypatch.setattr(readback, "iter_vias", _flat_only)
     flat = _outcome(job)
     assert fast == flat
     if edit == "none":
@@ -96,14 +112,21 @@ def test_instance_decode_equals_the_flat_decode(compiled, tmp_path, monkeypatch,
         assert fast[1] > 0  # opens/shorts, or vias outside the used tiles
 
 
-def test_clean_die_uses_instances_for_every_chunk(compiled, monkeypatch):
-    """The fast path must actually serve a compiled die: no via goes through add()."""
+@pytest.mark.parametrize("memo", [gdsflat.MEMO_SHAPES, 16])
+def test_clean_die_uses_instances_for_every_chunk(compiled, monkeypatch, memo):
+    """The fast path must actually serve a compiled die: no via goes through add(), and
+    every bit via is decoded as bytes of 8 sites (SiteDecoder._add_bytes), none as keys."""
+    monkeypatch.setattr(gdsflat, "MEMO_SHAPES", memo)
     job = _job(compiled, compiled / "die0.gds")
-    per_via = []
-    original = readback.SiteDecoder.add
+    per_via, keys = [], []
+    original, presence = readback.SiteDecoder.add, readback.SiteDecoder.presence
     monkeypatch.setattr(readback.SiteDecoder, "add",
                         lambda self, c: (per_via.append(len(c)), original(self, c)))
+    monkeypatch.setattr(readback.SiteDecoder, "presence",
+                        lambda self, **kw: (keys.append(sum(len(k) for k in self.keys)),
+                                            presence(self, **kw))[1])
     got = extract_die(job)
+    assert keys == [0]
     manifest = json.loads((compiled / "manifest.json").read_text())
     assert got.defect_count == 0 and got.vias_read == manifest["dies"][0]["via_count"]
     # only the top-level route vias and the tie vias (6 % of a tile's; see SiteDecoder.add)

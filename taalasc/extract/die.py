@@ -2,13 +2,15 @@
 
 ``extract_die`` reads one mask file and decodes every tile of the die at once: each via
 centre gives its tile from the grid, its site from the site pitch and its digit from the line
-it sits on; one bincount over (tile, site, line) then gives every site's digit, opens
-(no via where the encoding needs one) and shorts (vias on two lines) for the whole die.
-Zero-skip stores a 0 as no via, so an open there reads as a 0: each tile's via count is
-checked against the count the compile drew (the manifest's ``tile_vias``), which finds a
-missing or added via in a tile, and verify's codes check then names the element. Both
-formats are read by our own readers (formats/gdsread.py, formats/oasparse.py) and decoded in
-batches, so memory is one die's via counts, not its shapes.
+it sits on (formats/readback.SiteDecoder; a chunk cell placed on a byte of 8 sites is
+decoded once per cell and placed as bytes, not via by via). Whether each (tile, site, line)
+has a via then gives every site's digit, opens (no via where the encoding needs one) and
+shorts (vias on two lines) for the whole die. Zero-skip stores a 0 as no via, so an open
+there reads as a 0: each tile's via count is checked against the count the compile drew (the
+manifest's ``tile_vias``), which finds a missing or added via in a tile, and verify's codes
+check then names the element. Both formats are read by our own readers (formats/gdsread.py,
+formats/oasparse.py) and decoded in batches, so memory is one die's site lines (one byte
+each), not its shapes.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from taalasc.config import BaseArray
-from taalasc.formats.readback import SiteDecoder, iter_vias, site_lines, site_opens
+from taalasc.formats.readback import SiteDecoder, site_lines, site_opens
 
 MAX_DEFECTS_KEPT = 1000  # a badly broken mask would list millions; the count stays exact
 
@@ -74,34 +76,40 @@ def extract_die(job: DieReadJob) -> DieValues:
     from taalasc.place.pack import unpack_segment
 
     base, out = job.base, DieValues(job.die)
+    tile = base.weight_tile
     decoder = SiteDecoder(base, job.assignments)
-    for piece in iter_vias(Path(job.path), base.pdk, instances=True):
-        if isinstance(piece, np.ndarray):
-            decoder.add(piece)
-        else:
-            decoder.add_instances(piece)
+    decoder.read(Path(job.path))
     out.vias_read = decoder.vias
     present, tile_vias = decoder.presence(per_tile=job.tile_vias is not None)
-    digits, lines = site_lines(present, base.weight_tile)
+    digits, lines = site_lines(present, tile)
     del present
-    any_via, shorts, opens = lines > 0, lines > 1, site_opens(lines, base.weight_tile)
-    sites = np.arange(base.weight_tile.sites)
     used_sites = np.array([seg.used_sites for _, seg in job.assignments], np.int64)
-    below = sites[None, :] < used_sites[:, None]
-    # A used site needs its via (one line); an unused one none. A digit beyond the segment's
-    # digit width (a ternary constant on the -x line) is a defect too. Tiles with a defect
-    # are found in one pass over the die; only those are looked at one by one.
+    # A used site needs its via on one line (zero-skip: at most one, no via being a 0); an
+    # unused one none; a digit beyond the segment's digit width (a ternary constant on the
+    # -x line) is a defect too. Tiles with a defect are found in one pass over the die, at
+    # two byte operations a site; only those are looked at one by one.
+    good = lines <= 1 if -1 in tile.line_of_value else lines == 1
     limit = np.array([1 << seg.digit_bits for _, seg in job.assignments], np.uint16)
-    wide = digits >= limit[:, None]
-    bad = np.flatnonzero(np.where(below, opens | shorts | wide, any_via).any(axis=1))
-    for k in bad.tolist():
+    top_digit = max(v for v, line in enumerate(tile.line_of_value) if line >= 0)
+    wide = None
+    if len(limit) and top_digit >= limit.min():
+        wide = digits >= limit[:, None]
+        good &= ~wide
+    bad = ~good.all(axis=1)
+    for k in np.flatnonzero(used_sites < tile.sites).tolist():
+        u = int(used_sites[k])
+        bad[k] = not (good[k, :u].all() and not lines[k, u:].any())
+    for k in np.flatnonzero(bad).tolist():
         slot, segment = job.assignments[k]
-        under = below[k]
-        _defects(out, "open", slot, segment, np.flatnonzero(under & opens[k]))
-        _defects(out, "short", slot, segment, np.flatnonzero(under & shorts[k]))
-        _defects(out, "bad-digit", slot, segment, np.flatnonzero(under & wide[k]))
-        _defects(out, "extra-via", slot, segment, np.flatnonzero(~under & any_via[k]))
-    digits[wide] = 0
+        under = np.arange(tile.sites) < used_sites[k]
+        row = lines[k]
+        _defects(out, "open", slot, segment, np.flatnonzero(under & site_opens(row, tile)))
+        _defects(out, "short", slot, segment, np.flatnonzero(under & (row > 1)))
+        if wide is not None:
+            _defects(out, "bad-digit", slot, segment, np.flatnonzero(under & wide[k]))
+        _defects(out, "extra-via", slot, segment, np.flatnonzero(~under & (row > 0)))
+    if wide is not None:
+        digits[wide] = 0
     if job.tile_vias is not None:
         _count_defects(out, job, tile_vias)
     _tie_defects(out, job, decoder.tie_counts())

@@ -110,8 +110,8 @@ def _children(lib: GdsLibrary, cell: int, state: np.ndarray) -> list[int]:
     refs = lib.cells[cell].refs
     if refs is None:
         return []
-    kids = np.unique(refs.child)
-    return kids[state[kids] != 2].tolist()
+    kids = refs.child[state[refs.child] != 2]
+    return np.unique(kids).tolist() if len(kids) else []
 
 
 def check_counts(lib: GdsLibrary) -> None:
@@ -128,8 +128,13 @@ def shape_count(lib: GdsLibrary) -> int:
 
 
 def _counts(lib: GdsLibrary, layer: Layer | None) -> np.ndarray:
-    """Shapes each cell expands to (``layer`` only, or all), as float64 so a bomb cannot wrap."""
-    return layer_counts(lib, None if layer is None else [layer])[:, 0]
+    """Shapes each cell expands to (``layer`` only, or all), as float64 so a bomb cannot wrap;
+    kept with the library (a reader checks the total, extraction then flattens one layer)."""
+    if lib.counts is None:
+        lib.counts = {}
+    if layer not in lib.counts:
+        lib.counts[layer] = layer_counts(lib, None if layer is None else [layer])[:, 0]
+    return lib.counts[layer]
 
 
 def layer_counts(lib: GdsLibrary, layers: list[Layer] | None) -> np.ndarray:
@@ -142,11 +147,10 @@ def layer_counts(lib: GdsLibrary, layers: list[Layer] | None) -> np.ndarray:
         else:
             counts[cells] = [[len(lib.cells[k].rects.get(layer, ())) for layer in layers]
                              for k in cells]
-        if refs is not None:
-            reps = (refs.cols * refs.rows).astype(np.float64)
-            for j in range(counts.shape[1]):
-                counts[cells, j] += np.bincount(owner, counts[refs.child, j] * reps,
-                                                minlength=len(cells))
+        if refs is not None:   # owner is sorted: one reduceat per batch sums every layer
+            placed = counts[refs.child] * (refs.cols * refs.rows).astype(np.float64)[:, None]
+            starts = np.flatnonzero(np.r_[True, owner[1:] != owner[:-1]])
+            counts[np.asarray(cells)[owner[starts]]] += np.add.reduceat(placed, starts, axis=0)
     return counts
 
 
@@ -272,7 +276,10 @@ class _Memo:
         self._buf = np.zeros((1024, width), np.int64)  # grows by doubling
 
     def ensure(self, lib: GdsLibrary, key, cells: np.ndarray, counts) -> None:
-        for c in np.unique(cells[self.start[cells] < 0]).tolist():
+        missing = cells[self.start[cells] < 0]
+        if not len(missing):   # the usual case after a die's first tiles
+            return
+        for c in np.unique(missing).tolist():
             if self.start[c] >= 0:  # filled while flattening another cell
                 continue
             parts = list(_expand(lib, key[:2] + (False,), c, _IDENTITY, counts, self,

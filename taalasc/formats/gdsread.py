@@ -67,6 +67,7 @@ class GdsLibrary:
     top: int                # id of the single top cell
     order: list[int] | None = None  # cell ids, children first (gdsflat.children_first)
     level: np.ndarray | None = None  # per cell id: 0 places nothing, else 1 + its children's
+    counts: dict | None = None  # gdsflat.layer_counts: layer (None: all) -> shapes per cell
 
 
 def library_of(path: Path, cells: list[GdsCell]) -> GdsLibrary:

@@ -16,13 +16,14 @@ import numpy as np
 
 from taalasc.config.base_array import BaseArray
 from taalasc.config.pdk import Pdk
-from taalasc.formats.gdsflat import check_square, flat_rects, iter_layer, ragged
+from taalasc.formats.gdsflat import Instances, check_square, flat_rects, iter_layer, ragged
 from taalasc.formats.gdsread import GdsLibrary, read_gds
 from taalasc.formats.oasparse import read_oas
 from taalasc.errors import MaskError
 
 Layer = tuple[int, int]
 _EMPTY = np.zeros((0, 4), np.int64)
+INSTANCE_BATCH = 1 << 18   # small-cell instances decoded per call (SiteDecoder.read)
 
 
 def read_library(path: Path, allowed: set[Layer] | None = None) -> GdsLibrary:
@@ -158,7 +159,7 @@ class SiteDecoder:
 
     def __init__(self, base: BaseArray, assignments):
         grid, tile = base.tile_grid, base.weight_tile
-        self.grid, self.tile, self.tol = grid, tile, base.pdk.grid_nm
+        self.grid, self.tile, self.tol, self.pdk = grid, tile, base.pdk.grid_nm, base.pdk
         # Used-tile index of each grid tile, -1 where unused; one extra entry for "off grid".
         self.slot_of_flat = np.full(grid.rows * grid.columns + 1, -1, np.int64)
         for k, (slot, _) in enumerate(assignments):
@@ -174,6 +175,13 @@ class SiteDecoder:
         # line l of a site row is centred at line_y0 + l * line_pitch (WeightTile.line_y_nm)
         self.line_y0 = tile.line_y_nm(0, 0)
         self.line_pitch = tile.site_pitch_y_nm // self.lines
+        # Instances placed at a site index divisible by 8 are kept as their cell's bytes of
+        # 8 sites (byte index, one pattern byte per line): a reticle die's ~4 M chunk
+        # instances are 4 M bytes instead of ~35 M via keys.
+        self.packing = tile.sites_x % 8 == 0
+        self.packed_index: list[np.ndarray] = []
+        self.packed_pattern: list[np.ndarray] = []
+        self.packed_vias = np.zeros(self.slots, np.int64)
 
     def _line(self, dy: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(line index, on a line centre within a grid step) of site-row-relative y."""
@@ -181,6 +189,34 @@ class SiteDecoder:
         on = (np.abs(dy - self.line_y0 - line * self.line_pitch) <= self.tol) \
             & (line >= 0) & (line < self.lines)
         return line, on
+
+    def read(self, path: Path) -> None:
+        """Every via of a die file (iter_vias), small-cell instances gathered into batches of
+        about INSTANCE_BATCH: a reticle die's top places ~2,000 tiles of ~2,000 instances
+        each, and one call per tile would spend its time in numpy's per-call overhead."""
+        pending: list = []
+        size = 0
+        for piece in iter_vias(Path(path), self.pdk, instances=True):
+            if isinstance(piece, np.ndarray):
+                self.add(piece)
+                continue
+            if pending and piece.memo is not pending[0].memo:
+                self._add_batch(pending)
+                pending, size = [], 0
+            pending.append(piece)
+            size += len(piece.child)
+            if size >= INSTANCE_BATCH:
+                self._add_batch(pending)
+                pending, size = [], 0
+        if pending:
+            self._add_batch(pending)
+
+    def _add_batch(self, pieces: list) -> None:
+        if len(pieces) == 1:
+            return self.add_instances(pieces[0])
+        self.add_instances(Instances(np.concatenate([p.child for p in pieces]),
+                                     np.concatenate([p.origin for p in pieces]),
+                                     pieces[0].memo))
 
     def add_instances(self, inst) -> None:
         """Vias of small-cell instances (gdsflat.Instances), decoded per instance where that
@@ -203,7 +239,7 @@ class SiteDecoder:
         px, py = tile.site_pitch_x_nm, tile.site_pitch_y_nm
         box = self._box[child]  # [n, 4]: cell-relative via x/y min and max; clean flag below
         fast = ((slot >= 0) & self._clean[child] & (ox % px == 0) & (oy % py == 0)
-                & (ox + box[:, 0] >= 0) & (ox + box[:, 1] < tile.width_nm)
+                & (ox + box[:, 0] >= 0) & (ox + box[:, 1] < tile.sites_x * px)
                 & (oy + box[:, 2] >= 0) & (oy + box[:, 3] < tile.height_nm))
         n = memo.size[child]
         if not fast.all():  # add() counts these vias itself
@@ -213,6 +249,14 @@ class SiteDecoder:
             child, n, slot, ox, oy = child[fast], n[fast], slot[fast], ox[fast], oy[fast]
         self.vias += int(n.sum())
         base = slot * tile.sites + (oy // py) * tile.sites_x + ox // px
+        if self.packing:
+            byte = (ox // px) % 8 == 0
+            if byte.any():
+                self._add_bytes(base[byte], child[byte], slot[byte], n[byte])
+                keep = ~byte
+                child, n, base = child[keep], n[keep], base[keep]
+                if not len(child):
+                    return
         starts = memo.start[child]
         site, line = local
         lines = self.lines
@@ -223,6 +267,16 @@ class SiteDecoder:
             idx = ragged(starts, n)
             keys = (np.repeat(base, n) + site[idx]) * lines + line[idx]
         self.keys.append(keys.reshape(-1))
+
+    def _add_bytes(self, base: np.ndarray, child: np.ndarray, slot: np.ndarray,
+                   n: np.ndarray) -> None:
+        """Instances whose origin site ``base`` is divisible by 8, as (byte index, pattern):
+        their cell's bytes (``_local_tables``) moved to the origin's byte."""
+        sizes = self._byte_size[child]
+        idx = ragged(self._byte_start[child], sizes)
+        self.packed_index.append(np.repeat(base >> 3, sizes) + self._byte_table[0][idx])
+        self.packed_pattern.append(self._byte_table[1][idx])
+        self.packed_vias += np.bincount(slot, weights=n, minlength=self.slots).astype(np.int64)
 
     def _local_tables(self, memo, kids: np.ndarray):
         """Per memo row: the via's site offset and line relative to its cell's origin; per
@@ -240,6 +294,11 @@ class SiteDecoder:
             self._box = np.zeros((len(memo.start), 4), np.int64)
             self._clean = np.zeros(len(memo.start), bool)
             self._boxed = np.zeros(len(memo.start), bool)
+            self._byte_start = np.zeros(len(memo.start), np.int64)
+            self._byte_size = np.zeros(len(memo.start), np.int64)
+            self._byte_parts: list = []
+            self._byte_table = (np.zeros(0, np.int64), np.zeros((0, self.lines), np.uint8))
+        site, line = self._local
         for k in np.unique(kids[~self._boxed[kids]]).tolist():
             lo, size = int(memo.start[k]), int(memo.size[k])
             c = self._local_c[lo:lo + size]
@@ -247,6 +306,23 @@ class SiteDecoder:
                 self._box[k] = (c[:, 0].min(), c[:, 0].max(), c[:, 1].min(), c[:, 1].max())
             self._clean[k] = bool(self._local_on[lo:lo + size].all())
             self._boxed[k] = True
+            if self.packing and self._clean[k] and size:
+                # the cell's vias as bytes of 8 sites (floor division: a byte may lie below
+                # the origin's) with one pattern bit per (site, line): a chunk cell is one
+                # byte, a tile cell one per 8 sites
+                s = site[lo:lo + size]
+                offset, inverse = np.unique(s >> 3, return_inverse=True)
+                pattern = np.zeros((len(offset), self.lines), np.uint8)
+                np.bitwise_or.at(pattern, (inverse, line[lo:lo + size]),
+                                 (1 << (s & 7)).astype(np.uint8))
+                self._byte_start[k] = len(self._byte_table[0]) + sum(
+                    len(o) for o, _ in self._byte_parts)
+                self._byte_size[k] = len(offset)
+                self._byte_parts.append((offset, pattern))
+        if self._byte_parts:   # appended to the table once per call
+            parts, self._byte_parts = self._byte_parts, []
+            self._byte_table = (np.concatenate([self._byte_table[0]] + [o for o, _ in parts]),
+                                np.concatenate([self._byte_table[1]] + [p for _, p in parts]))
         return self._local
 
     def add(self, centres2: np.ndarray) -> None:
@@ -303,17 +379,46 @@ class SiteDecoder:
         bit vias of each used tile: what extraction needs, without ``counts``' ~10^8 int64s
         a full die (a second via on the same line is no different to the digit)."""
         keys, self.keys = self.keys, []
-        per_line = self.tile.sites * self.lines
-        present = np.zeros(self.slots * per_line, bool)
-        vias = np.zeros(self.slots, np.int64) if per_tile else None
+        lines, sites = self.lines, self.slots * self.tile.sites
+        per_line = self.tile.sites * lines
+        # line-major, so that each line's [tile, site] plane is contiguous (site_lines)
+        present = np.zeros((lines, sites), bool)
+        vias = self.packed_vias.copy() if per_tile else None
         for k in keys:
-            present[k] = True
+            present[k % lines, k // lines] = True
             if vias is not None:
                 vias += np.bincount(k // per_line, minlength=self.slots)
-        return present.reshape(self.slots, self.tile.sites, self.lines), vias
+        if self.packed_index:
+            index, pattern = self._packed()
+            # The same byte placed twice ORs its bits (two patterns there are a short).
+            twice = len(index) and np.bincount(index, minlength=sites // 8).max() > 1
+            for ln in range(lines):
+                plane = np.zeros(sites // 8, np.uint8)
+                if twice:
+                    np.bitwise_or.at(plane, index, pattern[:, ln])
+                else:
+                    plane[index] = pattern[:, ln]
+                present[ln] |= np.unpackbits(plane, bitorder="little").view(bool)
+        return np.moveaxis(present.reshape(lines, self.slots, self.tile.sites), 0, -1), vias
+
+    def _packed(self) -> tuple[np.ndarray, np.ndarray]:
+        index, pattern = np.concatenate(self.packed_index), np.concatenate(self.packed_pattern)
+        self.packed_index, self.packed_pattern = [], []
+        return index, pattern
+
+    def _packed_keys(self) -> None:
+        """The packed instances as via keys again (``counts`` counts every via)."""
+        if not self.packed_index:
+            return
+        index, pattern = self._packed()
+        for ln in range(self.lines):
+            for bit in range(8):
+                on = (pattern[:, ln] >> bit) & 1 == 1
+                self.keys.append((index[on] * 8 + bit) * self.lines + ln)
 
     def counts(self) -> np.ndarray:
         """Vias per [used tile, site, line] (tie-high-low: line 0 high strap, 1 low)."""
+        self._packed_keys()
         keys, self.keys = self.keys, []
         return self._per_line(keys, self.tile.sites)
 

@@ -61,14 +61,10 @@ _UNITS = {"rails-shorted": "tie pads", "pad-unlabelled": "tie pads",
 def via_counts(path: Path, base: BaseArray, assignments) -> tuple[np.ndarray, np.ndarray]:
     """(vias on the high strap, on the low strap) per [used tile, site] of one die file,
     from the via positions (the decoder ``taalasc extract`` and ``verify`` use)."""
-    from taalasc.formats.readback import SiteDecoder, iter_vias
+    from taalasc.formats.readback import SiteDecoder
 
     decoder = SiteDecoder(base, assignments)
-    for piece in iter_vias(Path(path), base.pdk, instances=True):
-        if isinstance(piece, np.ndarray):
-            decoder.add(piece)
-        else:
-            decoder.add_instances(piece)
+    decoder.read(Path(path))
     counts = decoder.counts()   # [tile, site, line]: tie-high-low's line 0 is the high strap
     return counts[..., 0], counts[..., 1]
 
