@@ -312,7 +312,8 @@ def compile_model(model: Path, out_dir: Path, options: CompileOptions,
 
 
 def rebuild(model: Path, options: CompileOptions, stage: Path, *, base: BaseArray | None = None,
-            quantizer=None, progress: Progress | None = None, jobs: int = 1):
+            quantizer=None, progress: Progress | None = None, jobs: int = 1,
+            keep_quantized: Path | None = None):
     """What ``compile_model`` writes for these inputs, for verify to compare byte for byte.
 
     The small files (manifest, reports, overview, layer properties) go into ``stage``; the
@@ -322,6 +323,8 @@ def rebuild(model: Path, options: CompileOptions, stage: Path, *, base: BaseArra
     and removed before the next (the merge reads the die file). ``base`` replaces
     loading ``options.base`` (a YAML path recorded relative to another folder). ``quantizer``:
     a TensorQuantizer to share (its calibration Hessians are costly); default the compile's.
+    ``keep_quantized``: an empty folder that keeps every quantized tensor's arrays
+    (dieworker.load_shared reads them), so verify's codes check does not quantize again.
     Returns (Planned, manifest dict, the dies' DieMaskResults, the quantizer used or None
     for round to nearest).
     """
@@ -330,7 +333,8 @@ def rebuild(model: Path, options: CompileOptions, stage: Path, *, base: BaseArra
     if quantizer is None:
         quantizer = _quantizer(planned.ckpt, options, planned.specs, progress)
     manifest, dies = build(planned, options, _inputs(planned.ckpt, planned.base, options),
-                           stage, quantizer, progress, jobs=jobs, write_masks=False)
+                           stage, quantizer, progress, jobs=jobs, write_masks=False,
+                           keep_quantized=keep_quantized)
     return planned, manifest, dies, quantizer
 
 
@@ -350,11 +354,11 @@ def _as_planned(options: CompileOptions, planned: "Planned") -> CompileOptions:
 
 def build(planned: "Planned", options: CompileOptions, inputs: dict, stage: Path, quantizer,
           progress: Progress | None = None, *, jobs: int = 1, scheduler: Any = None,
-          write_masks: bool = True) -> tuple[dict, list]:
+          write_masks: bool = True, keep_quantized: Path | None = None) -> tuple[dict, list]:
     """Write every output of the compile into ``stage`` (masks only when ``write_masks``);
     return its manifest and the dies' DieMaskResults. ``inputs``: ``_inputs`` of these
     options, made once by the caller (it hashes every checkpoint file). The bytes depend on
-    the inputs alone."""
+    the inputs alone. ``keep_quantized``: see ``rebuild``."""
     from taalasc.base.merge import die_merger
     from taalasc.dieworker import compile_die
     from taalasc.custom.writer import layer_properties_lyp
@@ -391,7 +395,7 @@ def build(planned: "Planned", options: CompileOptions, inputs: dict, stage: Path
             if options.merge else None
         side = _Side(placement_only, background=jobs > 1 or scheduler is not None)
         shared, folder = _quantize_shared(stack, ckpt, specs, on_die, stage, quantizer, jobs,
-                                          scheduler, tick)
+                                          scheduler, tick, keep=keep_quantized)
         work = [_die_job(planned, options, inputs, parts[d], quantizer,
                          stage if write_masks or merger is not None else None, shared, folder)
                 for d in dies_wanted]
@@ -503,13 +507,15 @@ SHARED_DIR = ".quantized"   # inside the staging folder while the dies run, then
 
 
 def _quantize_shared(stack, ckpt, specs: dict, on_die: dict[int, list[str]], stage: Path,
-                     quantizer, jobs: int, scheduler, tick) -> tuple[dict, str | None]:
+                     quantizer, jobs: int, scheduler, tick, keep: Path | None = None
+                     ) -> tuple[dict, str | None]:
     """Quantize once each tensor that two or more of the wanted dies hold (in parallel, one
     tensor per work unit), saving its arrays in the staging folder; each of those dies then
     reads its own rows. Without this every die quantizes every tensor it holds whole: an
     8 B model's embedding and lm_head (525 M weights each) would each be quantized by ~80
     dies. The arrays are the ones each die would have made (the same quantizer), so the
     bytes do not change. A Dask scheduler's workers may not share this disk: not then.
+    ``keep``: quantize every tensor so, into that folder, and leave it there (verify).
     Returns (tensor -> manifest entry, folder)."""
     from taalasc.dieworker import TensorJob, quantize_shared
     from taalasc.parallel import run_ordered
@@ -519,12 +525,15 @@ def _quantize_shared(stack, ckpt, specs: dict, on_die: dict[int, list[str]], sta
         for name in names_on_die:
             if name in specs:
                 holders[name] = holders.get(name, 0) + 1
-    names = [n for n, held in holders.items() if held > 1]
+    names = [n for n, held in holders.items() if held > 1 or keep is not None]
     if not names or scheduler is not None:
         return {}, None
-    folder = stage / SHARED_DIR
-    folder.mkdir()
-    stack.callback(shutil.rmtree, folder, ignore_errors=True)
+    if keep is None:
+        folder = stage / SHARED_DIR
+        folder.mkdir()
+        stack.callback(shutil.rmtree, folder, ignore_errors=True)
+    else:
+        folder = Path(keep)
     jobs_list = [TensorJob(ckpt, n, specs[n], str(folder),
                            None if quantizer is None else quantizer.for_tensors([n]))
                  for n in names]

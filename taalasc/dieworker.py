@@ -73,6 +73,11 @@ def load_shared(folder: str, name: str, entry: dict):
                            ternary=bool(entry.get("ternary")))
 
 
+def is_saved(folder: str, name: str) -> bool:
+    """Whether ``quantize_shared`` saved ``name`` in ``folder``."""
+    return Path(f"{Path(folder) / _cache_stem(name)}.codes.npy").is_file()
+
+
 def _cache_stem(name: str) -> str:
     """A file stem for a tensor name (names hold dots and slashes): its sha256."""
     import hashlib

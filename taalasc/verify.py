@@ -147,9 +147,14 @@ def _verify(out_dir: Path, model: Path, scratch: Path, *, fmt: str,
     _check_calibration(manifest)
     # 0. the folder holds exactly what the compile writes: the compile is run again from
     # the recorded options alone (masks into a hash-only writer) and compared byte for byte.
-    rebuilt = scratch / "rebuilt"
+    rebuilt, quantized = scratch / "rebuilt", scratch / "quantized"
     rebuilt.mkdir()
-    planned, expected, dies, quantizer = rebuild(model, options, rebuilt, base=base, jobs=jobs)
+    quantized.mkdir()
+    # The rebuild keeps every tensor it quantizes (quantized in parallel, memory-mapped when
+    # read): the codes check reads them instead of quantizing the model again in this
+    # process (at 8 B, minutes of one core). Disk: one byte a weight, beside the extraction's.
+    planned, expected, dies, quantizer = rebuild(model, options, rebuilt, base=base, jobs=jobs,
+                                                 keep_quantized=quantized)
     tick("rebuild", 1, 1)
     _model_check(result, manifest, expected)
     folder = _files_check(result, out_dir, rebuilt, manifest, expected)
@@ -165,7 +170,7 @@ def _verify(out_dir: Path, model: Path, scratch: Path, *, fmt: str,
 
     # 1. codes from geometry against the quantizer
     extracted, names = _codes_check(result, out_dir, fmt, jobs, planned, expected, quantizer,
-                                    folder, tick, scratch / "extracted")
+                                    folder, tick, scratch / "extracted", quantized)
     if folder.differing_masks:
         _explain_masks(result, out_dir, folder, dies, planned, options, expected["inputs"],
                        quantizer)
@@ -191,7 +196,8 @@ def _verify(out_dir: Path, model: Path, scratch: Path, *, fmt: str,
     if lora_dir is not None:
         from taalasc.lora import load_lora
         lora = load_lora(Path(lora_dir), ckpt)
-    quantizer = _Requantized(ckpt, expected["quantization"], names, _or_rtn(ckpt, quantizer))
+    quantizer = _Requantized(ckpt, expected["quantization"], names, _or_rtn(ckpt, quantizer),
+                             quantized)
     datapath = planned.base.datapath
     try:
         with np.errstate(all="ignore"):  # weights decoded from a broken mask may be NaN
@@ -233,14 +239,17 @@ def _verify(out_dir: Path, model: Path, scratch: Path, *, fmt: str,
 
 class _Requantized(Mapping):
     """The quantizer's weights (a QuantizedTensor per quantized tensor, an fp16 vector per
-    other one), made again from the checkpoint each time the simulation asks for a tensor:
-    verify then holds one model's worth of codes (the extracted one) instead of two."""
+    other one), read from the rebuild's arrays in ``saved`` (dieworker.load_shared,
+    memory-mapped) or made again from the checkpoint each time the simulation asks for a
+    tensor: verify then holds one model's worth of codes (the extracted one), not two."""
 
-    def __init__(self, ckpt, quant: dict, names: Sequence[str], quantizer):
+    def __init__(self, ckpt, quant: dict, names: Sequence[str], quantizer,
+                 saved: Path | None = None):
         self._ckpt, self._quant, self._names = ckpt, quant, sorted(names)
-        self._quantizer = quantizer
+        self._quantizer, self._saved = quantizer, saved
 
     def __getitem__(self, name: str):
+        from taalasc.dieworker import is_saved, load_shared
         from taalasc.quant import QuantSpec
 
         if name not in self._names:
@@ -248,6 +257,8 @@ class _Requantized(Mapping):
         q = self._quant.get(name)
         if q is None:   # a 1-D constant, as the compile stored it (AWQ-folded norms included)
             return self._quantizer.source.read(name).reshape(-1).astype(np.float16)
+        if self._saved is not None and is_saved(str(self._saved), name):
+            return load_shared(str(self._saved), name, q)
         return self._quantizer(name, QuantSpec(q["bits"], q["group_size"],
                                                asymmetric=bool(q.get("asymmetric", False)),
                                                ternary=bool(q.get("ternary", False))))
@@ -357,7 +368,7 @@ def _files_check(result: VerifyResult, out_dir: Path, scratch: Path, manifest: d
 
 
 def _codes_check(result: VerifyResult, out_dir: Path, fmt: str, jobs: int, planned,
-                 expected: dict, quantizer, folder, tick, values: Path):
+                 expected: dict, quantizer, folder, tick, values: Path, saved: Path):
     """Check 1: every placed value decoded from the via geometry equals the quantizer's.
 
     The decoded values go to files in ``values``; returns the chip weights over them (read
@@ -390,7 +401,8 @@ def _codes_check(result: VerifyResult, out_dir: Path, fmt: str, jobs: int, plann
     # files, compared and dropped, so one tensor is held, not the model (the datapath check
     # reads them again, see ExtractedWeights and _Requantized).
     found: list[str] = []   # the tensors the masks hold in full, which the chip model can use
-    want_all = _Requantized(ckpt, expected["quantization"], names, _or_rtn(ckpt, quantizer))
+    want_all = _Requantized(ckpt, expected["quantization"], names, _or_rtn(ckpt, quantizer),
+                            saved)
     for done, name in enumerate(names):
         want = want_all[name]
         if isinstance(want, QuantizedTensor):
