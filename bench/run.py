@@ -168,19 +168,20 @@ def bench_size(size: str, work: Path, jobs: int, verify_max: float, keep: bool,
     row["gdstk_rects_per_s"] = gdstk_rects_per_s(work)
     row["gdstk_write_same_vias_s"] = bits / row["gdstk_rects_per_s"]
     if params <= verify_max:
-        report = work / f"verify-{size}.json"
-        ver = run_child([*TAALASC, "verify", str(out), str(model), "--json", str(report),
-                         "--jobs", str(jobs), "--min-top1", str(verify_min_top1)]
+        # verify_phases.py runs taalasc.verify (what the CLI runs) and prints its phases
+        ver = run_child([sys.executable, str(Path(__file__).with_name("verify_phases.py")),
+                         str(out), str(model), "--jobs", str(jobs),
+                         "--min-top1", str(verify_min_top1)]
                         + (["--tokens", verify_tokens] if verify_tokens else [])
-                        + (["--format", fmt] if fmt else []))
+                        + (["--format", fmt] if fmt else []), stdout=True)
+        printed = ver.pop("stdout").strip().splitlines()
         row["verify"] = ver
         row["verify_tokens"] = verify_tokens or "default (16)"
-        if report.exists():
-            checks = json.loads(report.read_text())
-            row["verify_passed"] = checks.get("passed")
-            row["verify_checks"] = [f"{c['name']}: {'ok' if c['passed'] else 'FAIL'} {c['detail']}"
-                                    for c in checks.get("checks", [])]
-            report.unlink()
+        if ver["returncode"] in (0, 2) and printed:
+            checks = json.loads(printed[-1])
+            row["verify_passed"] = checks["passed"]
+            row["verify_checks"] = checks["checks"]
+            row["verify_phases_s"] = checks["phases_s"]
         row["verify_weights_per_s"] = params / ver["wall_s"]
     else:
         row["verify_note"] = f"not run (> --verify-max {verify_max:,.0f} params)"
@@ -233,6 +234,13 @@ def _checks(row: dict) -> str:
                      for c in row.get("verify_checks", []) if not c.startswith("model"))
 
 
+def _phases(row: dict) -> str:
+    """'; rebuild 480 s, extract 700 s, ...' from verify_phases.py's figures."""
+    phases = row.get("verify_phases_s") or {}
+    return ("; " + ", ".join(f"{k.replace('_', ' ')} {v:,.0f} s" for k, v in phases.items())
+            if phases else "")
+
+
 def _mb(x) -> str:
     return "n/a" if x is None else f"{x / 2**20:,.0f}"
 
@@ -257,7 +265,7 @@ def markdown(result: dict) -> str:
         v = r.get("verify")
         vtext = (r.get("verify_note", "not run") if v is None else
                  f"{v['wall_s']:.1f} = {r['parameters'] / v['wall_s'] / 1e6:.2f} M weights/s "
-                 f"({_checks(r)})" if v["returncode"] in (0, 2) else
+                 f"({_checks(r)}{_phases(r)})" if v["returncode"] in (0, 2) else
                  f"failed: {' '.join(v['stderr_tail'])}")
         diff = r.get("diff")
         dtext = "n/a" if not diff else diff.get("summary", diff.get("error", "see JSON"))
