@@ -290,17 +290,19 @@ class DiffResult:
 
 def diff_masks(a: PathLike, b: PathLike, *, max_changed: str | int = "0",
                format: str | None = None, flat: bool = False, jobs: int = 1,
-               raise_on_failure: bool = False) -> DiffResult:
+               keep_shapes: bool = True, raise_on_failure: bool = False) -> DiffResult:
     """What changed between mask sets ``a`` and ``b`` (compile folders or two GDS/OASIS
     files): shapes per layer, tile and tensor, the masks a re-spin needs and its cost.
     ``max_changed``: a shape count (120) or a percentage of A's shapes ('0.5%'). ``format``:
     the die files of compile folders to read (default the one A's compile wrote). ``flat``
-    compares flattened geometry (slower, same counts). ``jobs``: dies compared at once."""
+    compares flattened geometry (slower, same counts). ``jobs``: dies compared at once.
+    ``keep_shapes=False`` keeps counts, attribution and the heat map but no die's changed
+    rectangles (bounded memory when every die changes; no XOR file then)."""
     from taalasc.diff.core import diff_masks as diff_core, over_threshold, parse_max_changed
 
     limit = parse_max_changed(str(max_changed))
     diff = diff_core(Path(a), Path(b), fmt=format, trust_hashes=not flat,
-                     count_total=limit[0] == "fraction", jobs=jobs)
+                     count_total=limit[0] == "fraction", jobs=jobs, keep_shapes=keep_shapes)
     exceeded, detail = over_threshold(diff, limit)
     result = DiffResult(diff, str(max_changed), exceeded, detail)
     return result.raise_if_failed() if raise_on_failure else result

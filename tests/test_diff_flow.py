@@ -19,7 +19,7 @@ from taalasc.compile import CompileOptions, compile_model
 from taalasc.config import load_base_array
 from taalasc.custom.names import parse_chunk
 from taalasc.diff import diff_masks, heatmap_rgb, to_json, to_markdown
-from taalasc.diff.report import _heat_dies
+from taalasc.diff.report import _heat_dies, write_xor
 from taalasc.png import png_bytes
 from taalasc.model import open_checkpoint
 from taalasc.model.synth import llama_config, write_demo, write_llama, write_safetensors
@@ -334,3 +334,51 @@ def test_two_die_folders_diff_the_same_on_two_processes(tmp_path):
     strip = lambda d: {k: v for k, v in to_json(d).items() if k != "seconds"}  # noqa: E731
     assert strip(two) == strip(serial)
     assert all(str(f).endswith(".oas") for f in serial.a.files)
+    # keep_shapes=False (the CLI without --xor): every report the same, no die's shapes held
+    slim = diff_masks(tmp_path / "ma", tmp_path / "mb", jobs=2, keep_shapes=False)
+    assert strip(slim) == strip(serial)
+    assert to_markdown(slim) == to_markdown(serial)
+    assert np.array_equal(heatmap_rgb(slim), heatmap_rgb(serial))
+    assert all(not len(lc.added) and not len(lc.removed) and lc.n_added + lc.n_removed
+               for d in slim.dies for lc in d.layers.values() if lc.counts != (0, 0))
+    with pytest.raises(ValueError, match="kept no shapes"):
+        write_xor(slim, tmp_path / "x.gds")
+
+
+def test_a_whole_tensor_changed_is_counted_exactly_and_listed_in_part(pair, tmp_path):
+    """A new checkpoint changes nearly every weight: the diff counts every changed element
+    and bit of the tensor (popcount of the stored codes' XOR) and lists the first
+    MAX_ELEMENTS_KEPT in (kind, row, col) order, without holding a record per element."""
+    from taalasc.diff.attribute import MAX_ELEMENTS_KEPT
+
+    src, dst = pair / "a", tmp_path / "c"
+    shutil.copytree(src, dst)
+    ckpt = open_checkpoint(src)
+    tensors = {name: ckpt.read(name) for name in ckpt.tensors}
+    rng = np.random.default_rng(5)
+    tensors[DOWN] = tensors[DOWN] * rng.uniform(0.5, 1.5, tensors[DOWN].shape).astype(np.float32)
+    write_safetensors(dst / "model.safetensors", tensors, "BF16")
+    compile_model(dst, tmp_path / "masks_c", CompileOptions())
+    d = diff_masks(pair / "masks_a", tmp_path / "masks_c")
+    [t] = [t for t in d.tensors if t.tensor == DOWN]
+
+    options = CompileOptions()
+    specs = assign_bits(ckpt, BitPolicy(default_bits=options.default_bits,
+                                        group_size=options.group_size))
+    qa = quantize_tensor(DOWN, ckpt.read(DOWN), specs[DOWN])
+    qc = quantize_tensor(DOWN, open_checkpoint(dst).read(DOWN), specs[DOWN])
+    stored = (1 << qa.bits) - 1
+    codes = (qa.codes.astype(np.int64) & stored) ^ (qc.codes.astype(np.int64) & stored)
+    scales = (qa.scales.view(np.uint16) ^ qc.scales.view(np.uint16)).astype(np.int64)
+    popcount = lambda x: sum(int(((x >> k) & 1).sum()) for k in range(16))   # noqa: E731
+    want = sorted([("codes", int(r), int(c)) for r, c in np.argwhere(codes)]
+                  + [("scales", int(r), int(c)) for r, c in np.argwhere(scales)])
+    assert len(want) > 4 * MAX_ELEMENTS_KEPT              # the test changes what we think
+    assert t.changed == {"codes": int((codes != 0).sum()), "scales": int((scales != 0).sum())}
+    assert t.bits_changed == popcount(codes) + popcount(scales)
+    assert [e[:3] for e in t.elements] == want[:MAX_ELEMENTS_KEPT]
+    for kind, r, c, bits in t.elements[:50]:
+        x = (codes if kind == "codes" else scales)[r, c]
+        assert bits == tuple(k for k in range(16) if (x >> k) & 1)
+    assert to_json(d)["tensors"][[x["tensor"] for x in to_json(d)["tensors"]].index(DOWN)][
+        "elements_truncated"] is True

@@ -57,7 +57,10 @@ def diff_cmd(a, b, max_changed, json_path, md_path, html_path, png_path, xor_pat
     if xor_path is not None and xor_path.suffix.lower() not in (".gds", ".oas"):
         raise click.BadParameter(f"must end in .gds or .oas, not {xor_path.name!r}",
                                  param_hint="--xor")
-    result = taalasc.diff_masks(a, b, max_changed=max_changed, format=fmt, flat=flat, jobs=jobs)
+    # The changed rectangles are kept only for the XOR file: a new checkpoint changes every
+    # die, and holding each die's shapes until the end would grow with the model.
+    result = taalasc.diff_masks(a, b, max_changed=max_changed, format=fmt, flat=flat, jobs=jobs,
+                                keep_shapes=xor_path is not None)
     diff, threshold = result.diff, result.threshold
     if json_path:
         with atomic_file(json_path) as tmp:

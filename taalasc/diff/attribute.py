@@ -131,7 +131,6 @@ class Attribution:
         self.names = layer_names
         self.tiles: list[TileDiff] = []
         self.tensors: dict[str, TensorDiff] = {}
-        self._bits: dict[tuple[str, str, int, int], set[int]] = {}
 
     def add_die(self, change) -> None:
         per: dict[int, TileDiff] = {}
@@ -143,8 +142,8 @@ class Attribution:
                         per[s] = self._tile(change, s)
                     d = getattr(per[s], side)
                     d[self.names[layer]] = d.get(self.names[layer], 0) + int((src == s).sum())
-                if layer == self.via_layer:
-                    self._vias(change, rects, src, side)
+            if layer == self.via_layer:
+                self._vias(change, lc)
         self.tiles += [per[s] for s in sorted(per, key=lambda k: (per[k].column is None, per[k].row
                                                                    or 0, per[k].column or 0, k))]
 
@@ -161,43 +160,69 @@ class Attribution:
         return TileDiff(change.die, f"tile ({cr[0]}, {cr[1]})", cr[0], cr[1], (x, y),
                         tensor_a=sa.tensor if sa else None, tensor_b=sb.tensor if sb else None)
 
-    def _vias(self, change, rects: np.ndarray, src: np.ndarray, side: str) -> None:
-        if self.base is None or not len(rects):
+    def _vias(self, change, lc) -> None:
+        """Changed vias of one die to tensors and elements, tile by tile. A value's sites all
+        lie in one tile, and a flipped bit is a via removed and one added at the same site:
+        so both sides of a tile give that tile's changed elements in full, counted here with
+        numpy and kept only up to MAX_ELEMENTS_KEPT per tensor (a new checkpoint changes
+        nearly every weight: a Python set per element would not fit in memory at 8 B)."""
+        if self.base is None:
             return
-        centres = np.stack([(rects[:, 0] + rects[:, 2]) // 2, (rects[:, 1] + rects[:, 3]) // 2], 1)
-        placement = self.placement_a if side == "removed" else self.placement_b
-        for s in np.unique(src[src >= 0]).tolist():
+        sides = [(lc.removed, lc.removed_src, "removed", self.placement_a),
+                 (lc.added, lc.added_src, "added", self.placement_b)]
+        for s in np.unique(np.concatenate([lc.removed_src, lc.added_src])).tolist():
+            if s < 0:
+                continue
             name, x, y = change.instances[s]
             cr = tile_of(self.base, (x, y))
-            seg = _segment_at(placement, (change.die, *cr)) if cr else None
-            if seg is None:
+            if cr is None:
                 continue
-            mine = src == s
-            site, _ = decode_sites(centres[mine], (x, y), self.base)
-            t = self.tensors.setdefault(seg.tensor, TensorDiff(seg.tensor))
-            t.tiles.add((change.die, *cr))
-            if side == "removed":
-                t.vias_removed += int(mine.sum())
-            else:
-                t.vias_added += int(mine.sum())
-            if seg.tensor in self.replaced:
-                t.placement_changed = True
-                continue
-            site = site[(site >= 0) & (site < seg.used_sites)]
-            width = seg.cols[1] - seg.cols[0]
-            element, digit = np.divmod(site, seg.sites_per_element)
-            bit = digit * seg.digit_bits   # a digit's lowest bit (the bit for 1-bit digits)
-            rows, cols = seg.rows[0] + element // width, seg.cols[0] + element % width
-            for r, c, b in zip(rows.tolist(), cols.tolist(), bit.tolist()):
-                self._bits.setdefault((seg.tensor, seg.kind, r, c), set()).add(b)
+            keys, segment = [], None
+            for rects, src, side, placement in sides:
+                seg = _segment_at(placement, (change.die, *cr))
+                mine = src == s
+                if seg is None or not mine.any():
+                    continue
+                t = self.tensors.setdefault(seg.tensor, TensorDiff(seg.tensor))
+                t.tiles.add((change.die, *cr))
+                if side == "removed":
+                    t.vias_removed += int(mine.sum())
+                else:
+                    t.vias_added += int(mine.sum())
+                if seg.tensor in self.replaced:
+                    t.placement_changed = True
+                    continue
+                # not re-placed: both sides hold the same segment here
+                segment = seg
+                centres = (rects[mine, :2] + rects[mine, 2:]) // 2
+                site, _ = decode_sites(centres, (x, y), self.base)
+                site = site[(site >= 0) & (site < seg.used_sites)]
+                element, digit = np.divmod(site, seg.sites_per_element)
+                keys.append(element * 64 + digit * seg.digit_bits)   # a value has <= 16 bits
+            if segment is not None and keys:
+                self._elements(segment, np.unique(np.concatenate(keys)))
+
+    def _elements(self, seg, keys: np.ndarray) -> None:
+        """Record one tile's changed (element, bit) keys (sorted, unique) of segment ``seg``."""
+        if not len(keys):   # vias on no site of the segment: counted, no element
+            return
+        t = self.tensors[seg.tensor]
+        element, bit = keys // 64, keys % 64
+        starts = np.flatnonzero(np.r_[True, element[1:] != element[:-1]])
+        t.changed[seg.kind] = t.changed.get(seg.kind, 0) + len(starts)
+        t.bits_changed += len(keys)
+        room = MAX_ELEMENTS_KEPT   # the smallest (kind, row, col) of the tensor are kept
+        if len(t.elements) >= room and (seg.kind, seg.rows[0], seg.cols[0]) > t.elements[-1][:3]:
+            return
+        width = seg.cols[1] - seg.cols[0]
+        ends = np.r_[starts[1:], len(keys)]
+        new = [(seg.kind, seg.rows[0] + e // width, seg.cols[0] + e % width,
+                tuple(bit[a:b].tolist()))
+               for e, a, b in zip(element[starts[:room]].tolist(), starts[:room].tolist(),
+                                  ends[:room].tolist())]
+        t.elements = sorted(t.elements + new)[:room]
 
     def finish(self) -> list[TensorDiff]:
-        for (tensor, kind, r, c), bits in sorted(self._bits.items()):
-            t = self.tensors[tensor]
-            t.changed[kind] = t.changed.get(kind, 0) + 1
-            t.bits_changed += len(bits)
-            if len(t.elements) < MAX_ELEMENTS_KEPT:
-                t.elements.append((kind, r, c, tuple(sorted(bits))))
         for name in self.replaced:
             self.tensors.setdefault(name, TensorDiff(name)).placement_changed = True
         return [self.tensors[n] for n in sorted(self.tensors)]

@@ -7,6 +7,7 @@ and masks (attribute.py) → the re-spin cost from the PDK's cost model.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -162,7 +163,7 @@ def compare_die(job: DieJob) -> DieChange:
 
 
 def diff_masks(a: str | Path, b: str | Path, fmt: str | None = None, trust_hashes: bool = True,
-               count_total: bool = False, jobs: int = 1) -> MaskDiff:
+               count_total: bool = False, jobs: int = 1, keep_shapes: bool = True) -> MaskDiff:
     """Compare two mask sets (compile folders or GDS/OASIS files).
 
     ``fmt`` picks the die files of compile folders (default: the format A's compile wrote,
@@ -171,7 +172,10 @@ def diff_masks(a: str | Path, b: str | Path, fmt: str | None = None, trust_hashe
     same place on both sides to cells of the same content hash (content.py; names play no
     part) are skipped unflattened; ``trust_hashes=False`` compares the fully flattened
     geometry instead (slow; same counts). ``count_total`` also counts A's shapes, needed for a
-    fractional threshold. Raises MaskError when a side cannot be read, a folder's die file
+    fractional threshold. ``keep_shapes=False``: each die's changed rectangles are dropped
+    once they are counted, attributed and binned into the heat map (``report.heat_counts``),
+    so a diff of every die of a new checkpoint holds one die's changes at a time, not the
+    model's; the XOR file then cannot be written. Raises MaskError when a side cannot be read, a folder's die file
     is not the one its manifest records (name outside the folder, sha256 changed) or the base
     chips differ.
     """
@@ -220,32 +224,45 @@ def diff_masks(a: str | Path, b: str | Path, fmt: str | None = None, trust_hashe
         if count_total and lib_a is not None:
             shapes_a += count_shapes(lib_a)
         del lib_a, lib_b
-    for job, change in zip(work, run_ordered(compare_die, work, jobs=jobs)):
-        dies[job.die] = change
     if count_total and sa.manifest:
         shapes_a = sum(d["via_count"] + d["top_metal_shapes"] + d["fill_shapes"]
                        for d in sa.manifest["dies"])
 
     pdk = sa.pdk or sb.pdk
     names = _layer_names(pdk)
-    for d in dies:
-        for layer in d.layers:
-            names.setdefault(layer, f"{layer[0]}/{layer[1]}")
     via_layer = next((k for k, v in names.items() if v == "via"), None)
-    totals = {k: LayerTotals(k, v) for k, v in sorted(names.items())}
+    totals: dict[Layer, LayerTotals] = {}
     masks_per_die: list[set[str]] = []
-    attribution = Attribution(sa.base or sb.base, pa, pb, via_layer, names)
-    for d in dies:
+    base = sa.base or sb.base
+    attribution = Attribution(base, pa, pb, via_layer, names)
+    if base is not None and not keep_shapes:
+        from taalasc.diff.report import HEATMAP_SIDE_PX, heat_counts, heat_scale
+
+        scale, dh, dw = heat_scale(base)
+    # Dies are taken in die order as the workers finish them: each is counted, attributed
+    # and (keep_shapes=False) binned into the heat map and stripped of its shapes at once.
+    results = iter(run_ordered(compare_die, work, jobs=jobs))
+    for k, d in enumerate(dies):
+        if d is None:
+            d = dies[k] = next(results)
         changed: set[str] = set()
         for layer, lc in d.layers.items():
-            t = totals[layer]
-            t.added += len(lc.added)
-            t.removed += len(lc.removed)
+            name = names.setdefault(layer, f"{layer[0]}/{layer[1]}")
+            t = totals.setdefault(layer, LayerTotals(layer, name))
+            t.added += lc.n_added
+            t.removed += lc.n_removed
             t.xor_polygons += lc.xor_count
-            if len(lc.added) or len(lc.removed):
-                changed.add(_MASK_OF.get(names[layer], "other"))
+            if lc.n_added or lc.n_removed:
+                changed.add(_MASK_OF.get(name, "other"))
         masks_per_die.append(changed)
         attribution.add_die(d)
+        if base is not None and not keep_shapes:
+            heat = (HEATMAP_SIDE_PX, heat_counts(d, (0, 0), scale, (dh, dw)))
+            dies[k] = dataclasses.replace(d, heat=heat, layers={
+                layer: lc.without_shapes() for layer, lc in d.layers.items()})
+    for layer, name in names.items():   # the via and top-metal rows even when unchanged
+        totals.setdefault(layer, LayerTotals(layer, name))
+    totals = dict(sorted(totals.items()))
     tensors = attribution.finish()
     notes = []
     if pa is None:

@@ -48,6 +48,21 @@ class LayerChange:
     added_src: np.ndarray
     xor_count: int = 0
     xor_rects: np.ndarray = field(default_factory=lambda: EMPTY)
+    counts: tuple[int, int] | None = None   # (removed, added) once the shapes are dropped
+
+    @property
+    def n_removed(self) -> int:
+        return len(self.removed) if self.counts is None else self.counts[0]
+
+    @property
+    def n_added(self) -> int:
+        return len(self.added) if self.counts is None else self.counts[1]
+
+    def without_shapes(self) -> "LayerChange":
+        """The counts without the rectangles (a diff of whole dies keeps no die's shapes)."""
+        none = np.zeros(0, np.int64)
+        return LayerChange(EMPTY, none, EMPTY, none, self.xor_count, EMPTY,
+                           (self.n_removed, self.n_added))
 
 
 @dataclass
@@ -61,10 +76,11 @@ class DieChange:
     refs_compared: int
     extent_nm: tuple[int, int, int, int]    # bounding box of both layouts
     same_bytes: bool = False                # the two files are byte for byte the same
+    heat: tuple[int, np.ndarray] | None = None   # (side px, changed shapes per pixel), report.py
 
     @property
     def identical(self) -> bool:
-        return all(not len(c.added) and not len(c.removed) for c in self.layers.values())
+        return all(not c.n_added and not c.n_removed for c in self.layers.values())
 
 
 def same_file_die(die: int, lib: GdsLibrary | None) -> DieChange:

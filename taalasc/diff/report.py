@@ -39,7 +39,7 @@ def to_json(diff: MaskDiff, threshold: dict | None = None) -> dict:
         "layers": [t.to_json() for t in diff.layers],
         "dies": [{"die": d.die, "refs_skipped_identical": d.refs_skipped,
                   "refs_compared": d.refs_compared, "same_file_bytes": d.same_bytes,
-                  "layers": {f"{k[0]}/{k[1]}": {"added": len(v.added), "removed": len(v.removed),
+                  "layers": {f"{k[0]}/{k[1]}": {"added": v.n_added, "removed": v.n_removed,
                                                 "xor_polygons": v.xor_count}
                              for k, v in sorted(d.layers.items())}} for d in diff.dies],
         "tiles": [t.to_json() for t in diff.tiles],
@@ -253,6 +253,29 @@ def _heat_colours(level: np.ndarray) -> np.ndarray:
                     -1).astype(np.uint8)
 
 
+def heat_scale(base, side_px: int = HEATMAP_SIDE_PX) -> tuple[float, int, int]:
+    """(pixels per nm, die height and width in pixels) of the heat map of ``base``'s dies."""
+    w_nm, h_nm = base.die.width_nm, base.die.height_nm
+    scale = side_px / max(w_nm, h_nm)
+    return scale, max(1, int(round(h_nm * scale))), max(1, int(round(w_nm * scale)))
+
+
+def heat_counts(d, origin_nm: tuple[int, int], scale: float, shape: tuple[int, int]
+                ) -> np.ndarray:
+    """Changed shapes of die change ``d`` per pixel (by their centres), [height, width]."""
+    dh, dw = shape
+    counts = np.zeros((dh, dw), np.int64)
+    for lc in d.layers.values():
+        for rects in (lc.added, lc.removed):
+            if len(rects):
+                cx = ((rects[:, 0] + rects[:, 2]) / 2 - origin_nm[0]) * scale
+                cy = ((rects[:, 1] + rects[:, 3]) / 2 - origin_nm[1]) * scale
+                ix = np.clip(cx.astype(np.int64), 0, dw - 1)
+                iy = np.clip(dh - 1 - cy.astype(np.int64), 0, dh - 1)
+                counts += np.bincount(iy * dw + ix, minlength=dh * dw).reshape(dh, dw)
+    return counts
+
+
 def _heat_dies(diff: MaskDiff, side_px: int) -> tuple[np.ndarray, int, float, int, int]:
     """The dies side by side, longer side ``side_px``: (RGB image, most changed shapes in a
     pixel, nm per pixel, die width in pixels, reach in pixels of one change)."""
@@ -286,15 +309,13 @@ def _heat_dies(diff: MaskDiff, side_px: int) -> tuple[np.ndarray, int, float, in
                     py1 = dh - int(oy * scale)
                     py0 = min(py1 - 1, dh - int((oy + t.height_nm) * scale))
                     die[max(py0, 0):py1, px0:px1] = TILE_GREY
-        counts = np.zeros((dh, dw), np.int64)
-        for lc in d.layers.values():
-            for rects in (lc.added, lc.removed):
-                if len(rects):
-                    cx = ((rects[:, 0] + rects[:, 2]) / 2 - x0) * scale
-                    cy = ((rects[:, 1] + rects[:, 3]) / 2 - y0) * scale
-                    ix = np.clip(cx.astype(np.int64), 0, dw - 1)
-                    iy = np.clip(dh - 1 - cy.astype(np.int64), 0, dh - 1)
-                    np.add.at(counts, (iy, ix), 1)
+        if d.heat is not None and d.heat[0] == side_px:
+            counts = d.heat[1]
+        elif any(lc.counts is not None for lc in d.layers.values()):
+            raise ValueError(f"die {d.die}: the diff kept no shapes (keep_shapes=False); its "
+                             f"heat map was made at {HEATMAP_SIDE_PX} px only")
+        else:
+            counts = heat_counts(d, (x0, y0), scale, (dh, dw))
         # Grow each changed pixel to a small square so that one flipped bit stays visible.
         padded = np.pad(counts, reach)
         grown = counts.copy()
@@ -380,6 +401,8 @@ def write_xor(diff: MaskDiff, path: Path) -> None:
     path = Path(path)
     if path.suffix.lower() not in (".gds", ".oas"):
         raise OutputError(f"{path}: the XOR file must end in .gds or .oas")
+    if any(lc.counts is not None for d in diff.dies for lc in d.layers.values()):
+        raise ValueError("the diff kept no shapes (keep_shapes=False): no XOR file")
     lib = gdstk.Library("XOR", unit=UNIT_M, precision=UNIT_M)
     for d in diff.dies:
         cell = lib.new_cell(f"XOR_DIE{d.die}")
