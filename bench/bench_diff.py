@@ -94,73 +94,6 @@ def write_die(base, folder: Path, stem: str, seed: int = 0, fmt: str = "gds", fl
     return result.files["gds"], result.via_count
 
 
-def flip_bits(src: Path, dst: Path, flips: int, site_pitch_y_nm: int, seed: int = 1) -> int:
-    """Copy a taalasc GDS or OASIS die with ``flips`` distinct random bits flipped; returns
-    the flips made. ``dst`` ending in .oas is written as OASIS (by gdstk).
-
-    A flip rewrites one chunk reference of one tile to a chunk cell with that via moved to
-    the other strap (half a site pitch in y); changed tiles get new cell names.
-    """
-    import gdstk
-
-    from taalasc.custom.names import PREFIX, TILE, chunk_name, parse_chunk
-
-    lib = gdstk.read_oas(str(src), unit=1e-9) if Path(src).suffix == ".oas" else \
-        gdstk.read_gds(str(src), unit=1e-9)
-    cells = {c.name: c for c in lib.cells}
-    top = lib.top_level()[0]
-    tiles = sorted((r for r in top.references if TILE.match(r.cell_name)),
-                   key=lambda r: (r.origin[1], r.origin[0]))
-    prefix = PREFIX.match(top.name).group()
-    rng = np.random.default_rng(seed)
-    chosen: dict[int, dict[int, set[int]]] = {}
-    made = 0
-    chunk_lists: dict[int, list[int]] = {}
-    while made < flips:
-        t = int(rng.integers(len(tiles)))
-        if t not in chunk_lists:
-            chunk_lists[t] = [k for k, r in enumerate(tiles[t].cell.references)
-                              if parse_chunk(r.cell_name) is not None]
-        chunks = chunk_lists[t]
-        k = chunks[int(rng.integers(len(chunks)))]
-        n = parse_chunk(tiles[t].cell.references[k].cell_name)[0]
-        bit = int(rng.integers(n))
-        got = chosen.setdefault(t, {}).setdefault(k, set())
-        if bit not in got:
-            got.add(bit)
-            made += 1
-    half = site_pitch_y_nm // 2
-    for t, per_chunk in sorted(chosen.items()):
-        old = tiles[t]
-        refs = []
-        for k, ref in enumerate(old.cell.references):
-            if k not in per_chunk:
-                refs.append(gdstk.Reference(ref.cell, ref.origin))
-                continue
-            n, old_value, tag = parse_chunk(ref.cell_name)
-            value = old_value
-            for bit in per_chunk[k]:
-                value ^= 1 << bit
-            name = chunk_name(n, value, tag)
-            if name not in cells:
-                moved = []
-                flipped = value ^ old_value
-                by_site = sorted(ref.cell.polygons, key=lambda p: p.points[:, 0].min())
-                for i, poly in enumerate(by_site):
-                    # bit 1 sits under the high strap (lower y): 0 -> 1 moves down.
-                    dy = 0 if not flipped >> i & 1 else (-half if value >> i & 1 else half)
-                    moved.append(gdstk.Polygon(poly.points + (0, dy), poly.layer, poly.datatype))
-                cells[name] = lib.new_cell(name).add(*moved)
-            refs.append(gdstk.Reference(cells[name], ref.origin))
-        new = lib.new_cell(f"{prefix}T{rng.integers(1 << 62):016x}").add(*refs)
-        top.remove(old)
-        top.add(gdstk.Reference(new, old.origin))
-    used = {c.name for c in [top] + top.dependencies(True)}
-    lib.remove(*[c for c in lib.cells if c.name not in used])
-    lib.write_oas(str(dst)) if Path(dst).suffix == ".oas" else lib.write_gds(str(dst))
-    return made
-
-
 KLAYOUT_MODES = ("deep", "tiled", "flat")
 # KLayout's flat XOR is never the fastest (2.3x its deep mode at 11 M vias, 3.1 GB): above
 # this many vias a die's comparison leaves it out (a 34.9 M-via 8 B die would need ~10 GB).
@@ -251,7 +184,7 @@ def _timed(mode: str, a: Path, b: Path, layers, tile_um: float) -> dict:
                     "peak_rss_bytes": int(rss_kb) * 1024}
 
 
-def compare(a: Path, b: Path, pdk, vias: int, klayout_max_vias: int = 40_000_000,
+def compare(a: Path, b: Path, pdk, vias: int, klayout_max_vias: int | None = 40_000_000,
             modes: tuple[str, ...] = KLAYOUT_MODES, tile_um: float = TILE_UM) -> dict:
     """Time taalasc diff and KLayout's XOR in ``modes`` on the same two files, each in its own
     process; counts must agree. Ratios are against the fastest KLayout mode (wall time)."""
@@ -265,6 +198,8 @@ def compare(a: Path, b: Path, pdk, vias: int, klayout_max_vias: int = 40_000_000
            "taalasc_rss_bytes": ours["peak_rss_bytes"], "taalasc_counts": ours["counts"],
            "changed_shapes": ours["changed_shapes"], "masks": ours["masks"],
            "tiles_skipped_identical": ours["tiles_skipped_identical"]}
+    if klayout_max_vias is None:
+        klayout_max_vias = 40_000_000
     if vias > klayout_max_vias or not modes:
         row["klayout"] = f"skipped: {vias:,} vias > {klayout_max_vias:,}"
         row["summary"] = f"{ours['wall_s']:.1f} s (KLayout XOR skipped above {klayout_max_vias:,} vias)"
@@ -290,20 +225,26 @@ def compare(a: Path, b: Path, pdk, vias: int, klayout_max_vias: int = 40_000_000
     return row
 
 
-def measure(out_dir: Path, model: Path, work: Path, flips: int = 3000) -> dict:
-    """bench/run.py hook: diff a compile folder's die 0 against a bit-flipped copy, in the
-    format the compile wrote (GDSII when it wrote both)."""
+def measure(out_dir: Path, model: Path, work: Path, flips: int = 3000,
+            klayout: bool = True) -> dict:
+    """bench/run.py hook: a full die of the compile's base array written twice by taalasc's
+    writer (random bits; B with ``flips`` bits inverted, as a compile of a changed checkpoint
+    writes it), compared in the format the compile wrote. (B is not the compile's die 0
+    edited by gdstk: every cell of a gdstk-written OASIS file is laid out unlike ours, and
+    our reader takes those a record at a time, ~20 s for a reticle die.)"""
     from taalasc.extract.extract import base_of, read_manifest, written_format
 
     manifest = read_manifest(out_dir)
     base = base_of(manifest, out_dir)
     fmt = written_format(manifest)
-    a = Path(out_dir) / manifest["dies"][0]["files"][fmt]
-    b = Path(work) / f"die0-flipped.{fmt}"
-    flip_bits(a, b, flips, base.weight_tile.site_pitch_y_nm)
-    vias = manifest["dies"][0]["via_count"]
+    a, vias = write_die(base, work, "bench-die-a", fmt=fmt)
+    b, _ = write_die(base, work, "bench-die-b", fmt=fmt, flips=flips)
+    if fmt == "oas":
+        a, b = a.with_suffix(".oas"), b.with_suffix(".oas")
     modes = tuple(m for m in KLAYOUT_MODES if m != "flat" or vias <= FLAT_MAX_VIAS)
-    return compare(a, b, base.pdk, vias, modes=modes)
+    row = compare(a, b, base.pdk, vias, modes=modes, klayout_max_vias=None if klayout else 0)
+    row["flips"] = flips
+    return row
 
 
 def _mb(x) -> str:

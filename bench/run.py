@@ -202,29 +202,18 @@ def bench_size(size: str, work: Path, jobs: int, verify_max: float, keep: bool,
 
 
 def _diff(out: Path, work: Path, klayout: bool) -> dict:
-    """bench_diff's die-0 comparison; without KLayout when its XOR is too slow to wait for."""
+    """bench_diff's comparison on a full die of the compile's base; without KLayout when its
+    XOR is too slow to wait for."""
     import bench_diff
-    from taalasc.extract.extract import base_of, read_manifest, written_format
 
-    if klayout:
-        try:
-            return bench_diff.measure(out, None, work)
-        finally:
-            for fmt in ("gds", "oas"):
-                (work / f"die0-flipped.{fmt}").unlink(missing_ok=True)
-    manifest = read_manifest(out)
-    base = base_of(manifest, out)
-    fmt = written_format(manifest)
-    a = out / manifest["dies"][0]["files"][fmt]
-    b = work / f"die0-flipped.{fmt}"
     try:
-        bench_diff.flip_bits(a, b, 3000, base.weight_tile.site_pitch_y_nm)
-        row = bench_diff.compare(a, b, base.pdk, manifest["dies"][0]["via_count"],
-                                 klayout_max_vias=0)
+        row = bench_diff.measure(out, None, work, klayout=klayout)
     finally:
-        b.unlink(missing_ok=True)
-    row["summary"] = (f"{row['taalasc_s']:.1f} s (3,000 flips, die 0); KLayout XOR not run "
-                      "(--no-klayout), see bench/results/diff.md")
+        for path in work.glob("bench-die-[ab].*"):
+            path.unlink()
+    if not klayout:
+        row["summary"] = (f"{row['taalasc_s']:.1f} s (3,000 flips); KLayout XOR not run "
+                          "(--no-klayout), see bench/results/diff.md")
     return row
 
 
