@@ -185,14 +185,11 @@ def bench_size(size: str, work: Path, jobs: int, verify_max: float, keep: bool,
         row["verify_weights_per_s"] = params / ver["wall_s"]
     else:
         row["verify_note"] = f"not run (> --verify-max {verify_max:,.0f} params)"
+    # Every die of these compiles is a full reticle die, so one full-die diff per run says
+    # it all; KLayout's XOR of a full die takes minutes, too long to repeat per size.
     try:
-        import bench_diff  # owned by the diff helper
-        # Every die of these compiles is a full reticle die, so one die-0 diff per run says
-        # it all; KLayout's flat XOR of a full die takes minutes, too long to repeat per size.
         row["diff"] = (_diff(out, work, klayout) if diff else
-                       {"summary": "see the first row (same full-size die 0)"})
-    except ImportError:
-        row["diff"] = None
+                       {"summary": "see the first row (the same full die of the base)"})
     except Exception as exc:  # the diff bench is optional here; record, do not stop
         row["diff"] = {"error": f"{type(exc).__name__}: {exc}"}
     if not keep:  # multi-GB: never leave model or masks behind
@@ -226,7 +223,8 @@ def _checks(row: dict) -> str:
 def _phases(row: dict) -> str:
     """'; rebuild 480 s, extract 700 s, ...' from verify_phases.py's figures."""
     phases = row.get("verify_phases_s") or {}
-    return ("; " + ", ".join(f"{k.replace('_', ' ')} {v:,.0f} s" for k, v in phases.items())
+    return ("; " + ", ".join(f"{k.replace('_', ' ')} {v:,.0f} s" if v >= 10 else
+                             f"{k.replace('_', ' ')} {v:.1f} s" for k, v in phases.items())
             if phases else "")
 
 
