@@ -131,3 +131,25 @@ def test_clean_die_uses_instances_for_every_chunk(compiled, monkeypatch, memo):
     assert got.defect_count == 0 and got.vias_read == manifest["dies"][0]["via_count"]
     # only the top-level route vias and the tie vias (6 % of a tile's; see SiteDecoder.add)
     assert sum(per_via) == manifest["dies"][0]["route_vias"] + manifest["dies"][0]["tie_vias"]
+
+
+@pytest.mark.parametrize("memo", [gdsflat.MEMO_SHAPES, 16])
+def test_counts_equal_the_flat_counts_with_a_doubled_via(compiled, tmp_path, monkeypatch, memo):
+    """SiteDecoder.counts counts every via: a cell drawing one via twice is decoded via by
+    via, not as bytes of 8 sites, whose bits could not count it (sign-off reads counts)."""
+    monkeypatch.setattr(gdsflat, "MEMO_SHAPES", memo)
+
+    def change(tile: gdstk.Cell) -> None:
+        chunk = _first_chunk(tile).cell
+        via = chunk.polygons[0]
+        chunk.add(gdstk.Polygon(via.points, via.layer, via.datatype))
+
+    gds = _edited(compiled, tmp_path / "die0.gds", change)
+    job = _job(compiled, gds)
+    fast = readback.SiteDecoder(job.base, job.assignments)
+    fast.read(gds)
+    flat = readback.SiteDecoder(job.base, job.assignments)
+    for piece in _ITER_VIAS(gds, job.base.pdk, instances=False):
+        flat.add(piece)
+    got, want = fast.counts(), flat.counts()
+    assert want.max() == 2 and np.array_equal(got, want)

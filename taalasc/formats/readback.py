@@ -250,7 +250,7 @@ class SiteDecoder:
         self.vias += int(n.sum())
         base = slot * tile.sites + (oy // py) * tile.sites_x + ox // px
         if self.packing:
-            byte = (ox // px) % 8 == 0
+            byte = ((ox // px) % 8 == 0) & self._byte_ok[child]
             if byte.any():
                 self._add_bytes(base[byte], child[byte], slot[byte], n[byte])
                 keep = ~byte
@@ -296,6 +296,7 @@ class SiteDecoder:
             self._boxed = np.zeros(len(memo.start), bool)
             self._byte_start = np.zeros(len(memo.start), np.int64)
             self._byte_size = np.zeros(len(memo.start), np.int64)
+            self._byte_ok = np.zeros(len(memo.start), bool)
             self._byte_parts: list = []
             self._byte_table = (np.zeros(0, np.int64), np.zeros((0, self.lines), np.uint8))
         site, line = self._local
@@ -306,11 +307,13 @@ class SiteDecoder:
                 self._box[k] = (c[:, 0].min(), c[:, 0].max(), c[:, 1].min(), c[:, 1].max())
             self._clean[k] = bool(self._local_on[lo:lo + size].all())
             self._boxed[k] = True
-            if self.packing and self._clean[k] and size:
+            s = site[lo:lo + size]
+            if self.packing and self._clean[k] and size \
+                    and len(np.unique(s * self.lines + line[lo:lo + size])) == size:
                 # the cell's vias as bytes of 8 sites (floor division: a byte may lie below
                 # the origin's) with one pattern bit per (site, line): a chunk cell is one
-                # byte, a tile cell one per 8 sites
-                s = site[lo:lo + size]
+                # byte, a tile cell one per 8 sites. Not for a cell with two vias on one
+                # (site, line), which a bit cannot count (``counts`` counts every via).
                 offset, inverse = np.unique(s >> 3, return_inverse=True)
                 pattern = np.zeros((len(offset), self.lines), np.uint8)
                 np.bitwise_or.at(pattern, (inverse, line[lo:lo + size]),
@@ -319,6 +322,7 @@ class SiteDecoder:
                     len(o) for o, _ in self._byte_parts)
                 self._byte_size[k] = len(offset)
                 self._byte_parts.append((offset, pattern))
+                self._byte_ok[k] = True
         if self._byte_parts:   # appended to the table once per call
             parts, self._byte_parts = self._byte_parts, []
             self._byte_table = (np.concatenate([self._byte_table[0]] + [o for o, _ in parts]),
