@@ -135,13 +135,13 @@ class Attribution:
     def add_die(self, change) -> None:
         per: dict[int, TileDiff] = {}
         for layer, lc in sorted(change.layers.items()):
-            for rects, src, side in ((lc.removed, lc.removed_src, "removed"),
-                                     (lc.added, lc.added_src, "added")):
-                for s in np.unique(src).tolist():
+            for src, side in ((lc.removed_src, "removed"), (lc.added_src, "added")):
+                ids, shapes = np.unique(src, return_counts=True)
+                for s, n in zip(ids.tolist(), shapes.tolist()):
                     if s not in per:
                         per[s] = self._tile(change, s)
                     d = getattr(per[s], side)
-                    d[self.names[layer]] = d.get(self.names[layer], 0) + int((src == s).sum())
+                    d[self.names[layer]] = d.get(self.names[layer], 0) + n
             if layer == self.via_layer:
                 self._vias(change, lc)
         self.tiles += [per[s] for s in sorted(per, key=lambda k: (per[k].column is None, per[k].row
@@ -168,8 +168,13 @@ class Attribution:
         nearly every weight: a Python set per element would not fit in memory at 8 B)."""
         if self.base is None:
             return
-        sides = [(lc.removed, lc.removed_src, "removed", self.placement_a),
-                 (lc.added, lc.added_src, "added", self.placement_b)]
+        # each side's shapes sorted by instance once; a tile's are then one slice
+        sides = []
+        for rects, src, side, placement in ((lc.removed, lc.removed_src, "removed",
+                                             self.placement_a),
+                                            (lc.added, lc.added_src, "added", self.placement_b)):
+            order = np.argsort(src, kind="stable")
+            sides.append((rects, order, src[order], side, placement))
         for s in np.unique(np.concatenate([lc.removed_src, lc.added_src])).tolist():
             if s < 0:
                 continue
@@ -178,17 +183,18 @@ class Attribution:
             if cr is None:
                 continue
             keys, segment = [], None
-            for rects, src, side, placement in sides:
+            for rects, order, by_src, side, placement in sides:
                 seg = _segment_at(placement, (change.die, *cr))
-                mine = src == s
-                if seg is None or not mine.any():
+                lo, hi = np.searchsorted(by_src, [s, s + 1]).tolist()
+                if seg is None or lo == hi:
                     continue
+                mine = order[lo:hi]
                 t = self.tensors.setdefault(seg.tensor, TensorDiff(seg.tensor))
                 t.tiles.add((change.die, *cr))
                 if side == "removed":
-                    t.vias_removed += int(mine.sum())
+                    t.vias_removed += hi - lo
                 else:
-                    t.vias_added += int(mine.sum())
+                    t.vias_added += hi - lo
                 if seg.tensor in self.replaced:
                     t.placement_changed = True
                     continue

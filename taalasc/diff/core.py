@@ -171,13 +171,13 @@ def diff_masks(a: str | Path, b: str | Path, fmt: str | None = None, trust_hashe
     process each (the result is the same for any ``jobs``). By default references at the
     same place on both sides to cells of the same content hash (content.py; names play no
     part) are skipped unflattened; ``trust_hashes=False`` compares the fully flattened
-    geometry instead (slow; same counts). ``count_total`` also counts A's shapes, needed for a
-    fractional threshold. ``keep_shapes=False``: each die's changed rectangles are dropped
+    geometry instead (slow; same counts). ``count_total`` also counts A's shapes, needed for
+    a fractional threshold. ``keep_shapes=False``: each die's changed rectangles are dropped
     once they are counted, attributed and binned into the heat map (``report.heat_counts``),
     so a diff of every die of a new checkpoint holds one die's changes at a time, not the
-    model's; the XOR file then cannot be written. Raises MaskError when a side cannot be read, a folder's die file
-    is not the one its manifest records (name outside the folder, sha256 changed) or the base
-    chips differ.
+    model's; the XOR file then cannot be written. Raises MaskError when a side cannot be
+    read, a folder's die file is not the one its manifest records (name outside the folder,
+    sha256 changed) or the base chips differ.
     """
     from taalasc.extract.extract import read_manifest, written_format
     from taalasc.parallel import run_ordered
@@ -238,7 +238,7 @@ def diff_masks(a: str | Path, b: str | Path, fmt: str | None = None, trust_hashe
     if base is not None and not keep_shapes:
         from taalasc.diff.report import HEATMAP_SIDE_PX, heat_counts, heat_scale
 
-        scale, dh, dw = heat_scale(base)
+        scale, dh, dw = heat_scale(base.die.width_nm, base.die.height_nm)
     # Dies are taken in die order as the workers finish them: each is counted, attributed
     # and (keep_shapes=False) binned into the heat map and stripped of its shapes at once.
     results = iter(run_ordered(compare_die, work, jobs=jobs))

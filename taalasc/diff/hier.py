@@ -82,6 +82,11 @@ class DieChange:
     def identical(self) -> bool:
         return all(not c.n_added and not c.n_removed for c in self.layers.values())
 
+    @property
+    def shapes_dropped(self) -> bool:
+        """Whether the diff kept only counts of this die (diff_masks keep_shapes=False)."""
+        return any(c.counts is not None for c in self.layers.values())
+
 
 def same_file_die(die: int, lib: GdsLibrary | None) -> DieChange:
     """A die whose two files have the same bytes: nothing to compare. ``lib`` (one side, when

@@ -253,9 +253,9 @@ def _heat_colours(level: np.ndarray) -> np.ndarray:
                     -1).astype(np.uint8)
 
 
-def heat_scale(base, side_px: int = HEATMAP_SIDE_PX) -> tuple[float, int, int]:
-    """(pixels per nm, die height and width in pixels) of the heat map of ``base``'s dies."""
-    w_nm, h_nm = base.die.width_nm, base.die.height_nm
+def heat_scale(w_nm: int, h_nm: int, side_px: int = HEATMAP_SIDE_PX) -> tuple[float, int, int]:
+    """(pixels per nm, die height and width in pixels) of a heat map of dies ``w_nm`` by
+    ``h_nm`` whose longer side is ``side_px``."""
     scale = side_px / max(w_nm, h_nm)
     return scale, max(1, int(round(h_nm * scale))), max(1, int(round(w_nm * scale)))
 
@@ -289,8 +289,7 @@ def _heat_dies(diff: MaskDiff, side_px: int) -> tuple[np.ndarray, int, float, in
             extents.append((min(x0, 0), min(y0, 0), max(x1, 1), max(y1, 1)))
     w_nm = max(e[2] - e[0] for e in extents)
     h_nm = max(e[3] - e[1] for e in extents)
-    scale = side_px / max(w_nm, h_nm)
-    dw, dh = max(1, int(round(w_nm * scale))), max(1, int(round(h_nm * scale)))
+    scale, dh, dw = heat_scale(w_nm, h_nm, side_px)
     n = len(diff.dies)
     img = np.full((dh, n * dw + (n - 1) * _GAP_PX, 3), 255, np.uint8)
     reach = max(1, side_px // 160)
@@ -311,7 +310,7 @@ def _heat_dies(diff: MaskDiff, side_px: int) -> tuple[np.ndarray, int, float, in
                     die[max(py0, 0):py1, px0:px1] = TILE_GREY
         if d.heat is not None and d.heat[0] == side_px:
             counts = d.heat[1]
-        elif any(lc.counts is not None for lc in d.layers.values()):
+        elif d.shapes_dropped:
             raise ValueError(f"die {d.die}: the diff kept no shapes (keep_shapes=False); its "
                              f"heat map was made at {HEATMAP_SIDE_PX} px only")
         else:
@@ -401,7 +400,7 @@ def write_xor(diff: MaskDiff, path: Path) -> None:
     path = Path(path)
     if path.suffix.lower() not in (".gds", ".oas"):
         raise OutputError(f"{path}: the XOR file must end in .gds or .oas")
-    if any(lc.counts is not None for d in diff.dies for lc in d.layers.values()):
+    if any(d.shapes_dropped for d in diff.dies):
         raise ValueError("the diff kept no shapes (keep_shapes=False): no XOR file")
     lib = gdstk.Library("XOR", unit=UNIT_M, precision=UNIT_M)
     for d in diff.dies:

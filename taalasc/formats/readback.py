@@ -300,6 +300,7 @@ class SiteDecoder:
             self._byte_parts: list = []
             self._byte_table = (np.zeros(0, np.int64), np.zeros((0, self.lines), np.uint8))
         site, line = self._local
+        end = len(self._byte_table[0])   # where the next cell's bytes go in the table
         for k in np.unique(kids[~self._boxed[kids]]).tolist():
             lo, size = int(memo.start[k]), int(memo.size[k])
             c = self._local_c[lo:lo + size]
@@ -318,9 +319,8 @@ class SiteDecoder:
                 pattern = np.zeros((len(offset), self.lines), np.uint8)
                 np.bitwise_or.at(pattern, (inverse, line[lo:lo + size]),
                                  (1 << (s & 7)).astype(np.uint8))
-                self._byte_start[k] = len(self._byte_table[0]) + sum(
-                    len(o) for o, _ in self._byte_parts)
-                self._byte_size[k] = len(offset)
+                self._byte_start[k], self._byte_size[k] = end, len(offset)
+                end += len(offset)
                 self._byte_parts.append((offset, pattern))
                 self._byte_ok[k] = True
         if self._byte_parts:   # appended to the table once per call
