@@ -68,6 +68,36 @@ def test_contact_pairs_finds_long_and_touching_rectangles():
     assert list(zip(i.tolist(), j.tolist())) == [(0, 1)]
 
 
+def _brute_pairs(p, q, strict):
+    i, j = np.meshgrid(np.arange(len(p)), np.arange(len(q)), indexing="ij")
+    i, j = i.ravel(), j.ravel()
+    a, b = p[i], q[j]
+    if strict:
+        hit = (a[:, 0] < b[:, 2]) & (b[:, 0] < a[:, 2]) & (a[:, 1] < b[:, 3]) & (b[:, 1] < a[:, 3])
+    else:
+        hit = (a[:, 0] <= b[:, 2]) & (b[:, 0] <= a[:, 2]) & (a[:, 1] <= b[:, 3]) & (b[:, 1] <= a[:, 3])
+    return sorted(zip(i[hit].tolist(), j[hit].tolist()))
+
+
+@settings(max_examples=40, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), span=st.sampled_from([60, 5_000, 3_000_000]),
+       few=st.integers(1, 12), strict=st.booleans())
+def test_contact_pairs_few_against_many_equals_brute_force(seed, span, few, strict):
+    # One side > 8x the other: its far boxes are dropped by a coarse grid before the join
+    # (the diff's context search). Boxes on grid lines, touching edges and corners included.
+    rng = np.random.default_rng(seed)
+
+    def boxes(n, size):
+        lo = rng.integers(0, span, (n, 2))
+        return np.concatenate([lo, lo + rng.integers(0, size, (n, 2))], axis=1).astype(np.int64)
+
+    small, large = boxes(few, max(2, span // 20)), boxes(200, max(2, span // 8))
+    large[:few] = small[:, [2, 3, 2, 3]] + [0, 0, 5, 5]   # corner contacts
+    for p, q in ((small, large), (large, small)):
+        i, j = contact_pairs(p, q, strict)
+        assert sorted(zip(i.tolist(), j.tolist())) == _brute_pairs(p, q, strict)
+
+
 @pytest.mark.parametrize("text, want", [("0", ("count", 0)), ("120", ("count", 120)),
                                         ("0.5%", ("fraction", 0.005)), ("100%", ("fraction", 1.0))])
 def test_parse_max_changed(text, want):

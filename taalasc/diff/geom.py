@@ -23,6 +23,7 @@ from taalasc.errors import MaskError
 EMPTY = np.zeros((0, 4), np.int64)
 MAX_CLUSTER_CELLS = 20_000_000   # compressed-grid cells of one cluster (memory guard)
 _BIG_BUCKETS = 64                # a rectangle over more buckets is searched by brute force
+_NEAR_RATIO = 8                  # one side this many times the other's: filter it first
 
 
 def unique_rows(rects: np.ndarray) -> np.ndarray:
@@ -70,6 +71,49 @@ def contact_pairs(p: np.ndarray, q: np.ndarray, strict: bool = False
     A uniform bucket grid joins the two sets; the few rectangles that span many buckets
     (long routes, straps) are checked against everything by brute force.
     """
+    none = (np.zeros(0, np.int64), np.zeros(0, np.int64))
+    if not len(p) or not len(q):
+        return none
+    # A few changed shapes against a whole die's boxes (the diff's context search): the
+    # bucket join would cost a pass per box, so the boxes far from every shape of the small
+    # side are dropped first by a coarse grid, and the join runs on what is left.
+    if len(q) > _NEAR_RATIO * len(p):
+        near = _near(p, q)
+        i, j = _join(p, q[near], strict)
+        return i, near[j]
+    if len(p) > _NEAR_RATIO * len(q):
+        near = _near(q, p)
+        i, j = _join(p[near], q, strict)
+        return near[i], j
+    return _join(p, q, strict)
+
+
+def _near(p: np.ndarray, q: np.ndarray, cells: int = 1024) -> np.ndarray:
+    """Indices of the boxes of ``q`` that may touch a box of ``p`` (closed boxes; a superset,
+    in order): q must meet p's bounding box, and one of the cells of a coarse grid over it
+    that a box of p covers. Closed boxes that touch share a point, whose cell both cover."""
+    lo, hi = p[:, :2].min(axis=0), p[:, 2:].max(axis=0)
+    shift = (int((hi - lo).max()) // cells).bit_length()   # cells of 2**shift nm: < cells a side
+    n = int((hi - lo).max() >> shift) + 2
+
+    def cells_of(r):   # cx0, cy0, cx1, cy1 of each box, clipped to p's bounding box
+        return [(np.clip(r[:, k], lo[k % 2], hi[k % 2]) - lo[k % 2]) >> shift for k in range(4)]
+
+    # cells covered by p: a 2-D difference array summed twice, then a summed-area table
+    x0, y0, x1, y1 = cells_of(p)
+    mark = np.zeros((n, n), np.int32)
+    for ys, xs, sign in ((y0, x0, 1), (y0, x1 + 1, -1), (y1 + 1, x0, -1), (y1 + 1, x1 + 1, 1)):
+        np.add.at(mark, (ys, xs), sign)
+    table = np.zeros((n + 1, n + 1), np.int64)
+    table[1:, 1:] = (mark.cumsum(axis=0).cumsum(axis=1) > 0).cumsum(axis=0).cumsum(axis=1)
+    meets = ((q[:, 0] <= hi[0]) & (q[:, 2] >= lo[0]) & (q[:, 1] <= hi[1]) & (q[:, 3] >= lo[1]))
+    x0, y0, x1, y1 = cells_of(q)
+    covered = table[y1 + 1, x1 + 1] - table[y0, x1 + 1] - table[y1 + 1, x0] + table[y0, x0]
+    return np.flatnonzero(meets & (covered > 0))
+
+
+def _join(p: np.ndarray, q: np.ndarray, strict: bool) -> tuple[np.ndarray, np.ndarray]:
+    """contact_pairs by a bucket join of both sides."""
     none = (np.zeros(0, np.int64), np.zeros(0, np.int64))
     if not len(p) or not len(q):
         return none
