@@ -23,6 +23,7 @@ from taalasc.errors import MaskError
 EMPTY = np.zeros((0, 4), np.int64)
 MAX_CLUSTER_CELLS = 20_000_000   # compressed-grid cells of one cluster (memory guard)
 _BIG_BUCKETS = 64                # a rectangle over more buckets is searched by brute force
+_PAIR_COST = 4                   # a candidate pair costs ~4 bucket entries (measured)
 _NEAR_RATIO = 8                  # one side this many times the other's: filter it first
 
 
@@ -112,57 +113,118 @@ def _near(p: np.ndarray, q: np.ndarray, cells: int = 1024) -> np.ndarray:
     return np.flatnonzero(meets & (covered > 0))
 
 
+def _bucket_size(p: np.ndarray, q: np.ndarray, sample: int = 1 << 15) -> int:
+    """The bucket side (nm) of the join that costs least by a uniform-density model: bucket
+    entries of both sides, candidate pairs (entries of p times entries of q over the buckets
+    of the bounding box, each ~_PAIR_COST entries' work), and for each rectangle over
+    _BIG_BUCKETS buckets the other side's rectangles in its x range. A few vias against chunk
+    boxes, a million changed vias against them, and long straps against vias each want
+    another side; one percentile of both sets served only some. Rows are sampled at a fixed
+    stride, so the choice is deterministic."""
+    lo = np.minimum(p[:, :2].min(axis=0), q[:, :2].min(axis=0))
+    hi = np.maximum(p[:, 2:].max(axis=0), q[:, 2:].max(axis=0))
+    width, height = float(max(1, hi[0] - lo[0])), float(max(1, hi[1] - lo[1]))
+    sides = []
+    for r in (p, q):
+        r = r[::max(1, len(r) // sample)]
+        sides.append((r[:, 2] - r[:, 0], r[:, 3] - r[:, 1]))
+    ext = [float(np.percentile(np.maximum(w, h), 75)) for w, h in sides]
+    best, best_cost = 1, None
+    size = max(1, int(min(ext)) // 2)
+    while True:
+        per_side = []
+        for (w, h), n, reach in zip(sides, (len(p), len(q)), ext[::-1]):
+            buckets = (1 + w / size) * (1 + h / size)   # expected, at a random offset
+            big = buckets > _BIG_BUCKETS
+            x_range = np.minimum(1.0, (w + reach) / width)   # of the other side's rectangles
+            per_side.append((n * float(np.mean(buckets * ~big)), n * float(np.mean(x_range * big))))
+        (ep, bp), (eq, bq) = per_side
+        cost = (ep + eq + _PAIR_COST * ep * eq * size * size / (width * height)
+                + bp * len(q) + bq * len(p))
+        if best_cost is None or cost < best_cost:
+            best, best_cost = size, cost
+        if size > 2 * max(ext):
+            return best
+        size *= 2
+
+
+def _span(r: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Lowest and highest bucket (x, y) of each closed rectangle, and its bucket count."""
+    lo, hi = r[:, :2] // size, r[:, 2:] // size
+    return lo, hi, (hi[:, 0] - lo[:, 0] + 1) * (hi[:, 1] - lo[:, 1] + 1)
+
+
+def _bucket_key(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    return (x << 32) + (y & 0xFFFFFFFF)
+
+
+def _entries(r: np.ndarray, idx: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """(bucket key, row) for every bucket each rectangle ``idx`` of ``r`` covers."""
+    lo, hi, n = _span(r[idx], size)
+    nx = hi[:, 0] - lo[:, 0] + 1
+    k = np.arange(n.sum()) - np.repeat(np.cumsum(n) - n, n)
+    return (_bucket_key(np.repeat(lo[:, 0], n) + k % np.repeat(nx, n),
+                        np.repeat(lo[:, 1], n) + k // np.repeat(nx, n)), np.repeat(idx, n))
+
+
+_JOIN_BLOCK = 1 << 20   # bucket entries of p joined at once (bounds the candidate pairs held)
+
+
 def _join(p: np.ndarray, q: np.ndarray, strict: bool) -> tuple[np.ndarray, np.ndarray]:
-    """contact_pairs by a bucket join of both sides."""
+    """contact_pairs by a bucket join of both sides, sorted by (i, j).
+
+    A pair of rectangles sharing several buckets is kept only in the bucket of the corner
+    where their common part starts (the largest x0 and y0, inside both closed boxes), so no
+    pair is found twice. Rectangles over more than _BIG_BUCKETS buckets are not entered;
+    each is checked against the other side's rectangles in its x range (sorted by x0)."""
     none = (np.zeros(0, np.int64), np.zeros(0, np.int64))
     if not len(p) or not len(q):
         return none
-    ext = np.concatenate([np.maximum(r[:, 2] - r[:, 0], r[:, 3] - r[:, 1]) for r in (p, q)])
-    size = max(1, int(np.percentile(ext, 75)))
-
-    def span(r):
-        lo, hi = r[:, :2] // size, r[:, 2:] // size
-        return lo, hi, (hi[:, 0] - lo[:, 0] + 1) * (hi[:, 1] - lo[:, 1] + 1)
-
-    def entries(r, idx):
-        lo, hi, n = span(r[idx])
-        nx = hi[:, 0] - lo[:, 0] + 1
-        owner = np.repeat(idx, n)
-        k = np.arange(n.sum()) - np.repeat(np.cumsum(n) - n, n)
-        bx = np.repeat(lo[:, 0], n) + k % np.repeat(nx, n)
-        by = np.repeat(lo[:, 1], n) + k // np.repeat(nx, n)
-        return (bx << 32) + (by & 0xFFFFFFFF), owner
-
+    size = _bucket_size(p, q)
+    big_p, big_q = _span(p, size)[2] > _BIG_BUCKETS, _span(q, size)[2] > _BIG_BUCKETS
+    small_p, small_q = np.flatnonzero(~big_p), np.flatnonzero(~big_q)
     pi, qj = [], []
-    sp, sq = span(p)[2], span(q)[2]
-    small_p, small_q = np.flatnonzero(sp <= _BIG_BUCKETS), np.flatnonzero(sq <= _BIG_BUCKETS)
-    kp, op = entries(p, small_p)
-    kq, oq = entries(q, small_q)
+    kq, oq = _entries(q, small_q, size)
     order = np.argsort(kq, kind="stable")
     kq, oq = kq[order], oq[order]
-    lo = np.searchsorted(kq, kp, "left")
-    n = np.searchsorted(kq, kp, "right") - lo
-    pi.append(np.repeat(op, n))
-    qj.append(oq[np.repeat(lo, n) + np.arange(n.sum()) - np.repeat(np.cumsum(n) - n, n)])
-    # Brute force for the big ones, in chunks to bound memory.
-    for big, other, flip in ((np.flatnonzero(sp > _BIG_BUCKETS), q, False),
-                             (np.flatnonzero(sq > _BIG_BUCKETS), p, True)):
-        for i in big:
-            j = np.arange(len(other))
-            a = (q if flip else p)[i]
-            hit = _hits(np.broadcast_to(a, (len(other), 4)), other, strict)
-            j = j[hit]
-            if flip:
-                pi.append(j), qj.append(np.full(len(j), i))
-            else:
-                pi.append(np.full(len(j), i)), qj.append(j)
-    i, j = np.concatenate(pi).astype(np.int64), np.concatenate(qj).astype(np.int64)
-    if not len(i):
-        return none
-    key = np.unique((i << 32) + j)
-    i, j = key >> 32, key & 0xFFFFFFFF
-    keep = _hits(p[i], q[j], strict)
-    return i[keep], j[keep]
+    kp, op = _entries(p, small_p, size)
+    for start in range(0, len(kp), _JOIN_BLOCK):
+        k, o = kp[start:start + _JOIN_BLOCK], op[start:start + _JOIN_BLOCK]
+        lo = np.searchsorted(kq, k, "left")
+        n = np.searchsorted(kq, k, "right") - lo
+        i = np.repeat(o, n)
+        j = oq[np.repeat(lo, n) + np.arange(n.sum()) - np.repeat(np.cumsum(n) - n, n)]
+        bucket = np.repeat(k, n)
+        hit = _hits(p[i], q[j], strict)
+        i, j, bucket = i[hit], j[hit], bucket[hit]
+        corner = np.maximum(p[i, :2], q[j, :2]) // size
+        once = bucket == _bucket_key(corner[:, 0], corner[:, 1])
+        pi.append(i[once])
+        qj.append(j[once])
+    for big, rects, small, other, flip in ((np.flatnonzero(big_p), p, small_q, q, False),
+                                           (np.flatnonzero(big_q), q, small_p, p, True)):
+        if not len(big):
+            continue
+        # against the other side's small rectangles, by x0 (their width is bounded) ...
+        by_x = small[np.argsort(other[small, 0], kind="stable")]
+        x0 = other[by_x, 0]
+        reach = int((other[small, 2] - other[small, 0]).max(initial=0))
+        for k in big.tolist():
+            a = rects[k]
+            cand = by_x[np.searchsorted(x0, a[0] - reach, "left"):
+                        np.searchsorted(x0, a[2], "right")]
+            cand = cand[_hits(np.broadcast_to(a, (len(cand), 4)), other[cand], strict)]
+            pi.append(cand if flip else np.full(len(cand), k))
+            qj.append(np.full(len(cand), k) if flip else cand)
+    # ... and big against big, once
+    for k in np.flatnonzero(big_p).tolist():
+        cand = np.flatnonzero(big_q)
+        cand = cand[_hits(np.broadcast_to(p[k], (len(cand), 4)), q[cand], strict)]
+        pi.append(np.full(len(cand), k))
+        qj.append(cand)
+    key = np.sort(_bucket_key(np.concatenate(pi).astype(np.int64),
+                              np.concatenate(qj).astype(np.int64)))
+    return key >> 32, key & 0xFFFFFFFF
 
 
 def components(n: int, i: np.ndarray, j: np.ndarray) -> np.ndarray:
