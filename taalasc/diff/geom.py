@@ -37,9 +37,21 @@ def distinct_index(rects: np.ndarray) -> np.ndarray:
     """Indices of the first occurrence of each distinct rectangle, in sorted-row order."""
     if len(rects) < 2:
         return np.arange(len(rects))
-    order = np.lexsort((rects[:, 3], rects[:, 2], rects[:, 1], rects[:, 0]))
+    order = np.lexsort(_sort_keys(rects))
     s = rects[order]
     return order[np.r_[True, np.any(s[1:] != s[:-1], axis=1)]]
+
+
+def _sort_keys(rects: np.ndarray) -> tuple[np.ndarray, ...]:
+    """np.lexsort keys ordering rectangles by (x0, y0, x1, y1): two packed int64 keys
+    (corner, then size) when the values fit 32 bits, as on any die; else the four columns.
+    Two keys sort in about half the time of four (millions of rows for a changed die)."""
+    lo, size = rects[:, :2], rects[:, 2:] - rects[:, :2]
+    if len(rects) and (lo.min() >= -(1 << 31) and lo.max() < (1 << 31)
+                       and size.min() >= 0 and size.max() < (1 << 31)):
+        corner = (lo[:, 0] << 32) + (lo[:, 1] + (1 << 31))
+        return ((size[:, 0] << 32) + size[:, 1], corner)
+    return (rects[:, 3], rects[:, 2], rects[:, 1], rects[:, 0])
 
 
 def rows_in(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -48,7 +60,7 @@ def rows_in(a: np.ndarray, b: np.ndarray) -> np.ndarray:
         return np.zeros(len(a), bool)
     rows = np.concatenate([a, b])
     src = np.r_[np.zeros(len(a), np.int8), np.ones(len(b), np.int8)]
-    order = np.lexsort((src, rows[:, 3], rows[:, 2], rows[:, 1], rows[:, 0]))
+    order = np.lexsort((src,) + _sort_keys(rows))
     s = rows[order]
     start = np.r_[True, np.any(s[1:] != s[:-1], axis=1)]
     group = np.cumsum(start) - 1
