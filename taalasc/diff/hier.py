@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from taalasc.diff.content import digest_table
-from taalasc.diff.geom import contact_pairs, distinct_index, rows_in, xor_polygons
+from taalasc.diff.geom import common_rows, contact_pairs, distinct_index, xor_polygons
 from taalasc.errors import MaskError
 from taalasc.formats.gdsflat import LayerPlacer, cell_boxes, children_first, ref_boxes
 from taalasc.formats.gdsread import GdsLibrary, _Refs
@@ -441,7 +441,7 @@ def _compare_tiles(pairs, first_src: int, ra: _Refs, rb: _Refs, sa: _Side, sb: _
 
 def _layer_change(a, b, layer: Layer, context: _Skipped | None) -> LayerChange:
     (ra, sa), (rb, sb) = a, b
-    in_b, in_a = rows_in(ra, rb), rows_in(rb, ra)
+    in_b, in_a = common_rows(ra, rb)
     removed, removed_src = _distinct(ra[~in_b], sa[~in_b])
     added, added_src = _distinct(rb[~in_a], sb[~in_a])
     change = LayerChange(removed, removed_src, added, added_src)
