@@ -382,3 +382,29 @@ def test_a_whole_tensor_changed_is_counted_exactly_and_listed_in_part(pair, tmp_
         assert bits == tuple(k for k in range(16) if (x >> k) & 1)
     assert to_json(d)["tensors"][[x["tensor"] for x in to_json(d)["tensors"]].index(DOWN)][
         "elements_truncated"] is True
+
+
+def test_tiles_compared_batch_by_batch_give_the_one_pass_diff(pair, tmp_path, monkeypatch):
+    """Changed tiles that touch neither each other nor other shapes are counted a batch at a
+    time (memory bounded by the batch): the same shapes, sources, counts and XOR file as one
+    pass over the whole die."""
+    from taalasc.diff import hier
+
+    one = diff_masks(pair / "masks_a", pair / "masks_b")
+    write_xor(one, tmp_path / "one.gds")
+    taken = []
+    apart = hier._apart
+    monkeypatch.setattr(hier, "_apart", lambda *a: taken.append(apart(*a)) or taken[-1])
+    monkeypatch.setattr(hier, "PAIR_BATCH", 1)     # a batch per changed tile
+    split = diff_masks(pair / "masks_a", pair / "masks_b")
+    write_xor(split, tmp_path / "split.gds")
+    assert taken == [True]                          # the batched path ran
+    assert to_json(split) == to_json(one)
+    for da, db in zip(one.dies, split.dies):
+        assert da.layers.keys() == db.layers.keys()
+        for layer, a in da.layers.items():
+            b = db.layers[layer]
+            for f in ("removed", "removed_src", "added", "added_src", "xor_rects"):
+                assert np.array_equal(getattr(a, f), getattr(b, f)), (layer, f)
+            assert a.xor_count == b.xor_count
+    assert (tmp_path / "one.gds").read_bytes() == (tmp_path / "split.gds").read_bytes()

@@ -42,6 +42,11 @@ def distinct_index(rects: np.ndarray) -> np.ndarray:
     return order[_starts([k[order] for k in keys])]
 
 
+def sorted_rows(rects: np.ndarray) -> np.ndarray:
+    """The order that sorts rectangles by (x0, y0, x1, y1) (stable)."""
+    return np.lexsort(_row_keys(rects, _packs(rects))) if len(rects) > 1 else np.arange(len(rects))
+
+
 def _packs(*sets: np.ndarray) -> bool:
     """Whether the rectangles' corners and sizes fit 32 bits each (on any die they do)."""
     for r in sets:

@@ -16,8 +16,11 @@ came from (-1: drawn in the top cell itself, e.g. routes).
 Everything works on the readers' arrays (formats/gdsread.GdsLibrary): references are matched
 by comparing whole columns (writers list a tile's references in a fixed order, so two
 versions of a tile line up row by row; what does not is matched by sorting), and the tiles
-that differ are compared in batches of about PAIR_BATCH references, so memory is bounded by
-the batch and the shapes that differ, not by the die.
+that differ are compared in batches of about PAIR_BATCH references. When the differing tiles
+touch neither each other nor any other shape on their layers (as on every die the compile
+writes), each batch's shapes are also counted and dropped before the next batch is
+flattened, so memory is bounded by the batch and the shapes that differ, not by the die;
+otherwise the die's flattened shapes are counted in one pass.
 """
 
 from __future__ import annotations
@@ -27,14 +30,15 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from taalasc.diff.content import digest_table
-from taalasc.diff.geom import common_rows, contact_pairs, distinct_index, xor_polygons
+from taalasc.diff.geom import (common_rows, contact_pairs, distinct_index, sorted_rows,
+                                xor_polygons)
 from taalasc.errors import MaskError
 from taalasc.formats.gdsflat import LayerPlacer, cell_boxes, children_first, ref_boxes
 from taalasc.formats.gdsread import GdsLibrary, _Refs
 
 Layer = tuple[int, int]
 EMPTY = np.zeros((0, 4), np.int64)
-PAIR_BATCH = 1 << 20          # references of differing tiles compared at once
+PAIR_BATCH = 1 << 18          # references of differing tiles compared at once
 _FIELDS = tuple(_Refs.__dataclass_fields__)
 
 
@@ -360,22 +364,82 @@ def _diff(lib_a, lib_b, die: int, where: str, trust: bool, extent: bool) -> DieC
     for ia, ib in pairs:
         x, y = ra.origin[ia].tolist()
         instances.append((lib_b.cells[rb.child[ib]].name, x, y))
-    for start in _batches([len(_cell_refs(lib_a, ra.child[ia]).child) for ia, _ in pairs]):
-        _compare_tiles(pairs[start[0]:start[1]], first_pair + start[0], ra, rb, sa, sb, out,
-                       skipped)
     for side, lib in ((0, lib_a), (1, lib_b)):
         if lib is not None:
             for layer in layers:
                 own = lib.cells[lib.top].rects.get(layer, EMPTY)
                 out.add(side, layer, own, np.full(len(own), -1, np.int64))
-
-    changes: dict[Layer, LayerChange] = {}
-    for layer in sorted(set(out.parts[0]) | set(out.parts[1])):
-        changes[layer] = _layer_change(out.side(0, layer), out.side(1, layer), layer, skipped)
+    batches = _batches([len(_cell_refs(lib_a, ra.child[ia]).child) for ia, _ in pairs])
+    found: dict[Layer, list[LayerChange]] = {}
+    if len(batches) > 1 and _apart(pairs, ra, rb, sa, sb, out):
+        # Tiles that touch neither each other nor the rest: each batch's changes are its own
+        # (no shape of one can equal, touch or overlap a shape of another), so each batch is
+        # counted and dropped before the next is flattened.
+        _changes(found, out, [skipped])
+        for start, stop in batches:
+            col, own = _Collector((sa, sb), layers), _Skipped(sa)
+            _compare_tiles(pairs[start:stop], first_pair + start, ra, rb, sa, sb, col, own)
+            _changes(found, col, [skipped, own])
+    else:
+        for start, stop in batches:
+            _compare_tiles(pairs[start:stop], first_pair + start, ra, rb, sa, sb, out, skipped)
+        _changes(found, out, [skipped])
+    changes = {layer: _merged(parts) for layer, parts in sorted(found.items())}
     return DieChange(die=die, layers=changes, instances=instances, refs_skipped=skipped_top,
                      refs_compared=len(ra.child) + len(rb.child) - 2 * skipped_top,
                      extent_nm=_extent(_top_boxes(sa, sb))
                      if extent else (0, 0, 0, 0))
+
+
+def _changes(found: dict, out: _Collector, context: list) -> None:
+    """Each layer's change of the shapes in ``out``, appended to ``found``."""
+    for layer in sorted(set(out.parts[0]) | set(out.parts[1])):
+        found.setdefault(layer, []).append(
+            _layer_change(out.side(0, layer), out.side(1, layer), layer, context))
+    out.parts = ({}, {})
+
+
+def _merged(parts: list[LayerChange]) -> LayerChange:
+    """One layer's change from spatially separate parts: the rectangles in sorted-row order
+    (the order one pass over the whole die gives), the counts added."""
+    if len(parts) == 1:
+        return parts[0]
+
+    def joined(rects: list[np.ndarray], src: list[np.ndarray]):
+        rects, src = np.concatenate(rects), np.concatenate(src)
+        order = sorted_rows(rects)
+        return rects[order], src[order]
+
+    removed, removed_src = joined([c.removed for c in parts], [c.removed_src for c in parts])
+    added, added_src = joined([c.added for c in parts], [c.added_src for c in parts])
+    xor_rects = np.concatenate([c.xor_rects for c in parts])
+    return LayerChange(removed, removed_src, added, added_src,
+                       sum(c.xor_count for c in parts), xor_rects[sorted_rows(xor_rects)])
+
+
+def _apart(pairs, ra: _Refs, rb: _Refs, sa: _Side, sb: _Side, out: _Collector) -> bool:
+    """Whether the compared tiles (each pair's boxes on both sides) touch neither each other
+    nor any shape placed outside them (``out``: unpaired references, the top cell's own)."""
+    ia = np.array([a for a, _ in pairs], np.int64)
+    ib = np.array([b for _, b in pairs], np.int64)
+    box_a = ref_boxes(ra, ia, sa.cell_boxes())
+    box_b = ref_boxes(rb, ib, _boxes_b(sa, sb))
+    boxes = np.concatenate([np.minimum(box_a[:, :2], box_b[:, :2]),
+                            np.maximum(box_a[:, 2:], box_b[:, 2:])], axis=1)
+    i, j = contact_pairs(boxes, boxes)
+    if (i != j).any():
+        return False
+    # a shape outside the tiles on a layer no tile draws (the die's boundary) cannot meet them
+    inner = set().union(*(_inner_layers(s.lib) for s in (sa, sb)))
+    rest = [r for side in out.parts for layer, got in side.items() if layer in inner
+            for r, _ in got]
+    return not rest or not len(contact_pairs(boxes, np.concatenate(rest))[0])
+
+
+def _inner_layers(lib: GdsLibrary) -> set[Layer]:
+    """The layers drawn by the cells below the top."""
+    return {k for n, c in enumerate(lib.cells) if n != lib.top for k, v in c.rects.items()
+            if len(v)}
 
 
 def _pair_by_place(ra: _Refs, rest_a: np.ndarray, rb: _Refs, rest_b: np.ndarray):
@@ -439,7 +503,7 @@ def _compare_tiles(pairs, first_src: int, ra: _Refs, rb: _Refs, sa: _Side, sb: _
     out.place(1, refs_b, left_b, first_src + gb[left_b])
 
 
-def _layer_change(a, b, layer: Layer, context: _Skipped | None) -> LayerChange:
+def _layer_change(a, b, layer: Layer, context: list[_Skipped | None]) -> LayerChange:
     (ra, sa), (rb, sb) = a, b
     in_b, in_a = common_rows(ra, rb)
     removed, removed_src = _distinct(ra[~in_b], sa[~in_b])
@@ -448,9 +512,12 @@ def _layer_change(a, b, layer: Layer, context: _Skipped | None) -> LayerChange:
     if not len(removed) and not len(added):
         return change
     # Shapes of skipped (identical) instances only matter where they overlap a change.
-    ctx = context.context(np.concatenate([removed, added]), layer) if context else EMPTY
+    changed = np.concatenate([removed, added])
+    ctx = np.concatenate([EMPTY] + [c.context(changed, layer) for c in context if c])
     all_a, all_b = np.concatenate([ra, ctx]), np.concatenate([rb, ctx])
-    change.xor_count, change.xor_rects = xor_polygons(removed, added, all_a, all_b)
+    del ra, rb
+    change.xor_count, rects = xor_polygons(removed, added, all_a, all_b)
+    change.xor_rects = rects[sorted_rows(rects)]   # one order, however the die was split
     return change
 
 
@@ -462,19 +529,26 @@ def _distinct(rects: np.ndarray, src: np.ndarray) -> tuple[np.ndarray, np.ndarra
 
 
 def _top_boxes(sa: _Side | None, sb: _Side | None) -> list[np.ndarray]:
-    """The top cells' boxes. B's cells of a content A has take A's box: only what differs is
-    boxed again."""
+    """The top cells' boxes."""
     if sa is None or sb is None:
         return [s.cell_boxes()[s.lib.top] for s in (sa, sb) if s is not None]
-    boxes_a = sa.cell_boxes()
-    by_content = np.zeros((int(max(sa.hid.max(initial=-1), sb.hid.max(initial=-1))) + 1, 4),
-                          np.int64)
-    shared_a = np.flatnonzero(sa.hid >= 0)
-    by_content[sa.hid[shared_a]] = boxes_a[shared_a]
-    shared_b = sb.hid >= 0
-    known = np.zeros((len(sb.hid), 4), np.int64)
-    known[shared_b] = by_content[sb.hid[shared_b]]
-    return [boxes_a[sa.lib.top], cell_boxes(sb.lib, (known, shared_b))[sb.lib.top]]
+    return [sa.cell_boxes()[sa.lib.top], _boxes_b(sa, sb)[sb.lib.top]]
+
+
+def _boxes_b(sa: _Side, sb: _Side) -> np.ndarray:
+    """B's cell boxes, kept with B. B's cells of a content A has take A's box: only what
+    differs is boxed again."""
+    if sb.boxes is None:
+        boxes_a = sa.cell_boxes()
+        by_content = np.zeros((int(max(sa.hid.max(initial=-1), sb.hid.max(initial=-1))) + 1,
+                               4), np.int64)
+        shared_a = np.flatnonzero(sa.hid >= 0)
+        by_content[sa.hid[shared_a]] = boxes_a[shared_a]
+        shared_b = sb.hid >= 0
+        known = np.zeros((len(sb.hid), 4), np.int64)
+        known[shared_b] = by_content[sb.hid[shared_b]]
+        sb.boxes = cell_boxes(sb.lib, (known, shared_b))
+    return sb.boxes
 
 
 def _extent(boxes: list[np.ndarray]) -> tuple[int, int, int, int]:
