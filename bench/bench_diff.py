@@ -225,8 +225,11 @@ def compare(a: Path, b: Path, pdk, vias: int, klayout_max_vias: int | None = 40_
     return row
 
 
+WHOLE_DIE_FLIPS = 0.10   # of a die's bits: every chunk cell of every tile changes (57 %)
+
+
 def measure(out_dir: Path, model: Path, work: Path, flips: int = 3000,
-            klayout: bool = True) -> dict:
+            klayout: bool = True, whole: bool = True) -> dict:
     """bench/run.py hook: a full die of the compile's base array written twice by taalasc's
     writer (random bits; B with ``flips`` bits inverted, as a compile of a changed checkpoint
     writes it), compared in the format the compile wrote. (B is not the compile's die 0
@@ -244,6 +247,17 @@ def measure(out_dir: Path, model: Path, work: Path, flips: int = 3000,
     modes = tuple(m for m in KLAYOUT_MODES if m != "flat" or vias <= FLAT_MAX_VIAS)
     row = compare(a, b, base.pdk, vias, modes=modes, klayout_max_vias=None if klayout else 0)
     row["flips"] = flips
+    if whole:   # a new checkpoint changes every tile
+        g = base.tile_grid
+        many = int(g.columns * g.rows * base.weight_tile.sites * WHOLE_DIE_FLIPS)
+        c, _ = write_die(base, work, "bench-die-c", fmt=fmt, flips=many)
+        c = c.with_suffix(".oas") if fmt == "oas" else c
+        got = compare(a, c, base.pdk, vias, modes=tuple(m for m in modes if m != "flat"),
+                      klayout_max_vias=None if klayout else 0)
+        got["flips"] = many
+        row["whole_die"] = got
+        row["summary"] += (f"; every tile changed ({got['flips']:,} flips): "
+                           f"{got['summary']}")
     return row
 
 

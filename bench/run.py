@@ -206,7 +206,7 @@ def _diff(out: Path, work: Path, klayout: bool) -> dict:
     try:
         row = bench_diff.measure(out, None, work, klayout=klayout)
     finally:
-        for path in work.glob("bench-die-[ab].*"):
+        for path in work.glob("bench-die-[abc].*"):
             path.unlink()
     if not klayout:
         row["summary"] = (f"{row['taalasc_s']:.1f} s (3,000 flips); KLayout XOR not run "
