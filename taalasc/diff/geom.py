@@ -250,17 +250,26 @@ def _join(p: np.ndarray, q: np.ndarray, strict: bool) -> tuple[np.ndarray, np.nd
                                            (np.flatnonzero(big_q), q, small_p, p, True)):
         if not len(big):
             continue
-        # against the other side's small rectangles, by x0 (their width is bounded) ...
+        # against the other side's small rectangles in their x range (by x0; their width is
+        # bounded), all big ones at once, in blocks of about _JOIN_BLOCK candidates ...
         by_x = small[np.argsort(other[small, 0], kind="stable")]
         x0 = other[by_x, 0]
         reach = int((other[small, 2] - other[small, 0]).max(initial=0))
-        for k in big.tolist():
-            a = rects[k]
-            cand = by_x[np.searchsorted(x0, a[0] - reach, "left"):
-                        np.searchsorted(x0, a[2], "right")]
-            cand = cand[_hits(np.broadcast_to(a, (len(cand), 4)), other[cand], strict)]
-            pi.append(cand if flip else np.full(len(cand), k))
-            qj.append(np.full(len(cand), k) if flip else cand)
+        lo = np.searchsorted(x0, rects[big, 0] - reach, "left")
+        n = np.searchsorted(x0, rects[big, 2], "right") - lo
+        ends = np.cumsum(n)
+        start = 0
+        while start < len(big):
+            stop = max(start + 1, int(np.searchsorted(ends, ends[start] - n[start]
+                                                      + _JOIN_BLOCK, "right")))
+            k, m = big[start:stop], n[start:stop]
+            cand = by_x[np.repeat(lo[start:stop], m) + np.arange(m.sum())
+                        - np.repeat(np.cumsum(m) - m, m)]
+            k = np.repeat(k, m)
+            hit = _hits(rects[k], other[cand], strict)
+            pi.append(cand[hit] if flip else k[hit])
+            qj.append(k[hit] if flip else cand[hit])
+            start = stop
     # ... and big against big, once
     for k in np.flatnonzero(big_p).tolist():
         cand = np.flatnonzero(big_q)

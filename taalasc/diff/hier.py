@@ -515,7 +515,7 @@ def _layer_change(a, b, layer: Layer, context: list[_Skipped | None]) -> LayerCh
     changed = np.concatenate([removed, added])
     ctx = np.concatenate([EMPTY] + [c.context(changed, layer) for c in context if c])
     all_a, all_b = np.concatenate([ra, ctx]), np.concatenate([rb, ctx])
-    del ra, rb
+    del a, b, ra, rb   # their copies with the context are what is used from here
     change.xor_count, rects = xor_polygons(removed, added, all_a, all_b)
     change.xor_rects = rects[sorted_rows(rects)]   # one order, however the die was split
     return change
