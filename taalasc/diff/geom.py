@@ -114,8 +114,9 @@ def contact_pairs(p: np.ndarray, q: np.ndarray, strict: bool = False
                   ) -> tuple[np.ndarray, np.ndarray]:
     """Index pairs (i, j) with p[i] and q[j] touching (closed boxes) or, strict, overlapping.
 
-    A uniform bucket grid joins the two sets; the few rectangles that span many buckets
-    (long routes, straps) are checked against everything by brute force.
+    A uniform bucket grid joins the two sets (_join); the rectangles that span many buckets
+    (long routes, straps, tile boxes) are checked against the other side's x range. Sorted by
+    (i, j), each pair once.
     """
     none = (np.zeros(0, np.int64), np.zeros(0, np.int64))
     if not len(p) or not len(q):
