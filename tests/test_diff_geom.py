@@ -7,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from taalasc.diff.core import parse_max_changed
-from taalasc.diff.geom import contact_pairs, rows_in, unique_rows, xor_polygons
+from taalasc.diff.geom import common_rows, contact_pairs, unique_rows, xor_polygons
 from taalasc.errors import MaskError
 
 
@@ -20,7 +20,8 @@ def _region(rects) -> kdb.Region:
 
 def _ours(a: np.ndarray, b: np.ndarray):
     ua, ub = unique_rows(a), unique_rows(b)
-    removed, added = ua[~rows_in(ua, ub)], ub[~rows_in(ub, ua)]
+    in_b, in_a = common_rows(ua, ub)
+    removed, added = ua[~in_b], ub[~in_a]
     return xor_polygons(removed, added, ua, ub)
 
 

@@ -19,10 +19,11 @@ from __future__ import annotations
 import numpy as np
 
 from taalasc.errors import MaskError
+from taalasc.formats.gdsflat import ragged
 
 EMPTY = np.zeros((0, 4), np.int64)
 MAX_CLUSTER_CELLS = 20_000_000   # compressed-grid cells of one cluster (memory guard)
-_BIG_BUCKETS = 64                # a rectangle over more buckets is searched by brute force
+_BIG_BUCKETS = 64                # a rectangle over more buckets is searched by x range
 _PAIR_COST = 4                   # a candidate pair costs ~4 bucket entries (measured)
 _NEAR_RATIO = 8                  # one side this many times the other's: filter it first
 
@@ -79,11 +80,6 @@ def _starts(sorted_keys: list[np.ndarray]) -> np.ndarray:
     for k in sorted_keys:
         start[1:] |= k[1:] != k[:-1]
     return start
-
-
-def rows_in(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Boolean mask over the rows of ``a``: True where the same rectangle is a row of ``b``."""
-    return common_rows(a, b)[0]
 
 
 def common_rows(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -208,7 +204,7 @@ def _entries(r: np.ndarray, idx: np.ndarray, size: int) -> tuple[np.ndarray, np.
     """(bucket key, row) for every bucket each rectangle ``idx`` of ``r`` covers."""
     lo, hi, n = _span(r[idx], size)
     nx = hi[:, 0] - lo[:, 0] + 1
-    k = np.arange(n.sum()) - np.repeat(np.cumsum(n) - n, n)
+    k = ragged(np.zeros(len(n), np.int64), n)   # each rectangle's buckets, 0, 1, ...
     return (_bucket_key(np.repeat(lo[:, 0], n) + k % np.repeat(nx, n),
                         np.repeat(lo[:, 1], n) + k // np.repeat(nx, n)), np.repeat(idx, n))
 
@@ -239,7 +235,7 @@ def _join(p: np.ndarray, q: np.ndarray, strict: bool) -> tuple[np.ndarray, np.nd
         lo = np.searchsorted(kq, k, "left")
         n = np.searchsorted(kq, k, "right") - lo
         i = np.repeat(o, n)
-        j = oq[np.repeat(lo, n) + np.arange(n.sum()) - np.repeat(np.cumsum(n) - n, n)]
+        j = oq[ragged(lo, n)]
         bucket = np.repeat(k, n)
         hit = _hits(p[i], q[j], strict)
         i, j, bucket = i[hit], j[hit], bucket[hit]
@@ -264,8 +260,7 @@ def _join(p: np.ndarray, q: np.ndarray, strict: bool) -> tuple[np.ndarray, np.nd
             stop = max(start + 1, int(np.searchsorted(ends, ends[start] - n[start]
                                                       + _JOIN_BLOCK, "right")))
             k, m = big[start:stop], n[start:stop]
-            cand = by_x[np.repeat(lo[start:stop], m) + np.arange(m.sum())
-                        - np.repeat(np.cumsum(m) - m, m)]
+            cand = by_x[ragged(lo[start:stop], m)]
             k = np.repeat(k, m)
             hit = _hits(rects[k], other[cand], strict)
             pi.append(cand[hit] if flip else k[hit])
