@@ -184,7 +184,7 @@ def _timed(mode: str, a: Path, b: Path, layers, tile_um: float) -> dict:
                     "peak_rss_bytes": int(rss_kb) * 1024}
 
 
-def compare(a: Path, b: Path, pdk, vias: int, klayout_max_vias: int | None = 40_000_000,
+def compare(a: Path, b: Path, pdk, vias: int, klayout_max_vias: int = 40_000_000,
             modes: tuple[str, ...] = KLAYOUT_MODES, tile_um: float = TILE_UM) -> dict:
     """Time taalasc diff and KLayout's XOR in ``modes`` on the same two files, each in its own
     process; counts must agree. Ratios are against the fastest KLayout mode (wall time)."""
@@ -198,9 +198,11 @@ def compare(a: Path, b: Path, pdk, vias: int, klayout_max_vias: int | None = 40_
            "taalasc_rss_bytes": ours["peak_rss_bytes"], "taalasc_counts": ours["counts"],
            "changed_shapes": ours["changed_shapes"], "masks": ours["masks"],
            "tiles_skipped_identical": ours["tiles_skipped_identical"]}
-    if klayout_max_vias is None:
-        klayout_max_vias = 40_000_000
-    if vias > klayout_max_vias or not modes:
+    if not modes:
+        row["klayout"] = "not run"
+        row["summary"] = f"{ours['wall_s']:.1f} s (KLayout XOR not run)"
+        return row
+    if vias > klayout_max_vias:
         row["klayout"] = f"skipped: {vias:,} vias > {klayout_max_vias:,}"
         row["summary"] = f"{ours['wall_s']:.1f} s (KLayout XOR skipped above {klayout_max_vias:,} vias)"
         return row
@@ -244,16 +246,15 @@ def measure(out_dir: Path, model: Path, work: Path, flips: int = 3000,
     b, _ = write_die(base, work, "bench-die-b", fmt=fmt, flips=flips)
     if fmt == "oas":
         a, b = a.with_suffix(".oas"), b.with_suffix(".oas")
-    modes = tuple(m for m in KLAYOUT_MODES if m != "flat" or vias <= FLAT_MAX_VIAS)
-    row = compare(a, b, base.pdk, vias, modes=modes, klayout_max_vias=None if klayout else 0)
+    modes = tuple(m for m in KLAYOUT_MODES if klayout and (m != "flat" or vias <= FLAT_MAX_VIAS))
+    row = compare(a, b, base.pdk, vias, modes=modes)
     row["flips"] = flips
     if whole:   # a new checkpoint changes every tile
         g = base.tile_grid
         many = int(g.columns * g.rows * base.weight_tile.sites * WHOLE_DIE_FLIPS)
         c, _ = write_die(base, work, "bench-die-c", fmt=fmt, flips=many)
         c = c.with_suffix(".oas") if fmt == "oas" else c
-        got = compare(a, c, base.pdk, vias, modes=tuple(m for m in modes if m != "flat"),
-                      klayout_max_vias=None if klayout else 0)
+        got = compare(a, c, base.pdk, vias, modes=tuple(m for m in modes if m != "flat"))
         got["flips"] = many
         row["whole_die"] = got
         row["summary"] += (f"; every tile changed ({got['flips']:,} flips): "
